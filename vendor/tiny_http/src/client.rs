@@ -34,7 +34,16 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // wxmp patch: raised when a request's unread body was too large to drain; the connection
+    // must then close, since the rest of that body is not a request.
+    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// wxmp patch: limits on a request head, which upstream read without bound (an endless header
+/// line grew memory until the process died).
+const MAX_LINE: usize = 8 * 1024;
+const MAX_HEADERS: usize = 100;
 
 /// Error that can happen when reading a request.
 #[derive(Debug)]
@@ -65,6 +74,7 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            abandoned: Default::default(),
         }
     }
 
@@ -89,6 +99,10 @@ impl ClientConnection {
                 None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
             };
 
+            if buf.len() >= MAX_LINE {
+                return Err(IoError::new(ErrorKind::InvalidInput, "Header line too long"));
+            }
+
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
                 return AsciiString::from_ascii(buf)
@@ -109,6 +123,15 @@ impl ClientConnection {
             let (method, path, version) = {
                 let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
 
+                // wxmp patch: the first byte of this line could only be read once the previous
+                // body reader was dropped, so the flag is settled by now.
+                if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(ReadError::ReadIoError(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "previous request body abandoned",
+                    )));
+                }
+
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
                 )?
@@ -123,6 +146,9 @@ impl ClientConnection {
                     if line.is_empty() {
                         break;
                     };
+                    if headers.len() >= MAX_HEADERS {
+                        return Err(ReadError::WrongHeader(version));
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -153,6 +179,7 @@ impl ClientConnection {
             *self.remote_addr.as_ref().unwrap(),
             data_source,
             writer,
+            Some(self.abandoned.clone()),
         )
         .map_err(|e| {
             use crate::request;

@@ -87,6 +87,19 @@ impl Connection {
         }
     }
 
+    /// wxmp patch: bound how long one read or write may block.
+    pub(crate) fn set_timeouts(&self, timeout: std::time::Duration) {
+        let _ = match self {
+            Self::Tcp(s) => s
+                .set_read_timeout(Some(timeout))
+                .and_then(|_| s.set_write_timeout(Some(timeout))),
+            #[cfg(unix)]
+            Self::Unix(s) => s
+                .set_read_timeout(Some(timeout))
+                .and_then(|_| s.set_write_timeout(Some(timeout))),
+        };
+    }
+
     pub(crate) fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
         match self {
             Self::Tcp(s) => s.shutdown(how),

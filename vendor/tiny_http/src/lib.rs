@@ -88,6 +88,8 @@
 //! let _ = request.respond(response);
 //! ```
 #![forbid(unsafe_code)]
+// wxmp: upstream code kept as published; unused items are not ours to prune.
+#![allow(dead_code, unused_imports)]
 #![deny(rust_2018_idioms)]
 #![allow(clippy::match_like_matches_macro)]
 
@@ -111,6 +113,9 @@ use connection::Connection;
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
+
+/// wxmp patch: read/write timeout on every accepted socket (idle keep-alive, stalled peers).
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
@@ -293,6 +298,8 @@ impl Server {
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
+                        // wxmp patch: an idle or stalled peer must not hold a thread forever.
+                        sock.set_timeouts(SOCKET_TIMEOUT);
                         use util::RefinedTcpStream;
                         let (read_closable, write_closable) = match ssl {
                             None => RefinedTcpStream::new(sock),
@@ -339,9 +346,11 @@ impl Server {
                     }
 
                     Err(e) => {
+                        // wxmp patch: upstream stopped accepting for good on any error, so
+                        // running out of file descriptors (EMFILE) once took the server down.
+                        // Back off briefly and keep listening instead.
                         log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        thread::sleep(Duration::from_millis(10));
                     }
                 }
             }

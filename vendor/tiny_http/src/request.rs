@@ -100,6 +100,10 @@ impl<R> Drop for NotifyOnDrop<R> {
     }
 }
 
+/// wxmp patch: bodies up to this size are read before the request is handed out (1 MiB + 1,
+/// so wxmp can still tell a body one byte over its 1 MiB limit).
+pub const EAGER_BODY_LIMIT: usize = (1 << 20) + 1;
+
 /// Error that can happen when building a `Request` object.
 #[derive(Debug)]
 pub enum RequestCreationError {
@@ -135,6 +139,7 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
+    abandon: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -191,28 +196,29 @@ where
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
             Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
+        } else if content_length <= EAGER_BODY_LIMIT && !expects_continue {
+            // wxmp patch: read bodies up to EAGER_BODY_LIMIT (upstream: 1024 bytes) here, on the
+            // connection's own thread, so a client trickling its body one byte at a time holds
+            // only its own thread, never a request-handler thread. The buffer grows with what
+            // actually arrives instead of trusting Content-Length up front.
+            let mut buffer: Vec<u8> = Vec::with_capacity(std::cmp::min::<usize>(content_length, 8192));
+            let read = (&mut source_data)
+                .take(content_length as u64)
+                .read_to_end(&mut buffer)?;
+            if read != content_length {
+                // the socket returned EOF, but we were before the expected content-length
+                // aborting
+                let info = "Connection has been closed before we received enough data";
+                let err = IoError::new(ErrorKind::ConnectionAborted, info);
+                return Err(RequestCreationError::CreationIoError(err));
             }
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            let (mut data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            if let Some(flag) = abandon {
+                data_reader = data_reader.with_abandon_flag(flag);
+            }
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {

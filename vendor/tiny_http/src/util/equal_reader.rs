@@ -1,6 +1,8 @@
 use std::io::Read;
 use std::io::Result as IoResult;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 
 /// A `Reader` that reads exactly the number of bytes from a sub-reader.
@@ -15,7 +17,14 @@ where
     reader: R,
     size: usize,
     last_read_signal: Sender<IoResult<()>>,
+    /// wxmp patch: set when the unread rest of a body is too large to drain, so the connection
+    /// closes instead of reading the rest of the body as the next request.
+    abandon: Option<Arc<AtomicBool>>,
 }
+
+/// wxmp patch: the most of an unread body that is read and thrown away to keep a connection
+/// alive; past that, the connection is closed.
+pub const MAX_DRAIN: usize = 64 * 1024;
 
 impl<R> EqualReader<R>
 where
@@ -28,9 +37,21 @@ where
             reader,
             size,
             last_read_signal: tx,
+            abandon: None,
         };
 
         (r, rx)
+    }
+}
+
+impl<R> EqualReader<R>
+where
+    R: Read,
+{
+    /// wxmp patch: the flag to raise when the body is abandoned.
+    pub fn with_abandon_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.abandon = Some(flag);
+        self
     }
 }
 
@@ -66,10 +87,20 @@ where
     fn drop(&mut self) {
         let mut remaining_to_read = self.size;
 
+        // wxmp patch: upstream allocated `vec![0; remaining]` here, so a request declaring a
+        // huge Content-Length and never sending it aborted the whole process (allocation
+        // failure). Drain through a small buffer, and give up (closing the connection) rather
+        // than read an unbounded amount.
+        if remaining_to_read > MAX_DRAIN {
+            if let Some(flag) = &self.abandon {
+                flag.store(true, Ordering::SeqCst);
+            }
+            return;
+        }
+        let mut buf = [0u8; 8192];
         while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
-
-            match self.reader.read(&mut buf) {
+            let want = remaining_to_read.min(buf.len());
+            match self.reader.read(&mut buf[..want]) {
                 Err(e) => {
                     self.last_read_signal.send(Err(e)).ok();
                     break;
@@ -81,6 +112,11 @@ where
                 Ok(other) => {
                     remaining_to_read -= other;
                 }
+            }
+        }
+        if remaining_to_read > 0 {
+            if let Some(flag) = &self.abandon {
+                flag.store(true, Ordering::SeqCst);
             }
         }
     }
