@@ -1,0 +1,67 @@
+//! Hot reload of the rules file: polled about once a second by modification time (and size, for
+//! editors that write twice within a second), and on demand (SIGHUP). A reload that fails keeps
+//! the old rules and logs why, so a typo never takes the account down.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use crate::app::App;
+use crate::log;
+use crate::rules::{RuleSet, RulesError};
+
+const POLL: Duration = Duration::from_millis(250);
+const CHECK_EVERY: u32 = 4; // polls: about once a second
+
+/// Reads and parses a rules file; errors carry the file name and line.
+pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+    let name = path.display().to_string();
+    let text = fs::read_to_string(path).map_err(|e| RulesError {
+        file: name.clone(),
+        line: None,
+        reason: format!("cannot read: {e}"),
+    })?;
+    RuleSet::parse(&text, &name)
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Watches `path` until `stop` is set; `hup` asks for an immediate reload.
+pub fn watch(path: PathBuf, app: Arc<App>, hup: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut last = stamp(&path);
+        let mut tick = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(POLL);
+            tick = tick.wrapping_add(1);
+            let forced = hup.swap(false, Ordering::Relaxed);
+            if !forced && tick % CHECK_EVERY != 0 {
+                continue;
+            }
+            let now = stamp(&path);
+            if !forced && now == last {
+                continue;
+            }
+            last = now;
+            reload(&path, &app, if forced { "SIGHUP" } else { "file changed" });
+        }
+    })
+}
+
+/// Loads the file again and swaps it in, or keeps the old rules and says why.
+pub fn reload(path: &Path, app: &App, why: &str) {
+    match load(path) {
+        Ok(set) => {
+            let n = set.rules().len();
+            app.rules().replace(set);
+            log::info(&format!("rules reloaded ({why}): {n} rules from {}", path.display()));
+        }
+        Err(e) => log::error(&format!("rules reload failed ({why}), keeping the old rules: {e}")),
+    }
+}
