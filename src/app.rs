@@ -158,7 +158,9 @@ impl App {
 
     fn check_signature(&self, q: &Query) -> Result<(), Rejection> {
         let (Some(sig), Some(ts), Some(nonce)) = (&q.signature, &q.timestamp, &q.nonce) else {
-            return Err(Rejection::Forbidden("missing signature, timestamp or nonce".into()));
+            return Err(Rejection::Forbidden(
+                "missing signature, timestamp or nonce".into(),
+            ));
         };
         if verify::signatures_match(&verify::signature(&self.token, ts, nonce), sig) {
             Ok(())
@@ -181,7 +183,9 @@ impl App {
     /// Safe mode (only `Encrypt`) and compatible mode (plaintext fields and `Encrypt`).
     fn handle_encrypted(&self, q: &Query, root: &xmltree::Element) -> Result<Answer, Rejection> {
         let Some(encrypt) = child_text(root, "Encrypt") else {
-            return Err(Rejection::BadRequest("encrypt_type=aes but no Encrypt field".into()));
+            return Err(Rejection::BadRequest(
+                "encrypt_type=aes but no Encrypt field".into(),
+            ));
         };
         let Some(safe) = &self.safe else {
             // Compatible mode also carries the plaintext fields: answer those in plaintext.

@@ -32,7 +32,7 @@ Serve options (each also read from the environment variable shown; a flag wins):
 /// What to do.
 #[derive(Debug)]
 pub enum Command {
-    Serve(RawServe),
+    Serve(Box<RawServe>),
     CheckRules(PathBuf),
     Help,
     Version,
@@ -97,7 +97,11 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                     "threads" => &mut serve.threads,
                     "cache-mb" => &mut serve.cache_mb,
                     "cache-ttl" => &mut serve.cache_ttl,
-                    _ => return Err(CliError(format!("unknown option --{name} (see wxmp --help)"))),
+                    _ => {
+                        return Err(CliError(format!(
+                            "unknown option --{name} (see wxmp --help)"
+                        )))
+                    }
                 };
                 let name = name.to_owned();
                 *slot = Some(
@@ -107,11 +111,16 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                         .string()?,
                 );
             }
-            other => return Err(CliError(format!("{} (see wxmp --help)", other.unexpected()))),
+            other => {
+                return Err(CliError(format!(
+                    "{} (see wxmp --help)",
+                    other.unexpected()
+                )))
+            }
         }
         first = false;
     }
-    Ok(Command::Serve(serve))
+    Ok(Command::Serve(Box::new(serve)))
 }
 
 #[cfg(test)]
@@ -131,7 +140,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse(args(&["serve"])).unwrap(), Command::Serve(_)));
+        assert!(matches!(
+            parse(args(&["serve"])).unwrap(),
+            Command::Serve(_)
+        ));
     }
 
     #[test]
@@ -146,9 +158,21 @@ mod tests {
 
     #[test]
     fn usage_errors_say_what_is_wrong() {
-        assert!(parse(args(&["--bogus", "1"])).unwrap_err().0.contains("--bogus"));
-        assert!(parse(args(&["--port"])).unwrap_err().0.contains("--port needs a value"));
-        assert!(parse(args(&["frobnicate"])).unwrap_err().0.contains("unknown command"));
-        assert!(parse(args(&["check-rules"])).unwrap_err().0.contains("FILE"));
+        assert!(parse(args(&["--bogus", "1"]))
+            .unwrap_err()
+            .0
+            .contains("--bogus"));
+        assert!(parse(args(&["--port"]))
+            .unwrap_err()
+            .0
+            .contains("--port needs a value"));
+        assert!(parse(args(&["frobnicate"]))
+            .unwrap_err()
+            .0
+            .contains("unknown command"));
+        assert!(parse(args(&["check-rules"]))
+            .unwrap_err()
+            .0
+            .contains("FILE"));
     }
 }

@@ -68,13 +68,19 @@ pub fn default_threads() -> usize {
 impl Config {
     /// Flags win over the environment (`env` looks a `WXMP_*` variable up), which wins over the
     /// defaults.
-    pub fn resolve(raw: RawServe, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let pick = |flag: Option<String>, var: &str| flag.or_else(|| env(var)).filter(|v| !v.is_empty());
+    pub fn resolve(
+        raw: RawServe,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let pick =
+            |flag: Option<String>, var: &str| flag.or_else(|| env(var)).filter(|v| !v.is_empty());
         let host = pick(raw.host, "WXMP_HOST").unwrap_or_else(|| DEFAULT_HOST.to_owned());
         let port = match pick(raw.port, "WXMP_PORT") {
             None => DEFAULT_PORT,
             Some(p) => p.parse().map_err(|_| {
-                ConfigError(format!("invalid port {p:?} (--port / WXMP_PORT): expected a number from 0 to 65535"))
+                ConfigError(format!(
+                    "invalid port {p:?} (--port / WXMP_PORT): expected a number from 0 to 65535"
+                ))
             })?,
         };
         let path = pick(raw.path, "WXMP_PATH").unwrap_or_else(|| DEFAULT_PATH.to_owned());
@@ -107,12 +113,26 @@ impl Config {
             }),
         };
         let rules = pick(raw.rules, "WXMP_RULES").map(PathBuf::from);
-        let threads = number(pick(raw.threads, "WXMP_THREADS"), "--threads / WXMP_THREADS", default_threads())?;
+        let threads = number(
+            pick(raw.threads, "WXMP_THREADS"),
+            "--threads / WXMP_THREADS",
+            default_threads(),
+        )?;
         if !(1..=1024).contains(&threads) {
-            return Err(ConfigError(format!("invalid thread count {threads} (--threads / WXMP_THREADS): expected 1 to 1024")));
+            return Err(ConfigError(format!(
+                "invalid thread count {threads} (--threads / WXMP_THREADS): expected 1 to 1024"
+            )));
         }
-        let cache_mb: usize = number(pick(raw.cache_mb, "WXMP_CACHE_MB"), "--cache-mb / WXMP_CACHE_MB", DEFAULT_CACHE_MB)?;
-        let cache_ttl: u64 = number(pick(raw.cache_ttl, "WXMP_CACHE_TTL"), "--cache-ttl / WXMP_CACHE_TTL", DEFAULT_CACHE_TTL)?;
+        let cache_mb: usize = number(
+            pick(raw.cache_mb, "WXMP_CACHE_MB"),
+            "--cache-mb / WXMP_CACHE_MB",
+            DEFAULT_CACHE_MB,
+        )?;
+        let cache_ttl: u64 = number(
+            pick(raw.cache_ttl, "WXMP_CACHE_TTL"),
+            "--cache-ttl / WXMP_CACHE_TTL",
+            DEFAULT_CACHE_TTL,
+        )?;
         if cache_ttl < 30 {
             return Err(ConfigError(format!(
                 "invalid cache TTL {cache_ttl} (--cache-ttl / WXMP_CACHE_TTL): WeChat retries for about 15 s; use at least 30"
@@ -135,13 +155,18 @@ impl Config {
     }
 }
 
-fn number<T: std::str::FromStr>(value: Option<String>, what: &str, default: T) -> Result<T, ConfigError> {
+fn number<T: std::str::FromStr>(
+    value: Option<String>,
+    what: &str,
+    default: T,
+) -> Result<T, ConfigError> {
     match value {
         None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError(format!("invalid value {v:?} for {what}: expected a whole number"))),
+        Some(v) => v.trim().parse().map_err(|_| {
+            ConfigError(format!(
+                "invalid value {v:?} for {what}: expected a whole number"
+            ))
+        }),
     }
 }
 
@@ -150,7 +175,12 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     fn raw_with_token() -> RawServe {
@@ -163,7 +193,10 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let c = Config::resolve(raw_with_token(), &env_of(&[])).unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.path.as_str()), ("0.0.0.0", 80, "/weixin"));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.path.as_str()),
+            ("0.0.0.0", 80, "/weixin")
+        );
         assert!(c.safe.is_none());
         assert_eq!(c.cache.max_bytes, 32 << 20);
     }
@@ -174,7 +207,11 @@ mod tests {
             port: Some("9000".into()),
             ..RawServe::default()
         };
-        let c = Config::resolve(raw, &env_of(&[("WXMP_PORT", "8080"), ("WXMP_TOKEN", "envtok")])).unwrap();
+        let c = Config::resolve(
+            raw,
+            &env_of(&[("WXMP_PORT", "8080"), ("WXMP_TOKEN", "envtok")]),
+        )
+        .unwrap();
         assert_eq!(c.port, 9000);
         assert_eq!(c.token.expose(), "envtok");
     }
@@ -191,17 +228,26 @@ mod tests {
             port: Some("eighty".into()),
             ..raw_with_token()
         };
-        assert!(Config::resolve(bad_port, &env_of(&[])).unwrap_err().0.contains("--port"));
+        assert!(Config::resolve(bad_port, &env_of(&[]))
+            .unwrap_err()
+            .0
+            .contains("--port"));
         let bad_path = RawServe {
             path: Some("weixin".into()),
             ..raw_with_token()
         };
-        assert!(Config::resolve(bad_path, &env_of(&[])).unwrap_err().0.contains("--path"));
+        assert!(Config::resolve(bad_path, &env_of(&[]))
+            .unwrap_err()
+            .0
+            .contains("--path"));
         let key_only = RawServe {
             aes_key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
             ..raw_with_token()
         };
-        assert!(Config::resolve(key_only, &env_of(&[])).unwrap_err().0.contains("--appid"));
+        assert!(Config::resolve(key_only, &env_of(&[]))
+            .unwrap_err()
+            .0
+            .contains("--appid"));
         let short_key = RawServe {
             aes_key: Some("short".into()),
             appid: Some("wx1".into()),
@@ -213,7 +259,10 @@ mod tests {
             threads: Some("0".into()),
             ..raw_with_token()
         };
-        assert!(Config::resolve(threads, &env_of(&[])).unwrap_err().0.contains("--threads"));
+        assert!(Config::resolve(threads, &env_of(&[]))
+            .unwrap_err()
+            .0
+            .contains("--threads"));
     }
 
     #[test]
@@ -235,6 +284,9 @@ mod tests {
             ..raw_with_token()
         };
         let shown = format!("{:?}", Config::resolve(raw, &env_of(&[])).unwrap());
-        assert!(!shown.contains("tok123") && !shown.contains("abcdefghij"), "{shown}");
+        assert!(
+            !shown.contains("tok123") && !shown.contains("abcdefghij"),
+            "{shown}"
+        );
     }
 }

@@ -104,7 +104,9 @@ impl fmt::Display for CryptoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CryptoError::Base64 => f.write_str("Encrypt is not valid base64"),
-            CryptoError::CipherLength(n) => write!(f, "ciphertext length {n} is not a multiple of 16"),
+            CryptoError::CipherLength(n) => {
+                write!(f, "ciphertext length {n} is not a multiple of 16")
+            }
             CryptoError::Padding => f.write_str("bad padding after decryption"),
             CryptoError::Length => f.write_str("bad length prefix after decryption"),
             CryptoError::Utf8 => f.write_str("decrypted message is not UTF-8"),
@@ -124,7 +126,9 @@ pub struct Decrypted {
 
 /// Decrypts `Encrypt` without checking the AppID (see [`decrypt_for`]).
 pub fn decrypt(key: &AesKey, encrypt: &str) -> Result<Decrypted, CryptoError> {
-    let mut buf = B64.decode(encrypt.trim()).map_err(|_| CryptoError::Base64)?;
+    let mut buf = B64
+        .decode(encrypt.trim())
+        .map_err(|_| CryptoError::Base64)?;
     if buf.is_empty() || buf.len() % 16 != 0 {
         return Err(CryptoError::CipherLength(buf.len()));
     }
@@ -215,12 +219,18 @@ mod tests {
         ] {
             assert!(AesKey::from_encoding_aes_key(k).is_ok(), "{k}");
         }
-        assert_eq!(key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").0, [0u8; 32]);
+        assert_eq!(
+            key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").0,
+            [0u8; 32]
+        );
     }
 
     #[test]
     fn bad_keys_are_refused() {
-        assert_eq!(AesKey::from_encoding_aes_key("abc"), Err(KeyError::Length(3)));
+        assert_eq!(
+            AesKey::from_encoding_aes_key("abc"),
+            Err(KeyError::Length(3))
+        );
         assert_eq!(
             AesKey::from_encoding_aes_key(&"!".repeat(43)),
             Err(KeyError::NotBase64)
@@ -232,7 +242,12 @@ mod tests {
     fn official_worked_example_encrypts_byte_for_byte() {
         // developers.weixin.qq.com message-push doc: the reply encrypted with a fixed random.
         let k = key("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
-        let out = encrypt(&k, "wxba5fad812f8e6fb9", b"707722b803182950", "{\"demo_resp\":\"good luck\"}");
+        let out = encrypt(
+            &k,
+            "wxba5fad812f8e6fb9",
+            b"707722b803182950",
+            "{\"demo_resp\":\"good luck\"}",
+        );
         assert_eq!(out, "ELGduP2YcVatjqIS+eZbp80MNLoAUWvzzyJxgGzxZO/5sAvd070Bs6qrLARC9nVHm48Y4hyRbtzve1L32tmxSQ==");
     }
 
@@ -254,8 +269,14 @@ mod tests {
         );
         let plain = include_str!("../tests/fixtures/java_vector_b_plain.xml");
         let expected = "jn1L23DB+6ELqJ+6bruv23M2GmYfkv0xBh2h+XTBOKVKcgDFHle6gqcZ1cZrk3e1qjPQ1F4RsLWzQRG9udbKWesxlkupqcEcW7ZQweImX9+wLMa0GaUzpkycA8+IamDBxn5loLgZpnS7fVAbExOkK5DYHBmv5tptA9tklE/fTIILHR8HLXa5nQvFb3tYPKAlHF3rtTeayNf0QuM+UW/wM9enGIDIJHF7CLHiDNAYxr+r+OrJCmPQyTy8cVWlu9iSvOHPT/77bZqJucQHQ04sq7KZI27OcqpQNSto2OdHCoTccjggX5Z9Mma0nMJBU+jLKJ38YB1fBIz+vBzsYjrTmFQ44YfeEuZ+xRTQwr92vhA9OxchWVINGC50qE/6lmkwWTwGX9wtQpsJKhP+oS7rvTY8+VdzETdfakjkwQ5/Xka042OlUb1/slTwo4RscuQ+RdxSGvDahxAJ6+EAjLt9d8igHngxIbf6YyqqROxuxqIeIch3CssH/LqRs+iAcILvApYZckqmA7FNERspKA5f8GoJ9sv8xmGvZ9Yrf57cExWtnX8aCMMaBropU/1k+hKP5LVdzbWCG0hGwx/dQudYR/eXp3P0XxjlFiy+9DMlaFExWUZQDajPkdPrEeOwofJb";
-        assert_eq!(encrypt(&k, "wxb11529c136998cb6", b"aaaabbbbccccdddd", plain), expected);
-        assert_eq!(decrypt_for(&k, "wxb11529c136998cb6", expected).unwrap(), plain);
+        assert_eq!(
+            encrypt(&k, "wxb11529c136998cb6", b"aaaabbbbccccdddd", plain),
+            expected
+        );
+        assert_eq!(
+            decrypt_for(&k, "wxb11529c136998cb6", expected).unwrap(),
+            plain
+        );
     }
 
     #[test]
@@ -264,8 +285,14 @@ mod tests {
         let enc = "hyzAe4OzmOMbd6TvGdIOO6uBmdJoD0Fk53REIHvxYtJlE2B655HuD0m8KUePWB3+LrPXo87wzQ1QLvbeUgmBM4x6F8PGHQHFVAFmOD2LdJF9FrXpbUAh0B5GIItb52sn896wVsMSHGuPE328HnRGBcrS7C41IzDWyWNlZkyyXwon8T332jisa+h6tEDYsVticbSnyU8dKOIbgU6ux5VTjg3yt+WGzjlpKn6NPhRjpA912xMezR4kw6KWwMrCVKSVCZciVGCgavjIQ6X8tCOp3yZbGpy0VxpAe+77TszTfRd5RJSVO/HTnifJpXgCSUdUue1v6h0EIBYYI1BD1DlD+C0CR8e6OewpusjZ4uBl9FyJvnhvQl+q5rv1ixrcpCumEPo5MJSgM9ehVsNPfUM669WuMyVWQLCzpu9GhglF2PE=";
         let d = decrypt(&k, enc).unwrap();
         assert_eq!(d.app_id, "wx2c2769f8efd9abc2");
-        assert_eq!(d.xml, include_str!("../tests/fixtures/safe_compat_sample_decrypted.xml"));
-        assert_eq!(decrypt_for(&k, "wxOTHER", enc), Err(CryptoError::AppIdMismatch));
+        assert_eq!(
+            d.xml,
+            include_str!("../tests/fixtures/safe_compat_sample_decrypted.xml")
+        );
+        assert_eq!(
+            decrypt_for(&k, "wxOTHER", enc),
+            Err(CryptoError::AppIdMismatch)
+        );
     }
 
     #[test]
@@ -273,7 +300,10 @@ mod tests {
         let k = key(SAMPLE_KEY);
         assert_eq!(decrypt(&k, "not base64!"), Err(CryptoError::Base64));
         assert_eq!(decrypt(&k, ""), Err(CryptoError::CipherLength(0)));
-        assert_eq!(decrypt(&k, &B64.encode([0u8; 15])), Err(CryptoError::CipherLength(15)));
+        assert_eq!(
+            decrypt(&k, &B64.encode([0u8; 15])),
+            Err(CryptoError::CipherLength(15))
+        );
         // A block that decrypts to garbage: padding or length must catch it.
         let garbage = B64.encode([7u8; 64]);
         assert!(matches!(
@@ -297,7 +327,10 @@ mod tests {
     fn padding_and_length_are_bounds_checked() {
         let k = key(SAMPLE_KEY);
         // Padding byte 33 is out of range.
-        assert_eq!(decrypt(&k, &encrypt_raw(&k, &[33u8; 64])), Err(CryptoError::Padding));
+        assert_eq!(
+            decrypt(&k, &encrypt_raw(&k, &[33u8; 64])),
+            Err(CryptoError::Padding)
+        );
         // Padding bytes disagree.
         let mut p = vec![0u8; 62];
         p.extend([1, 2]);
@@ -309,7 +342,10 @@ mod tests {
         l.extend([32u8; 32]);
         assert_eq!(decrypt(&k, &encrypt_raw(&k, &l)), Err(CryptoError::Length));
         // Too short to hold the random prefix and length.
-        assert_eq!(decrypt(&k, &encrypt_raw(&k, &[16u8; 16])), Err(CryptoError::Length));
+        assert_eq!(
+            decrypt(&k, &encrypt_raw(&k, &[16u8; 16])),
+            Err(CryptoError::Length)
+        );
         // Any pad 1..=32 is accepted (some peers pad to 16).
         let mut ok = vec![0u8; 16];
         ok.extend(2u32.to_be_bytes());

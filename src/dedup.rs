@@ -100,8 +100,16 @@ struct Shard<V> {
 }
 
 enum Slot<V> {
-    Pending { gen: u64, cell: Arc<Cell<V>> },
-    Done { gen: u64, at: u64, value: V, weight: usize },
+    Pending {
+        gen: u64,
+        cell: Arc<Cell<V>>,
+    },
+    Done {
+        gen: u64,
+        at: u64,
+        value: V,
+        weight: usize,
+    },
 }
 
 impl<V> Slot<V> {
@@ -396,7 +404,10 @@ mod tests {
     fn a_retried_message_gets_the_same_bytes() {
         let c = Cache::new(Limits::default());
         answer(&c, key(&text_msg("u1", "1")), "reply-1", 10);
-        assert_eq!(cached(&c, key(&text_msg("u1", "1")), 14).as_deref(), Some("reply-1"));
+        assert_eq!(
+            cached(&c, key(&text_msg("u1", "1")), 14).as_deref(),
+            Some("reply-1")
+        );
     }
 
     #[test]
@@ -410,7 +421,10 @@ mod tests {
     fn events_are_keyed_by_user_time_name_and_key() {
         let c = Cache::new(Limits::default());
         answer(&c, key(&click("u1", 100, "K")), "r", 10);
-        assert_eq!(cached(&c, key(&click("u1", 100, "K")), 11).as_deref(), Some("r"));
+        assert_eq!(
+            cached(&c, key(&click("u1", 100, "K")), 11).as_deref(),
+            Some("r")
+        );
         assert_eq!(cached(&c, key(&click("u1", 100, "OTHER")), 11), None);
         assert_eq!(cached(&c, key(&click("u1", 101, "K")), 11), None);
         assert_eq!(cached(&c, key(&click("u2", 100, "K")), 11), None);

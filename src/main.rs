@@ -41,7 +41,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         },
-        Ok(Command::Serve(raw)) => serve(raw),
+        Ok(Command::Serve(raw)) => serve(*raw),
     }
 }
 
@@ -100,10 +100,14 @@ fn serve(raw: RawServe) -> ExitCode {
         }
     }
     let stop_watcher = Arc::new(AtomicBool::new(false));
-    let watcher = config
-        .rules
-        .clone()
-        .map(|path| reload::watch(path, Arc::clone(&app), Arc::clone(&hup), Arc::clone(&stop_watcher)));
+    let watcher = config.rules.clone().map(|path| {
+        reload::watch(
+            path,
+            Arc::clone(&app),
+            Arc::clone(&hup),
+            Arc::clone(&stop_watcher),
+        )
+    });
 
     println!(
         "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads)",

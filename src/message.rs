@@ -543,7 +543,12 @@ mod tests {
         assert_eq!(m.from_user_name, "o1");
         assert_eq!(m.create_time, 1348831860);
         assert_eq!(m.msg_id.as_deref(), Some("1234567890123456"));
-        assert_eq!(m.kind, Kind::Text { content: "天气".into() });
+        assert_eq!(
+            m.kind,
+            Kind::Text {
+                content: "天气".into()
+            }
+        );
         assert_eq!(m.said(), Some("天气"));
         assert_eq!(m.msg_type(), "text");
     }
@@ -578,7 +583,9 @@ mod tests {
     fn optional_number_that_does_not_parse_is_kept_raw() {
         let xml = "<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>location</MsgType><Location_X>1.5</Location_X><Location_Y>2</Location_Y><Scale>big</Scale></xml>";
         match parse(xml).kind {
-            Kind::Location { scale, location_x, .. } => {
+            Kind::Location {
+                scale, location_x, ..
+            } => {
                 assert_eq!(scale, Some(Numeric::Raw("big".into())));
                 assert_eq!(location_x, 1.5);
             }
@@ -598,7 +605,12 @@ mod tests {
     fn event_names_compare_case_insensitively() {
         let xml = "<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>Click</Event><EventKey>K</EventKey></xml>";
         let m = parse(xml);
-        assert_eq!(m.event(), Some(&Event::Click { event_key: "K".into() }));
+        assert_eq!(
+            m.event(),
+            Some(&Event::Click {
+                event_key: "K".into()
+            })
+        );
         assert_eq!(m.event().map(Event::name), Some("CLICK"));
     }
 

@@ -33,7 +33,12 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Watches `path` until `stop` is set; `hup` asks for an immediate reload.
-pub fn watch(path: PathBuf, app: Arc<App>, hup: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+pub fn watch(
+    path: PathBuf,
+    app: Arc<App>,
+    hup: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut last = stamp(&path);
         let mut tick = 0u32;
@@ -60,8 +65,13 @@ pub fn reload(path: &Path, app: &App, why: &str) {
         Ok(set) => {
             let n = set.rules().len();
             app.rules().replace(set);
-            log::info(&format!("rules reloaded ({why}): {n} rules from {}", path.display()));
+            log::info(&format!(
+                "rules reloaded ({why}): {n} rules from {}",
+                path.display()
+            ));
         }
-        Err(e) => log::error(&format!("rules reload failed ({why}), keeping the old rules: {e}")),
+        Err(e) => log::error(&format!(
+            "rules reload failed ({why}), keeping the old rules: {e}"
+        )),
     }
 }

@@ -23,13 +23,19 @@ pub enum Reply {
     /// The plain body `success`: "received, nothing to say".
     Success,
     Text(Text),
-    Image { media_id: String },
-    Voice { media_id: String },
+    Image {
+        media_id: String,
+    },
+    Voice {
+        media_id: String,
+    },
     Video(Video),
     Music(Music),
     News(News),
     /// Hands the conversation to the customer-service system, optionally to one agent.
-    TransferCustomerService { kf_account: Option<String> },
+    TransferCustomerService {
+        kf_account: Option<String>,
+    },
 }
 
 /// Non-empty text of at most [`MAX_TEXT_BYTES`] bytes.
@@ -101,7 +107,10 @@ impl fmt::Display for Adjustment {
                 f.write_str("empty text reply answered with success instead")
             }
             Adjustment::TextTruncated { from, to } => {
-                write!(f, "text reply cut from {from} to {to} bytes (WeChat's limit is {MAX_TEXT_BYTES})")
+                write!(
+                    f,
+                    "text reply cut from {from} to {to} bytes (WeChat's limit is {MAX_TEXT_BYTES})"
+                )
             }
         }
     }
@@ -122,12 +131,18 @@ impl fmt::Display for ReplyError {
         match self {
             ReplyError::NoArticles => f.write_str("news reply has no articles (needs 1 to 8)"),
             ReplyError::TooManyArticles { count, max } => {
-                write!(f, "news reply has {count} articles; at most {max} allowed here")
+                write!(
+                    f,
+                    "news reply has {count} articles; at most {max} allowed here"
+                )
             }
             ReplyError::EmptyMediaId => f.write_str("media reply has an empty MediaId"),
             ReplyError::EmptyText => f.write_str("text reply is empty"),
             ReplyError::TextTooLong(n) => {
-                write!(f, "text reply is {n} bytes; WeChat's limit is {MAX_TEXT_BYTES}")
+                write!(
+                    f,
+                    "text reply is {n} bytes; WeChat's limit is {MAX_TEXT_BYTES}"
+                )
             }
         }
     }
@@ -279,14 +294,16 @@ impl Reply {
         if root.name != "xml" {
             return Err(ReplyParseError::Missing("xml"));
         }
-        let req = |name: &'static str| child_text(&root, name).ok_or(ReplyParseError::Missing(name));
+        let req =
+            |name: &'static str| child_text(&root, name).ok_or(ReplyParseError::Missing(name));
         let create_time = req("CreateTime")?;
         let create_time = create_time
             .trim()
             .parse()
             .map_err(|_| ReplyParseError::Missing("CreateTime"))?;
         let msg_type = req("MsgType")?;
-        let sub = |parent: &str, name: &str| root.get_child(parent).and_then(|p| child_text(p, name));
+        let sub =
+            |parent: &str, name: &str| root.get_child(parent).and_then(|p| child_text(p, name));
         let reply = match msg_type.as_str() {
             "text" => {
                 let content = req("Content")?;
@@ -368,7 +385,9 @@ impl fmt::Display for ReplyParseError {
         match self {
             ReplyParseError::Xml(e) => e.fmt(f),
             ReplyParseError::Missing(name) => write!(f, "reply has no valid {name}"),
-            ReplyParseError::UnknownMsgType(t) => write!(f, "reply MsgType {t:?} is not a passive reply type"),
+            ReplyParseError::UnknownMsgType(t) => {
+                write!(f, "reply MsgType {t:?} is not a passive reply type")
+            }
             ReplyParseError::ArticleCountMismatch => {
                 f.write_str("news reply's ArticleCount does not match its items")
             }
@@ -459,7 +478,13 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(adj, Some(Adjustment::TextTruncated { from: 2049, to: 2046 }));
+        assert_eq!(
+            adj,
+            Some(Adjustment::TextTruncated {
+                from: 2049,
+                to: 2046
+            })
+        );
         let (exact, adj) = Reply::text("a".repeat(MAX_TEXT_BYTES));
         assert_eq!(adj, None);
         assert!(matches!(exact, Reply::Text(t) if t.as_str().len() == MAX_TEXT_BYTES));
@@ -468,7 +493,10 @@ mod tests {
     #[test]
     fn news_limits_depend_on_what_is_answered() {
         let a = || Article::default();
-        assert_eq!(Reply::news(vec![], Answering::Event), Err(ReplyError::NoArticles));
+        assert_eq!(
+            Reply::news(vec![], Answering::Event),
+            Err(ReplyError::NoArticles)
+        );
         assert!(Reply::news(vec![a(); 8], Answering::Event).is_ok());
         assert_eq!(
             Reply::news(vec![a(); 9], Answering::Event),
@@ -491,9 +519,15 @@ mod tests {
     #[test]
     fn parse_refuses_what_wechat_would() {
         let empty = "<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>text</MsgType><Content></Content></xml>";
-        assert_eq!(Reply::parse(empty), Err(ReplyParseError::Limit(ReplyError::EmptyText)));
+        assert_eq!(
+            Reply::parse(empty),
+            Err(ReplyParseError::Limit(ReplyError::EmptyText))
+        );
         let bogus = empty.replace("<MsgType>text</MsgType>", "<MsgType>bogus</MsgType>");
-        assert!(matches!(Reply::parse(&bogus), Err(ReplyParseError::UnknownMsgType(_))));
+        assert!(matches!(
+            Reply::parse(&bogus),
+            Err(ReplyParseError::UnknownMsgType(_))
+        ));
         assert_eq!(Reply::parse("success").unwrap().reply, Reply::Success);
     }
 
@@ -505,7 +539,11 @@ mod tests {
             Just("a]]><evil/>".to_owned()),
             Just("]]]]>>".to_owned()),
         ]
-        .prop_map(|s| s.chars().filter(|&c| xmlutil::is_xml_char(c) && c != '\r').collect())
+        .prop_map(|s| {
+            s.chars()
+                .filter(|&c| xmlutil::is_xml_char(c) && c != '\r')
+                .collect()
+        })
     }
 
     fn arb_opt() -> impl Strategy<Value = Option<String>> {
@@ -514,31 +552,43 @@ mod tests {
 
     fn arb_reply() -> impl Strategy<Value = Reply> {
         let nonempty = || arb_text().prop_filter("non-empty", |s| !s.is_empty());
-        let article = (arb_text(), arb_text(), arb_text(), arb_text()).prop_map(|(title, description, pic_url, url)| Article {
-            title,
-            description,
-            pic_url,
-            url,
-        });
+        let article = (arb_text(), arb_text(), arb_text(), arb_text()).prop_map(
+            |(title, description, pic_url, url)| Article {
+                title,
+                description,
+                pic_url,
+                url,
+            },
+        );
         prop_oneof![
             Just(Reply::Success),
             arb_text().prop_map(|s| Reply::text(s).0),
             nonempty().prop_map(|m| Reply::image(m).unwrap()),
             nonempty().prop_map(|m| Reply::voice(m).unwrap()),
-            (nonempty(), arb_opt(), arb_opt()).prop_map(|(media_id, title, description)| Reply::video(Video {
-                media_id,
-                title,
-                description
-            })
+            (nonempty(), arb_opt(), arb_opt()).prop_map(|(media_id, title, description)| {
+                Reply::video(Video {
+                    media_id,
+                    title,
+                    description,
+                })
+                .unwrap()
+            }),
+            (arb_opt(), arb_opt(), arb_opt(), arb_opt(), arb_opt()).prop_map(
+                |(title, description, music_url, hq_music_url, thumb_media_id)| Reply::music(
+                    Music {
+                        title,
+                        description,
+                        music_url,
+                        hq_music_url,
+                        thumb_media_id
+                    }
+                )
+            ),
+            proptest::collection::vec(article, 1..=8).prop_map(|a| Reply::news(
+                a,
+                Answering::Event
+            )
             .unwrap()),
-            (arb_opt(), arb_opt(), arb_opt(), arb_opt(), arb_opt()).prop_map(|(title, description, music_url, hq_music_url, thumb_media_id)| Reply::music(Music {
-                title,
-                description,
-                music_url,
-                hq_music_url,
-                thumb_media_id
-            })),
-            proptest::collection::vec(article, 1..=8).prop_map(|a| Reply::news(a, Answering::Event).unwrap()),
             arb_opt().prop_map(Reply::transfer_customer_service),
         ]
     }

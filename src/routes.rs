@@ -59,7 +59,13 @@ pub fn handle(service: &Service, req: &Request) -> Response {
             };
             // The path is logged only up to the query: the query holds signatures, not secrets,
             // but it is noise; the body is never logged.
-            log::request(req.method(), &printable(path), status, &reason, started.elapsed());
+            log::request(
+                req.method(),
+                &printable(path),
+                status,
+                &reason,
+                started.elapsed(),
+            );
             let mut resp = Response::text(format!("{body}\n")).with_status_code(status);
             if let Failure::MethodNotAllowed(allow) = failure {
                 resp = resp.with_unique_header("Allow", allow);
@@ -73,7 +79,12 @@ pub fn handle(service: &Service, req: &Request) -> Response {
     }
 }
 
-fn dispatch(service: &Service, req: &Request, path: &str, raw_query: &str) -> Result<Response, Failure> {
+fn dispatch(
+    service: &Service,
+    req: &Request,
+    path: &str,
+    raw_query: &str,
+) -> Result<Response, Failure> {
     let method = req.method();
     match path {
         "/" => match method {
@@ -85,7 +96,8 @@ fn dispatch(service: &Service, req: &Request, path: &str, raw_query: &str) -> Re
             _ => Err(Failure::MethodNotAllowed("GET, HEAD")),
         },
         p if p == service.path => {
-            let query = Query::parse(raw_query).map_err(|e| Rejection::BadRequest(e.to_string()))?;
+            let query =
+                Query::parse(raw_query).map_err(|e| Rejection::BadRequest(e.to_string()))?;
             match method {
                 "GET" => Ok(Response::text(service.app.verify_url(&query)?)),
                 "POST" => {
@@ -96,7 +108,10 @@ fn dispatch(service: &Service, req: &Request, path: &str, raw_query: &str) -> Re
                     } else {
                         "text/plain; charset=utf-8"
                     };
-                    Ok(Response::from_data(content_type, answer.body.as_bytes().to_vec()))
+                    Ok(Response::from_data(
+                        content_type,
+                        answer.body.as_bytes().to_vec(),
+                    ))
                 }
                 _ => Err(Failure::MethodNotAllowed("GET, POST")),
             }

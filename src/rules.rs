@@ -632,7 +632,12 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
     regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| format!("bad regex {pattern:?}: {}", e.to_string().lines().last().unwrap_or("")))
+        .map_err(|e| {
+            format!(
+                "bad regex {pattern:?}: {}",
+                e.to_string().lines().last().unwrap_or("")
+            )
+        })
 }
 
 const REPLY_KINDS: &str =
@@ -648,7 +653,12 @@ fn compile_action(value: toml::Value, regex: Option<&Regex>) -> Result<Action, S
             }
         }
         toml::Value::Table(t) => t,
-        other => return Err(format!("reply must be a table or a string, not {}", other.type_str())),
+        other => {
+            return Err(format!(
+                "reply must be a table or a string, not {}",
+                other.type_str()
+            ))
+        }
     };
     if table.len() != 1 {
         let keys: Vec<_> = table.keys().map(String::as_str).collect();
@@ -702,7 +712,12 @@ fn compile_action(value: toml::Value, regex: Option<&Regex>) -> Result<Action, S
             let items = match value {
                 toml::Value::Array(a) => a,
                 toml::Value::Table(t) => vec![toml::Value::Table(t)],
-                other => return Err(format!("reply.news must be a list of articles, not {}", other.type_str())),
+                other => {
+                    return Err(format!(
+                        "reply.news must be a list of articles, not {}",
+                        other.type_str()
+                    ))
+                }
             };
             if items.is_empty() || items.len() > reply::MAX_ARTICLES {
                 return Err(format!(
@@ -726,7 +741,9 @@ fn compile_action(value: toml::Value, regex: Option<&Regex>) -> Result<Action, S
         }
         "transfer_customer_service" => match value {
             toml::Value::Boolean(true) => ReplySpec::TransferCustomerService(None),
-            toml::Value::String(_) => ReplySpec::TransferCustomerService(Some(template(&value, "kf_account")?)),
+            toml::Value::String(_) => {
+                ReplySpec::TransferCustomerService(Some(template(&value, "kf_account")?))
+            }
             other => {
                 let mut t = Fields::new(other, "reply.transfer_customer_service")?;
                 let kf = t.optional("kf_account")?;
@@ -734,7 +751,11 @@ fn compile_action(value: toml::Value, regex: Option<&Regex>) -> Result<Action, S
                 ReplySpec::TransferCustomerService(kf)
             }
         },
-        other => return Err(format!("unknown reply kind `{other}`: expected {REPLY_KINDS}")),
+        other => {
+            return Err(format!(
+                "unknown reply kind `{other}`: expected {REPLY_KINDS}"
+            ))
+        }
     };
     check_captures(&spec, regex)?;
     Ok(Action::Reply(spec))
@@ -814,7 +835,9 @@ fn check_captures(spec: &ReplySpec, regex: Option<&Regex>) -> Result<(), String>
                 ))
             }
             Piece::Named(name) if !re.capture_names().flatten().any(|c| c == name) => {
-                return Err(format!("`${{{name}}}` but the regex has no group named {name}"))
+                return Err(format!(
+                    "`${{{name}}}` but the regex has no group named {name}"
+                ))
             }
             _ => {}
         }

@@ -85,10 +85,9 @@ pub fn signatures_match(expected: &str, given: &str) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0u8, |acc, (x, y)| acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase()));
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| {
+        acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
+    });
     diff == 0
 }
 
@@ -147,7 +146,10 @@ mod tests {
         let s = "f464b24fc39322e44b38aa78f5edd27bd1441696";
         assert!(signatures_match(s, s));
         assert!(signatures_match(s, &s.to_uppercase()));
-        assert!(!signatures_match(s, "f464b24fc39322e44b38aa78f5edd27bd1441697"));
+        assert!(!signatures_match(
+            s,
+            "f464b24fc39322e44b38aa78f5edd27bd1441697"
+        ));
         assert!(!signatures_match(s, &s[..39]));
         assert!(!signatures_match(s, ""));
     }

@@ -61,7 +61,9 @@ pub fn sanitize(body: &[u8]) -> Result<Cow<'_, str>, XmlError> {
     if text.chars().all(is_xml_char) {
         Ok(Cow::Borrowed(text))
     } else {
-        Ok(Cow::Owned(text.chars().filter(|&c| is_xml_char(c)).collect()))
+        Ok(Cow::Owned(
+            text.chars().filter(|&c| is_xml_char(c)).collect(),
+        ))
     }
 }
 
@@ -90,9 +92,7 @@ fn depth(b: &[u8]) -> usize {
             continue;
         }
         let rest = &b[i..];
-        let skip_to = |end: &[u8]| {
-            find(rest, end).map_or(b.len(), |p| i + p + end.len())
-        };
+        let skip_to = |end: &[u8]| find(rest, end).map_or(b.len(), |p| i + p + end.len());
         if rest.starts_with(b"<![CDATA[") {
             i = skip_to(b"]]>");
         } else if rest.starts_with(b"<!--") {
@@ -188,7 +188,11 @@ mod tests {
 
     #[test]
     fn sanitize_refuses_doctype_in_any_case() {
-        for body in ["<!DOCTYPE x><xml/>", "<?xml version='1.0'?><!doctype x []><xml/>", "<xml><!DocType</xml>"] {
+        for body in [
+            "<!DOCTYPE x><xml/>",
+            "<?xml version='1.0'?><!doctype x []><xml/>",
+            "<xml><!DocType</xml>",
+        ] {
             assert_eq!(sanitize(body.as_bytes()), Err(XmlError::Doctype), "{body}");
         }
     }
@@ -203,7 +207,10 @@ mod tests {
     #[test]
     fn depth_counts_elements_not_cdata_or_comments() {
         assert_eq!(depth(b"<xml><a><b/></a></xml>"), 2);
-        assert_eq!(depth(b"<xml><a><![CDATA[<x><y><z>]]></a><!-- <q><r> --></xml>"), 2);
+        assert_eq!(
+            depth(b"<xml><a><![CDATA[<x><y><z>]]></a><!-- <q><r> --></xml>"),
+            2
+        );
         assert_eq!(depth(b"<xml><a t='>'><b></b></a></xml>"), 3);
     }
 

@@ -38,9 +38,15 @@ const EXAMPLE: &str = include_str!("../../examples/rules.toml");
 fn builtin_rules_are_the_flask_behaviour() {
     let set = RuleSet::builtin();
     assert_eq!(set.rules().len(), 1);
-    assert_eq!(set.decide(&text("天气")).reply, text_reply("北京天气挺好的！"));
+    assert_eq!(
+        set.decide(&text("天气")).reply,
+        text_reply("北京天气挺好的！")
+    );
     assert_eq!(set.decide(&text("天气 ")).reply, text_reply("天气 "));
-    assert_eq!(set.decide(&text("a]]><evil/>")).reply, text_reply("a]]><evil/>"));
+    assert_eq!(
+        set.decide(&text("a]]><evil/>")).reply,
+        text_reply("a]]><evil/>")
+    );
     let image = msg(Kind::Image {
         pic_url: "u".into(),
         media_id: "m".into(),
@@ -60,9 +66,18 @@ fn builtin_rules_are_the_flask_behaviour() {
 fn example_file_loads_and_every_rule_answers() {
     let set = load(EXAMPLE);
     assert_eq!(set.rules().len(), 6);
-    assert_eq!(set.decide(&text("天气")).reply, text_reply("北京天气挺好的！"));
-    assert_eq!(set.decide(&text("订单 12345")).reply, text_reply("订单 12345 正在配送中"));
-    assert_eq!(set.decide(&text("订单12")).reply, text_reply("订单 12 正在配送中"));
+    assert_eq!(
+        set.decide(&text("天气")).reply,
+        text_reply("北京天气挺好的！")
+    );
+    assert_eq!(
+        set.decide(&text("订单 12345")).reply,
+        text_reply("订单 12345 正在配送中")
+    );
+    assert_eq!(
+        set.decide(&text("订单12")).reply,
+        text_reply("订单 12 正在配送中")
+    );
     let news = set.decide(&text("我需要帮助")).reply;
     assert_eq!(
         news,
@@ -178,7 +193,10 @@ fn default_can_be_success_or_a_reply() {
     assert_eq!(set.decide(&text("hi")).reply, Reply::Success);
     let set = load("[default]\nreply.text = \"不明白：{content}\"\n");
     assert_eq!(set.decide(&text("hi")).reply, text_reply("不明白：hi"));
-    assert_eq!(set.decide(&event(Event::Unsubscribe)).reply, text_reply("不明白："));
+    assert_eq!(
+        set.decide(&event(Event::Unsubscribe)).reply,
+        text_reply("不明白：")
+    );
 }
 
 #[test]
@@ -205,14 +223,22 @@ text = "ok"
 reply = "success"
 "#,
     );
-    assert_eq!(set.decide(&text("img")).reply, Reply::image("MEDIA").unwrap());
+    assert_eq!(
+        set.decide(&text("img")).reply,
+        Reply::image("MEDIA").unwrap()
+    );
     assert_eq!(set.decide(&text("voice")).reply, Reply::voice("V").unwrap());
-    assert!(matches!(set.decide(&text("video")).reply, Reply::Video(v) if v.title.as_deref() == Some("T")));
+    assert!(
+        matches!(set.decide(&text("video")).reply, Reply::Video(v) if v.title.as_deref() == Some("T"))
+    );
     assert_eq!(
         set.decide(&text("kf")).reply,
         Reply::transfer_customer_service(Some("a@b".into()))
     );
-    assert_eq!(set.decide(&text("kf2")).reply, Reply::transfer_customer_service(None));
+    assert_eq!(
+        set.decide(&text("kf2")).reply,
+        Reply::transfer_customer_service(None)
+    );
     assert_eq!(set.decide(&text("ok")).reply, Reply::Success);
 }
 
@@ -255,7 +281,7 @@ fn errors_name_the_file_line_and_reason() {
 
     let e = load_err("[[rules]]\ntext = \"a\"\nreply.news = []\n");
     assert!(e.reason.contains("0 articles"), "{e}");
-    let nine = vec!["{title=\"x\"}"; 9].join(",");
+    let nine = ["{title=\"x\"}"; 9].join(",");
     let e = load_err(&format!("[[rules]]\ntext = \"a\"\nreply.news = [{nine}]\n"));
     assert!(e.reason.contains("9 articles"), "{e}");
 
@@ -265,7 +291,8 @@ fn errors_name_the_file_line_and_reason() {
     let e = load_err("[[rules]]\ntext = \"a\"\nreply.txt = \"b\"\n");
     assert!(e.reason.contains("unknown reply kind `txt`"), "{e}");
 
-    let e = load_err("[[rules]]\ntext = \"a\"\nreply.video = { media_id = \"m\", titel = \"t\" }\n");
+    let e =
+        load_err("[[rules]]\ntext = \"a\"\nreply.video = { media_id = \"m\", titel = \"t\" }\n");
     assert!(e.reason.contains("unknown key `titel`"), "{e}");
 
     let e = load_err("[[rules]]\ntext = \"a\"\ncontains = \"b\"\nreply.text = \"b\"\n");
@@ -294,9 +321,17 @@ fn errors_name_the_file_line_and_reason() {
 fn display_prints_one_line_per_rule() {
     let set = load(EXAMPLE);
     let lines: Vec<String> = set.rules().iter().map(|r| r.to_string()).collect();
-    assert_eq!(lines[0], "line 2: text is \"天气\" → text \"北京天气挺好的！\"");
-    assert_eq!(lines[1], "line 6: text matches /^订单\\s*(\\d+)$/ → text \"订单 ${1} 正在配送中\"");
-    assert!(lines[4].starts_with("line 18: event CLICK with EventKey \"V1001_TODAY_MUSIC\" → music"));
+    assert_eq!(
+        lines[0],
+        "line 2: text is \"天气\" → text \"北京天气挺好的！\""
+    );
+    assert_eq!(
+        lines[1],
+        "line 6: text matches /^订单\\s*(\\d+)$/ → text \"订单 ${1} 正在配送中\""
+    );
+    assert!(
+        lines[4].starts_with("line 18: event CLICK with EventKey \"V1001_TODAY_MUSIC\" → music")
+    );
     assert!(lines.iter().all(|l| !l.contains('\n')));
 }
 
@@ -304,11 +339,16 @@ fn display_prints_one_line_per_rule() {
 fn hundreds_of_regex_rules_still_pick_the_first_match() {
     let mut toml = String::new();
     for i in 0..500 {
-        toml.push_str(&format!("[[rules]]\nregex = '^nomatch{i}-(\\d+)$'\nreply.text = \"r{i} ${{1}}\"\n"));
+        toml.push_str(&format!(
+            "[[rules]]\nregex = '^nomatch{i}-(\\d+)$'\nreply.text = \"r{i} ${{1}}\"\n"
+        ));
     }
     toml.push_str("[[rules]]\nregex = '^nomatch499-(\\d+)$'\nreply.text = \"late\"\n");
     let set = load(&toml);
-    assert_eq!(set.decide(&text("nomatch499-7")).reply, text_reply("r499 7"));
+    assert_eq!(
+        set.decide(&text("nomatch499-7")).reply,
+        text_reply("r499 7")
+    );
     assert_eq!(set.decide(&text("nomatch3-1")).reply, text_reply("r3 1"));
     assert_eq!(set.decide(&text("hello")).reply, text_reply("hello"));
 }

@@ -1,0 +1,418 @@
+//! The real `wxmp` executable: exit codes and messages, HTTP over a real socket, signals and hot
+//! reload.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use wxmp::verify::{self, Token};
+
+use crate::helpers::{text_xml, NONCE, TS};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wxmp");
+
+fn wxmp(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    for var in [
+        "WXMP_HOST",
+        "WXMP_PORT",
+        "WXMP_PATH",
+        "WXMP_TOKEN",
+        "WXMP_AES_KEY",
+        "WXMP_APPID",
+        "WXMP_RULES",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    wxmp(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A running server on a free port, killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_env(args, &[])
+    }
+
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = wxmp(&["--host", "127.0.0.1", "--port", "0"]);
+        cmd.args(args).envs(env.iter().copied());
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut banner = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut banner)
+            .unwrap();
+        let addr = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("no address in banner {banner:?}"))
+            .to_owned();
+        Server { child, addr }
+    }
+
+    pub fn request(&self, method: &str, target: &str, body: &[u8]) -> (u16, String) {
+        http(&self.addr, method, target, body)
+    }
+
+    /// Stops with SIGTERM and returns the exit status and stderr.
+    fn terminate(mut self) -> (Option<i32>, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (status.code(), err)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+pub fn http(addr: &str, method: &str, target: &str, body: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+fn signed(token: &str) -> String {
+    let sig = verify::signature(&Token::new(token).unwrap(), TS, NONCE);
+    format!("/weixin?signature={sig}&timestamp={TS}&nonce={NONCE}")
+}
+
+#[test]
+fn missing_token_exits_2_naming_flag_and_variable() {
+    let o = run(&["--port", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("--token") && e.contains("WXMP_TOKEN"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+#[test]
+fn invalid_values_exit_2_naming_them() {
+    for (args, needle) in [
+        (vec!["--token", "tok123", "--port", "http"], "--port"),
+        (vec!["--token", "tok123", "--path", "weixin"], "--path"),
+        (
+            vec![
+                "--token",
+                "tok123",
+                "--aes-key",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ],
+            "--appid",
+        ),
+        (
+            vec!["--token", "tok123", "--aes-key", "short", "--appid", "wx1"],
+            "--aes-key",
+        ),
+        (vec!["--token", "tok123", "--bogus", "1"], "--bogus"),
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn env_variables_configure_the_server() {
+    let o = wxmp(&["--port", "http"])
+        .env("WXMP_TOKEN", "tok123")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("--port"),
+        "token from the env was accepted, port was not"
+    );
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let o = run(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("WXMP_TOKEN"));
+    let o = run(&["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("wxmp {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_port_in_use_exits_2_with_advice() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let o = run(&["--host", "127.0.0.1", "--port", &port, "--token", "tok123"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("already in use") && e.contains("--port"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn serves_over_a_real_socket_and_stops_cleanly_on_sigterm() {
+    let server = Server::start(&["--token", "sockettoken"]);
+    assert_eq!(
+        server.request("GET", "/", b""),
+        (200, "Hello World!".into())
+    );
+    assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
+    let (status, body) = server.request(
+        "GET",
+        &format!("{}&echostr=a+b%3D", signed("sockettoken")),
+        b"",
+    );
+    assert_eq!((status, body.as_str()), (200, "a+b="));
+    let (status, body) = server.request(
+        "POST",
+        &signed("sockettoken"),
+        text_xml("o", "天气", 1).as_bytes(),
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("北京天气挺好的！"), "{body}");
+    let (status, body) = server.request(
+        "POST",
+        &signed("sockettoken"),
+        text_xml("o", "你好", 2).as_bytes(),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("<Content><![CDATA[你好]]></Content>"),
+        "{body}"
+    );
+    assert_eq!(
+        server
+            .request("POST", "/weixin?signature=x&timestamp=1&nonce=2", b"<xml/>")
+            .0,
+        403
+    );
+    assert_eq!(server.request("PUT", "/weixin", b"").0, 405);
+    assert_eq!(server.request("GET", "/missing", b"").0, 404);
+    assert_eq!(
+        server
+            .request("POST", &signed("sockettoken"), b"<!DOCTYPE x><xml/>")
+            .0,
+        400
+    );
+    let (code, err) = server.terminate();
+    assert_eq!(code, Some(0));
+    // Rejections are logged, one line each, and the token never is.
+    assert!(err.contains("POST /weixin 403 signature mismatch"), "{err}");
+    assert!(err.contains("PUT /weixin 405"), "{err}");
+    assert!(
+        !err.contains("sockettoken"),
+        "token leaked into the log: {err}"
+    );
+}
+
+#[test]
+fn a_huge_declared_body_does_not_crash_the_server() {
+    // Regression: tiny_http 0.12.0 aborted the process dropping an unread body of this size.
+    let server = Server::start(&["--token", "tok123"]);
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\nxx",
+        signed("tok123")
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf[9..12], b"413");
+    drop(s);
+    assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
+}
+
+#[test]
+fn an_endless_header_line_is_cut_off() {
+    // Regression: tiny_http read a header line without bound.
+    let server = Server::start(&["--token", "tok123"]);
+    let mut s = TcpStream::connect(&server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nX-Long: ");
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut refused = false;
+    for _ in 0..64 {
+        if s.write_all(&chunk).is_err() {
+            refused = true;
+            break;
+        }
+    }
+    let mut rest = Vec::new();
+    let closed = refused || matches!(s.read_to_end(&mut rest), Ok(_) | Err(_));
+    assert!(closed);
+    assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
+}
+
+#[test]
+fn check_rules_lists_a_good_file_and_locates_errors() {
+    let example = format!("{}/examples/rules.toml", env!("CARGO_MANIFEST_DIR"));
+    let o = run(&["check-rules", &example]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("line 2: text is \"天气\""), "{out}");
+    assert!(out.contains("6 rules OK"), "{out}");
+
+    let dir = tempdir();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[rules]]\ntext = \"a\"\nreply.text = \"b\"\n\n[[rules]]\nregex = '(oops'\nreply.text = \"x\"\n").unwrap();
+    let o = run(&["check-rules", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("bad.toml:5:") && e.contains("bad regex"), "{e}");
+    // The same file refuses to start the server, with the same message.
+    let o = run(&[
+        "--token",
+        "tok123",
+        "--port",
+        "0",
+        "--rules",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad.toml:5:"), "{}", stderr(&o));
+}
+
+/// A fresh directory under the target dir (no tempfile crate needed).
+pub fn tempdir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "wxmp-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn reply_to(server: &Server, content: &str, id: u64) -> String {
+    let (status, body) = server.request(
+        "POST",
+        &signed("tok123"),
+        text_xml("o", content, id).as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Polls until `f` holds, for at most `secs` seconds.
+fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn rules_hot_reload_and_a_broken_edit_keeps_the_old_rules() {
+    let dir = tempdir();
+    let file = dir.join("rules.toml");
+    std::fs::write(&file, "[[rules]]\ntext = \"ping\"\nreply.text = \"pong\"\n").unwrap();
+    let server = Server::start(&["--token", "tok123", "--rules", file.to_str().unwrap()]);
+    assert!(reply_to(&server, "ping", 1).contains("pong"));
+
+    std::fs::write(
+        &file,
+        "[[rules]]\ntext = \"ping\"\nreply.text = \"pong v2, a longer reply\"\n",
+    )
+    .unwrap();
+    let mut id = 10;
+    assert!(
+        eventually(3, || {
+            id += 1;
+            reply_to(&server, "ping", id).contains("pong v2")
+        }),
+        "the edit was not picked up within 3 s"
+    );
+
+    std::fs::write(&file, "[[rules]]\ntext = \"ping\"\nreply.txt = \"typo\"\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        reply_to(&server, "ping", 100).contains("pong v2"),
+        "a broken edit replaced the rules"
+    );
+
+    let (code, err) = server.terminate();
+    assert_eq!(code, Some(0));
+    assert!(
+        err.contains("rules reloaded (file changed): 1 rules"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rules reload failed") && err.contains("unknown reply kind `txt`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_rules() {
+    let dir = tempdir();
+    let file = dir.join("rules.toml");
+    std::fs::write(&file, "[[rules]]\ntext = \"ping\"\nreply.text = \"one\"\n").unwrap();
+    let server = Server::start(&["--token", "tok123", "--rules", file.to_str().unwrap()]);
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let (code, err) = {
+        std::thread::sleep(Duration::from_millis(800));
+        server.terminate()
+    };
+    assert_eq!(code, Some(0));
+    assert!(err.contains("rules reloaded (SIGHUP)"), "{err}");
+}

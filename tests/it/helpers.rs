@@ -1,0 +1,178 @@
+//! Building a service with a fixed clock and fixed "random" bytes, and signed requests.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use rouille::Request;
+use wxmp::app::{App, Env, SafeMode};
+use wxmp::crypto::{self, AesKey};
+use wxmp::dedup::Limits;
+use wxmp::query::percent_encode;
+use wxmp::routes::{self, Service};
+use wxmp::rules::RuleSet;
+use wxmp::verify::{self, Token};
+
+pub const TOKEN: &str = "testtoken";
+pub const NOW: u64 = 1_700_000_000;
+pub const TS: &str = "1714036504";
+pub const NONCE: &str = "1514711492";
+
+/// A clock the test moves by hand and a counter for random bytes.
+#[derive(Clone, Default)]
+pub struct TestEnv {
+    pub now: Arc<AtomicU64>,
+    counter: Arc<AtomicU8>,
+}
+
+impl Env for TestEnv {
+    fn now(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = n.wrapping_add(i as u8));
+    }
+}
+
+pub struct Harness {
+    pub service: Service,
+    pub env: TestEnv,
+    pub token: Token,
+}
+
+pub fn harness() -> Harness {
+    harness_with(None, RuleSet::builtin())
+}
+
+pub fn harness_with(safe: Option<SafeMode>, rules: RuleSet) -> Harness {
+    harness_full(TOKEN, safe, rules)
+}
+
+pub fn harness_full(token: &str, safe: Option<SafeMode>, rules: RuleSet) -> Harness {
+    let env = TestEnv::default();
+    env.now.store(NOW, Ordering::SeqCst);
+    let token = Token::new(token).unwrap();
+    let app = App::new(
+        token.clone(),
+        safe,
+        rules,
+        Limits::default(),
+        Box::new(env.clone()),
+    );
+    Harness {
+        service: Service {
+            app: Arc::new(app),
+            path: "/weixin".into(),
+        },
+        env,
+        token,
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Harness {
+    pub fn call(&self, method: &str, url: &str, body: &[u8]) -> Resp {
+        let req = Request::fake_http(method, url, vec![], body.to_vec());
+        let resp = routes::handle(&self.service, &req);
+        let (mut reader, _) = resp.data.into_reader_and_size();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut bytes).unwrap();
+        Resp {
+            status: resp.status_code,
+            body: String::from_utf8(bytes).unwrap(),
+            headers: resp
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The plain signature query for the fixed timestamp and nonce.
+    pub fn signed_query(&self) -> String {
+        let sig = verify::signature(&self.token, TS, NONCE);
+        format!("signature={sig}&timestamp={TS}&nonce={NONCE}")
+    }
+
+    /// POSTs a body signed as WeChat would in plaintext mode.
+    pub fn post(&self, body: &str) -> Resp {
+        self.call(
+            "POST",
+            &format!("/weixin?{}", self.signed_query()),
+            body.as_bytes(),
+        )
+    }
+
+    pub fn verify(&self, echostr: &str) -> Resp {
+        self.call(
+            "GET",
+            &format!(
+                "/weixin?{}&echostr={}",
+                self.signed_query(),
+                percent_encode(echostr)
+            ),
+            b"",
+        )
+    }
+
+    /// POSTs `xml` encrypted as WeChat would in safe mode (or compatible mode when `compat`).
+    pub fn post_encrypted(&self, key: &AesKey, app_id: &str, xml: &str, compat: bool) -> Resp {
+        let encrypt = crypto::encrypt(key, app_id, b"0123456789abcdef", xml);
+        let body = if compat {
+            xml.replace(
+                "</xml>",
+                &format!("<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"),
+            )
+        } else {
+            format!("<xml><ToUserName><![CDATA[gh_test]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>")
+        };
+        let msg_sig = verify::msg_signature(&self.token, TS, NONCE, &encrypt);
+        let url = format!(
+            "/weixin?{}&openid=o1&encrypt_type=aes&msg_signature={msg_sig}",
+            self.signed_query()
+        );
+        self.call("POST", &url, body.as_bytes())
+    }
+}
+
+/// A text message from `from` with `content` and `msg_id`.
+pub fn text_xml(from: &str, content: &str, msg_id: u64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName><CreateTime>1348831860</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{}]]></Content><MsgId>{msg_id}</MsgId></xml>",
+        content.replace("]]>", "]]]]><![CDATA[>")
+    )
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    String::from_utf8(std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// Parses a reply body back, as WeChat would.
+pub fn parse_reply(body: &str) -> wxmp::reply::Rendered {
+    wxmp::reply::Reply::parse(body).unwrap_or_else(|e| panic!("reply does not parse ({e}): {body}"))
+}
+
+pub fn text_of(body: &str) -> String {
+    match parse_reply(body).reply {
+        wxmp::reply::Reply::Text(t) => t.as_str().to_owned(),
+        other => panic!("expected a text reply, got {other:?}"),
+    }
+}

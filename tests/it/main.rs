@@ -1,0 +1,10 @@
+//! wxmp's integration tests: one binary, a module per topic. Most call the handler directly
+//! through `rouille::Request::fake_http`; `binary` runs the real `wxmp` executable.
+
+mod binary;
+mod fixtures;
+mod helpers;
+mod http;
+mod interop;
+mod rules;
+mod safe_mode;
