@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use lexopt::prelude::*;
 
 use crate::config::RawServe;
+use crate::send::RawSend;
 
 pub const USAGE: &str = "\
 wxmp — a fast, single-binary WeChat Official Account (微信公众号) message server
@@ -14,6 +15,7 @@ wxmp — a fast, single-binary WeChat Official Account (微信公众号) message
 Usage:
   wxmp [serve] [OPTIONS]           run the server
   wxmp check-rules FILE            validate a rules file and list its rules
+  wxmp send [OPTIONS] KIND [ARGS]  play WeChat: send a signed push to a server (wxmp send --help)
   wxmp --help | --version
 
 Serve options (each also read from the environment variable shown; a flag wins):
@@ -34,6 +36,8 @@ Serve options (each also read from the environment variable shown; a flag wins):
 pub enum Command {
     Serve(Box<RawServe>),
     CheckRules(PathBuf),
+    Send(Box<RawSend>),
+    SendHelp,
     Help,
     Version,
 }
@@ -78,9 +82,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                         }
                         return Ok(Command::CheckRules(file));
                     }
+                    "send" => return crate::send::parse_args(parser),
                     other => {
                         return Err(CliError(format!(
-                            "unknown command {other:?}; expected serve or check-rules (see wxmp --help)"
+                            "unknown command {other:?}; expected serve, check-rules or send (see wxmp --help)"
                         )))
                     }
                 }

@@ -24,5 +24,6 @@ pub mod reload;
 pub mod reply;
 pub mod routes;
 pub mod rules;
+pub mod send;
 pub mod verify;
 pub mod xmlutil;

@@ -42,6 +42,15 @@ fn main() -> ExitCode {
             }
         },
         Ok(Command::Serve(raw)) => serve(*raw),
+        Ok(Command::SendHelp) => {
+            print!("{}", wxmp::send::USAGE);
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Send(raw)) => match wxmp::send::resolve(*raw, &|name| std::env::var(name).ok())
+        {
+            Err(e) => fail(&format!("send: {e}")),
+            Ok(send) => ExitCode::from(wxmp::send::run(&send)),
+        },
     }
 }
 

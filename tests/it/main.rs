@@ -8,3 +8,4 @@ mod http;
 mod interop;
 mod rules;
 mod safe_mode;
+mod send;

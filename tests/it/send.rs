@@ -1,0 +1,375 @@
+//! `wxmp send` against the real wxmp in every mode and for every kind, and against deliberately
+//! wrong servers to show each of WeChat's checks fires.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Output};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wxmp::crypto::{self, AesKey};
+use wxmp::reply::Reply;
+use wxmp::verify::{self, Token};
+
+use crate::binary::Server;
+
+const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const APPID: &str = "wx2c2769f8efd9abc2";
+const TOKEN: &str = "sendtoken";
+
+fn send(url: &str, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wxmp"));
+    c.arg("send")
+        .args(["--url", url, "--token", TOKEN])
+        .args(args);
+    for var in ["WXMP_TOKEN", "WXMP_AES_KEY", "WXMP_APPID"] {
+        c.env_remove(var);
+    }
+    c.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+fn server() -> Server {
+    let rules = format!("{}/examples/rules.toml", env!("CARGO_MANIFEST_DIR"));
+    Server::start(&[
+        "--token",
+        TOKEN,
+        "--aes-key",
+        KEY,
+        "--appid",
+        APPID,
+        "--rules",
+        &rules,
+    ])
+}
+
+/// (arguments, what the summary line must start with)
+fn kinds() -> Vec<(Vec<&'static str>, &'static str)> {
+    vec![
+        (vec!["text", "天气"], "text: 北京天气挺好的！"),
+        (vec!["text", "订单", "42"], "text: 订单 42 正在配送中"),
+        (vec!["text", "帮助"], "news: 1 article(s): 使用帮助"),
+        (vec!["text", "a]]><b>&"], "text: a]]><b>&"),
+        (vec!["image"], "text: 收到图片"),
+        (
+            vec!["voice", "--recognition", "天气"],
+            "text: 北京天气挺好的！",
+        ),
+        (vec!["voice"], "success"),
+        (vec!["video"], "success"),
+        (vec!["shortvideo"], "success"),
+        (
+            vec![
+                "location", "--lat", "23.1", "--lng", "113.3", "--label", "广州",
+            ],
+            "success",
+        ),
+        (vec!["link"], "success"),
+        (
+            vec!["event", "subscribe", "--key", "qrscene_42"],
+            "text: 欢迎关注！42",
+        ),
+        (vec!["event", "unsubscribe"], "success"),
+        (vec!["event", "SCAN", "--key", "42"], "success"),
+        (
+            vec!["event", "LOCATION", "--lat", "1", "--lng", "2"],
+            "success",
+        ),
+        (
+            vec!["event", "CLICK", "--key", "V1001_TODAY_MUSIC"],
+            "music: 今日歌曲",
+        ),
+        (
+            vec!["event", "VIEW", "--key", "https://example.com"],
+            "success",
+        ),
+    ]
+}
+
+#[test]
+fn every_kind_in_every_mode_against_the_real_server() {
+    let server = server();
+    let url = format!("http://{}/weixin", server.addr);
+    for mode in ["plain", "compat", "safe"] {
+        let mut base = vec!["--mode", mode];
+        if mode != "plain" {
+            base.extend(["--aes-key", KEY, "--appid", APPID]);
+        }
+        for (args, expected) in kinds() {
+            let all: Vec<&str> = base.iter().chain(args.iter()).copied().collect();
+            let out = ok(&send(&url, &all));
+            assert!(out.starts_with(expected), "{mode} {args:?}: {out}");
+            assert!(out.contains("[HTTP 200, "), "{out}");
+            assert!(out.contains(&format!("{mode} mode")), "{out}");
+            if mode != "plain" && expected != "success" {
+                assert!(out.contains("encrypted"), "{mode} {args:?}: {out}");
+            }
+            assert_eq!(out.lines().count(), 1, "one readable line: {out}");
+        }
+        let out = ok(&send(&url, &[&base[..], &["verify"]].concat()));
+        assert!(out.starts_with("verify: passed"), "{out}");
+        let fixture = format!(
+            "{}/tests/fixtures/event_subscribe_qrscene.xml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let file_args = ["--from", "FromUser", "--to", "toUser", "file", &fixture];
+        let out = ok(&send(&url, &[&base[..], &file_args[..]].concat()));
+        assert!(
+            out.starts_with("text: 欢迎关注！123123"),
+            "{mode} file: {out}"
+        );
+    }
+}
+
+#[test]
+fn file_pushes_are_checked_against_their_own_users() {
+    let server = server();
+    let url = format!("http://{}/weixin", server.addr);
+    let fixture = format!(
+        "{}/tests/fixtures/event_subscribe_qrscene.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = ok(&send(
+        &url,
+        &["--from", "FromUser", "--to", "toUser", "file", &fixture],
+    ));
+    assert!(out.starts_with("text: 欢迎关注！123123"), "{out}");
+}
+
+#[test]
+fn xml_prints_the_decrypted_reply() {
+    let server = server();
+    let url = format!("http://{}/weixin", server.addr);
+    let o = send(
+        &url,
+        &["--aes-key", KEY, "--appid", APPID, "--xml", "text", "天气"],
+    );
+    let out = ok(&o);
+    let parsed = Reply::parse(out.trim()).unwrap();
+    assert_eq!(parsed.to_user_name, "o_wxmp_send");
+    assert!(
+        stderr(&o).contains("safe mode, encrypted"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn repeat_reports_identical_replies() {
+    let server = server();
+    let url = format!("http://{}/weixin", server.addr);
+    for extra in [&[][..], &["--aes-key", KEY, "--appid", APPID][..]] {
+        let args: Vec<&str> = extra
+            .iter()
+            .copied()
+            .chain(["--repeat", "3", "text", "hello"])
+            .collect();
+        let out = ok(&send(&url, &args));
+        assert_eq!(
+            out.lines().filter(|l| l.contains("text: hello")).count(),
+            3,
+            "{out}"
+        );
+        assert!(
+            out.contains("retries: all 3 replies byte-identical"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_token_shows_the_403() {
+    let server = server();
+    let url = format!("http://{}/weixin", server.addr);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wxmp"));
+    let o = c
+        .args(["send", "--url", &url, "--token", "wrongtoken", "text", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("HTTP 403"), "{}", stderr(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_wxmp"))
+        .args(["send", "--url", &url, "--token", "wrongtoken", "verify"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+}
+
+/// A server that answers every request with `respond(request_target)`, or never answers.
+fn fake_server(respond: impl Fn(&str) -> Option<String> + Send + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let target = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            match respond(&target) {
+                Some(resp) => {
+                    let mut s = stream;
+                    let _ = s.write_all(resp.as_bytes());
+                }
+                None => {
+                    // Hold the connection open without answering.
+                    thread::spawn(move || {
+                        thread::sleep(Duration::from_secs(30));
+                        drop(stream);
+                    });
+                }
+            }
+        }
+    });
+    format!("http://{addr}/weixin")
+}
+
+fn http_ok(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn envelope(inner: &str, app_id: &str, token: &str) -> String {
+    let key = AesKey::from_encoding_aes_key(KEY).unwrap();
+    let enc = crypto::encrypt(&key, app_id, &[9; 16], inner);
+    let sig = verify::msg_signature(&Token::new(token).unwrap(), "1700000000", "123", &enc);
+    crypto::envelope(&enc, &sig, 1_700_000_000, "123")
+}
+
+fn good_text() -> String {
+    Reply::text("ok").0.render("o_wxmp_send", "gh_wxmp_send", 1)
+}
+
+fn fails_with(url: &str, args: &[&str], needle: &str) {
+    let o = send(url, args);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout {} stderr {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let e = stderr(&o);
+    assert!(e.contains(needle), "expected {needle:?} in {e}");
+    assert_eq!(e.lines().count(), 1, "one clear line: {e}");
+}
+
+#[test]
+fn each_wechat_check_fires_against_a_wrong_server() {
+    let safe = ["--aes-key", KEY, "--appid", APPID];
+    let bad_sig = fake_server(|_| Some(http_ok(&envelope(&good_text(), APPID, "othertoken"))));
+    fails_with(
+        &bad_sig,
+        &[&safe[..], &["text", "x"]].concat(),
+        "MsgSignature does not match",
+    );
+
+    let wrong_app = fake_server(|_| Some(http_ok(&envelope(&good_text(), "wxsomeoneelse", TOKEN))));
+    fails_with(&wrong_app, &[&safe[..], &["text", "x"]].concat(), "AppID");
+
+    let plaintext_in_safe = fake_server(|_| Some(http_ok(&good_text())));
+    fails_with(
+        &plaintext_in_safe,
+        &[&safe[..], &["text", "x"]].concat(),
+        "needs an encrypted reply",
+    );
+
+    let empty = good_text().replace("<![CDATA[ok]]>", "<![CDATA[]]>");
+    let empty_text = fake_server(move |_| Some(http_ok(&empty)));
+    fails_with(&empty_text, &["text", "x"], "text reply is empty");
+
+    let unswapped = Reply::text("ok").0.render("gh_wxmp_send", "o_wxmp_send", 1);
+    let not_swapped = fake_server(move |_| Some(http_ok(&unswapped)));
+    fails_with(&not_swapped, &["text", "x"], "swapped");
+
+    let broken = fake_server(|_| Some(http_ok("<xml><ToUserName>")));
+    fails_with(&broken, &["text", "x"], "would reject");
+
+    let status_500 = fake_server(|_| {
+        Some(
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .into(),
+        )
+    });
+    fails_with(&status_500, &["text", "x"], "HTTP 500");
+
+    let wrong_echo = fake_server(|_| Some(http_ok("nope")));
+    fails_with(&wrong_echo, &["verify"], "verification failed");
+
+    let changing = {
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        fake_server(move |_| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Some(http_ok(&Reply::text(format!("reply {i}")).0.render(
+                "o_wxmp_send",
+                "gh_wxmp_send",
+                1,
+            )))
+        })
+    };
+    fails_with(&changing, &["--repeat", "2", "text", "x"], "differ");
+}
+
+#[test]
+fn unreachable_and_slow_servers_fail_in_one_line() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("http://{}/weixin", listener.local_addr().unwrap());
+    drop(listener);
+    fails_with(&closed, &["text", "x"], "cannot reach the server");
+
+    let silent = fake_server(|_| None);
+    let started = Instant::now();
+    fails_with(&silent, &["text", "x"], "no answer within 5 s");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["dance"][..],
+        &["text"][..],
+        &["--mode", "safe", "text", "x"][..],
+        &["location"][..],
+    ] {
+        let o = send("http://127.0.0.1:1/weixin", args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_wxmp"))
+        .args(["send", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("Kinds:"));
+}
