@@ -212,7 +212,7 @@ impl App {
 
     /// dedup → rules → render → [encrypt].
     fn answer(&self, msg: Message, safe: Option<&SafeMode>) -> Result<Answer, Rejection> {
-        let Some(key) = Key::for_message(&msg) else {
+        let Some(key) = Key::for_message(&msg, safe.is_some()) else {
             return Ok(self.decide(&msg, safe));
         };
         match self.cache.begin(key.clone(), self.env.now()) {

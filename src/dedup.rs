@@ -22,23 +22,25 @@ const SHARDS: usize = 16;
 const ENTRY_OVERHEAD: usize = 160;
 
 /// Identifies one push across its retries: (FromUserName, MsgId) for messages (MsgId alone
-/// collides across users), (FromUserName, CreateTime, Event, EventKey) for events.
+/// collides across users), (FromUserName, CreateTime, Event, EventKey) for events. Plain and
+/// encrypted answers are kept apart, since the cached bytes differ.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Key(Arc<str>);
 
 impl Key {
     /// `None` for a push that cannot be told apart from another (no MsgId, not an event).
-    pub fn for_message(msg: &Message) -> Option<Key> {
+    pub fn for_message(msg: &Message, encrypted: bool) -> Option<Key> {
         let from = &msg.from_user_name;
+        let mode = if encrypted { 'E' } else { 'P' };
         // The separator cannot occur in XML text, so the parts cannot run into each other.
         let key = match msg.event() {
             Some(e) => format!(
-                "e\u{0}{from}\u{0}{}\u{0}{}\u{0}{}",
+                "{mode}e\u{0}{from}\u{0}{}\u{0}{}\u{0}{}",
                 msg.create_time,
                 e.name(),
                 e.event_key().unwrap_or("")
             ),
-            None => format!("m\u{0}{from}\u{0}{}", msg.msg_id.as_deref()?),
+            None => format!("{mode}m\u{0}{from}\u{0}{}", msg.msg_id.as_deref()?),
         };
         Some(Key(key.into()))
     }
@@ -381,7 +383,7 @@ mod tests {
     }
 
     fn key(m: &Message) -> Key {
-        Key::for_message(m).unwrap()
+        Key::for_message(m, false).unwrap()
     }
 
     /// Claims `k` and completes it with `v`; panics if it was not fresh.
@@ -434,7 +436,13 @@ mod tests {
     fn a_message_without_msg_id_is_not_deduplicated() {
         let mut m = text_msg("u", "1");
         m.msg_id = None;
-        assert_eq!(Key::for_message(&m), None);
+        assert_eq!(Key::for_message(&m, false), None);
+    }
+
+    #[test]
+    fn plain_and_encrypted_answers_are_kept_apart() {
+        let m = text_msg("u", "1");
+        assert_ne!(Key::for_message(&m, false), Key::for_message(&m, true));
     }
 
     #[test]
