@@ -635,7 +635,12 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
         .map_err(|e| {
             format!(
                 "bad regex {pattern:?}: {}",
-                e.to_string().lines().last().unwrap_or("")
+                // regex's message is a multi-line picture; its last line says what is wrong.
+                e.to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ")
             )
         })
 }
