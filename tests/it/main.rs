@@ -2,6 +2,7 @@
 //! through `rouille::Request::fake_http`; `binary` runs the real `wxmp` executable.
 
 mod binary;
+mod docs;
 mod fixtures;
 mod helpers;
 mod http;
