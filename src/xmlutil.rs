@@ -55,37 +55,39 @@ pub fn sanitize(body: &[u8]) -> Result<Cow<'_, str>, XmlError> {
     if text.trim().is_empty() {
         return Err(XmlError::Empty);
     }
-    if contains_doctype(text.as_bytes()) {
+    // Strip first, then look for a DOCTYPE: a control character hidden inside `<\x01!DOCTYPE`
+    // would otherwise slip past the check and be removed afterwards (found by fuzzing).
+    let clean = if text.chars().all(is_xml_char) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.chars().filter(|&c| is_xml_char(c)).collect())
+    };
+    if scan(clean.as_bytes()).doctype {
         return Err(XmlError::Doctype);
     }
-    if text.chars().all(is_xml_char) {
-        Ok(Cow::Borrowed(text))
-    } else {
-        Ok(Cow::Owned(
-            text.chars().filter(|&c| is_xml_char(c)).collect(),
-        ))
-    }
-}
-
-fn contains_doctype(bytes: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"<!doctype";
-    bytes
-        .windows(NEEDLE.len())
-        .any(|w| w.eq_ignore_ascii_case(NEEDLE))
+    Ok(clean)
 }
 
 /// Parses a sanitized document into a tree, refusing deep nesting before xmltree recurses.
 pub fn parse(text: &str) -> Result<Element, XmlError> {
-    if depth(text.as_bytes()) > MAX_DEPTH {
+    if scan(text.as_bytes()).depth > MAX_DEPTH {
         return Err(XmlError::TooDeep);
     }
     Element::parse(text.as_bytes()).map_err(|e| XmlError::Malformed(e.to_string()))
 }
 
-/// The deepest element nesting of a document, skipping CDATA, comments and processing
-/// instructions. It over-counts nothing that the parser would accept, so it is a safe upper bound.
-fn depth(b: &[u8]) -> usize {
+/// What a cheap pass over the markup finds before the parser runs.
+struct Scan {
+    /// The deepest element nesting; over-counts nothing the parser would accept.
+    depth: usize,
+    /// A `<!DOCTYPE` in markup. Inside CDATA it is only text (a user may send the characters
+    /// `<!DOCTYPE`), so CDATA sections, comments and processing instructions are skipped.
+    doctype: bool,
+}
+
+fn scan(b: &[u8]) -> Scan {
     let (mut i, mut depth, mut max) = (0usize, 0usize, 0usize);
+    let mut doctype = false;
     while i < b.len() {
         if b[i] != b'<' {
             i += 1;
@@ -99,6 +101,9 @@ fn depth(b: &[u8]) -> usize {
             i = skip_to(b"-->");
         } else if rest.starts_with(b"<?") {
             i = skip_to(b"?>");
+        } else if rest.len() >= 9 && rest[..9].eq_ignore_ascii_case(b"<!doctype") {
+            doctype = true;
+            i += 9;
         } else if rest.starts_with(b"</") {
             depth = depth.saturating_sub(1);
             i = skip_to(b">");
@@ -123,7 +128,10 @@ fn depth(b: &[u8]) -> usize {
             i = j + 1;
         }
     }
-    max
+    Scan {
+        depth: max,
+        doctype,
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -187,6 +195,23 @@ mod tests {
     }
 
     #[test]
+    fn doctype_hidden_by_a_control_character_is_still_refused() {
+        // Regression (fuzzing): the check ran before stripping, so `<\x01!DOCTYPE` got through.
+        let body = "<\u{1}!DOCTYPE xml [<!ENTITY a \"x\">]><xml><Content>&a;</Content></xml>";
+        assert_eq!(sanitize(body.as_bytes()), Err(XmlError::Doctype));
+    }
+
+    #[test]
+    fn doctype_as_text_inside_cdata_is_only_text() {
+        let body = "<xml><Content><![CDATA[<!DOCTYPE html> is how pages start]]></Content></xml>";
+        let tree = parse(&sanitize(body.as_bytes()).unwrap()).unwrap();
+        assert_eq!(
+            child_text(&tree, "Content").unwrap(),
+            "<!DOCTYPE html> is how pages start"
+        );
+    }
+
+    #[test]
     fn sanitize_refuses_doctype_in_any_case() {
         for body in [
             "<!DOCTYPE x><xml/>",
@@ -206,12 +231,12 @@ mod tests {
 
     #[test]
     fn depth_counts_elements_not_cdata_or_comments() {
-        assert_eq!(depth(b"<xml><a><b/></a></xml>"), 2);
+        assert_eq!(scan(b"<xml><a><b/></a></xml>").depth, 2);
         assert_eq!(
-            depth(b"<xml><a><![CDATA[<x><y><z>]]></a><!-- <q><r> --></xml>"),
+            scan(b"<xml><a><![CDATA[<x><y><z>]]></a><!-- <q><r> --></xml>").depth,
             2
         );
-        assert_eq!(depth(b"<xml><a t='>'><b></b></a></xml>"), 3);
+        assert_eq!(scan(b"<xml><a t='>'><b></b></a></xml>").depth, 3);
     }
 
     #[test]

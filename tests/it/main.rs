@@ -7,6 +7,7 @@ mod fixtures;
 mod helpers;
 mod http;
 mod interop;
+mod regressions;
 mod rules;
 mod safe_mode;
 mod send;
