@@ -55,10 +55,9 @@ impl std::error::Error for RulesError {}
 pub struct RuleSet {
     rules: Vec<Rule>,
     default: Action,
-    /// All regex matchers in one automaton, so hundreds of regex rules cost one scan of the text.
+    /// All regex matchers in one automaton: one scan of the text tells whether any can match,
+    /// so hundreds of regex rules that do not match cost about as much as one.
     regex_set: RegexSet,
-    /// For each rule, its index in `regex_set` (regex rules only).
-    regex_index: Vec<Option<usize>>,
 }
 
 /// One `[[rules]]` entry.
@@ -170,24 +169,19 @@ impl RuleSet {
                     .map_err(|r| err(Some(span), format!("[default]: {r}")))?
             }
         };
-        let mut patterns = Vec::new();
-        let regex_index = rules
-            .iter()
-            .map(|r| match &r.matcher {
-                Matcher::Regex(re) => {
-                    patterns.push(re.as_str().to_owned());
-                    Some(patterns.len() - 1)
-                }
-                _ => None,
-            })
-            .collect();
-        let regex_set = RegexSet::new(&patterns)
+        let patterns = rules.iter().filter_map(|r| match &r.matcher {
+            Matcher::Regex(re) => Some(re.as_str()),
+            _ => None,
+        });
+        let regex_set = regex::RegexSetBuilder::new(patterns)
+            .size_limit(64 << 20)
+            .dfa_size_limit(16 << 20)
+            .build()
             .map_err(|e| err(None, format!("regex rules do not fit together: {e}")))?;
         Ok(RuleSet {
             rules,
             default,
             regex_set,
-            regex_index,
         })
     }
 
@@ -202,18 +196,19 @@ impl RuleSet {
     /// Picks the reply for `msg`: the first matching rule, or the default.
     pub fn decide(&self, msg: &Message) -> Decision {
         let said = msg.said();
-        // One pass over the text finds every regex that matches, however many there are.
-        let regex_hits = match said {
-            Some(text) if !self.regex_set.is_empty() => Some(self.regex_set.matches(text)),
-            _ => None,
-        };
+        // Asked once, when the walk reaches the first regex rule: can any regex rule match?
+        // One DFA pass over the set answers "none" (the common case) however many rules there
+        // are; only when the answer is yes are the regex rules tried one by one, in order.
+        let mut any_regex: Option<bool> = None;
         for (i, rule) in self.rules.iter().enumerate() {
             let captures = match &rule.matcher {
                 Matcher::Text(t) => said == Some(t.as_str()),
                 Matcher::Contains(t) => said.is_some_and(|s| s.contains(t.as_str())),
-                Matcher::Regex(_) => self.regex_index[i]
-                    .zip(regex_hits.as_ref())
-                    .is_some_and(|(ix, hits)| hits.matched(ix)),
+                Matcher::Regex(re) => {
+                    let Some(text) = said else { continue };
+                    *any_regex.get_or_insert_with(|| self.regex_set.is_match(text))
+                        && re.is_match(text)
+                }
                 Matcher::MsgType(t) => msg.msg_type().eq_ignore_ascii_case(t),
                 Matcher::Event { name, key } => msg.event().is_some_and(|e| {
                     e.name().eq_ignore_ascii_case(name)
