@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use xmltree::Element;
 
-use crate::xmlutil::{self, child_text, XmlError};
+use crate::xmlutil::{self, child_text, Clean, XmlError};
 
 /// One push from WeChat: the fields every push carries, and what kind of push it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,14 +220,17 @@ impl From<XmlError> for ParseError {
 impl Message {
     /// Sanitizes and parses a push body.
     pub fn parse_bytes(body: &[u8]) -> Result<Message, ParseError> {
-        let text = xmlutil::sanitize(body)?;
-        Message::parse(&text)
+        Message::parse_clean(&xmlutil::sanitize(body)?)
     }
 
-    /// Parses an already sanitized document (see [`xmlutil::sanitize`]).
+    /// Sanitizes and parses a push given as text.
     pub fn parse(text: &str) -> Result<Message, ParseError> {
-        let root = xmlutil::parse(text)?;
-        Message::from_element(&root)
+        Message::parse_bytes(text.as_bytes())
+    }
+
+    /// Parses a document that already went through [`xmlutil::sanitize`].
+    pub fn parse_clean(clean: &Clean<'_>) -> Result<Message, ParseError> {
+        Message::from_element(&xmlutil::parse(clean)?)
     }
 
     /// Reads a push from its `<xml>` element.

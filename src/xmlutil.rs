@@ -49,31 +49,96 @@ pub fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{FFFE}' && c != '\u{FFFF}')
 }
 
+/// True when every character of `text` is an XML 1.0 `Char`. Works on bytes: in UTF-8 the only
+/// non-ASCII characters left out are U+FFFE and U+FFFF (`EF BF BE`, `EF BF BF`).
+fn all_xml_chars(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.iter().enumerate().all(|(i, &c)| match c {
+        b'\t' | b'\n' | b'\r' | 0x20..=0x7F | 0x80..=0xBD | 0xC0..=0xFF => true,
+        0xBE | 0xBF => !(i >= 2 && b[i - 2] == 0xEF && b[i - 1] == 0xBF),
+        _ => false,
+    })
+}
+
+/// Text that passed [`sanitize`]: UTF-8, XML 1.0 characters only, no DOCTYPE, nesting within
+/// [`MAX_DEPTH`]. Only [`parse`] takes it, so nothing unchecked reaches the parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clean<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Clean<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Checks and cleans an untrusted body; borrows when there is nothing to strip (the common case).
-pub fn sanitize(body: &[u8]) -> Result<Cow<'_, str>, XmlError> {
+pub fn sanitize(body: &[u8]) -> Result<Clean<'_>, XmlError> {
     let text = std::str::from_utf8(body).map_err(|_| XmlError::InvalidUtf8)?;
     if text.trim().is_empty() {
         return Err(XmlError::Empty);
     }
     // Strip first, then look for a DOCTYPE: a control character hidden inside `<\x01!DOCTYPE`
     // would otherwise slip past the check and be removed afterwards (found by fuzzing).
-    let clean = if text.chars().all(is_xml_char) {
+    let clean = if all_xml_chars(text) {
         Cow::Borrowed(text)
     } else {
         Cow::Owned(text.chars().filter(|&c| is_xml_char(c)).collect())
     };
-    if scan(clean.as_bytes()).doctype {
+    let found = scan(clean.as_bytes());
+    if found.doctype {
         return Err(XmlError::Doctype);
     }
-    Ok(clean)
-}
-
-/// Parses a sanitized document into a tree, refusing deep nesting before xmltree recurses.
-pub fn parse(text: &str) -> Result<Element, XmlError> {
-    if scan(text.as_bytes()).depth > MAX_DEPTH {
+    if found.depth > MAX_DEPTH {
         return Err(XmlError::TooDeep);
     }
-    Element::parse(text.as_bytes()).map_err(|e| XmlError::Malformed(e.to_string()))
+    Ok(Clean(clean))
+}
+
+/// Parses a sanitized document into a tree (xmltree recurses, hence the depth check before).
+pub fn parse(clean: &Clean<'_>) -> Result<Element, XmlError> {
+    Element::parse(clean.as_bytes()).map_err(|e| XmlError::Malformed(e.to_string()))
+}
+
+/// Reads a flat document — `<xml>` holding only `<Name>text</Name>` or
+/// `<Name><![CDATA[text]]></Name>` children — without the tree parser. `None` for anything else
+/// (attributes, nesting, entities, comments, split CDATA, a declaration), which callers then
+/// hand to [`parse`]; so this accepts only documents the parser would read the same way.
+pub fn flat_fields<'a>(clean: &'a Clean<'_>) -> Option<Vec<(&'a str, &'a str)>> {
+    let mut rest = clean.trim().strip_prefix("<xml>")?.strip_suffix("</xml>")?;
+    let mut fields = Vec::with_capacity(4);
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+        if rest.is_empty() {
+            return Some(fields);
+        }
+        rest = rest.strip_prefix('<')?;
+        let end = rest.find('>')?;
+        let name = &rest[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return None;
+        }
+        rest = &rest[end + 1..];
+        let value;
+        if let Some(cdata) = rest.strip_prefix("<![CDATA[") {
+            let end = cdata.find("]]>")?;
+            value = &cdata[..end];
+            rest = &cdata[end + 3..];
+        } else {
+            let end = rest.find('<')?;
+            value = &rest[..end];
+            if value.contains(['&', '>']) {
+                return None;
+            }
+            rest = &rest[end..];
+        }
+        rest = rest
+            .strip_prefix("</")?
+            .strip_prefix(name)?
+            .strip_prefix('>')?;
+        fields.push((name, value));
+    }
 }
 
 /// What a cheap pass over the markup finds before the parser runs.
@@ -89,9 +154,9 @@ fn scan(b: &[u8]) -> Scan {
     let (mut i, mut depth, mut max) = (0usize, 0usize, 0usize);
     let mut doctype = false;
     while i < b.len() {
-        if b[i] != b'<' {
-            i += 1;
-            continue;
+        match b[i..].iter().position(|&c| c == b'<') {
+            Some(p) => i += p,
+            None => break,
         }
         let rest = &b[i..];
         let skip_to = |end: &[u8]| find(rest, end).map_or(b.len(), |p| i + p + end.len());
@@ -134,8 +199,18 @@ fn scan(b: &[u8]) -> Scan {
     }
 }
 
+/// Position of `needle` (never empty) in `haystack`: jump between occurrences of its first byte.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    let (&first, rest) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(p) = haystack.get(from..)?.iter().position(|&b| b == first) {
+        let at = from + p;
+        if haystack.get(at + 1..at + needle.len()) == Some(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// The text of a direct child element (text and CDATA joined), if the child exists.
@@ -148,7 +223,7 @@ pub fn child_text(elem: &Element, name: &str) -> Option<String> {
 /// characters XML 1.0 forbids so the output is always well-formed.
 pub fn push_cdata(out: &mut String, text: &str) {
     out.push_str("<![CDATA[");
-    let clean: Cow<'_, str> = if text.chars().all(is_xml_char) {
+    let clean: Cow<'_, str> = if all_xml_chars(text) {
         Cow::Borrowed(text)
     } else {
         Cow::Owned(text.chars().filter(|&c| is_xml_char(c)).collect())
@@ -190,8 +265,11 @@ mod tests {
     fn sanitize_strips_control_chars_wechat_really_sends() {
         let body = "<xml><Content><![CDATA[ \u{1d}c\u{10}d]]></Content></xml>";
         let clean = sanitize(body.as_bytes()).unwrap();
-        assert_eq!(clean, "<xml><Content><![CDATA[ cd]]></Content></xml>");
-        assert!(matches!(sanitize(b"<xml/>").unwrap(), Cow::Borrowed(_)));
+        assert_eq!(&*clean, "<xml><Content><![CDATA[ cd]]></Content></xml>");
+        assert!(matches!(
+            sanitize(b"<xml/>").unwrap(),
+            Clean(Cow::Borrowed(_))
+        ));
     }
 
     #[test]
@@ -242,15 +320,107 @@ mod tests {
     #[test]
     fn parse_refuses_deep_nesting_without_overflowing_the_stack() {
         let deep = "<a>".repeat(100_000);
-        assert_eq!(parse(&deep), Err(XmlError::TooDeep));
+        assert_eq!(sanitize(deep.as_bytes()), Err(XmlError::TooDeep));
         let ok = format!("{}{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
-        assert!(parse(&ok).is_ok());
+        assert!(parse(&sanitize(ok.as_bytes()).unwrap()).is_ok());
     }
 
     #[test]
     fn parse_reports_truncated_xml() {
-        assert!(matches!(parse("<xml><a>"), Err(XmlError::Malformed(_))));
-        assert!(matches!(parse("not xml"), Err(XmlError::Malformed(_))));
+        let parse_str = |s: &str| parse(&sanitize(s.as_bytes()).unwrap());
+        assert!(matches!(parse_str("<xml><a>"), Err(XmlError::Malformed(_))));
+        assert!(matches!(parse_str("not xml"), Err(XmlError::Malformed(_))));
+    }
+
+    #[test]
+    fn the_byte_level_check_agrees_with_the_char_level_one() {
+        for s in [
+            "abc",
+            "\u{FFFE}",
+            "a\u{FFFF}b",
+            "\u{FFFD}",
+            "\u{EFBF}",
+            "好\u{10}",
+            "\t\r\n",
+            "\u{10FFFF}",
+            "\u{7F}",
+        ] {
+            assert_eq!(all_xml_chars(s), s.chars().all(is_xml_char), "{s:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn byte_level_check_matches_chars(s in any::<String>()) {
+            prop_assert_eq!(all_xml_chars(&s), s.chars().all(is_xml_char));
+        }
+
+        #[test]
+        fn find_agrees_with_windows(h in proptest::collection::vec(0u8..4, 0..40), n in proptest::collection::vec(0u8..4, 1..4)) {
+            prop_assert_eq!(find(&h, &n), h.windows(n.len()).position(|w| w == n.as_slice()));
+        }
+    }
+
+    #[test]
+    fn flat_fields_reads_the_safe_mode_envelope() {
+        let doc = "<xml>\n<ToUserName><![CDATA[gh_1]]></ToUserName>\n<Encrypt><![CDATA[a+b/c==]]></Encrypt><N>12</N></xml>";
+        let clean = sanitize(doc.as_bytes()).unwrap();
+        assert_eq!(
+            flat_fields(&clean),
+            Some(vec![
+                ("ToUserName", "gh_1"),
+                ("Encrypt", "a+b/c=="),
+                ("N", "12")
+            ])
+        );
+    }
+
+    #[test]
+    fn flat_fields_leaves_everything_else_to_the_parser() {
+        for doc in [
+            "<xml><A><B>x</B></A></xml>",
+            "<xml><A x=\"1\">x</A></xml>",
+            "<xml><A>a&amp;b</A></xml>",
+            "<xml><A><![CDATA[a]]]]><![CDATA[>b]]></A></xml>",
+            "<xml><!-- c --><A>x</A></xml>",
+            "<?xml version=\"1.0\"?><xml><A>x</A></xml>",
+            "<xml><A>x</B></xml>",
+            "<xml><A>x</A>",
+            "<root><A>x</A></root>",
+        ] {
+            let clean = sanitize(doc.as_bytes()).unwrap();
+            assert_eq!(flat_fields(&clean), None, "{doc}");
+        }
+    }
+
+    proptest! {
+        /// Whatever flat_fields accepts, the tree parser reads the same way.
+        #[test]
+        fn flat_fields_agrees_with_the_parser(values in proptest::collection::vec("[^<&\\]]{0,12}", 0..4), cdata in any::<bool>()) {
+            let mut doc = String::from("<xml>");
+            for (i, v) in values.iter().enumerate() {
+                if cdata {
+                    doc.push_str(&format!("<F{i}><![CDATA[{v}]]></F{i}>"));
+                } else {
+                    doc.push_str(&format!("<F{i}>{v}</F{i}>"));
+                }
+            }
+            doc.push_str("</xml>");
+            let Ok(clean) = sanitize(doc.as_bytes()) else { return Ok(()) };
+            if let Some(fields) = flat_fields(&clean) {
+                let tree = parse(&clean).unwrap();
+                for (name, value) in fields {
+                    let parsed = child_text(&tree, name).unwrap();
+                    if cdata {
+                        prop_assert_eq!(parsed, value);
+                    } else if !value.trim().is_empty() {
+                        // Outside CDATA xml-rs normalises line ends and drops whitespace-only text.
+                        let norm = |s: &str| s.replace("\r\n", "\n").replace('\r', "\n");
+                        prop_assert_eq!(norm(&parsed), norm(value));
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -266,7 +436,7 @@ mod tests {
             let mut doc = String::from("<xml>");
             push_cdata_element(&mut doc, "Content", &s);
             doc.push_str("</xml>");
-            let tree = parse(&doc).unwrap();
+            let tree = parse(&sanitize(doc.as_bytes()).unwrap()).unwrap();
             let expected: String = s.chars().filter(|&c| is_xml_char(c)).collect();
             // xml-rs normalises CR and CRLF line ends to LF, as XML 1.0 requires.
             let expected = expected.replace("\r\n", "\n").replace('\r', "\n");
