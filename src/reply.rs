@@ -154,6 +154,11 @@ impl Reply {
     /// A text reply; empty text becomes `success` and long text is cut, each reported.
     pub fn text(content: impl Into<String>) -> (Reply, Option<Adjustment>) {
         let mut content = content.into();
+        // Characters XML cannot carry are dropped when rendering; drop them now so that what
+        // is checked (empty? too long?) is what is sent. Found by fuzzing the rules file.
+        if !content.chars().all(xmlutil::is_xml_char) {
+            content.retain(xmlutil::is_xml_char);
+        }
         if content.is_empty() {
             return (Reply::Success, Some(Adjustment::EmptyTextBecameSuccess));
         }
@@ -457,6 +462,13 @@ mod tests {
             reply.render("toUser", "fromUser", 12345678),
             "<xml><ToUserName><![CDATA[toUser]]></ToUserName><FromUserName><![CDATA[fromUser]]></FromUserName><CreateTime>12345678</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[你好]]></Content></xml>"
         );
+    }
+
+    #[test]
+    fn text_of_only_forbidden_characters_is_empty() {
+        // Regression (fuzzing the rules file): "\u{1}" rendered as an empty Content.
+        assert_eq!(Reply::text("\u{1}\u{1f}").0, Reply::Success);
+        assert_eq!(Reply::text("a\u{1}b").0, Reply::text("ab").0);
     }
 
     #[test]

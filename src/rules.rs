@@ -467,7 +467,10 @@ impl Template {
                     pieces.push(p);
                 }
                 None => {
-                    lit.push(c);
+                    // A character XML cannot carry would be dropped on sending anyway.
+                    if crate::xmlutil::is_xml_char(c) {
+                        lit.push(c);
+                    }
                     rest = &rest[c.len_utf8()..];
                 }
             }

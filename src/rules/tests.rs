@@ -287,6 +287,9 @@ fn errors_name_the_file_line_and_reason() {
 
     let e = load_err("[[rules]]\ntext = \"a\"\nreply.text = \"\"\n");
     assert!(e.reason.contains("empty"), "{e}");
+    // Regression (fuzzing): text of only characters XML cannot carry is empty too.
+    let e = load_err("[default]\nreply.text = \"\\u0001\"\n");
+    assert!(e.reason.contains("empty"), "{e}");
 
     let e = load_err("[[rules]]\ntext = \"a\"\nreply.txt = \"b\"\n");
     assert!(e.reason.contains("unknown reply kind `txt`"), "{e}");

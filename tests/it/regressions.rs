@@ -91,3 +91,30 @@ fn the_text_doctype_inside_a_message_is_echoed() {
     assert_eq!(r.status, 200);
     assert_eq!(text_of(&r.body), "<!DOCTYPE html>");
 }
+
+#[test]
+fn every_fuzzed_rules_file_that_loads_answers_readable_replies() {
+    let samples = [
+        "text.xml",
+        "voice_recognition.xml",
+        "image.xml",
+        "event_subscribe_qrscene.xml",
+        "event_click.xml",
+    ];
+    for (name, bytes) in fuzz_inputs()
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".toml"))
+    {
+        let Ok(set) = RuleSet::parse(&String::from_utf8_lossy(&bytes), &name) else {
+            continue;
+        };
+        for sample in samples {
+            let msg = Message::parse(&fixture(sample)).unwrap();
+            let body = set
+                .decide(&msg)
+                .reply
+                .render(&msg.from_user_name, &msg.to_user_name, 1);
+            assert!(Reply::parse(&body).is_ok(), "{name} on {sample}: {body:?}");
+        }
+    }
+}
