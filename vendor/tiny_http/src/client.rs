@@ -37,7 +37,7 @@ pub struct ClientConnection {
 
     // wxmp patch: raised when a request's unread body was too large to drain; the connection
     // must then close, since the rest of that body is not a request.
-    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    abandoned: std::sync::Arc<crate::util::CloseHandle>,
 }
 
 /// wxmp patch: limits on a request head, which upstream read without bound (an endless header
@@ -63,6 +63,7 @@ impl ClientConnection {
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let close_handle = crate::util::CloseHandle::new(read_socket.try_clone_connection());
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -74,7 +75,7 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
-            abandoned: Default::default(),
+            abandoned: std::sync::Arc::new(close_handle),
         }
     }
 
@@ -125,7 +126,7 @@ impl ClientConnection {
 
                 // wxmp patch: the first byte of this line could only be read once the previous
                 // body reader was dropped, so the flag is settled by now.
-                if self.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+                if self.abandoned.is_closed() {
                     return Err(ReadError::ReadIoError(IoError::new(
                         ErrorKind::ConnectionAborted,
                         "previous request body abandoned",

@@ -74,6 +74,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // wxmp patch: raised to close the connection after this request (see ClientConnection).
+    close_connection: Option<std::sync::Arc<crate::util::CloseHandle>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -139,7 +142,7 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
-    abandon: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    abandon: Option<std::sync::Arc<crate::util::CloseHandle>>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -187,6 +190,8 @@ where
             _ => false,
         }
     };
+
+    let close_connection = abandon.clone();
 
     // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
     // content-length headers
@@ -244,6 +249,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        close_connection,
     })
 }
 
@@ -452,6 +458,7 @@ impl Request {
     {
         let mut writer = self.extract_writer_impl();
 
+        let closes = response.closes_connection();
         let do_not_send_body = self.method == Method::Head;
 
         Self::ignore_client_closing_errors(response.raw_print(
@@ -462,7 +469,15 @@ impl Request {
             None,
         ))?;
 
-        Self::ignore_client_closing_errors(writer.flush())
+        Self::ignore_client_closing_errors(writer.flush())?;
+
+        // wxmp patch: a response with `Connection: close` ends the connection once it is sent.
+        if closes {
+            if let Some(handle) = &self.close_connection {
+                handle.close();
+            }
+        }
+        Ok(())
     }
 
     fn ignore_client_closing_errors(result: io::Result<()>) -> io::Result<()> {

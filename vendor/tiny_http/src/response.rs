@@ -43,6 +43,8 @@ pub struct Response<R> {
     headers: Vec<Header>,
     data_length: Option<usize>,
     chunked_threshold: Option<usize>,
+    /// wxmp patch: the handler asked for `Connection: close` (upstream dropped that header).
+    close: bool,
 }
 
 /// A `Response` without a template parameter.
@@ -206,6 +208,7 @@ where
             headers: Vec::with_capacity(16),
             data_length,
             chunked_threshold: None,
+            close: false,
         };
 
         for h in headers {
@@ -246,6 +249,11 @@ where
         self.chunked_threshold.unwrap_or(32768)
     }
 
+    /// wxmp patch: whether the connection must close after this response.
+    pub fn closes_connection(&self) -> bool {
+        self.close
+    }
+
     /// Adds a header to the list.
     /// Does all the checks.
     pub fn add_header<H>(&mut self, header: H)
@@ -253,6 +261,14 @@ where
         H: Into<Header>,
     {
         let header = header.into();
+
+        // wxmp patch: `Connection: close` is honoured (the connection closes after this
+        // response) instead of silently dropped; other connection-level headers still are.
+        if header.field.equiv("Connection") && header.value.as_str().eq_ignore_ascii_case("close")
+        {
+            self.close = true;
+            return;
+        }
 
         // ignoring forbidden headers
         if header.field.equiv("Connection")
@@ -319,6 +335,7 @@ where
             status_code: self.status_code,
             data_length,
             chunked_threshold: self.chunked_threshold,
+            close: self.close,
         }
     }
 
@@ -396,6 +413,11 @@ where
                 100..=199 | 204 | 304 => true,
                 _ => false,
             };
+
+        // wxmp patch: tell the client the connection ends here.
+        if self.close {
+            self.headers.push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+        }
 
         // preparing headers for transfer
         match transfer_encoding {
@@ -481,6 +503,7 @@ where
             headers: self.headers,
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            close: self.close,
         }
     }
 }
@@ -569,6 +592,7 @@ impl Clone for Response<io::Empty> {
             headers: self.headers.clone(),
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            close: self.close,
         }
     }
 }

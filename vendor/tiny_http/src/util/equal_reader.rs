@@ -1,8 +1,9 @@
 use std::io::Read;
 use std::io::Result as IoResult;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::Arc;
+
+use crate::util::CloseHandle;
 use std::sync::mpsc::{Receiver, Sender};
 
 /// A `Reader` that reads exactly the number of bytes from a sub-reader.
@@ -19,7 +20,7 @@ where
     last_read_signal: Sender<IoResult<()>>,
     /// wxmp patch: set when the unread rest of a body is too large to drain, so the connection
     /// closes instead of reading the rest of the body as the next request.
-    abandon: Option<Arc<AtomicBool>>,
+    abandon: Option<Arc<CloseHandle>>,
 }
 
 /// wxmp patch: the most of an unread body that is read and thrown away to keep a connection
@@ -49,7 +50,7 @@ where
     R: Read,
 {
     /// wxmp patch: the flag to raise when the body is abandoned.
-    pub fn with_abandon_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+    pub(crate) fn with_abandon_flag(mut self, flag: Arc<CloseHandle>) -> Self {
         self.abandon = Some(flag);
         self
     }
@@ -93,7 +94,7 @@ where
         // than read an unbounded amount.
         if remaining_to_read > MAX_DRAIN {
             if let Some(flag) = &self.abandon {
-                flag.store(true, Ordering::SeqCst);
+                flag.close();
             }
             return;
         }
@@ -116,7 +117,7 @@ where
         }
         if remaining_to_read > 0 {
             if let Some(flag) = &self.abandon {
-                flag.store(true, Ordering::SeqCst);
+                flag.close();
             }
         }
     }

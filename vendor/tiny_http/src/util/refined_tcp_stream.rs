@@ -121,6 +121,45 @@ impl RefinedTcpStream {
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
     }
+
+    /// wxmp patch: another handle on the plain socket, to shut it down from elsewhere.
+    pub(crate) fn try_clone_connection(&self) -> Option<Connection> {
+        match &self.stream {
+            Stream::Http(c) => c.try_clone().ok(),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => None,
+        }
+    }
+}
+
+/// wxmp patch: ends a connection from outside its reading thread — after a response that said
+/// `Connection: close`, or when the unread rest of a body is too large to drain. Shutting the
+/// socket down wakes the connection's thread, blocked reading the next request, with EOF.
+pub(crate) struct CloseHandle {
+    closed: std::sync::atomic::AtomicBool,
+    socket: std::sync::Mutex<Option<Connection>>,
+}
+
+impl CloseHandle {
+    pub(crate) fn new(socket: Option<Connection>) -> CloseHandle {
+        CloseHandle {
+            closed: std::sync::atomic::AtomicBool::new(false),
+            socket: std::sync::Mutex::new(socket),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut socket) = self.socket.lock() {
+            if let Some(s) = socket.take() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl Drop for RefinedTcpStream {
