@@ -73,6 +73,9 @@ fn serve(raw: RawServe) -> ExitCode {
         None => RuleSet::builtin(),
     };
     let rule_count = rules.rules().len();
+    // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024 would
+    // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
+    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     let app = Arc::new(App::new(
         config.token.clone(),
         config.safe.clone(),
@@ -119,7 +122,7 @@ fn serve(raw: RawServe) -> ExitCode {
     });
 
     println!(
-        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads)",
+        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads, {} file descriptors)",
         env!("CARGO_PKG_VERSION"),
         server.server_addr(),
         config.path,
@@ -130,6 +133,7 @@ fn serve(raw: RawServe) -> ExitCode {
             .as_ref()
             .map_or("built in".to_owned(), |p| format!("from {}", p.display())),
         config.threads,
+        fd_limit,
     );
     let _ = io::stdout().flush();
 
