@@ -11,3 +11,4 @@ mod regressions;
 mod rules;
 mod safe_mode;
 mod send;
+mod slow;
