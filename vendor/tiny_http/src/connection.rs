@@ -87,12 +87,15 @@ impl Connection {
         }
     }
 
-    /// wxmp patch: bound how long one read or write may block.
+    /// wxmp patch: bound how long one read or write may block, and send small writes at once.
+    /// Without TCP_NODELAY a response over the 1 KiB write buffer went out as two writes, and
+    /// Nagle's algorithm held the second until the client's delayed ACK: ~40 ms per reply.
     pub(crate) fn set_timeouts(&self, timeout: std::time::Duration) {
         let _ = match self {
             Self::Tcp(s) => s
                 .set_read_timeout(Some(timeout))
-                .and_then(|_| s.set_write_timeout(Some(timeout))),
+                .and_then(|_| s.set_write_timeout(Some(timeout)))
+                .and_then(|_| s.set_nodelay(true)),
             #[cfg(unix)]
             Self::Unix(s) => s
                 .set_read_timeout(Some(timeout))
