@@ -1,0 +1,40 @@
+//! Inputs shared by the micro-benchmarks and `gen_safe`, so both measure the same messages and
+//! rules as `scripts/bench.sh`.
+#![allow(dead_code)] // each including target uses a different part
+
+pub const TOKEN: &str = "benchtoken";
+pub const TIMESTAMP: &str = "1700000000";
+pub const NONCE: &str = "1320562132";
+/// The EncodingAESKey and AppID of Tencent's own safe-mode samples.
+pub const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+pub const APP_ID: &str = "wx2c2769f8efd9abc2";
+pub const TO_USER: &str = "gh_7f083739789a";
+pub const FROM_USER: &str = "oia2TjjewbmiOUlr6X-1crbLOvLw";
+
+/// A text push as WeChat sends it (same shape as `benches/wrk/common.lua`).
+pub fn text_message(content: &str, msg_id: u64) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{TO_USER}]]></ToUserName>\
+         <FromUserName><![CDATA[{FROM_USER}]]></FromUserName>\
+         <CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType>\
+         <Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>"
+    )
+}
+
+/// `n` regex rules that never match the benchmark texts, in a few common shapes (anchored and
+/// not, case-insensitive, Unicode classes, captures).
+pub fn extra_rules(n: usize) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        let pattern = match i % 4 {
+            0 => format!(r"^订单{i}\s*(\d+)$"),
+            1 => format!(r"(?i)promo-{i}-[a-z]{{3,8}}"),
+            2 => format!(r"^/cmd{i}(\s+\w+)*$"),
+            _ => format!(r"快递\s*{i}号"),
+        };
+        out.push_str(&format!(
+            "\n[[rules]]\nregex = '{pattern}'\nreply.text = \"rule {i}\"\n"
+        ));
+    }
+    out
+}

@@ -1,0 +1,107 @@
+//! Generates inputs for `scripts/bench.sh` that its shell and wrk's Lua cannot make themselves.
+//!
+//! `gen_safe requests PREFIX PARTS COUNT FIRST_ID`: COUNT distinct safe-mode pushes (the W2 text
+//! message, MsgIds FIRST_ID.., encrypted with the official sample key), dealt round-robin into
+//! PREFIX.0 .. PREFIX.{PARTS-1}, one per line as `msg_signature body`. Each wrk thread reads its
+//! own file, so no body is sent twice (wrk's LuaJIT has no AES or SHA-1, and msg_signature
+//! covers the ciphertext).
+//!
+//! `gen_safe rules N`: prints N regex rules that match none of the benchmark texts.
+//!
+//! `gen_safe cache MB`: fills a retry cache with a budget of MB MiB with W2 pushes through the
+//! real pipeline and prints `entries accounted_bytes` once it is full (wxmp's own accounting).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+
+use wxmp::app::{App, SystemEnv};
+use wxmp::crypto::{self, AesKey};
+use wxmp::dedup::Limits;
+use wxmp::query::Query;
+use wxmp::rules::RuleSet;
+use wxmp::verify::{self, Token};
+
+#[path = "common.rs"]
+mod common;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["requests", prefix, parts, count, first] => {
+            let parts: usize = parts.parse().expect("PARTS is a number");
+            let count: u64 = count.parse().expect("COUNT is a number");
+            let first: u64 = first.parse().expect("FIRST_ID is a number");
+            requests(prefix, parts.max(1), count, first).expect("cannot write the requests");
+        }
+        ["cache", mb] => {
+            let (entries, bytes) = fill_cache(mb.parse().expect("MB is a number"));
+            println!("{entries} {bytes}");
+        }
+        ["rules", n] => print!("{}", common::extra_rules(n.parse().expect("N is a number"))),
+        _ => {
+            eprintln!("usage: gen_safe requests PREFIX PARTS COUNT FIRST_ID | gen_safe rules N | gen_safe cache MB");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn requests(prefix: &str, parts: usize, count: u64, first: u64) -> std::io::Result<()> {
+    let key = AesKey::from_encoding_aes_key(common::AES_KEY).expect("sample key");
+    let token = Token::new(common::TOKEN).expect("bench token");
+    let mut files = (0..parts)
+        .map(|i| File::create(format!("{prefix}.{i}")).map(BufWriter::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    for n in 0..count {
+        let msg_id = first + n;
+        let xml = common::text_message("hello 你好", msg_id);
+        // The random prefix only has to differ per message; it need not be secret here.
+        let mut random = [0u8; 16];
+        random[..8].copy_from_slice(&msg_id.to_le_bytes());
+        let encrypt = crypto::encrypt(&key, common::APP_ID, &random, &xml);
+        let sig = verify::msg_signature(&token, common::TIMESTAMP, common::NONCE, &encrypt);
+        let out = &mut files[(n % parts as u64) as usize];
+        writeln!(
+            out,
+            "{sig} <xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
+            common::TO_USER
+        )?;
+    }
+    for mut f in files {
+        f.flush()?;
+    }
+    Ok(())
+}
+
+fn fill_cache(mb: usize) -> (usize, usize) {
+    let token = Token::new(common::TOKEN).expect("bench token");
+    let sig = verify::signature(&token, common::TIMESTAMP, common::NONCE);
+    let query = Query::parse(&format!(
+        "signature={sig}&timestamp={}&nonce={}",
+        common::TIMESTAMP,
+        common::NONCE
+    ))
+    .expect("query");
+    let limits = Limits {
+        max_bytes: mb << 20,
+        ..Limits::default()
+    };
+    let app = App::new(token, None, RuleSet::builtin(), limits, Box::new(SystemEnv));
+    const BATCH: u64 = 10_000;
+    let mut id = 0u64;
+    let mut entries = 0;
+    loop {
+        for _ in 0..BATCH {
+            id += 1;
+            let body = common::text_message("hello 你好", id);
+            app.handle_message(&query, body.as_bytes())
+                .expect("the pipeline answers");
+        }
+        // Full when a batch barely grows it: every shard is evicting.
+        let (now, bytes) = app.cache().usage();
+        if now < entries + (BATCH / 100) as usize {
+            return (now, bytes);
+        }
+        entries = now;
+    }
+}

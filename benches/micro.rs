@@ -1,0 +1,346 @@
+//! Criterion micro-benchmarks of the pipeline's pieces (`cargo bench --bench micro`), each on the
+//! inputs `scripts/bench.sh` drives the server with, plus the whole pipeline without HTTP.
+//! Short default timings keep `make bench` within minutes; criterion's flags override them.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+
+use wxmp::app::{Answer, App, SafeMode, SystemEnv};
+use wxmp::crypto::{self, AesKey};
+use wxmp::dedup::{Begin, Key, Limits, ReplyCache};
+use wxmp::message::Message;
+use wxmp::query::Query;
+use wxmp::reply::{Answering, Article, Music, Reply};
+use wxmp::rules::RuleSet;
+use wxmp::verify::{self, Token};
+use wxmp::xmlutil;
+
+#[path = "common.rs"]
+mod common;
+
+fn token() -> Token {
+    Token::new(common::TOKEN).unwrap()
+}
+
+fn key() -> AesKey {
+    AesKey::from_encoding_aes_key(common::AES_KEY).unwrap()
+}
+
+/// examples/rules.toml followed by 500 regex rules that match nothing (the W5 rules file).
+fn rules_500() -> RuleSet {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules.toml");
+    let mut text = std::fs::read_to_string(path).unwrap();
+    text.push_str(&common::extra_rules(500));
+    RuleSet::parse(&text, "rules_500.toml").unwrap()
+}
+
+/// A safe-mode push body around `encrypt`.
+fn safe_body(encrypt: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
+        common::TO_USER
+    )
+}
+
+fn signature(c: &mut Criterion) {
+    let token = token();
+    let sig = verify::signature(&token, common::TIMESTAMP, common::NONCE);
+    let encrypt = crypto::encrypt(
+        &key(),
+        common::APP_ID,
+        &[7; 16],
+        &common::text_message("hello 你好", 1),
+    );
+    c.bench_function("signature/plain", |b| {
+        b.iter(|| {
+            verify::signature(
+                &token,
+                black_box(common::TIMESTAMP),
+                black_box(common::NONCE),
+            )
+        })
+    });
+    c.bench_function("signature/plain_check", |b| {
+        b.iter(|| {
+            let expected = verify::signature(
+                &token,
+                black_box(common::TIMESTAMP),
+                black_box(common::NONCE),
+            );
+            verify::signatures_match(&expected, black_box(&sig))
+        })
+    });
+    c.bench_function("signature/msg_signature", |b| {
+        b.iter(|| {
+            verify::msg_signature(
+                &token,
+                common::TIMESTAMP,
+                common::NONCE,
+                black_box(&encrypt),
+            )
+        })
+    });
+}
+
+/// Every fixture that is an incoming message or event (not replies, not the hostile inputs).
+fn parse(c: &mut Criterion) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .collect();
+    files.sort();
+    let mut group = c.benchmark_group("parse");
+    for path in files {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if ["reply_", "hostile_", "java_vector_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
+            continue;
+        }
+        let body = std::fs::read(&path).unwrap();
+        if Message::parse_bytes(&body).is_err() {
+            continue;
+        }
+        group.bench_function(&name, |b| {
+            b.iter(|| Message::parse_bytes(black_box(&body)).unwrap())
+        });
+    }
+    group.finish();
+
+    // The two readers behind `parse`: the tree parser (xmltree) and the flat reader W4 uses for
+    // its envelope, on the envelope and on a plain text push (both are flat documents).
+    let encrypt = crypto::encrypt(
+        &key(),
+        common::APP_ID,
+        &[7; 16],
+        &common::text_message("hello 你好", 1),
+    );
+    let mut group = c.benchmark_group("xml");
+    for (name, doc) in [
+        ("w4_envelope", safe_body(&encrypt)),
+        ("text", common::text_message("hello 你好", 1)),
+    ] {
+        group.bench_function(format!("tree/{name}"), |b| {
+            b.iter(|| {
+                let clean = xmlutil::sanitize(black_box(doc.as_bytes())).unwrap();
+                xmlutil::parse(&clean).unwrap()
+            })
+        });
+        group.bench_function(format!("flat/{name}"), |b| {
+            b.iter(|| {
+                let clean = xmlutil::sanitize(black_box(doc.as_bytes())).unwrap();
+                xmlutil::flat_fields(&clean).unwrap().len()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn render(c: &mut Criterion) {
+    let (text, _) = Reply::text("hello 你好");
+    let news = Reply::news(
+        vec![Article {
+            title: "使用帮助".into(),
+            description: "点击查看".into(),
+            pic_url: "https://example.com/help.png".into(),
+            url: "https://example.com/help".into(),
+        }],
+        Answering::Message,
+    )
+    .unwrap();
+    let music = Reply::music(Music {
+        title: Some("今日歌曲".into()),
+        description: Some("每天一首".into()),
+        music_url: Some("https://example.com/a.mp3".into()),
+        hq_music_url: Some("https://example.com/a_hq.mp3".into()),
+        thumb_media_id: None,
+    });
+    let mut group = c.benchmark_group("render");
+    for (name, reply) in [("text", &text), ("news", &news), ("music", &music)] {
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(reply).render(common::FROM_USER, common::TO_USER, 1_700_000_000))
+        });
+    }
+    group.finish();
+}
+
+fn crypto(c: &mut Criterion) {
+    let key = key();
+    let request = common::text_message("hello 你好", 1);
+    let encrypt = crypto::encrypt(&key, common::APP_ID, &[7; 16], &request);
+    let (reply, _) = Reply::text("hello 你好");
+    let reply = reply.render(common::FROM_USER, common::TO_USER, 1_700_000_000);
+    c.bench_function("crypto/decrypt", |b| {
+        b.iter(|| crypto::decrypt_for(&key, common::APP_ID, black_box(&encrypt)).unwrap())
+    });
+    c.bench_function("crypto/encrypt", |b| {
+        b.iter(|| crypto::encrypt(&key, common::APP_ID, &[7; 16], black_box(&reply)))
+    });
+}
+
+fn rules(c: &mut Criterion) {
+    let set = rules_500();
+    let builtin = RuleSet::builtin();
+    let msg = |text: &str| Message::parse(&common::text_message(text, 1)).unwrap();
+    let (echo, weather, order) = (msg("hello 你好"), msg("天气"), msg("订单 12345"));
+    let mut group = c.benchmark_group("rules");
+    group.bench_function("builtin/echo", |b| {
+        b.iter(|| builtin.decide(black_box(&echo)))
+    });
+    group.bench_function("500/no_match_echo", |b| {
+        b.iter(|| set.decide(black_box(&echo)))
+    });
+    group.bench_function("500/first_rule", |b| {
+        b.iter(|| set.decide(black_box(&weather)))
+    });
+    group.bench_function("500/regex_capture", |b| {
+        b.iter(|| set.decide(black_box(&order)))
+    });
+    // Regex cost grows with the text: a chatty user costs more than `hello`.
+    let long = msg(&("你好".repeat(100) + &"hello ".repeat(50)));
+    group.bench_function("500/no_match_900B", |b| {
+        b.iter(|| set.decide(black_box(&long)))
+    });
+    group.finish();
+}
+
+fn dedup(c: &mut Criterion) {
+    let answer = Answer {
+        body: Arc::from(
+            Reply::text("hello 你好")
+                .0
+                .render(common::FROM_USER, common::TO_USER, 1),
+        ),
+        xml: true,
+    };
+    let key_of = |id: u64| {
+        Key::for_message(
+            &Message::parse(&common::text_message("x", id)).unwrap(),
+            false,
+        )
+        .unwrap()
+    };
+    // A cache holding 50 000 answers, as under load; lookups hit one of them.
+    let cache: ReplyCache<Answer> = ReplyCache::new(Limits::default());
+    for id in 0..50_000 {
+        if let Begin::Fresh(t) = cache.begin(key_of(id), 1000) {
+            t.complete(answer.clone(), 1000);
+        }
+    }
+    let hit = key_of(25_000);
+    c.bench_function("dedup/lookup_cached", |b| {
+        b.iter(|| match cache.begin(black_box(hit.clone()), 1000) {
+            Begin::Cached(a) => a,
+            _ => unreachable!("the key was answered"),
+        })
+    });
+    let mut next = 1_000_000u64;
+    c.bench_function("dedup/fresh_complete", |b| {
+        b.iter_batched(
+            || {
+                next += 1;
+                key_of(next)
+            },
+            |k| match cache.begin(k, 1000) {
+                Begin::Fresh(t) => t.complete(answer.clone(), 1000),
+                _ => unreachable!("the key is new"),
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+/// The whole pipeline minus HTTP (verify, parse, dedup, rules, render; safe mode adds decrypt,
+/// encrypt and signing), a fresh MsgId every time like the wrk workloads.
+fn pipeline(c: &mut Criterion) {
+    let token = token();
+    let sig = verify::signature(&token, common::TIMESTAMP, common::NONCE);
+    let plain = Query::parse(&format!(
+        "signature={sig}&timestamp={}&nonce={}&openid={}",
+        common::TIMESTAMP,
+        common::NONCE,
+        common::FROM_USER
+    ))
+    .unwrap();
+    let app = App::new(
+        token.clone(),
+        None,
+        RuleSet::builtin(),
+        Limits::default(),
+        Box::new(SystemEnv),
+    );
+    let app_500 = App::new(
+        token.clone(),
+        None,
+        rules_500(),
+        Limits::default(),
+        Box::new(SystemEnv),
+    );
+    let safe = SafeMode {
+        key: key(),
+        app_id: common::APP_ID.into(),
+    };
+    let app_safe = App::new(
+        token.clone(),
+        Some(safe),
+        RuleSet::builtin(),
+        Limits::default(),
+        Box::new(SystemEnv),
+    );
+    let mut id = 0u64;
+    let mut group = c.benchmark_group("pipeline");
+    for (name, app, text) in [
+        ("w2_echo", &app, "hello 你好"),
+        ("w3_weather", &app, "天气"),
+        ("w5_500_rules", &app_500, "hello 你好"),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    id += 1;
+                    common::text_message(text, id)
+                },
+                |body| app.handle_message(&plain, body.as_bytes()).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    let key = key();
+    group.bench_function("w4_safe", |b| {
+        b.iter_batched(
+            || {
+                id += 1;
+                let encrypt = crypto::encrypt(&key, common::APP_ID, &[7; 16], &common::text_message("hello 你好", id));
+                let msg_sig = verify::msg_signature(&token, common::TIMESTAMP, common::NONCE, &encrypt);
+                let q = Query::parse(&format!(
+                    "signature={sig}&timestamp={}&nonce={}&encrypt_type=aes&msg_signature={msg_sig}",
+                    common::TIMESTAMP,
+                    common::NONCE
+                ))
+                .unwrap();
+                (q, safe_body(&encrypt))
+            },
+            |(q, body)| app_safe.handle_message(&q, body.as_bytes()).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(30)
+        .without_plots();
+    targets = signature, parse, render, crypto, rules, dedup, pipeline
+}
+criterion_main!(benches);
