@@ -6,6 +6,7 @@
 //! (WeChat shows the user an error for it, so it becomes `success`) and at most
 //! [`MAX_TEXT_BYTES`] bytes (longer text is cut at a UTF-8 boundary and reported).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use xmltree::Element;
@@ -156,8 +157,8 @@ impl Reply {
         let mut content = content.into();
         // Characters XML cannot carry are dropped when rendering; drop them now so that what
         // is checked (empty? too long?) is what is sent. Found by fuzzing the rules file.
-        if !content.chars().all(xmlutil::is_xml_char) {
-            content.retain(xmlutil::is_xml_char);
+        if let Cow::Owned(clean) = xmlutil::strip_forbidden(&content) {
+            content = clean;
         }
         if content.is_empty() {
             return (Reply::Success, Some(Adjustment::EmptyTextBecameSuccess));

@@ -60,6 +60,15 @@ fn all_xml_chars(text: &str) -> bool {
     })
 }
 
+/// `text` without the characters XML 1.0 forbids; borrowed when there are none (the common case).
+pub fn strip_forbidden(text: &str) -> Cow<'_, str> {
+    if all_xml_chars(text) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.chars().filter(|&c| is_xml_char(c)).collect())
+    }
+}
+
 /// Text that passed [`sanitize`]: UTF-8, XML 1.0 characters only, no DOCTYPE, nesting within
 /// [`MAX_DEPTH`]. Only [`parse`] takes it, so nothing unchecked reaches the parser.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,11 +90,7 @@ pub fn sanitize(body: &[u8]) -> Result<Clean<'_>, XmlError> {
     }
     // Strip first, then look for a DOCTYPE: a control character hidden inside `<\x01!DOCTYPE`
     // would otherwise slip past the check and be removed afterwards (found by fuzzing).
-    let clean = if all_xml_chars(text) {
-        Cow::Borrowed(text)
-    } else {
-        Cow::Owned(text.chars().filter(|&c| is_xml_char(c)).collect())
-    };
+    let clean = strip_forbidden(text);
     let found = scan(clean.as_bytes());
     if found.doctype {
         return Err(XmlError::Doctype);
@@ -223,11 +228,7 @@ pub fn child_text(elem: &Element, name: &str) -> Option<String> {
 /// characters XML 1.0 forbids so the output is always well-formed.
 pub fn push_cdata(out: &mut String, text: &str) {
     out.push_str("<![CDATA[");
-    let clean: Cow<'_, str> = if all_xml_chars(text) {
-        Cow::Borrowed(text)
-    } else {
-        Cow::Owned(text.chars().filter(|&c| is_xml_char(c)).collect())
-    };
+    let clean = strip_forbidden(text);
     let mut rest: &str = &clean;
     while let Some(pos) = rest.find("]]>") {
         out.push_str(&rest[..pos]);
