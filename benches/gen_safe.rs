@@ -14,12 +14,12 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
-use wxmp::app::{App, SystemEnv};
-use wxmp::crypto::{self, AesKey};
-use wxmp::dedup::Limits;
-use wxmp::query::Query;
+use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::protocol::query::Query;
+use wxmp::protocol::verify::{self, Token};
 use wxmp::rules::RuleSet;
-use wxmp::verify::{self, Token};
+use wxmp::server::pipeline::{App, SystemEnv};
+use wxmp::server::store::Limits;
 
 #[path = "common.rs"]
 mod common;

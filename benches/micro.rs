@@ -9,15 +9,15 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
-use wxmp::app::{Answer, App, SafeMode, SystemEnv};
-use wxmp::crypto::{self, AesKey};
-use wxmp::dedup::{Begin, Key, Limits, ReplyCache};
-use wxmp::message::Message;
-use wxmp::query::Query;
-use wxmp::reply::{Answering, Article, Music, Reply};
+use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::protocol::message::Message;
+use wxmp::protocol::query::Query;
+use wxmp::protocol::reply::{Answering, Article, Music, Reply};
+use wxmp::protocol::verify::{self, Token};
+use wxmp::protocol::xml;
 use wxmp::rules::RuleSet;
-use wxmp::verify::{self, Token};
-use wxmp::xmlutil;
+use wxmp::server::pipeline::{Answer, App, SafeMode, SystemEnv};
+use wxmp::server::store::{Begin, Key, Limits, ReplyCache};
 
 #[path = "common.rs"]
 mod common;
@@ -129,14 +129,14 @@ fn parse(c: &mut Criterion) {
     ] {
         group.bench_function(format!("tree/{name}"), |b| {
             b.iter(|| {
-                let clean = xmlutil::sanitize(black_box(doc.as_bytes())).unwrap();
-                xmlutil::parse(&clean).unwrap()
+                let clean = xml::sanitize(black_box(doc.as_bytes())).unwrap();
+                xml::parse(&clean).unwrap()
             })
         });
         group.bench_function(format!("flat/{name}"), |b| {
             b.iter(|| {
-                let clean = xmlutil::sanitize(black_box(doc.as_bytes())).unwrap();
-                xmlutil::flat_fields(&clean).unwrap().len()
+                let clean = xml::sanitize(black_box(doc.as_bytes())).unwrap();
+                xml::flat_fields(&clean).unwrap().len()
             })
         });
     }

@@ -20,10 +20,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use wxmp::config::MAX_BODY;
-use wxmp::crypto::{self, AesKey};
-use wxmp::reply::{Rendered, Reply};
-use wxmp::verify::{self, Token};
-use wxmp::xmlutil::{self, child_text, push_cdata_element};
+use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::protocol::reply::{Rendered, Reply};
+use wxmp::protocol::verify::{self, Token};
+use wxmp::protocol::xml::{self, child_text, push_cdata_element};
 
 const ACCOUNT: &str = "gh_soak";
 const RSS_GROWTH_LIMIT: f64 = 0.10;
@@ -683,8 +683,8 @@ fn text_reply(body: &str, user: &str, content: &str) -> Result<(), String> {
 
 /// Checks the safe-mode envelope's signature and returns the decrypted reply.
 fn open_envelope(cfg: &Config, body: &str) -> Result<String, String> {
-    let clean = xmlutil::sanitize(body.as_bytes()).map_err(|e| e.to_string())?;
-    let root = xmlutil::parse(&clean).map_err(|e| e.to_string())?;
+    let clean = xml::sanitize(body.as_bytes()).map_err(|e| e.to_string())?;
+    let root = xml::parse(&clean).map_err(|e| e.to_string())?;
     let field = |name| child_text(&root, name).ok_or(format!("envelope has no {name}"));
     let (encrypt, sig) = (field("Encrypt")?, field("MsgSignature")?);
     let (ts, nonce) = (field("TimeStamp")?, field("Nonce")?);

@@ -5,10 +5,10 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::app::SafeMode;
-use crate::crypto::AesKey;
-use crate::dedup::Limits;
-use crate::verify::Token;
+use crate::protocol::crypto::AesKey;
+use crate::protocol::verify::Token;
+use crate::server::pipeline::SafeMode;
+use crate::server::store::Limits;
 
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 80;

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use wxmp::app::{App, SystemEnv};
 use wxmp::cli::{self, Command};
 use wxmp::config::{Config, RawServe};
-use wxmp::routes::{self, Service};
+use wxmp::log;
 use wxmp::rules::RuleSet;
-use wxmp::{log, reload};
+use wxmp::server::pipeline::{App, SystemEnv};
+use wxmp::server::reload;
+use wxmp::server::routes::{self, Service};
 
 /// How long a stop may take before the process exits anyway (Docker kills after 10 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);

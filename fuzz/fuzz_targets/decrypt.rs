@@ -4,7 +4,7 @@
 use aes::cipher::{block_padding::NoPadding, BlockEncryptMut, KeyIvInit};
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
-use wxmp::crypto::{self, AesKey};
+use wxmp::protocol::crypto::{self, AesKey};
 
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APP_ID: &str = "wx2c2769f8efd9abc2";

@@ -3,17 +3,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wxmp::message::{Kind, Message};
-use wxmp::reply::{Reply, MAX_TEXT_BYTES};
+use wxmp::protocol::message::{Kind, Message};
+use wxmp::protocol::reply::{Reply, MAX_TEXT_BYTES};
 use wxmp::rules::RuleSet;
-use wxmp::xmlutil;
+use wxmp::protocol::xml;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(msg) = Message::parse_bytes(data) else {
         return;
     };
     // An independent check of the DOCTYPE refusal: the XML parser itself saw none.
-    let clean = xmlutil::sanitize(data).expect("parsed, so it sanitizes");
+    let clean = xml::sanitize(data).expect("parsed, so it sanitizes");
     let mut reader = xml::reader::EventReader::new(clean.as_bytes());
     loop {
         match reader.next() {

@@ -12,14 +12,14 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use rouille::Request;
-use wxmp::app::{App, Env, SafeMode};
-use wxmp::crypto::{self, AesKey};
-use wxmp::dedup::Limits;
-use wxmp::reply::Reply;
-use wxmp::routes::{self, Service};
+use wxmp::server::pipeline::{App, Env, SafeMode};
+use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::server::store::Limits;
+use wxmp::protocol::reply::Reply;
+use wxmp::server::routes::{self, Service};
 use wxmp::rules::RuleSet;
-use wxmp::verify::{self, Token};
-use wxmp::xmlutil;
+use wxmp::protocol::verify::{self, Token};
+use wxmp::protocol::xml;
 
 const TOKEN: &str = "spamtest";
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
@@ -127,12 +127,12 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     reader.read_to_end(&mut out).unwrap();
     let out = String::from_utf8(out).expect("reply is not UTF-8");
-    let reply = match xmlutil::sanitize(out.as_bytes()).and_then(|t| xmlutil::parse(&t)) {
+    let reply = match xml::sanitize(out.as_bytes()).and_then(|t| xml::parse(&t)) {
         Ok(root) if root.get_child("Encrypt").is_some() => {
-            let enc = xmlutil::child_text(&root, "Encrypt").unwrap();
-            let sig = xmlutil::child_text(&root, "MsgSignature").unwrap();
-            let ts = xmlutil::child_text(&root, "TimeStamp").unwrap();
-            let nonce = xmlutil::child_text(&root, "Nonce").unwrap();
+            let enc = xml::child_text(&root, "Encrypt").unwrap();
+            let sig = xml::child_text(&root, "MsgSignature").unwrap();
+            let ts = xml::child_text(&root, "TimeStamp").unwrap();
+            let nonce = xml::child_text(&root, "Nonce").unwrap();
             assert_eq!(verify::msg_signature(&token, &ts, &nonce, &enc), sig);
             crypto::decrypt_for(&key(), APP_ID, &enc).expect("reply does not decrypt")
         }

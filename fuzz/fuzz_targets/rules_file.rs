@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wxmp::message::Message;
-use wxmp::reply::Reply;
+use wxmp::protocol::message::Message;
+use wxmp::protocol::reply::Reply;
 use wxmp::rules::RuleSet;
 
 const SAMPLES: &[&str] = &[

@@ -1,6 +1,6 @@
 use super::*;
-use crate::message::{Event, Kind, Message};
-use crate::reply::{Article, Music, Reply};
+use crate::protocol::message::{Event, Kind, Message};
+use crate::protocol::reply::{Article, Music, Reply};
 
 fn msg(kind: Kind) -> Message {
     Message {
@@ -88,7 +88,7 @@ fn example_file_loads_and_every_rule_answers() {
                 pic_url: "https://example.com/help.png".into(),
                 url: "https://example.com/help".into(),
             }],
-            crate::reply::Answering::Message
+            crate::protocol::reply::Answering::Message
         )
         .unwrap()
     );

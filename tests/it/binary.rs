@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use wxmp::verify::{self, Token};
+use wxmp::protocol::verify::{self, Token};
 
 use crate::helpers::{text_xml, NONCE, TS};
 

@@ -1,8 +1,10 @@
 //! WeChat's own sample XML: every message and event parses with every field, and every reply
 //! renders to the documented XML.
 
-use wxmp::message::{Event, Kind, Message, Numeric, ScanCode, SendLocationInfo, SendPics, Video};
-use wxmp::reply::{Answering, Article, Music, Reply, Video as VideoReply};
+use wxmp::protocol::message::{
+    Event, Kind, Message, Numeric, ScanCode, SendLocationInfo, SendPics, Video,
+};
+use wxmp::protocol::reply::{Answering, Article, Music, Reply, Video as VideoReply};
 
 use crate::helpers::fixture;
 

@@ -4,13 +4,13 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use rouille::Request;
-use wxmp::app::{App, Env, SafeMode};
-use wxmp::crypto::{self, AesKey};
-use wxmp::dedup::Limits;
-use wxmp::query::percent_encode;
-use wxmp::routes::{self, Service};
+use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::protocol::query::percent_encode;
+use wxmp::protocol::verify::{self, Token};
 use wxmp::rules::RuleSet;
-use wxmp::verify::{self, Token};
+use wxmp::server::pipeline::{App, Env, SafeMode};
+use wxmp::server::routes::{self, Service};
+use wxmp::server::store::Limits;
 
 pub const TOKEN: &str = "testtoken";
 pub const NOW: u64 = 1_700_000_000;
@@ -166,13 +166,14 @@ pub fn fixture(name: &str) -> String {
 }
 
 /// Parses a reply body back, as WeChat would.
-pub fn parse_reply(body: &str) -> wxmp::reply::Rendered {
-    wxmp::reply::Reply::parse(body).unwrap_or_else(|e| panic!("reply does not parse ({e}): {body}"))
+pub fn parse_reply(body: &str) -> wxmp::protocol::reply::Rendered {
+    wxmp::protocol::reply::Reply::parse(body)
+        .unwrap_or_else(|e| panic!("reply does not parse ({e}): {body}"))
 }
 
 pub fn text_of(body: &str) -> String {
     match parse_reply(body).reply {
-        wxmp::reply::Reply::Text(t) => t.as_str().to_owned(),
+        wxmp::protocol::reply::Reply::Text(t) => t.as_str().to_owned(),
         other => panic!("expected a text reply, got {other:?}"),
     }
 }

@@ -185,7 +185,7 @@ fn a_declared_length_over_the_limit_is_refused_before_reading() {
         vec![("Content-Length".into(), "1000000000000".into())],
         b"x".to_vec(),
     );
-    let resp = wxmp::routes::handle(&h.service, &req);
+    let resp = wxmp::server::routes::handle(&h.service, &req);
     assert_eq!(resp.status_code, 413);
 }
 

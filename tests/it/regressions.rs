@@ -1,11 +1,11 @@
 //! Inputs the fuzzers found, kept under tests/fixtures/fuzz/ and replayed here: through the
 //! parser, and as a signed body through the handler in plain and safe mode.
 
-use wxmp::app::SafeMode;
-use wxmp::crypto::AesKey;
-use wxmp::message::Message;
-use wxmp::reply::Reply;
+use wxmp::protocol::crypto::AesKey;
+use wxmp::protocol::message::Message;
+use wxmp::protocol::reply::Reply;
 use wxmp::rules::RuleSet;
+use wxmp::server::pipeline::SafeMode;
 
 use crate::helpers::*;
 

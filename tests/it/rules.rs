@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering;
 
-use wxmp::reply::Reply;
+use wxmp::protocol::reply::Reply;
 use wxmp::rules::RuleSet;
 
 use crate::helpers::*;

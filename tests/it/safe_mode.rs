@@ -1,10 +1,10 @@
 //! Safe and compatible mode through the handler, with WeChat's official vectors.
 
-use wxmp::app::SafeMode;
-use wxmp::crypto::{self, AesKey};
-use wxmp::reply::Reply;
+use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::protocol::reply::Reply;
+use wxmp::protocol::verify;
 use wxmp::rules::RuleSet;
-use wxmp::verify;
+use wxmp::server::pipeline::SafeMode;
 use xmltree::Element;
 
 use crate::helpers::*;

@@ -7,9 +7,9 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wxmp::crypto::{self, AesKey};
-use wxmp::reply::Reply;
-use wxmp::verify::{self, Token};
+use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::protocol::reply::Reply;
+use wxmp::protocol::verify::{self, Token};
 
 use crate::binary::Server;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wxmp::verify::{self, Token};
+use wxmp::protocol::verify::{self, Token};
 
 use crate::binary::{http, Server};
 use crate::helpers::{text_of, text_xml, NONCE, TS};

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use rouille::{Request, Response};
 
-use crate::app::{App, Rejection};
 use crate::config::MAX_BODY;
 use crate::log;
-use crate::query::Query;
+use crate::protocol::query::Query;
+use crate::server::pipeline::{App, Rejection};
 
 /// What the HTTP layer needs besides the pipeline.
 pub struct Service {

@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use xmltree::Element;
 
-use crate::xmlutil::{self, child_text, Clean, XmlError};
+use crate::protocol::xml::{self, child_text, Clean, XmlError};
 
 /// One push from WeChat: the fields every push carries, and what kind of push it is.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,7 +220,7 @@ impl From<XmlError> for ParseError {
 impl Message {
     /// Sanitizes and parses a push body.
     pub fn parse_bytes(body: &[u8]) -> Result<Message, ParseError> {
-        Message::parse_clean(&xmlutil::sanitize(body)?)
+        Message::parse_clean(&xml::sanitize(body)?)
     }
 
     /// Sanitizes and parses a push given as text.
@@ -228,9 +228,9 @@ impl Message {
         Message::parse_bytes(text.as_bytes())
     }
 
-    /// Parses a document that already went through [`xmlutil::sanitize`].
+    /// Parses a document that already went through [`xml::sanitize`].
     pub fn parse_clean(clean: &Clean<'_>) -> Result<Message, ParseError> {
-        Message::from_element(&xmlutil::parse(clean)?)
+        Message::from_element(&xml::parse(clean)?)
     }
 
     /// Reads a push from its `<xml>` element.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use crate::app::App;
 use crate::log;
 use crate::rules::{RuleSet, RulesError};
+use crate::server::pipeline::App;
 
 const POLL: Duration = Duration::from_millis(250);
 const CHECK_EVERY: u32 = 4; // polls: about once a second

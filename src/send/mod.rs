@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use lexopt::prelude::*;
 
 use crate::cli::{CliError, Command};
-use crate::crypto::{self, AesKey};
-use crate::query::percent_encode;
-use crate::reply::{Reply, ReplyParseError};
-use crate::verify::{self, Token};
-use crate::xmlutil::{self, child_text, push_cdata_element, push_number_element};
+use crate::protocol::crypto::{self, AesKey};
+use crate::protocol::query::percent_encode;
+use crate::protocol::reply::{Reply, ReplyParseError};
+use crate::protocol::verify::{self, Token};
+use crate::protocol::xml::{self, child_text, push_cdata_element, push_number_element};
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/weixin";
 /// The token `make run` uses when WXMP_TOKEN is unset, so the two work together out of the box.
@@ -614,9 +614,9 @@ pub fn check_reply(send: &Send, body: &str) -> Result<Checked, SendError> {
             encrypted: false,
         });
     }
-    let envelope = xmlutil::sanitize(trimmed.as_bytes())
+    let envelope = xml::sanitize(trimmed.as_bytes())
         .ok()
-        .and_then(|t| xmlutil::parse(&t).ok())
+        .and_then(|t| xml::parse(&t).ok())
         .filter(|root| root.get_child("Encrypt").is_some());
     let (xml, encrypted) = match (envelope, &send.safe) {
         (Some(root), Some((key, app_id))) => {
@@ -857,7 +857,7 @@ fn ms(started: Instant) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Event, Kind, Message};
+    use crate::protocol::message::{Event, Kind, Message};
 
     fn raw(kind: &[&str]) -> RawSend {
         RawSend {

@@ -15,7 +15,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::message::Message;
+use crate::protocol::message::Message;
 
 const SHARDS: usize = 16;
 /// Bookkeeping per entry beyond the key and value bytes (map slot, queue slot, Arc headers).
@@ -346,7 +346,7 @@ impl<V: Clone> Waiter<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Event, Kind};
+    use crate::protocol::message::{Event, Kind};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::thread;
 

@@ -11,7 +11,7 @@ use std::fmt;
 
 use xmltree::Element;
 
-use crate::xmlutil::{self, child_text, push_cdata_element, push_number_element, XmlError};
+use crate::protocol::xml::{self, child_text, push_cdata_element, push_number_element, XmlError};
 
 /// WeChat's limit on a text reply's `Content`.
 pub const MAX_TEXT_BYTES: usize = 2048;
@@ -157,7 +157,7 @@ impl Reply {
         let mut content = content.into();
         // Characters XML cannot carry are dropped when rendering; drop them now so that what
         // is checked (empty? too long?) is what is sent. Found by fuzzing the rules file.
-        if let Cow::Owned(clean) = xmlutil::strip_forbidden(&content) {
+        if let Cow::Owned(clean) = xml::strip_forbidden(&content) {
             content = clean;
         }
         if content.is_empty() {
@@ -295,8 +295,8 @@ impl Reply {
                 reply: Reply::Success,
             });
         }
-        let clean = xmlutil::sanitize(body.as_bytes())?;
-        let root = xmlutil::parse(&clean)?;
+        let clean = xml::sanitize(body.as_bytes())?;
+        let root = xml::parse(&clean)?;
         if root.name != "xml" {
             return Err(ReplyParseError::Missing("xml"));
         }
@@ -554,7 +554,7 @@ mod tests {
         ]
         .prop_map(|s| {
             s.chars()
-                .filter(|&c| xmlutil::is_xml_char(c) && c != '\r')
+                .filter(|&c| xml::is_xml_char(c) && c != '\r')
                 .collect()
         })
     }

@@ -16,8 +16,8 @@ use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::message::{Kind, Message};
-use crate::reply::{self, Answering, Article, Music, Reply, Video};
+use crate::protocol::message::{Kind, Message};
+use crate::protocol::reply::{self, Answering, Article, Music, Reply, Video};
 
 /// The behaviour wxmp had before rules files existed, as a rules file.
 pub const BUILTIN: &str = r#"# Built-in rules: the original Flask app's behaviour.
@@ -472,7 +472,7 @@ impl Template {
                 }
                 None => {
                     // A character XML cannot carry would be dropped on sending anyway.
-                    if crate::xmlutil::is_xml_char(c) {
+                    if crate::protocol::xml::is_xml_char(c) {
                         lit.push(c);
                     }
                     rest = &rest[c.len_utf8()..];

@@ -14,7 +14,7 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 
-use crate::xmlutil::push_cdata_element;
+use crate::protocol::xml::push_cdata_element;
 
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
@@ -267,7 +267,7 @@ mod tests {
             encrypt(&k, "wxb11529c136998cb6", b"aaaabbbbccccdddd", "我是中文abcd123"),
             "jn1L23DB+6ELqJ+6bruv21Y6MD7KeIfP82D6gU39rmkgczbWwt5+3bnyg5K55bgVtVzd832WzZGMhkP72vVOfg=="
         );
-        let plain = include_str!("../tests/fixtures/java_vector_b_plain.xml");
+        let plain = include_str!("../../tests/fixtures/java_vector_b_plain.xml");
         let expected = "jn1L23DB+6ELqJ+6bruv23M2GmYfkv0xBh2h+XTBOKVKcgDFHle6gqcZ1cZrk3e1qjPQ1F4RsLWzQRG9udbKWesxlkupqcEcW7ZQweImX9+wLMa0GaUzpkycA8+IamDBxn5loLgZpnS7fVAbExOkK5DYHBmv5tptA9tklE/fTIILHR8HLXa5nQvFb3tYPKAlHF3rtTeayNf0QuM+UW/wM9enGIDIJHF7CLHiDNAYxr+r+OrJCmPQyTy8cVWlu9iSvOHPT/77bZqJucQHQ04sq7KZI27OcqpQNSto2OdHCoTccjggX5Z9Mma0nMJBU+jLKJ38YB1fBIz+vBzsYjrTmFQ44YfeEuZ+xRTQwr92vhA9OxchWVINGC50qE/6lmkwWTwGX9wtQpsJKhP+oS7rvTY8+VdzETdfakjkwQ5/Xka042OlUb1/slTwo4RscuQ+RdxSGvDahxAJ6+EAjLt9d8igHngxIbf6YyqqROxuxqIeIch3CssH/LqRs+iAcILvApYZckqmA7FNERspKA5f8GoJ9sv8xmGvZ9Yrf57cExWtnX8aCMMaBropU/1k+hKP5LVdzbWCG0hGwx/dQudYR/eXp3P0XxjlFiy+9DMlaFExWUZQDajPkdPrEeOwofJb";
         assert_eq!(
             encrypt(&k, "wxb11529c136998cb6", b"aaaabbbbccccdddd", plain),
@@ -287,7 +287,7 @@ mod tests {
         assert_eq!(d.app_id, "wx2c2769f8efd9abc2");
         assert_eq!(
             d.xml,
-            include_str!("../tests/fixtures/safe_compat_sample_decrypted.xml")
+            include_str!("../../tests/fixtures/safe_compat_sample_decrypted.xml")
         );
         assert_eq!(
             decrypt_for(&k, "wxOTHER", enc),

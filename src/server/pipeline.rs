@@ -6,15 +6,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::crypto::{self, AesKey, CryptoError};
-use crate::dedup::{Begin, Key, Limits, ReplyCache, Weigh};
 use crate::log;
-use crate::message::{Message, ParseError};
-use crate::query::Query;
-use crate::reply::Reply;
+use crate::protocol::crypto::{self, AesKey, CryptoError};
+use crate::protocol::message::{Message, ParseError};
+use crate::protocol::query::Query;
+use crate::protocol::reply::Reply;
+use crate::protocol::verify::{self, Token};
+use crate::protocol::xml::{self, child_text, XmlError};
 use crate::rules::{RuleSet, SharedRules};
-use crate::verify::{self, Token};
-use crate::xmlutil::{self, child_text, XmlError};
+use crate::server::store::{Begin, Key, Limits, ReplyCache, Weigh};
 
 /// How long a duplicate waits for the first attempt: WeChat gives up on a push after 5 s.
 const DUPLICATE_WAIT: Duration = Duration::from_millis(4500);
@@ -176,20 +176,20 @@ impl App {
     /// A message push: the body to answer with.
     pub fn handle_message(&self, q: &Query, body: &[u8]) -> Result<Answer, Rejection> {
         self.check_signature(q)?;
-        let clean = xmlutil::sanitize(body)?;
+        let clean = xml::sanitize(body)?;
         if q.is_encrypted() {
             if let Some(safe) = &self.safe {
                 // The safe-mode envelope is flat; reading it without the tree parser saves most
                 // of safe mode's cost (xml-rs lexes the long base64 field one char at a time).
                 // Anything but a plain flat document goes through the parser below.
-                let fields = xmlutil::flat_fields(&clean);
+                let fields = xml::flat_fields(&clean);
                 if let Some(encrypt) = fields.as_ref().and_then(|f| field(f, "Encrypt")) {
                     return self.open(q, safe, encrypt);
                 }
             }
-            return self.handle_encrypted(q, &xmlutil::parse(&clean)?);
+            return self.handle_encrypted(q, &xml::parse(&clean)?);
         }
-        self.answer(Message::from_element(&xmlutil::parse(&clean)?)?, None)
+        self.answer(Message::from_element(&xml::parse(&clean)?)?, None)
     }
 
     /// Safe mode (only `Encrypt`) and compatible mode (plaintext fields and `Encrypt`).
@@ -222,7 +222,7 @@ impl App {
             return Err(Rejection::Forbidden("msg_signature mismatch".into()));
         }
         let xml = crypto::decrypt_for(&safe.key, &safe.app_id, encrypt)?;
-        let inner = xmlutil::sanitize(xml.as_bytes())
+        let inner = xml::sanitize(xml.as_bytes())
             .map_err(|e| Rejection::BadRequest(format!("decrypted message: {e}")))?;
         self.answer(Message::parse_clean(&inner)?, Some(safe))
     }

@@ -1,0 +1,7 @@
+//! WeChat's protocol, pure.
+pub mod crypto;
+pub mod message;
+pub mod query;
+pub mod reply;
+pub mod verify;
+pub mod xml;

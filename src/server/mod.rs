@@ -1,0 +1,5 @@
+//! The server.
+pub mod pipeline;
+pub mod reload;
+pub mod routes;
+pub mod store;
