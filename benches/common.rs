@@ -2,6 +2,11 @@
 //! rules as `scripts/bench.sh`.
 #![allow(dead_code)] // each including target uses a different part
 
+use wxmp::protocol::crypto::AesKey;
+use wxmp::protocol::envelope::SafeMode;
+use wxmp::protocol::message::{Kind, Message};
+use wxmp::protocol::verify::Token;
+
 pub const TOKEN: &str = "benchtoken";
 pub const TIMESTAMP: &str = "1700000000";
 pub const NONCE: &str = "1320562132";
@@ -13,12 +18,34 @@ pub const FROM_USER: &str = "oia2TjjewbmiOUlr6X-1crbLOvLw";
 
 /// A text push as WeChat sends it (same shape as `benches/wrk/common.lua`).
 pub fn text_message(content: &str, msg_id: u64) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[{TO_USER}]]></ToUserName>\
-         <FromUserName><![CDATA[{FROM_USER}]]></FromUserName>\
-         <CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType>\
-         <Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>"
+    Message::new(
+        TO_USER,
+        FROM_USER,
+        1_700_000_000,
+        Kind::Text {
+            content: Some(content.into()),
+        },
     )
+    .with_msg_id(msg_id)
+    .to_xml()
+}
+
+pub fn token() -> Token {
+    Token::new(TOKEN).expect("bench token")
+}
+
+pub fn safe_mode() -> SafeMode {
+    SafeMode {
+        key: AesKey::from_encoding_aes_key(AES_KEY).expect("sample key"),
+        app_id: APP_ID.into(),
+    }
+}
+
+/// `xml` as a safe-mode push: its msg_signature (for the query) and the body.
+pub fn sealed_push(xml: &str, random: &[u8; 16]) -> (String, String) {
+    let sealed = safe_mode().seal(&token(), xml, TIMESTAMP, NONCE, random);
+    let body = sealed.push_xml(TO_USER);
+    (sealed.msg_signature, body)
 }
 
 /// `n` regex rules that never match the benchmark texts, in a few common shapes (anchored and

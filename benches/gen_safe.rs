@@ -13,12 +13,14 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::time::Instant;
 
-use wxmp::protocol::crypto::{self, AesKey};
 use wxmp::protocol::query::Query;
-use wxmp::protocol::verify::{self, Token};
-use wxmp::rules::RuleSet;
-use wxmp::server::pipeline::{App, SystemEnv};
+use wxmp::protocol::verify;
+use wxmp::server::account::Account;
+use wxmp::server::env::SystemEnv;
+use wxmp::server::pipeline::{Pipeline, Push};
 use wxmp::server::store::Limits;
 
 #[path = "common.rs"]
@@ -47,8 +49,6 @@ fn main() {
 }
 
 fn requests(prefix: &str, parts: usize, count: u64, first: u64) -> std::io::Result<()> {
-    let key = AesKey::from_encoding_aes_key(common::AES_KEY).expect("sample key");
-    let token = Token::new(common::TOKEN).expect("bench token");
     let mut files = (0..parts)
         .map(|i| File::create(format!("{prefix}.{i}")).map(BufWriter::new))
         .collect::<Result<Vec<_>, _>>()?;
@@ -58,14 +58,9 @@ fn requests(prefix: &str, parts: usize, count: u64, first: u64) -> std::io::Resu
         // The random prefix only has to differ per message; it need not be secret here.
         let mut random = [0u8; 16];
         random[..8].copy_from_slice(&msg_id.to_le_bytes());
-        let encrypt = crypto::encrypt(&key, common::APP_ID, &random, &xml);
-        let sig = verify::msg_signature(&token, common::TIMESTAMP, common::NONCE, &encrypt);
+        let (sig, body) = common::sealed_push(&xml, &random);
         let out = &mut files[(n % parts as u64) as usize];
-        writeln!(
-            out,
-            "{sig} <xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
-            common::TO_USER
-        )?;
+        writeln!(out, "{sig} {body}")?;
     }
     for mut f in files {
         f.flush()?;
@@ -74,7 +69,7 @@ fn requests(prefix: &str, parts: usize, count: u64, first: u64) -> std::io::Resu
 }
 
 fn fill_cache(mb: usize) -> (usize, usize) {
-    let token = Token::new(common::TOKEN).expect("bench token");
+    let token = common::token();
     let sig = verify::signature(&token, common::TIMESTAMP, common::NONCE);
     let query = Query::parse(&format!(
         "signature={sig}&timestamp={}&nonce={}",
@@ -86,7 +81,7 @@ fn fill_cache(mb: usize) -> (usize, usize) {
         max_bytes: mb << 20,
         ..Limits::default()
     };
-    let app = App::new(token, None, RuleSet::builtin(), limits, Box::new(SystemEnv));
+    let pipeline = Pipeline::in_memory(Account::new(token), limits, Arc::new(SystemEnv));
     const BATCH: u64 = 10_000;
     let mut id = 0u64;
     let mut entries = 0;
@@ -94,11 +89,18 @@ fn fill_cache(mb: usize) -> (usize, usize) {
         for _ in 0..BATCH {
             id += 1;
             let body = common::text_message("hello 你好", id);
-            app.handle_message(&query, body.as_bytes())
+            pipeline
+                .handle_message(Push {
+                    query: &query,
+                    body: body.as_bytes(),
+                    arrived: Instant::now(),
+                })
+                .result
                 .expect("the pipeline answers");
         }
         // Full when a batch barely grows it: every shard is evicting.
-        let (now, bytes) = app.cache().usage();
+        let usage = pipeline.store_usage();
+        let (now, bytes) = (usage.entries, usage.bytes);
         if now < entries + (BATCH / 100) as usize {
             return (now, bytes);
         }

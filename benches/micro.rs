@@ -5,29 +5,40 @@
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
-use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::protocol::crypto;
 use wxmp::protocol::message::Message;
 use wxmp::protocol::query::Query;
 use wxmp::protocol::reply::{Answering, Article, Music, Reply};
 use wxmp::protocol::verify::{self, Token};
 use wxmp::protocol::xml;
 use wxmp::rules::RuleSet;
-use wxmp::server::pipeline::{Answer, App, SafeMode, SystemEnv};
-use wxmp::server::store::{Begin, Key, Limits, ReplyCache};
+use wxmp::server::account::Account;
+use wxmp::server::env::SystemEnv;
+use wxmp::server::pipeline::{retry_key, Answer, Pipeline, Push};
+use wxmp::server::store::{Begin, Limits, MemoryStore, RetryStore};
 
 #[path = "common.rs"]
 mod common;
 
 fn token() -> Token {
-    Token::new(common::TOKEN).unwrap()
+    common::token()
 }
 
-fn key() -> AesKey {
-    AesKey::from_encoding_aes_key(common::AES_KEY).unwrap()
+/// The `Encrypt` payload of a sealed W2 push.
+fn sealed_text(id: u64) -> String {
+    common::safe_mode()
+        .seal(
+            &token(),
+            &common::text_message("hello 你好", id),
+            common::TIMESTAMP,
+            common::NONCE,
+            &[7; 16],
+        )
+        .encrypt
 }
 
 /// examples/rules.toml followed by 500 regex rules that match nothing (the W5 rules file).
@@ -38,23 +49,10 @@ fn rules_500() -> RuleSet {
     RuleSet::parse(&text, "rules_500.toml").unwrap()
 }
 
-/// A safe-mode push body around `encrypt`.
-fn safe_body(encrypt: &str) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
-        common::TO_USER
-    )
-}
-
 fn signature(c: &mut Criterion) {
     let token = token();
     let sig = verify::signature(&token, common::TIMESTAMP, common::NONCE);
-    let encrypt = crypto::encrypt(
-        &key(),
-        common::APP_ID,
-        &[7; 16],
-        &common::text_message("hello 你好", 1),
-    );
+    let encrypt = sealed_text(1);
     c.bench_function("signature/plain", |b| {
         b.iter(|| {
             verify::signature(
@@ -116,15 +114,10 @@ fn parse(c: &mut Criterion) {
 
     // The two readers behind `parse`: the tree parser (xmltree) and the flat reader W4 uses for
     // its envelope, on the envelope and on a plain text push (both are flat documents).
-    let encrypt = crypto::encrypt(
-        &key(),
-        common::APP_ID,
-        &[7; 16],
-        &common::text_message("hello 你好", 1),
-    );
+    let (_, envelope) = common::sealed_push(&common::text_message("hello 你好", 1), &[7; 16]);
     let mut group = c.benchmark_group("xml");
     for (name, doc) in [
-        ("w4_envelope", safe_body(&encrypt)),
+        ("w4_envelope", envelope),
         ("text", common::text_message("hello 你好", 1)),
     ] {
         group.bench_function(format!("tree/{name}"), |b| {
@@ -172,13 +165,12 @@ fn render(c: &mut Criterion) {
 }
 
 fn crypto(c: &mut Criterion) {
-    let key = key();
-    let request = common::text_message("hello 你好", 1);
-    let encrypt = crypto::encrypt(&key, common::APP_ID, &[7; 16], &request);
+    let key = common::safe_mode().key;
+    let encrypt = sealed_text(1);
     let (reply, _) = Reply::text("hello 你好");
     let reply = reply.render(common::FROM_USER, common::TO_USER, 1_700_000_000);
     c.bench_function("crypto/decrypt", |b| {
-        b.iter(|| crypto::decrypt_for(&key, common::APP_ID, black_box(&encrypt)).unwrap())
+        b.iter(|| crypto::decrypt(&key, black_box(&encrypt)).unwrap())
     });
     c.bench_function("crypto/encrypt", |b| {
         b.iter(|| crypto::encrypt(&key, common::APP_ID, &[7; 16], black_box(&reply)))
@@ -221,14 +213,14 @@ fn dedup(c: &mut Criterion) {
         xml: true,
     };
     let key_of = |id: u64| {
-        Key::for_message(
+        retry_key(
             &Message::parse(&common::text_message("x", id)).unwrap(),
             false,
         )
         .unwrap()
     };
     // A cache holding 50 000 answers, as under load; lookups hit one of them.
-    let cache: ReplyCache<Answer> = ReplyCache::new(Limits::default());
+    let cache: MemoryStore<Answer> = MemoryStore::new(Limits::default());
     for id in 0..50_000 {
         if let Begin::Fresh(t) = cache.begin(key_of(id), 1000) {
             t.complete(answer.clone(), 1000);
@@ -269,31 +261,20 @@ fn pipeline(c: &mut Criterion) {
         common::FROM_USER
     ))
     .unwrap();
-    let app = App::new(
-        token.clone(),
-        None,
-        RuleSet::builtin(),
-        Limits::default(),
-        Box::new(SystemEnv),
-    );
-    let app_500 = App::new(
-        token.clone(),
-        None,
-        rules_500(),
-        Limits::default(),
-        Box::new(SystemEnv),
-    );
-    let safe = SafeMode {
-        key: key(),
-        app_id: common::APP_ID.into(),
+    let build =
+        |account: Account| Pipeline::in_memory(account, Limits::default(), Arc::new(SystemEnv));
+    let app = build(Account::new(token.clone()));
+    let app_500 = build(Account::new(token.clone()).with_rules(rules_500()));
+    let app_safe = build(Account::new(token.clone()).with_safe(Some(common::safe_mode())));
+    let handle = |app: &Pipeline, q: &Query, body: &str| {
+        app.handle_message(Push {
+            query: q,
+            body: body.as_bytes(),
+            arrived: Instant::now(),
+        })
+        .result
+        .unwrap()
     };
-    let app_safe = App::new(
-        token.clone(),
-        Some(safe),
-        RuleSet::builtin(),
-        Limits::default(),
-        Box::new(SystemEnv),
-    );
     let mut id = 0u64;
     let mut group = c.benchmark_group("pipeline");
     for (name, app, text) in [
@@ -307,27 +288,26 @@ fn pipeline(c: &mut Criterion) {
                     id += 1;
                     common::text_message(text, id)
                 },
-                |body| app.handle_message(&plain, body.as_bytes()).unwrap(),
+                |body| handle(app, &plain, &body),
                 BatchSize::SmallInput,
             )
         });
     }
-    let key = key();
     group.bench_function("w4_safe", |b| {
         b.iter_batched(
             || {
                 id += 1;
-                let encrypt = crypto::encrypt(&key, common::APP_ID, &[7; 16], &common::text_message("hello 你好", id));
-                let msg_sig = verify::msg_signature(&token, common::TIMESTAMP, common::NONCE, &encrypt);
+                let (msg_sig, body) =
+                    common::sealed_push(&common::text_message("hello 你好", id), &[7; 16]);
                 let q = Query::parse(&format!(
                     "signature={sig}&timestamp={}&nonce={}&encrypt_type=aes&msg_signature={msg_sig}",
                     common::TIMESTAMP,
                     common::NONCE
                 ))
                 .unwrap();
-                (q, safe_body(&encrypt))
+                (q, body)
             },
-            |(q, body)| app_safe.handle_message(&q, body.as_bytes()).unwrap(),
+            |(q, body)| handle(&app_safe, &q, &body),
             BatchSize::SmallInput,
         )
     });

@@ -19,11 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use wxmp::config::MAX_BODY;
-use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::protocol::crypto::AesKey;
+use wxmp::protocol::envelope::SafeMode;
+use wxmp::protocol::message::{Kind as MsgKind, Message};
 use wxmp::protocol::reply::{Rendered, Reply};
 use wxmp::protocol::verify::{self, Token};
-use wxmp::protocol::xml::{self, child_text, push_cdata_element};
+use wxmp::server::routes::MAX_BODY;
 
 const ACCOUNT: &str = "gh_soak";
 const RSS_GROWTH_LIMIT: f64 = 0.10;
@@ -159,8 +160,7 @@ struct Resp {
 struct Config {
     addr: String,
     token: Token,
-    key: AesKey,
-    app_id: String,
+    safe: SafeMode,
     pid: Option<u32>,
     requests: u64,
     connections: usize,
@@ -346,8 +346,11 @@ fn parse_args() -> Result<Config, String> {
     Ok(Config {
         addr: need(addr, "--addr")?,
         token: Token::new(&need(token, "--token")?).map_err(|e| e.to_string())?,
-        key: AesKey::from_encoding_aes_key(&need(key, "--aes-key")?).map_err(|e| e.to_string())?,
-        app_id: need(app_id, "--appid")?,
+        safe: SafeMode {
+            key: AesKey::from_encoding_aes_key(&need(key, "--aes-key")?)
+                .map_err(|e| e.to_string())?,
+            app_id: need(app_id, "--appid")?,
+        },
         pid,
         requests,
         connections: connections.max(1),
@@ -536,8 +539,11 @@ impl<'a> Worker<'a> {
                 let xml = text_xml(&user, &content, msg_id);
                 let random = (u128::from(roll) | u128::from(i) << 64).to_le_bytes();
                 let xml = String::from_utf8(xml).expect("built from strings");
-                let encrypt = crypto::encrypt(&self.cfg.key, &self.cfg.app_id, &random, &xml);
-                let mut msg_sig = verify::msg_signature(&self.cfg.token, &ts, &nonce, &encrypt);
+                let sealed = self
+                    .cfg
+                    .safe
+                    .seal(&self.cfg.token, &xml, &ts, &nonce, &random);
+                let mut msg_sig = sealed.msg_signature.clone();
                 let expect = if kind == Kind::Safe {
                     Expect::SafeText {
                         user: user.clone(),
@@ -549,11 +555,7 @@ impl<'a> Worker<'a> {
                     Expect::Status(403)
                 };
                 target = format!("{signed}&openid={user}&encrypt_type=aes&msg_signature={msg_sig}");
-                let mut body = String::from("<xml>");
-                push_cdata_element(&mut body, "ToUserName", ACCOUNT);
-                push_cdata_element(&mut body, "Encrypt", &encrypt);
-                body.push_str("</xml>");
-                (body.into_bytes(), expect)
+                (sealed.push_xml(ACCOUNT).into_bytes(), expect)
             }
             Kind::Retry => {
                 let sent = &self.history[(roll >> 20) as usize % self.history.len()];
@@ -628,14 +630,13 @@ impl<'a> Worker<'a> {
 }
 
 fn text_xml(user: &str, content: &str, msg_id: u64) -> Vec<u8> {
-    let mut x = String::from("<xml>");
-    push_cdata_element(&mut x, "ToUserName", ACCOUNT);
-    push_cdata_element(&mut x, "FromUserName", user);
-    x.push_str("<CreateTime>1700000000</CreateTime>");
-    push_cdata_element(&mut x, "MsgType", "text");
-    push_cdata_element(&mut x, "Content", content);
-    x.push_str(&format!("<MsgId>{msg_id}</MsgId></xml>"));
-    x.into_bytes()
+    let kind = MsgKind::Text {
+        content: Some(content.to_owned()),
+    };
+    Message::new(ACCOUNT, user, 1_700_000_000, kind)
+        .with_msg_id(msg_id)
+        .to_xml()
+        .into_bytes()
 }
 
 fn check(cfg: &Config, expect: &Expect, resp: &Resp) -> Result<(), String> {
@@ -681,17 +682,11 @@ fn text_reply(body: &str, user: &str, content: &str) -> Result<(), String> {
     }
 }
 
-/// Checks the safe-mode envelope's signature and returns the decrypted reply.
+/// Checks the safe-mode envelope's signature and AppID and returns the decrypted reply.
 fn open_envelope(cfg: &Config, body: &str) -> Result<String, String> {
-    let clean = xml::sanitize(body.as_bytes()).map_err(|e| e.to_string())?;
-    let root = xml::parse(&clean).map_err(|e| e.to_string())?;
-    let field = |name| child_text(&root, name).ok_or(format!("envelope has no {name}"));
-    let (encrypt, sig) = (field("Encrypt")?, field("MsgSignature")?);
-    let (ts, nonce) = (field("TimeStamp")?, field("Nonce")?);
-    if verify::msg_signature(&cfg.token, &ts, &nonce, &encrypt) != sig {
-        return Err("envelope MsgSignature does not verify".into());
-    }
-    crypto::decrypt_for(&cfg.key, &cfg.app_id, &encrypt).map_err(|e| e.to_string())
+    cfg.safe
+        .open_reply(&cfg.token, body)
+        .map_err(|e| format!("envelope: {e}"))
 }
 
 /// One keep-alive connection with a minimal HTTP/1.1 client.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use lexopt::prelude::*;
 
 use crate::config::RawServe;
-use crate::send::RawSend;
+use crate::send::args::{self as send_args, RawSend, UsageError};
 
 pub const USAGE: &str = "\
 wxmp — a fast, single-binary WeChat Official Account (微信公众号) message server
@@ -52,6 +52,12 @@ impl fmt::Display for CliError {
     }
 }
 
+impl From<UsageError> for CliError {
+    fn from(e: UsageError) -> Self {
+        CliError(e.0)
+    }
+}
+
 impl From<lexopt::Error> for CliError {
     fn from(e: lexopt::Error) -> Self {
         CliError(e.to_string())
@@ -82,7 +88,12 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                         }
                         return Ok(Command::CheckRules(file));
                     }
-                    "send" => return crate::send::parse_args(parser),
+                    "send" => {
+                        return Ok(match send_args::parse(parser)? {
+                            send_args::Parsed::Help => Command::SendHelp,
+                            send_args::Parsed::Send(raw) => Command::Send(raw),
+                        })
+                    }
                     other => {
                         return Err(CliError(format!(
                             "unknown command {other:?}; expected serve, check-rules or send (see wxmp --help)"

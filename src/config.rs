@@ -6,17 +6,15 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::protocol::crypto::AesKey;
+use crate::protocol::envelope::SafeMode;
 use crate::protocol::verify::Token;
-use crate::server::pipeline::SafeMode;
 use crate::server::store::Limits;
 
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 80;
-pub const DEFAULT_PATH: &str = "/weixin";
+pub const DEFAULT_PATH: &str = crate::server::account::DEFAULT_PATH;
 pub const DEFAULT_CACHE_MB: usize = 32;
 pub const DEFAULT_CACHE_TTL: u64 = 60;
-/// Largest body accepted; WeChat's pushes are a few hundred bytes.
-pub const MAX_BODY: usize = 1 << 20;
 
 /// Serve options as given: `None` means "not on the command line".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,23 +1,15 @@
 //! The `wxmp` binary: parse the command line, then serve, check a rules file, or send.
 
 use std::ffi::OsString;
-use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
 
 use wxmp::cli::{self, Command};
 use wxmp::config::{Config, RawServe};
-use wxmp::log;
+use wxmp::log::Log;
 use wxmp::rules::RuleSet;
-use wxmp::server::pipeline::{App, SystemEnv};
+use wxmp::server::account::Account;
 use wxmp::server::reload;
-use wxmp::server::routes::{self, Service};
-
-/// How long a stop may take before the process exits anyway (Docker kills after 10 s).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+use wxmp::server::run::{self, Listen};
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -47,11 +39,12 @@ fn main() -> ExitCode {
             print!("{}", wxmp::send::USAGE);
             ExitCode::SUCCESS
         }
-        Ok(Command::Send(raw)) => match wxmp::send::resolve(*raw, &|name| std::env::var(name).ok())
-        {
-            Err(e) => fail(&format!("send: {e}")),
-            Ok(send) => ExitCode::from(wxmp::send::run(&send)),
-        },
+        Ok(Command::Send(raw)) => {
+            match wxmp::send::args::resolve(*raw, &|name| std::env::var(name).ok()) {
+                Err(e) => fail(&format!("send: {e}")),
+                Ok(job) => ExitCode::from(wxmp::send::run(&job)),
+            }
+        }
     }
 }
 
@@ -73,102 +66,19 @@ fn serve(raw: RawServe) -> ExitCode {
         },
         None => RuleSet::builtin(),
     };
-    let rule_count = rules.rules().len();
-    // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024 would
-    // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
-    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    let app = Arc::new(App::new(
-        config.token.clone(),
-        config.safe.clone(),
-        rules,
-        config.cache,
-        Box::new(SystemEnv),
-    ));
-    let service = Arc::new(Service {
-        app: Arc::clone(&app),
-        path: config.path.clone(),
-    });
-    let handler = {
-        let service = Arc::clone(&service);
-        move |req: &rouille::Request| routes::handle(&service, req)
+    let mut account = Account::new(config.token.clone())
+        .with_path(&config.path)
+        .with_safe(config.safe.clone())
+        .with_rules(rules);
+    account.rules_file = config.rules.clone();
+    let listen = Listen {
+        host: config.host.clone(),
+        port: config.port,
+        threads: config.threads,
+        cache: config.cache,
     };
-    let server = match rouille::Server::new((config.host.as_str(), config.port), handler) {
-        Ok(s) => s.pool_size(config.threads),
-        Err(e) => return fail(&bind_error(&config, e.as_ref())),
-    };
-
-    let term = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    for (signal, flag) in [
-        (signal_hook::consts::SIGTERM, &term),
-        (signal_hook::consts::SIGINT, &term),
-        (signal_hook::consts::SIGHUP, &hup),
-    ] {
-        // A second Ctrl-C while stopping exits at once.
-        if signal != signal_hook::consts::SIGHUP {
-            let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag));
-        }
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(flag)) {
-            return fail(&format!("cannot install signal handler: {e}"));
-        }
-    }
-    let stop_watcher = Arc::new(AtomicBool::new(false));
-    let watcher = config.rules.clone().map(|path| {
-        reload::watch(
-            path,
-            Arc::clone(&app),
-            Arc::clone(&hup),
-            Arc::clone(&stop_watcher),
-        )
-    });
-
-    println!(
-        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads, {} file descriptors)",
-        env!("CARGO_PKG_VERSION"),
-        server.server_addr(),
-        config.path,
-        if config.safe.is_some() { "on" } else { "off" },
-        rule_count,
-        config
-            .rules
-            .as_ref()
-            .map_or("built in".to_owned(), |p| format!("from {}", p.display())),
-        config.threads,
-        fd_limit,
-    );
-    let _ = io::stdout().flush();
-
-    while !term.load(Ordering::Relaxed) {
-        server.poll_timeout(Duration::from_millis(100));
-    }
-    log::info("stopping: no new requests; finishing those in flight");
-    thread::spawn(|| {
-        thread::sleep(SHUTDOWN_GRACE);
-        log::warn("requests still running after the grace period; exiting anyway");
-        std::process::exit(0);
-    });
-    server.join();
-    stop_watcher.store(true, Ordering::Relaxed);
-    if let Some(w) = watcher {
-        let _ = w.join();
-    }
-    log::info("stopped");
-    ExitCode::SUCCESS
-}
-
-/// Says what went wrong binding the port and what to do about it.
-fn bind_error(config: &Config, e: &(dyn std::error::Error + 'static)) -> String {
-    let addr = format!("{}:{}", config.host, config.port);
-    match e.downcast_ref::<io::Error>().map(io::Error::kind) {
-        Some(io::ErrorKind::AddrInUse) => format!(
-            "cannot listen on {addr}: the port is already in use; stop the other server or pass --port (e.g. --port 8081)"
-        ),
-        Some(io::ErrorKind::PermissionDenied) => format!(
-            "cannot listen on {addr}: permission denied (ports below 1024 need root); run as root, as in the container, or pass --port 8080"
-        ),
-        Some(io::ErrorKind::AddrNotAvailable) => format!(
-            "cannot listen on {addr}: that address is not on this machine; pass --host 0.0.0.0 or one of its addresses"
-        ),
-        _ => format!("cannot listen on {addr}: {e}; check --host and --port"),
+    match run::serve(listen, account, Log::stderr()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
     }
 }

@@ -9,17 +9,21 @@
 use std::io::Read;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use rouille::Request;
-use wxmp::server::pipeline::{App, Env, SafeMode};
-use wxmp::protocol::crypto::{self, AesKey};
-use wxmp::server::store::Limits;
+use wxmp::log::{Capture, Log};
+use wxmp::protocol::crypto::AesKey;
+use wxmp::protocol::envelope::SafeMode;
 use wxmp::protocol::reply::Reply;
-use wxmp::server::routes::{self, Service};
-use wxmp::rules::RuleSet;
 use wxmp::protocol::verify::{self, Token};
-use wxmp::protocol::xml;
+use wxmp::rules::RuleSet;
+use wxmp::server::account::Account;
+use wxmp::server::env::Env;
+use wxmp::server::pipeline::Pipeline;
+use wxmp::server::routes::{self, Service};
+use wxmp::server::store::Limits;
 
 const TOKEN: &str = "spamtest";
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
@@ -35,6 +39,10 @@ impl Env for FixedEnv {
         1_700_000_000
     }
 
+    fn monotonic(&self) -> Instant {
+        Instant::now()
+    }
+
     fn fill_random(&self, buf: &mut [u8]) {
         let n = self.0.fetch_add(1, Ordering::Relaxed);
         buf.iter_mut()
@@ -43,27 +51,21 @@ impl Env for FixedEnv {
     }
 }
 
-fn key() -> AesKey {
-    AesKey::from_encoding_aes_key(KEY).unwrap()
+fn safe_mode(app_id: &str) -> SafeMode {
+    SafeMode {
+        key: AesKey::from_encoding_aes_key(KEY).unwrap(),
+        app_id: app_id.into(),
+    }
 }
 
-// A fresh service per input keeps runs reproducible (the retry cache is state).
+// A fresh service per input keeps runs reproducible (the retry store is state); the log is
+// captured, not printed.
 fn service(safe: bool) -> Service {
-    let safe = safe.then(|| SafeMode {
-        key: key(),
-        app_id: APP_ID.into(),
-    });
-    let app = App::new(
-        Token::new(TOKEN).unwrap(),
-        safe,
-        RuleSet::builtin(),
-        Limits::default(),
-        Box::new(FixedEnv::default()),
-    );
-    Service {
-        app: Arc::new(app),
-        path: "/weixin".into(),
-    }
+    let account = Account::new(Token::new(TOKEN).unwrap())
+        .with_safe(safe.then(|| safe_mode(APP_ID)))
+        .with_rules(RuleSet::builtin());
+    let pipeline = Pipeline::in_memory(account, Limits::default(), Arc::new(FixedEnv::default()));
+    Service::new(Arc::new(pipeline), Log::to(Arc::new(Capture::default())))
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -91,15 +93,18 @@ fuzz_target!(|data: &[u8]| {
     if wrap {
         // Mostly the right AppID; flag bit 6 lets the fuzzer try a wrong one.
         let app_id = if flags & 64 == 0 { APP_ID } else { "wx_other" };
-        let enc = crypto::encrypt(
-            &key(),
-            app_id,
-            b"0123456789abcdef",
+        let sealed = safe_mode(app_id).seal(
+            &token,
             &String::from_utf8_lossy(&body),
+            TS,
+            NONCE,
+            b"0123456789abcdef",
         );
-        let msg_sig = verify::msg_signature(&token, TS, NONCE, &enc);
-        query.push_str(&format!("encrypt_type=aes&msg_signature={msg_sig}&"));
-        body = format!("<xml><ToUserName><![CDATA[gh_test]]></ToUserName><Encrypt><![CDATA[{enc}]]></Encrypt></xml>").into_bytes();
+        query.push_str(&format!(
+            "encrypt_type=aes&msg_signature={}&",
+            sealed.msg_signature
+        ));
+        body = sealed.push_xml("gh_test").into_bytes();
     }
     let url = if own_url {
         format!("/weixin?{query}{head}")
@@ -127,16 +132,11 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     reader.read_to_end(&mut out).unwrap();
     let out = String::from_utf8(out).expect("reply is not UTF-8");
-    let reply = match xml::sanitize(out.as_bytes()).and_then(|t| xml::parse(&t)) {
-        Ok(root) if root.get_child("Encrypt").is_some() => {
-            let enc = xml::child_text(&root, "Encrypt").unwrap();
-            let sig = xml::child_text(&root, "MsgSignature").unwrap();
-            let ts = xml::child_text(&root, "TimeStamp").unwrap();
-            let nonce = xml::child_text(&root, "Nonce").unwrap();
-            assert_eq!(verify::msg_signature(&token, &ts, &nonce, &enc), sig);
-            crypto::decrypt_for(&key(), APP_ID, &enc).expect("reply does not decrypt")
-        }
-        _ => out,
+    let reply = match wxmp::protocol::envelope::ReplyEnvelope::read(&out) {
+        Some(_) => safe_mode(APP_ID)
+            .open_reply(&token, &out)
+            .unwrap_or_else(|e| panic!("reply does not open ({e}): {out:?}")),
+        None => out,
     };
     if let Err(e) = Reply::parse(&reply) {
         panic!("reply does not read back ({e}): {reply:?}");

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         let decision = set.decide(&msg);
         let body = decision
             .reply
-            .render(&msg.from_user_name, &msg.to_user_name, 1_700_000_000);
+            .render(msg.from_user(), msg.to_user(), 1_700_000_000);
         if let Err(e) = Reply::parse(&body) {
             panic!("reply does not read back ({e}): {body:?}");
         }

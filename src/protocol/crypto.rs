@@ -5,7 +5,7 @@
 //! EncodingAESKey and IV = its first 16 bytes, then base64. The random prefix is a parameter:
 //! callers supply OS randomness, tests supply fixed bytes.
 //!
-//! Out of scope: signatures (see `verify`) and HTTP.
+//! Out of scope: signatures and the XML around `Encrypt` (see `envelope`), and HTTP.
 
 use std::fmt;
 
@@ -13,8 +13,6 @@ use aes::cipher::{block_padding::NoPadding, BlockDecryptMut, BlockEncryptMut, Ke
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
-
-use crate::protocol::xml::push_cdata_element;
 
 type Aes256CbcEnc = cbc::Encryptor<aes::Aes256>;
 type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
@@ -96,8 +94,6 @@ pub enum CryptoError {
     Length,
     /// The embedded XML is not UTF-8.
     Utf8,
-    /// The AppID at the end is not ours.
-    AppIdMismatch,
 }
 
 impl fmt::Display for CryptoError {
@@ -110,7 +106,6 @@ impl fmt::Display for CryptoError {
             CryptoError::Padding => f.write_str("bad padding after decryption"),
             CryptoError::Length => f.write_str("bad length prefix after decryption"),
             CryptoError::Utf8 => f.write_str("decrypted message is not UTF-8"),
-            CryptoError::AppIdMismatch => f.write_str("AppID in the message does not match"),
         }
     }
 }
@@ -158,15 +153,6 @@ pub fn decrypt(key: &AesKey, encrypt: &str) -> Result<Decrypted, CryptoError> {
     })
 }
 
-/// Decrypts `Encrypt` and checks it was meant for `app_id`.
-pub fn decrypt_for(key: &AesKey, app_id: &str, encrypt: &str) -> Result<String, CryptoError> {
-    let d = decrypt(key, encrypt)?;
-    if d.app_id != app_id {
-        return Err(CryptoError::AppIdMismatch);
-    }
-    Ok(d.xml)
-}
-
 /// Encrypts a reply; `random` must come from a secure source except in tests.
 pub fn encrypt(key: &AesKey, app_id: &str, random: &[u8; 16], xml: &str) -> String {
     let body_len = 16 + 4 + xml.len() + app_id.len();
@@ -186,18 +172,6 @@ pub fn encrypt(key: &AesKey, app_id: &str, random: &[u8; 16], xml: &str) -> Stri
     B64.encode(cipher)
 }
 
-/// The encrypted reply envelope WeChat expects.
-pub fn envelope(encrypt: &str, msg_signature: &str, timestamp: u64, nonce: &str) -> String {
-    let mut out = String::with_capacity(encrypt.len() + 200);
-    out.push_str("<xml>");
-    push_cdata_element(&mut out, "Encrypt", encrypt);
-    push_cdata_element(&mut out, "MsgSignature", msg_signature);
-    out.push_str(&format!("<TimeStamp>{timestamp}</TimeStamp>"));
-    push_cdata_element(&mut out, "Nonce", nonce);
-    out.push_str("</xml>");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +182,15 @@ mod tests {
     }
 
     const SAMPLE_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    /// Decrypts and checks the AppID, as the envelope does.
+    fn decrypt_for(k: &AesKey, app_id: &str, enc: &str) -> Result<String, String> {
+        let d = decrypt(k, enc).map_err(|e| e.to_string())?;
+        if d.app_id != app_id {
+            return Err(format!("AppID {}", d.app_id));
+        }
+        Ok(d.xml)
+    }
 
     #[test]
     fn keys_with_trailing_bits_decode_leniently() {
@@ -291,7 +274,7 @@ mod tests {
         );
         assert_eq!(
             decrypt_for(&k, "wxOTHER", enc),
-            Err(CryptoError::AppIdMismatch)
+            Err("AppID wx2c2769f8efd9abc2".to_owned())
         );
     }
 
@@ -354,14 +337,6 @@ mod tests {
         ok.resize(32, 7);
         // 16 + 4 + 2 + 3 = 25 bytes of content, 7 bytes of padding with value 7.
         assert_eq!(decrypt_for(&k, "app", &encrypt_raw(&k, &ok)).unwrap(), "<x");
-    }
-
-    #[test]
-    fn envelope_matches_official_template() {
-        assert_eq!(
-            envelope("E", "S", 1713424427, "415670741"),
-            "<xml><Encrypt><![CDATA[E]]></Encrypt><MsgSignature><![CDATA[S]]></MsgSignature><TimeStamp>1713424427</TimeStamp><Nonce><![CDATA[415670741]]></Nonce></xml>"
-        );
     }
 
     proptest! {

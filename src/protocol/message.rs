@@ -1,46 +1,64 @@
-//! Incoming WeChat pushes: XML → a typed [`Message`].
+//! WeChat's pushes as one model: XML → a typed [`Message`] ([`Message::parse`]) and back
+//! ([`Message::to_xml`]). The server parses with it; the simulator, the tests, the fuzz seeds and
+//! the benchmarks build their pushes with it.
 //!
 //! In scope: every MsgType and event an Official Account receives, with WeChat's field names mapped
 //! to snake_case (`FromUserName` → `from_user_name`). Out of scope: where the XML came from (plain
 //! body or decrypted `Encrypt`) and what to answer.
 //!
-//! A required field that is missing, or a required number that does not parse, is an error;
-//! optional numbers that do not parse are kept as their raw text ([`Numeric::Raw`]).
+//! A genuine push must never be refused for an odd field: only a document that cannot be a push
+//! at all (not XML, a DOCTYPE, no `MsgType`) is an error. Every other field may be absent
+//! (`None`); a number that does not parse is kept as its text ([`Numeric::Raw`]); top-level
+//! fields this version does not know are kept in [`Message::extra`], so nothing WeChat sent is
+//! lost on the way to the user's own code.
 
 use std::fmt;
 use std::str::FromStr;
 
-use xmltree::Element;
+use xmltree::{Element, XMLNode};
 
-use crate::protocol::xml::{self, child_text, Clean, XmlError};
+use crate::protocol::xml::{self, child_text, push_cdata_element, Clean, XmlError};
 
-/// One push from WeChat: the fields every push carries, and what kind of push it is.
+/// One push from WeChat: the fields every push carries, what kind of push it is, and any
+/// top-level field this version does not interpret.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     /// `ToUserName`: the Official Account's original id (`gh_…`).
-    pub to_user_name: String,
+    pub to_user_name: Option<String>,
     /// `FromUserName`: the user's OpenID.
-    pub from_user_name: String,
+    pub from_user_name: Option<String>,
     /// `CreateTime`, seconds since the Unix epoch.
-    pub create_time: u64,
-    /// `MsgId` (messages), or `MsgID` as WeChat spells it on the *JOBFINISH events.
+    pub create_time: Option<Numeric<u64>>,
+    /// `MsgId` (messages), or `MsgID` as WeChat spells it on the *JOBFINISH events. Kept as text:
+    /// MsgIds exceed 2^53.
     pub msg_id: Option<String>,
     pub kind: Kind,
+    /// Top-level fields not read into `kind`, in document order (e.g. `MsgDataId`, `Idx`, the
+    /// fields of an unknown MsgType or event).
+    pub extra: Vec<(String, Node)>,
+}
+
+/// An uninterpreted field: its text, or its child elements.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    Text(String),
+    /// Child elements in document order (never empty: an element without children is `Text`).
+    Tree(Vec<(String, Node)>),
 }
 
 /// A push's MsgType, with the fields that type carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     Text {
-        content: String,
+        content: Option<String>,
     },
     Image {
-        pic_url: String,
-        media_id: String,
+        pic_url: Option<String>,
+        media_id: Option<String>,
     },
     Voice {
-        media_id: String,
-        format: String,
+        media_id: Option<String>,
+        format: Option<String>,
         /// Speech recognition result, when the account has it switched on.
         recognition: Option<String>,
     },
@@ -48,40 +66,39 @@ pub enum Kind {
     ShortVideo(Video),
     Location {
         /// `Location_X`: latitude.
-        location_x: f64,
+        location_x: Option<Numeric<f64>>,
         /// `Location_Y`: longitude.
-        location_y: f64,
+        location_y: Option<Numeric<f64>>,
         scale: Option<Numeric<u32>>,
-        label: String,
+        label: Option<String>,
     },
     Link {
-        title: String,
-        description: String,
-        url: String,
+        title: Option<String>,
+        description: Option<String>,
+        url: Option<String>,
     },
     MiniProgramPage {
-        title: String,
-        app_id: String,
-        page_path: String,
-        thumb_url: String,
-        thumb_media_id: String,
+        title: Option<String>,
+        app_id: Option<String>,
+        page_path: Option<String>,
+        thumb_url: Option<String>,
+        thumb_media_id: Option<String>,
     },
     Event(Event),
-    /// A MsgType this version does not know; every top-level field is kept as text.
+    /// A MsgType this version does not know; its fields are in [`Message::extra`].
     Other {
         msg_type: String,
-        fields: Vec<(String, String)>,
     },
 }
 
 /// `video` and `shortvideo` carry the same fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Video {
-    pub media_id: String,
-    pub thumb_media_id: String,
+    pub media_id: Option<String>,
+    pub thumb_media_id: Option<String>,
 }
 
-/// A number from an optional field: parsed when it parses, otherwise kept as sent.
+/// A number as sent: parsed when it parses, otherwise kept as the text.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Numeric<T> {
     Parsed(T),
@@ -89,10 +106,29 @@ pub enum Numeric<T> {
 }
 
 impl<T: FromStr> Numeric<T> {
-    fn from_text(s: &str) -> Numeric<T> {
+    pub fn from_text(s: &str) -> Numeric<T> {
         match s.trim().parse() {
             Ok(v) => Numeric::Parsed(v),
             Err(_) => Numeric::Raw(s.to_owned()),
+        }
+    }
+}
+
+impl<T: Copy> Numeric<T> {
+    /// The number, when it parsed.
+    pub fn value(&self) -> Option<T> {
+        match self {
+            Numeric::Parsed(v) => Some(*v),
+            Numeric::Raw(_) => None,
+        }
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Numeric<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Numeric::Parsed(v) => v.fmt(f),
+            Numeric::Raw(s) => f.write_str(s),
         }
     }
 }
@@ -108,24 +144,24 @@ pub enum Event {
     Unsubscribe,
     /// `SCAN`: an already-subscribed user scanned a parametric QR code; `EventKey` is the scene.
     Scan {
-        event_key: String,
+        event_key: Option<String>,
         ticket: Option<String>,
     },
     /// `LOCATION`: the periodic location report.
     Location {
-        latitude: f64,
-        longitude: f64,
+        latitude: Option<Numeric<f64>>,
+        longitude: Option<Numeric<f64>>,
         precision: Option<Numeric<f64>>,
     },
     Click {
-        event_key: String,
+        event_key: Option<String>,
     },
     View {
-        event_key: String,
+        event_key: Option<String>,
         menu_id: Option<String>,
     },
     ViewMiniprogram {
-        event_key: String,
+        event_key: Option<String>,
         menu_id: Option<String>,
     },
     ScancodePush(ScanCode),
@@ -134,41 +170,41 @@ pub enum Event {
     PicPhotoOrAlbum(SendPics),
     PicWeixin(SendPics),
     LocationSelect {
-        event_key: String,
+        event_key: Option<String>,
         send_location_info: SendLocationInfo,
     },
     TemplateSendJobFinish {
-        status: String,
+        status: Option<String>,
     },
     MassSendJobFinish {
-        status: String,
+        status: Option<String>,
         total_count: Option<Numeric<u64>>,
         filter_count: Option<Numeric<u64>>,
         sent_count: Option<Numeric<u64>>,
         error_count: Option<Numeric<u64>>,
     },
-    /// An event this version does not know; every top-level field is kept as text.
+    /// An event this version does not know (its name as sent, `""` when `Event` is absent); its
+    /// other fields are in [`Message::extra`].
     Other {
         event: String,
         event_key: Option<String>,
-        fields: Vec<(String, String)>,
     },
 }
 
 /// `scancode_push` / `scancode_waitmsg`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ScanCode {
-    pub event_key: String,
+    pub event_key: Option<String>,
     /// `ScanCodeInfo/ScanType`, e.g. `qrcode`.
-    pub scan_type: String,
+    pub scan_type: Option<String>,
     /// `ScanCodeInfo/ScanResult`.
-    pub scan_result: String,
+    pub scan_result: Option<String>,
 }
 
 /// `pic_sysphoto` / `pic_photo_or_album` / `pic_weixin`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SendPics {
-    pub event_key: String,
+    pub event_key: Option<String>,
     /// `SendPicsInfo/Count` as sent.
     pub count: Option<Numeric<u32>>,
     /// `SendPicsInfo/PicList/item/PicMd5Sum`, one per picture.
@@ -176,26 +212,24 @@ pub struct SendPics {
 }
 
 /// `location_select`'s `SendLocationInfo`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SendLocationInfo {
     pub location_x: Option<Numeric<f64>>,
     pub location_y: Option<Numeric<f64>>,
     pub scale: Option<Numeric<u32>>,
-    pub label: String,
-    pub poiname: String,
+    pub label: Option<String>,
+    pub poiname: Option<String>,
 }
 
-/// Why a push could not be understood.
+/// Why a document cannot be a push at all.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ParseError {
     /// The bytes are not acceptable XML (see [`XmlError`]).
     Xml(XmlError),
     /// The root element is not `<xml>`.
     WrongRoot(String),
-    /// A field this MsgType requires is absent.
-    MissingField(&'static str),
-    /// A required number does not parse.
-    BadNumber { field: &'static str, value: String },
+    /// There is no `MsgType`, so nothing says what the document is.
+    NoMsgType,
 }
 
 impl fmt::Display for ParseError {
@@ -203,8 +237,7 @@ impl fmt::Display for ParseError {
         match self {
             ParseError::Xml(e) => e.fmt(f),
             ParseError::WrongRoot(name) => write!(f, "root element is <{name}>, expected <xml>"),
-            ParseError::MissingField(name) => write!(f, "missing {name}"),
-            ParseError::BadNumber { field, .. } => write!(f, "{field} is not a number"),
+            ParseError::NoMsgType => f.write_str("missing MsgType"),
         }
     }
 }
@@ -217,7 +250,35 @@ impl From<XmlError> for ParseError {
     }
 }
 
+/// The fields every push carries, read by [`Message::from_element`] before the kind's own.
+const COMMON: [&str; 6] = [
+    "ToUserName",
+    "FromUserName",
+    "CreateTime",
+    "MsgType",
+    "MsgId",
+    "MsgID",
+];
+
 impl Message {
+    /// A push of `kind` from `from` to `to`, with no MsgId and no extra fields.
+    pub fn new(to: &str, from: &str, create_time: u64, kind: Kind) -> Message {
+        Message {
+            to_user_name: Some(to.to_owned()),
+            from_user_name: Some(from.to_owned()),
+            create_time: Some(Numeric::Parsed(create_time)),
+            msg_id: None,
+            kind,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The same push with `MsgId` set.
+    pub fn with_msg_id(mut self, msg_id: impl ToString) -> Message {
+        self.msg_id = Some(msg_id.to_string());
+        self
+    }
+
     /// Sanitizes and parses a push body.
     pub fn parse_bytes(body: &[u8]) -> Result<Message, ParseError> {
         Message::parse_clean(&xml::sanitize(body)?)
@@ -238,54 +299,131 @@ impl Message {
         if root.name != "xml" {
             return Err(ParseError::WrongRoot(root.name.clone()));
         }
-        let f = Fields(root);
-        let msg_type = f.required("MsgType")?;
+        let f = Fields::new(root);
+        let msg_type = f.get("MsgType").ok_or(ParseError::NoMsgType)?;
         let kind = match msg_type.as_str() {
             "text" => Kind::Text {
-                content: f.required("Content")?,
+                content: f.get("Content"),
             },
             "image" => Kind::Image {
-                pic_url: f.text("PicUrl"),
-                media_id: f.required("MediaId")?,
+                pic_url: f.get("PicUrl"),
+                media_id: f.get("MediaId"),
             },
             "voice" => Kind::Voice {
-                media_id: f.required("MediaId")?,
-                format: f.text("Format"),
-                recognition: f.optional("Recognition"),
+                media_id: f.get("MediaId"),
+                format: f.get("Format"),
+                recognition: f.get("Recognition"),
             },
-            "video" => Kind::Video(f.video()?),
-            "shortvideo" => Kind::ShortVideo(f.video()?),
+            "video" => Kind::Video(f.video()),
+            "shortvideo" => Kind::ShortVideo(f.video()),
             "location" => Kind::Location {
-                location_x: f.required_number("Location_X")?,
-                location_y: f.required_number("Location_Y")?,
+                location_x: f.numeric("Location_X"),
+                location_y: f.numeric("Location_Y"),
                 scale: f.numeric("Scale"),
-                label: f.text("Label"),
+                label: f.get("Label"),
             },
             "link" => Kind::Link {
-                title: f.text("Title"),
-                description: f.text("Description"),
-                url: f.required("Url")?,
+                title: f.get("Title"),
+                description: f.get("Description"),
+                url: f.get("Url"),
             },
             "miniprogrampage" => Kind::MiniProgramPage {
-                title: f.text("Title"),
-                app_id: f.text("AppId"),
-                page_path: f.text("PagePath"),
-                thumb_url: f.text("ThumbUrl"),
-                thumb_media_id: f.text("ThumbMediaId"),
+                title: f.get("Title"),
+                app_id: f.get("AppId"),
+                page_path: f.get("PagePath"),
+                thumb_url: f.get("ThumbUrl"),
+                thumb_media_id: f.get("ThumbMediaId"),
             },
-            "event" => Kind::Event(parse_event(&f)?),
+            "event" => Kind::Event(parse_event(&f)),
             _ => Kind::Other {
                 msg_type: msg_type.clone(),
-                fields: f.all(),
             },
         };
         Ok(Message {
-            to_user_name: f.required("ToUserName")?,
-            from_user_name: f.required("FromUserName")?,
-            create_time: f.required_number("CreateTime")?,
-            msg_id: f.optional("MsgId").or_else(|| f.optional("MsgID")),
+            to_user_name: f.get("ToUserName"),
+            from_user_name: f.get("FromUserName"),
+            create_time: f.numeric("CreateTime"),
+            msg_id: f.get("MsgId").or_else(|| f.get("MsgID")),
             kind,
+            extra: f.rest(),
         })
+    }
+
+    /// The push as WeChat sends it in plaintext mode. [`Message::parse`] reads it back to an
+    /// equal `Message`.
+    pub fn to_xml(&self) -> String {
+        let mut w = Writer(String::with_capacity(320));
+        w.0.push_str("<xml>");
+        w.text("ToUserName", &self.to_user_name);
+        w.text("FromUserName", &self.from_user_name);
+        w.number("CreateTime", &self.create_time);
+        w.text("MsgType", &Some(self.msg_type().to_owned()));
+        match &self.kind {
+            Kind::Text { content } => w.text("Content", content),
+            Kind::Image { pic_url, media_id } => {
+                w.text("PicUrl", pic_url);
+                w.text("MediaId", media_id);
+            }
+            Kind::Voice {
+                media_id,
+                format,
+                recognition,
+            } => {
+                w.text("MediaId", media_id);
+                w.text("Format", format);
+                w.text("Recognition", recognition);
+            }
+            Kind::Video(v) | Kind::ShortVideo(v) => {
+                w.text("MediaId", &v.media_id);
+                w.text("ThumbMediaId", &v.thumb_media_id);
+            }
+            Kind::Location {
+                location_x,
+                location_y,
+                scale,
+                label,
+            } => {
+                w.number("Location_X", location_x);
+                w.number("Location_Y", location_y);
+                w.number("Scale", scale);
+                w.text("Label", label);
+            }
+            Kind::Link {
+                title,
+                description,
+                url,
+            } => {
+                w.text("Title", title);
+                w.text("Description", description);
+                w.text("Url", url);
+            }
+            Kind::MiniProgramPage {
+                title,
+                app_id,
+                page_path,
+                thumb_url,
+                thumb_media_id,
+            } => {
+                w.text("Title", title);
+                w.text("AppId", app_id);
+                w.text("PagePath", page_path);
+                w.text("ThumbUrl", thumb_url);
+                w.text("ThumbMediaId", thumb_media_id);
+            }
+            Kind::Event(e) => w.event(e),
+            Kind::Other { .. } => {}
+        }
+        // WeChat spells it MsgID on the job-finish events, MsgId everywhere else.
+        let msg_id_name = match self.event() {
+            Some(Event::TemplateSendJobFinish { .. } | Event::MassSendJobFinish { .. }) => "MsgID",
+            _ => "MsgId",
+        };
+        w.raw_number(msg_id_name, &self.msg_id);
+        for (name, node) in &self.extra {
+            w.node(name, node);
+        }
+        w.0.push_str("</xml>");
+        w.0
     }
 
     /// The MsgType as WeChat names it (`text`, `event`, ...).
@@ -300,18 +438,25 @@ impl Message {
             Kind::Link { .. } => "link",
             Kind::MiniProgramPage { .. } => "miniprogrampage",
             Kind::Event(_) => "event",
-            Kind::Other { msg_type, .. } => msg_type,
+            Kind::Other { msg_type } => msg_type,
         }
+    }
+
+    /// `FromUserName`, or `""` when absent.
+    pub fn from_user(&self) -> &str {
+        self.from_user_name.as_deref().unwrap_or("")
+    }
+
+    /// `ToUserName`, or `""` when absent.
+    pub fn to_user(&self) -> &str {
+        self.to_user_name.as_deref().unwrap_or("")
     }
 
     /// What the user said: a text's `Content`, or a voice message's `Recognition` when present.
     pub fn said(&self) -> Option<&str> {
         match &self.kind {
-            Kind::Text { content } => Some(content),
-            Kind::Voice {
-                recognition: Some(r),
-                ..
-            } => Some(r),
+            Kind::Text { content } => content.as_deref(),
+            Kind::Voice { recognition, .. } => recognition.as_deref(),
             _ => None,
         }
     }
@@ -321,6 +466,14 @@ impl Message {
             Kind::Event(e) => Some(e),
             _ => None,
         }
+    }
+
+    /// A field kept in [`Message::extra`], by name, when it is text.
+    pub fn extra_text(&self, name: &str) -> Option<&str> {
+        self.extra.iter().find_map(|(n, v)| match v {
+            Node::Text(t) if n == name => Some(t.as_str()),
+            _ => None,
+        })
     }
 }
 
@@ -350,17 +503,16 @@ impl Event {
     /// The `EventKey`, for the events that carry one.
     pub fn event_key(&self) -> Option<&str> {
         match self {
-            Event::Subscribe { event_key, .. } | Event::Other { event_key, .. } => {
-                event_key.as_deref()
-            }
-            Event::Scan { event_key, .. }
+            Event::Subscribe { event_key, .. }
+            | Event::Other { event_key, .. }
+            | Event::Scan { event_key, .. }
             | Event::Click { event_key }
             | Event::View { event_key, .. }
             | Event::ViewMiniprogram { event_key, .. }
-            | Event::LocationSelect { event_key, .. } => Some(event_key),
-            Event::ScancodePush(s) | Event::ScancodeWaitmsg(s) => Some(&s.event_key),
+            | Event::LocationSelect { event_key, .. } => event_key.as_deref(),
+            Event::ScancodePush(s) | Event::ScancodeWaitmsg(s) => s.event_key.as_deref(),
             Event::PicSysphoto(p) | Event::PicPhotoOrAlbum(p) | Event::PicWeixin(p) => {
-                Some(&p.event_key)
+                p.event_key.as_deref()
             }
             Event::Unsubscribe
             | Event::Location { .. }
@@ -377,39 +529,38 @@ impl Event {
                 event_key: Some(key),
                 ..
             } => key.strip_prefix("qrscene_"),
-            Event::Scan { event_key, .. } => Some(event_key),
+            Event::Scan { event_key, .. } => event_key.as_deref(),
             _ => None,
         }
     }
 }
 
-fn parse_event(f: &Fields<'_>) -> Result<Event, ParseError> {
-    let name = f.required("Event")?;
-    let key = || f.text("EventKey");
-    let lower = name.to_ascii_lowercase();
-    Ok(match lower.as_str() {
+fn parse_event(f: &Fields<'_>) -> Event {
+    let name = f.get("Event").unwrap_or_default();
+    let key = || f.get("EventKey");
+    match name.to_ascii_lowercase().as_str() {
         "subscribe" => Event::Subscribe {
-            event_key: f.optional("EventKey").filter(|k| !k.is_empty()),
-            ticket: f.optional("Ticket"),
+            event_key: key(),
+            ticket: f.get("Ticket"),
         },
         "unsubscribe" => Event::Unsubscribe,
         "scan" => Event::Scan {
             event_key: key(),
-            ticket: f.optional("Ticket"),
+            ticket: f.get("Ticket"),
         },
         "location" => Event::Location {
-            latitude: f.required_number("Latitude")?,
-            longitude: f.required_number("Longitude")?,
+            latitude: f.numeric("Latitude"),
+            longitude: f.numeric("Longitude"),
             precision: f.numeric("Precision"),
         },
         "click" => Event::Click { event_key: key() },
         "view" => Event::View {
             event_key: key(),
-            menu_id: f.optional("MenuId"),
+            menu_id: f.get("MenuId"),
         },
         "view_miniprogram" => Event::ViewMiniprogram {
             event_key: key(),
-            menu_id: f.optional("MenuId"),
+            menu_id: f.get("MenuId"),
         },
         "scancode_push" => Event::ScancodePush(f.scan_code()),
         "scancode_waitmsg" => Event::ScancodeWaitmsg(f.scan_code()),
@@ -417,7 +568,7 @@ fn parse_event(f: &Fields<'_>) -> Result<Event, ParseError> {
         "pic_photo_or_album" => Event::PicPhotoOrAlbum(f.send_pics()),
         "pic_weixin" => Event::PicWeixin(f.send_pics()),
         "location_select" => {
-            let info = f.0.get_child("SendLocationInfo");
+            let info = f.child("SendLocationInfo");
             let sub = |name: &str| info.and_then(|i| child_text(i, name));
             Event::LocationSelect {
                 event_key: key(),
@@ -425,89 +576,91 @@ fn parse_event(f: &Fields<'_>) -> Result<Event, ParseError> {
                     location_x: sub("Location_X").map(|s| Numeric::from_text(&s)),
                     location_y: sub("Location_Y").map(|s| Numeric::from_text(&s)),
                     scale: sub("Scale").map(|s| Numeric::from_text(&s)),
-                    label: sub("Label").unwrap_or_default(),
-                    poiname: sub("Poiname").unwrap_or_default(),
+                    label: sub("Label"),
+                    poiname: sub("Poiname"),
                 },
             }
         }
         "templatesendjobfinish" => Event::TemplateSendJobFinish {
-            status: f.text("Status"),
+            status: f.get("Status"),
         },
         "masssendjobfinish" => Event::MassSendJobFinish {
-            status: f.text("Status"),
+            status: f.get("Status"),
             total_count: f.numeric("TotalCount"),
             filter_count: f.numeric("FilterCount"),
             sent_count: f.numeric("SentCount"),
             error_count: f.numeric("ErrorCount"),
         },
         _ => Event::Other {
-            event: name.clone(),
-            event_key: f.optional("EventKey"),
-            fields: f.all(),
+            event: name,
+            event_key: key(),
         },
-    })
+    }
 }
 
-/// Field access on the `<xml>` root.
-struct Fields<'a>(&'a Element);
+/// Field access on the `<xml>` root that remembers which fields were read, so the rest can be
+/// kept in [`Message::extra`].
+struct Fields<'a> {
+    root: &'a Element,
+    used: std::cell::RefCell<Vec<&'static str>>,
+}
 
-impl Fields<'_> {
-    fn optional(&self, name: &str) -> Option<String> {
-        child_text(self.0, name)
+impl<'a> Fields<'a> {
+    fn new(root: &'a Element) -> Fields<'a> {
+        Fields {
+            root,
+            used: std::cell::RefCell::new(COMMON.to_vec()),
+        }
     }
 
-    fn text(&self, name: &str) -> String {
-        self.optional(name).unwrap_or_default()
+    fn mark(&self, name: &'static str) {
+        self.used.borrow_mut().push(name);
     }
 
-    fn required(&self, name: &'static str) -> Result<String, ParseError> {
-        self.optional(name).ok_or(ParseError::MissingField(name))
+    fn get(&self, name: &'static str) -> Option<String> {
+        self.mark(name);
+        child_text(self.root, name)
     }
 
-    fn required_number<T: FromStr>(&self, name: &'static str) -> Result<T, ParseError> {
-        let raw = self.required(name)?;
-        raw.trim().parse().map_err(|_| ParseError::BadNumber {
-            field: name,
-            value: raw,
-        })
+    fn child(&self, name: &'static str) -> Option<&'a Element> {
+        self.mark(name);
+        self.root.get_child(name)
     }
 
-    fn numeric<T: FromStr>(&self, name: &str) -> Option<Numeric<T>> {
-        self.optional(name).map(|s| Numeric::from_text(&s))
+    fn numeric<T: FromStr>(&self, name: &'static str) -> Option<Numeric<T>> {
+        self.get(name).map(|s| Numeric::from_text(&s))
     }
 
-    fn video(&self) -> Result<Video, ParseError> {
-        Ok(Video {
-            media_id: self.required("MediaId")?,
-            thumb_media_id: self.text("ThumbMediaId"),
-        })
+    fn video(&self) -> Video {
+        Video {
+            media_id: self.get("MediaId"),
+            thumb_media_id: self.get("ThumbMediaId"),
+        }
     }
 
     fn scan_code(&self) -> ScanCode {
-        let info = self.0.get_child("ScanCodeInfo");
-        let sub = |name: &str| info.and_then(|i| child_text(i, name)).unwrap_or_default();
+        let info = self.child("ScanCodeInfo");
+        let sub = |name: &str| info.and_then(|i| child_text(i, name));
         ScanCode {
-            event_key: self.text("EventKey"),
+            event_key: self.get("EventKey"),
             scan_type: sub("ScanType"),
             scan_result: sub("ScanResult"),
         }
     }
 
     fn send_pics(&self) -> SendPics {
-        let info = self.0.get_child("SendPicsInfo");
+        let info = self.child("SendPicsInfo");
         let pic_md5_sums = info
             .and_then(|i| i.get_child("PicList"))
             .map(|list| {
-                list.children
-                    .iter()
-                    .filter_map(|n| n.as_element())
+                elements(list)
                     .filter(|e| e.name == "item")
                     .filter_map(|item| child_text(item, "PicMd5Sum"))
                     .collect()
             })
             .unwrap_or_default();
         SendPics {
-            event_key: self.text("EventKey"),
+            event_key: self.get("EventKey"),
             count: info
                 .and_then(|i| child_text(i, "Count"))
                 .map(|s| Numeric::from_text(&s)),
@@ -515,138 +668,181 @@ impl Fields<'_> {
         }
     }
 
-    /// Every top-level child as (name, text), in document order, for the fallbacks.
-    fn all(&self) -> Vec<(String, String)> {
-        self.0
-            .children
-            .iter()
-            .filter_map(|n| n.as_element())
-            .map(|e| {
-                let text = e.get_text().map(|t| t.into_owned()).unwrap_or_default();
-                (e.name.clone(), text)
-            })
+    /// Every top-level child not read above, in document order.
+    fn rest(&self) -> Vec<(String, Node)> {
+        let used = self.used.borrow();
+        elements(self.root)
+            .filter(|e| !used.contains(&e.name.as_str()))
+            .map(|e| (e.name.clone(), Node::of(e)))
             .collect()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn elements(parent: &Element) -> impl Iterator<Item = &Element> {
+    parent.children.iter().filter_map(XMLNode::as_element)
+}
 
-    fn parse(xml: &str) -> Message {
-        Message::parse_bytes(xml.as_bytes()).unwrap()
-    }
-
-    const TEXT: &str = "<xml><ToUserName><![CDATA[gh]]></ToUserName><FromUserName><![CDATA[o1]]></FromUserName><CreateTime>1348831860</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[天气]]></Content><MsgId>1234567890123456</MsgId></xml>";
-
-    #[test]
-    fn parses_text_message() {
-        let m = parse(TEXT);
-        assert_eq!(m.to_user_name, "gh");
-        assert_eq!(m.from_user_name, "o1");
-        assert_eq!(m.create_time, 1348831860);
-        assert_eq!(m.msg_id.as_deref(), Some("1234567890123456"));
-        assert_eq!(
-            m.kind,
-            Kind::Text {
-                content: "天气".into()
-            }
-        );
-        assert_eq!(m.said(), Some("天气"));
-        assert_eq!(m.msg_type(), "text");
-    }
-
-    #[test]
-    fn missing_msg_type_and_common_fields_are_errors() {
-        let no_type = TEXT.replace("<MsgType><![CDATA[text]]></MsgType>", "");
-        assert_eq!(
-            Message::parse(&no_type),
-            Err(ParseError::MissingField("MsgType"))
-        );
-        let no_from = TEXT.replace("<FromUserName><![CDATA[o1]]></FromUserName>", "");
-        assert_eq!(
-            Message::parse(&no_from),
-            Err(ParseError::MissingField("FromUserName"))
-        );
-    }
-
-    #[test]
-    fn required_number_that_does_not_parse_is_an_error() {
-        let bad = TEXT.replace("1348831860", "soon");
-        assert_eq!(
-            Message::parse(&bad),
-            Err(ParseError::BadNumber {
-                field: "CreateTime",
-                value: "soon".into()
-            })
-        );
-    }
-
-    #[test]
-    fn optional_number_that_does_not_parse_is_kept_raw() {
-        let xml = "<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>location</MsgType><Location_X>1.5</Location_X><Location_Y>2</Location_Y><Scale>big</Scale></xml>";
-        match parse(xml).kind {
-            Kind::Location {
-                scale, location_x, ..
-            } => {
-                assert_eq!(scale, Some(Numeric::Raw("big".into())));
-                assert_eq!(location_x, 1.5);
-            }
-            other => panic!("{other:?}"),
+impl Node {
+    fn of(e: &Element) -> Node {
+        let children: Vec<(String, Node)> =
+            elements(e).map(|c| (c.name.clone(), Node::of(c))).collect();
+        if children.is_empty() {
+            Node::Text(e.get_text().map(|t| t.into_owned()).unwrap_or_default())
+        } else {
+            Node::Tree(children)
         }
-    }
-
-    #[test]
-    fn wrong_root_is_an_error() {
-        assert_eq!(
-            Message::parse("<msg/>"),
-            Err(ParseError::WrongRoot("msg".into()))
-        );
-    }
-
-    #[test]
-    fn event_names_compare_case_insensitively() {
-        let xml = "<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>Click</Event><EventKey>K</EventKey></xml>";
-        let m = parse(xml);
-        assert_eq!(
-            m.event(),
-            Some(&Event::Click {
-                event_key: "K".into()
-            })
-        );
-        assert_eq!(m.event().map(Event::name), Some("CLICK"));
-    }
-
-    #[test]
-    fn msg_id_is_read_in_both_spellings() {
-        let xml = "<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>TEMPLATESENDJOBFINISH</Event><MsgID>42</MsgID><Status>success</Status></xml>";
-        assert_eq!(parse(xml).msg_id.as_deref(), Some("42"));
-    }
-
-    #[test]
-    fn unknown_event_keeps_its_fields() {
-        let xml = "<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>new_thing</Event><Foo>bar</Foo></xml>";
-        match parse(xml).event() {
-            Some(Event::Other { event, fields, .. }) => {
-                assert_eq!(event, "new_thing");
-                assert!(fields.contains(&("Foo".into(), "bar".into())));
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn scene_strips_qrscene_prefix_only_on_subscribe() {
-        let sub = Event::Subscribe {
-            event_key: Some("qrscene_123".into()),
-            ticket: None,
-        };
-        assert_eq!(sub.scene(), Some("123"));
-        let scan = Event::Scan {
-            event_key: "123".into(),
-            ticket: None,
-        };
-        assert_eq!(scan.scene(), Some("123"));
-        assert_eq!(Event::Unsubscribe.scene(), None);
     }
 }
+
+/// Writes the push's elements; absent fields are left out.
+struct Writer(String);
+
+impl Writer {
+    fn text(&mut self, name: &str, value: &Option<String>) {
+        if let Some(v) = value {
+            push_cdata_element(&mut self.0, name, v);
+        }
+    }
+
+    /// A number as WeChat writes it (bare); text that did not parse goes in CDATA, as sent.
+    fn number<T: fmt::Display>(&mut self, name: &str, value: &Option<Numeric<T>>) {
+        match value {
+            Some(Numeric::Parsed(v)) => self.bare(name, &v.to_string()),
+            Some(Numeric::Raw(s)) => push_cdata_element(&mut self.0, name, s),
+            None => {}
+        }
+    }
+
+    /// A field WeChat writes bare when it is a number (MsgId), in CDATA otherwise.
+    fn raw_number(&mut self, name: &str, value: &Option<String>) {
+        match value {
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => self.bare(name, v),
+            other => self.text(name, other),
+        }
+    }
+
+    fn bare(&mut self, name: &str, v: &str) {
+        self.0.push('<');
+        self.0.push_str(name);
+        self.0.push('>');
+        self.0.push_str(v);
+        self.0.push_str("</");
+        self.0.push_str(name);
+        self.0.push('>');
+    }
+
+    fn open(&mut self, name: &str) {
+        self.0.push('<');
+        self.0.push_str(name);
+        self.0.push('>');
+    }
+
+    fn close(&mut self, name: &str) {
+        self.0.push_str("</");
+        self.0.push_str(name);
+        self.0.push('>');
+    }
+
+    fn node(&mut self, name: &str, node: &Node) {
+        match node {
+            Node::Text(t) => push_cdata_element(&mut self.0, name, t),
+            Node::Tree(children) => {
+                self.open(name);
+                for (n, c) in children {
+                    self.node(n, c);
+                }
+                self.close(name);
+            }
+        }
+    }
+
+    fn event(&mut self, e: &Event) {
+        self.text("Event", &Some(e.name().to_owned()));
+        match e {
+            Event::Subscribe { event_key, ticket } | Event::Scan { event_key, ticket } => {
+                self.text("EventKey", event_key);
+                self.text("Ticket", ticket);
+            }
+            Event::Unsubscribe => {}
+            Event::Location {
+                latitude,
+                longitude,
+                precision,
+            } => {
+                self.number("Latitude", latitude);
+                self.number("Longitude", longitude);
+                self.number("Precision", precision);
+            }
+            Event::Click { event_key } | Event::Other { event_key, .. } => {
+                self.text("EventKey", event_key)
+            }
+            Event::View { event_key, menu_id } | Event::ViewMiniprogram { event_key, menu_id } => {
+                self.text("EventKey", event_key);
+                self.text("MenuId", menu_id);
+            }
+            Event::ScancodePush(s) | Event::ScancodeWaitmsg(s) => {
+                self.text("EventKey", &s.event_key);
+                if s.scan_type.is_some() || s.scan_result.is_some() {
+                    self.open("ScanCodeInfo");
+                    self.text("ScanType", &s.scan_type);
+                    self.text("ScanResult", &s.scan_result);
+                    self.close("ScanCodeInfo");
+                }
+            }
+            Event::PicSysphoto(p) | Event::PicPhotoOrAlbum(p) | Event::PicWeixin(p) => {
+                self.text("EventKey", &p.event_key);
+                if p.count.is_some() || !p.pic_md5_sums.is_empty() {
+                    self.open("SendPicsInfo");
+                    self.number("Count", &p.count);
+                    if !p.pic_md5_sums.is_empty() {
+                        self.open("PicList");
+                        for sum in &p.pic_md5_sums {
+                            self.open("item");
+                            push_cdata_element(&mut self.0, "PicMd5Sum", sum);
+                            self.close("item");
+                        }
+                        self.close("PicList");
+                    }
+                    self.close("SendPicsInfo");
+                }
+            }
+            Event::LocationSelect {
+                event_key,
+                send_location_info: i,
+            } => {
+                self.text("EventKey", event_key);
+                let any = i.location_x.is_some()
+                    || i.location_y.is_some()
+                    || i.scale.is_some()
+                    || i.label.is_some()
+                    || i.poiname.is_some();
+                if any {
+                    self.open("SendLocationInfo");
+                    self.number("Location_X", &i.location_x);
+                    self.number("Location_Y", &i.location_y);
+                    self.number("Scale", &i.scale);
+                    self.text("Label", &i.label);
+                    self.text("Poiname", &i.poiname);
+                    self.close("SendLocationInfo");
+                }
+            }
+            Event::TemplateSendJobFinish { status } => self.text("Status", status),
+            Event::MassSendJobFinish {
+                status,
+                total_count,
+                filter_count,
+                sent_count,
+                error_count,
+            } => {
+                self.text("Status", status);
+                self.number("TotalCount", total_count);
+                self.number("FilterCount", filter_count);
+                self.number("SentCount", sent_count);
+                self.number("ErrorCount", error_count);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

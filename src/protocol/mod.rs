@@ -1,5 +1,6 @@
 //! WeChat's protocol, pure.
 pub mod crypto;
+pub mod envelope;
 pub mod message;
 pub mod query;
 pub mod reply;

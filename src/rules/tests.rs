@@ -3,17 +3,13 @@ use crate::protocol::message::{Event, Kind, Message};
 use crate::protocol::reply::{Article, Music, Reply};
 
 fn msg(kind: Kind) -> Message {
-    Message {
-        to_user_name: "gh_1".into(),
-        from_user_name: "o_user".into(),
-        create_time: 1,
-        msg_id: Some("1".into()),
-        kind,
-    }
+    Message::new("gh_1", "o_user", 1, kind).with_msg_id(1)
 }
 
 fn text(s: &str) -> Message {
-    msg(Kind::Text { content: s.into() })
+    msg(Kind::Text {
+        content: Some(s.into()),
+    })
 }
 
 fn event(e: Event) -> Message {
@@ -48,15 +44,15 @@ fn builtin_rules_are_the_flask_behaviour() {
         text_reply("a]]><evil/>")
     );
     let image = msg(Kind::Image {
-        pic_url: "u".into(),
-        media_id: "m".into(),
+        pic_url: Some("u".into()),
+        media_id: Some("m".into()),
     });
     assert_eq!(set.decide(&image).reply, Reply::Success);
     assert_eq!(set.decide(&event(Event::Unsubscribe)).reply, Reply::Success);
     // A voice message is answered success even with recognition text (the Flask app did so).
     let voice = msg(Kind::Voice {
-        media_id: "m".into(),
-        format: "amr".into(),
+        media_id: Some("m".into()),
+        format: Some("amr".into()),
         recognition: Some("你好".into()),
     });
     assert_eq!(set.decide(&voice).reply, Reply::Success);
@@ -103,7 +99,7 @@ fn example_file_loads_and_every_rule_answers() {
     });
     assert_eq!(set.decide(&plain_sub).reply, text_reply("欢迎关注！"));
     let click = event(Event::Click {
-        event_key: "V1001_TODAY_MUSIC".into(),
+        event_key: Some("V1001_TODAY_MUSIC".into()),
     });
     assert_eq!(
         set.decide(&click).reply,
@@ -116,17 +112,20 @@ fn example_file_loads_and_every_rule_answers() {
         })
     );
     let other_click = event(Event::Click {
-        event_key: "OTHER".into(),
+        event_key: Some("OTHER".into()),
     });
     assert_eq!(set.decide(&other_click).reply, Reply::Success);
     let image = msg(Kind::Image {
-        pic_url: "u".into(),
-        media_id: "m".into(),
+        pic_url: Some("u".into()),
+        media_id: Some("m".into()),
     });
     assert_eq!(set.decide(&image).reply, text_reply("收到图片"));
     assert_eq!(set.decide(&text("随便")).reply, text_reply("随便"));
     assert_eq!(set.decide(&text("随便")).rule, None);
-    assert_eq!(set.decide(&text("天气")).rule, Some(1));
+    assert_eq!(
+        set.decide(&text("天气")).rule,
+        Some(Matched { index: 1, line: 2 })
+    );
 }
 
 #[test]
@@ -141,14 +140,14 @@ fn first_match_wins() {
 fn voice_recognition_is_matched_like_text() {
     let set = load("[[rules]]\ncontains = \"天气\"\nreply.text = \"晴 {content}\"\n[default]\nreply = \"success\"\n");
     let voice = msg(Kind::Voice {
-        media_id: "m".into(),
-        format: "amr".into(),
+        media_id: Some("m".into()),
+        format: Some("amr".into()),
         recognition: Some("今天天气".into()),
     });
     assert_eq!(set.decide(&voice).reply, text_reply("晴 今天天气"));
     let silent = msg(Kind::Voice {
-        media_id: "m".into(),
-        format: "amr".into(),
+        media_id: Some("m".into()),
+        format: Some("amr".into()),
         recognition: None,
     });
     assert_eq!(set.decide(&silent).reply, Reply::Success);
@@ -160,18 +159,18 @@ fn msg_type_and_event_match_case_insensitively() {
         "[[rules]]\nmsg_type = \"LOCATION\"\nreply.text = \"loc\"\n[[rules]]\nevent = \"click\"\nkey_regex = '^V\\d+$'\nreply.text = \"k={event_key}\"\n",
     );
     let loc = msg(Kind::Location {
-        location_x: 1.0,
-        location_y: 2.0,
+        location_x: None,
+        location_y: None,
         scale: None,
-        label: String::new(),
+        label: None,
     });
     assert_eq!(set.decide(&loc).reply, text_reply("loc"));
     let click = event(Event::Click {
-        event_key: "V12".into(),
+        event_key: Some("V12".into()),
     });
     assert_eq!(set.decide(&click).reply, text_reply("k=V12"));
     let no = event(Event::Click {
-        event_key: "X12".into(),
+        event_key: Some("X12".into()),
     });
     assert_eq!(set.decide(&no).reply, Reply::Success);
 }
@@ -261,7 +260,7 @@ fn news_with_several_articles_sends_one_to_a_message_and_all_to_an_event() {
 fn text_that_renders_empty_becomes_success_with_a_warning() {
     let set = load("[[rules]]\nevent = \"CLICK\"\nreply.text = \"{event_key}\"\n");
     let d = set.decide(&event(Event::Click {
-        event_key: String::new(),
+        event_key: Some(String::new()),
     }));
     assert_eq!(d.reply, Reply::Success);
     assert_eq!(d.warnings.len(), 1);

@@ -1,68 +1,43 @@
-//! The request pipeline, free of HTTP: verify → [decrypt] → parse → dedup → rules → render →
-//! [encrypt + sign]. `routes` calls in with the query and body bytes and gets back an
-//! [`Answer`] or a [`Rejection`].
+//! The request pipeline, free of HTTP: verify → [open the envelope] → parse → retry store →
+//! rules → render → [seal]. `routes` calls in with the query, the body bytes and the arrival
+//! instant, and gets back the answer (or a typed [`Rejection`]) with an [`Outcome`] record of
+//! what happened, which the log and the metrics read.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::log;
-use crate::protocol::crypto::{self, AesKey, CryptoError};
+use crate::protocol::crypto::CryptoError;
+use crate::protocol::envelope::{EnvelopeError, Mode, SafeMode};
 use crate::protocol::message::{Message, ParseError};
-use crate::protocol::query::Query;
+use crate::protocol::query::{Query, QueryError};
 use crate::protocol::reply::Reply;
-use crate::protocol::verify::{self, Token};
+use crate::protocol::verify;
 use crate::protocol::xml::{self, child_text, XmlError};
-use crate::rules::{RuleSet, SharedRules};
-use crate::server::store::{Begin, Key, Limits, ReplyCache, Weigh};
+use crate::rules::Decision;
+use crate::server::account::Account;
+use crate::server::env::Env;
+use crate::server::store::{Begin, Key, Limits, MemoryStore, RetryStore, Usage, Weigh};
 
 /// How long a duplicate waits for the first attempt: WeChat gives up on a push after 5 s.
 const DUPLICATE_WAIT: Duration = Duration::from_millis(4500);
 
-fn field<'a>(fields: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
-    fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
-}
-
-/// The clock and the random source, injected so tests are reproducible byte for byte.
-pub trait Env: Send + Sync {
-    /// Seconds since the Unix epoch.
-    fn now(&self) -> u64;
-    fn fill_random(&self, buf: &mut [u8]);
-}
-
-/// The real clock and the OS random source.
-pub struct SystemEnv;
-
-impl Env for SystemEnv {
-    fn now(&self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-    }
-
-    fn fill_random(&self, buf: &mut [u8]) {
-        if getrandom::getrandom(buf).is_err() {
-            // The OS random source is gone; a predictable IV prefix would weaken safe mode, so
-            // refuse to continue rather than send it.
-            log::error("the OS random source failed; stopping");
-            std::process::abort();
-        }
-    }
-}
-
-/// Safe-mode settings: both are needed to decrypt and to encrypt.
-#[derive(Debug, Clone)]
-pub struct SafeMode {
-    pub key: AesKey,
-    pub app_id: String,
-}
-
-/// A finished response body, shared with the retry cache.
+/// A finished response body, shared with the retry store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub body: Arc<str>,
     /// True for XML (a reply or an encrypted envelope), false for the plain `success`.
     pub xml: bool,
+}
+
+impl Answer {
+    /// The plain `success`: WeChat asks for it unencrypted, even in safe mode.
+    pub fn success() -> Answer {
+        Answer {
+            body: Arc::from("success"),
+            xml: false,
+        }
+    }
 }
 
 impl Weigh for Answer {
@@ -71,198 +46,320 @@ impl Weigh for Answer {
     }
 }
 
-/// Why a request was refused. `routes` maps each variant to one HTTP status; the reason goes to
-/// the log, a short fixed text to the peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a request was refused. `routes` maps each variant to one HTTP status; the `Display` text
+/// goes to the log, a short fixed text to the peer.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Rejection {
-    /// 400: the request is malformed.
-    BadRequest(String),
-    /// 403: the request is not from WeChat (signature) or not for this account (AppID).
-    Forbidden(String),
-    /// 413: the body is larger than the limit.
-    TooLarge,
+    /// A query value is not UTF-8 once percent-decoded.
+    BadQuery(QueryError),
+    /// `signature`, `timestamp` or `nonce` is absent.
+    MissingSignature,
+    /// The plain signature does not match: another token, or not WeChat.
+    SignatureMismatch,
+    /// A URL check without `echostr`.
+    MissingEchostr,
+    /// The body is not acceptable XML (empty, not UTF-8, a DOCTYPE, malformed, too deep).
+    Xml(XmlError),
+    /// The body is XML but cannot be a push (no `MsgType`, another root).
+    NotAPush(ParseError),
+    /// `encrypt_type=aes` but the body has no `Encrypt` field.
+    NoEncrypt,
+    /// An encrypted push, but no EncodingAESKey is configured.
+    NoAesKey,
+    /// The safe-mode envelope did not open.
+    Envelope(EnvelopeError),
+    /// The envelope opened, but what was inside is not a push.
+    Decrypted(ParseError),
 }
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Rejection::BadRequest(r) | Rejection::Forbidden(r) => f.write_str(r),
-            Rejection::TooLarge => f.write_str("body too large"),
+            Rejection::BadQuery(e) => e.fmt(f),
+            Rejection::MissingSignature => f.write_str("missing signature, timestamp or nonce"),
+            Rejection::SignatureMismatch => f.write_str("signature mismatch"),
+            Rejection::MissingEchostr => f.write_str("missing echostr"),
+            Rejection::Xml(e) => e.fmt(f),
+            Rejection::NotAPush(e) => e.fmt(f),
+            Rejection::NoEncrypt => f.write_str("encrypt_type=aes but no Encrypt field"),
+            Rejection::NoAesKey => f.write_str(
+                "encrypted message, but no AES key is configured (set --aes-key / WXMP_AES_KEY and --appid / WXMP_APPID)",
+            ),
+            Rejection::Envelope(EnvelopeError::Decrypt(
+                e @ (CryptoError::Padding | CryptoError::Length | CryptoError::Utf8),
+            )) => write!(
+                f,
+                "cannot decrypt the push ({e}): the EncodingAESKey probably does not match the console's; check --aes-key / WXMP_AES_KEY"
+            ),
+            Rejection::Envelope(EnvelopeError::AppIdMismatch { got, .. }) => write!(
+                f,
+                "the push is for AppID {got:?}, not this account's; check --appid / WXMP_APPID"
+            ),
+            Rejection::Envelope(EnvelopeError::SignatureMismatch) => f.write_str(
+                "msg_signature mismatch: the push was not signed with this token",
+            ),
+            Rejection::Envelope(e) => e.fmt(f),
+            Rejection::Decrypted(e) => write!(f, "decrypted message: {e}"),
         }
     }
 }
 
 impl From<XmlError> for Rejection {
     fn from(e: XmlError) -> Self {
-        Rejection::BadRequest(e.to_string())
+        Rejection::Xml(e)
     }
 }
 
-impl From<ParseError> for Rejection {
-    fn from(e: ParseError) -> Self {
-        Rejection::BadRequest(e.to_string())
-    }
+/// Where an answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Decided now by the rules.
+    Fresh,
+    /// A retry, answered with the stored bytes.
+    Cached,
+    /// A retry that arrived while the first attempt was running, and took its answer.
+    Joined,
 }
 
-impl From<CryptoError> for Rejection {
-    fn from(e: CryptoError) -> Self {
-        match e {
-            CryptoError::AppIdMismatch => Rejection::Forbidden(e.to_string()),
-            _ => Rejection::BadRequest(e.to_string()),
+impl Answered {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Answered::Fresh => "fresh",
+            Answered::Cached => "cached",
+            Answered::Joined => "joined",
         }
     }
 }
 
-/// Everything a request needs, built once at start-up.
-pub struct App {
-    token: Token,
-    safe: Option<SafeMode>,
-    rules: SharedRules,
-    cache: ReplyCache<Answer>,
-    env: Box<dyn Env>,
+/// Which rule decided: its 1-based index and line, or the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decided {
+    Rule { index: usize, line: usize },
+    Default,
 }
 
-impl App {
+/// What happened to one push, for the access log and the metrics. Fields stay `None` when the
+/// pipeline stopped before learning them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Outcome {
+    pub mode: Option<Mode>,
+    pub msg_type: Option<String>,
+    pub event: Option<String>,
+    pub event_key: Option<String>,
+    /// The user's OpenID (`FromUserName`); the log hashes it unless told otherwise.
+    pub from_user: Option<String>,
+    pub decided: Option<Decided>,
+    pub answered: Option<Answered>,
+    /// The reply's MsgType (`success` for the empty answer).
+    pub reply: Option<&'static str>,
+    /// Platform-limit adjustments made while building the reply (e.g. text cut to 2048 bytes).
+    pub warnings: Vec<String>,
+    /// From the push's arrival to the answer, on the monotonic clock.
+    pub duration: Duration,
+}
+
+/// A push as the HTTP layer hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct Push<'a> {
+    pub query: &'a Query,
+    pub body: &'a [u8],
+    /// When the request reached the server; deadlines are measured from here.
+    pub arrived: Instant,
+}
+
+/// The pipeline's result: the answer or why not, and the record of what happened.
+#[derive(Debug)]
+pub struct Handled {
+    pub result: Result<Answer, Rejection>,
+    pub outcome: Outcome,
+}
+
+/// Everything a push needs, built once at start-up from an [`Account`].
+pub struct Pipeline {
+    account: Account,
+    store: Arc<dyn RetryStore<Answer>>,
+    env: Arc<dyn Env>,
+}
+
+impl Pipeline {
     pub fn new(
-        token: Token,
-        safe: Option<SafeMode>,
-        rules: RuleSet,
-        limits: Limits,
-        env: Box<dyn Env>,
-    ) -> App {
-        App {
-            token,
-            safe,
-            rules: SharedRules::new(rules),
-            cache: ReplyCache::new(limits),
+        account: Account,
+        store: Arc<dyn RetryStore<Answer>>,
+        env: Arc<dyn Env>,
+    ) -> Pipeline {
+        Pipeline {
+            account,
+            store,
             env,
         }
     }
 
-    pub fn rules(&self) -> &SharedRules {
-        &self.rules
+    /// With the in-memory retry store under `limits`.
+    pub fn in_memory(account: Account, limits: Limits, env: Arc<dyn Env>) -> Pipeline {
+        Pipeline::new(account, Arc::new(MemoryStore::new(limits)), env)
     }
 
-    pub fn cache(&self) -> &ReplyCache<Answer> {
-        &self.cache
+    pub fn account(&self) -> &Account {
+        &self.account
     }
 
-    pub fn safe_mode(&self) -> bool {
-        self.safe.is_some()
+    pub fn env(&self) -> &dyn Env {
+        &*self.env
+    }
+
+    /// The retry store's fill, for the log, the metrics and the benchmarks.
+    pub fn store_usage(&self) -> Usage {
+        self.store.usage()
+    }
+
+    pub fn store_limits(&self) -> Limits {
+        self.store.limits()
     }
 
     /// The GET handshake: the `echostr` to send back when the signature is right. Official
     /// Accounts never encrypt echostr, so this is the same in every mode.
     pub fn verify_url(&self, q: &Query) -> Result<String, Rejection> {
         self.check_signature(q)?;
-        q.echostr
-            .clone()
-            .ok_or_else(|| Rejection::BadRequest("missing echostr".into()))
+        q.echostr.clone().ok_or(Rejection::MissingEchostr)
     }
 
     fn check_signature(&self, q: &Query) -> Result<(), Rejection> {
         let (Some(sig), Some(ts), Some(nonce)) = (&q.signature, &q.timestamp, &q.nonce) else {
-            return Err(Rejection::Forbidden(
-                "missing signature, timestamp or nonce".into(),
-            ));
+            return Err(Rejection::MissingSignature);
         };
-        if verify::signatures_match(&verify::signature(&self.token, ts, nonce), sig) {
+        if verify::signatures_match(&verify::signature(&self.account.token, ts, nonce), sig) {
             Ok(())
         } else {
-            Err(Rejection::Forbidden("signature mismatch".into()))
+            Err(Rejection::SignatureMismatch)
         }
     }
 
-    /// A message push: the body to answer with.
-    pub fn handle_message(&self, q: &Query, body: &[u8]) -> Result<Answer, Rejection> {
+    /// A message push: the body to answer with, and what happened.
+    pub fn handle_message(&self, push: Push<'_>) -> Handled {
+        let mut outcome = Outcome {
+            mode: (!push.query.is_encrypted()).then_some(Mode::Plain),
+            ..Outcome::default()
+        };
+        let result = self.run(push, &mut outcome);
+        outcome.duration = self.env.monotonic().saturating_duration_since(push.arrived);
+        Handled { result, outcome }
+    }
+
+    fn run(&self, push: Push<'_>, outcome: &mut Outcome) -> Result<Answer, Rejection> {
+        let q = push.query;
         self.check_signature(q)?;
-        let clean = xml::sanitize(body)?;
-        if q.is_encrypted() {
-            if let Some(safe) = &self.safe {
-                // The safe-mode envelope is flat; reading it without the tree parser saves most
-                // of safe mode's cost (xml-rs lexes the long base64 field one char at a time).
-                // Anything but a plain flat document goes through the parser below.
-                let fields = xml::flat_fields(&clean);
-                if let Some(encrypt) = fields.as_ref().and_then(|f| field(f, "Encrypt")) {
-                    return self.open(q, safe, encrypt);
+        let clean = xml::sanitize(push.body)?;
+        if !q.is_encrypted() {
+            let msg = Message::parse_clean(&clean).map_err(not_a_push)?;
+            return Ok(self.answer(msg, None, outcome));
+        }
+        if let Some(safe) = &self.account.safe {
+            // The safe-mode envelope is flat; reading it without the tree parser saves most of
+            // safe mode's cost (xml-rs lexes the long base64 field one char at a time). Anything
+            // but a plain flat document goes through the parser below.
+            if let Some(fields) = xml::flat_fields(&clean) {
+                let field = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+                if let Some(encrypt) = field("Encrypt") {
+                    outcome.mode = Some(if field("MsgType").is_some() {
+                        Mode::Compat
+                    } else {
+                        Mode::Safe
+                    });
+                    return self.open(q, safe, encrypt, outcome);
                 }
             }
-            return self.handle_encrypted(q, &xml::parse(&clean)?);
         }
-        self.answer(Message::from_element(&xml::parse(&clean)?)?, None)
-    }
-
-    /// Safe mode (only `Encrypt`) and compatible mode (plaintext fields and `Encrypt`).
-    fn handle_encrypted(&self, q: &Query, root: &xmltree::Element) -> Result<Answer, Rejection> {
-        let Some(encrypt) = child_text(root, "Encrypt") else {
-            return Err(Rejection::BadRequest(
-                "encrypt_type=aes but no Encrypt field".into(),
-            ));
+        let root = xml::parse(&clean)?;
+        let Some(encrypt) = child_text(&root, "Encrypt") else {
+            return Err(Rejection::NoEncrypt);
         };
-        let Some(safe) = &self.safe else {
+        let compat = root.get_child("MsgType").is_some();
+        outcome.mode = Some(if compat { Mode::Compat } else { Mode::Safe });
+        match &self.account.safe {
+            Some(safe) => self.open(q, safe, &encrypt, outcome),
             // Compatible mode also carries the plaintext fields: answer those in plaintext.
-            if root.get_child("MsgType").is_some() {
-                return self.answer(Message::from_element(root)?, None);
+            None if compat => {
+                let msg = Message::from_element(&root).map_err(not_a_push)?;
+                Ok(self.answer(msg, None, outcome))
             }
-            return Err(Rejection::BadRequest(
-                "encrypted message, but no AES key is configured".into(),
-            ));
-        };
-        self.open(q, safe, &encrypt)
-    }
-
-    /// Checks `msg_signature`, decrypts `Encrypt`, and answers the message inside.
-    fn open(&self, q: &Query, safe: &SafeMode, encrypt: &str) -> Result<Answer, Rejection> {
-        let (Some(msg_sig), Some(ts), Some(nonce)) = (&q.msg_signature, &q.timestamp, &q.nonce)
-        else {
-            return Err(Rejection::Forbidden("missing msg_signature".into()));
-        };
-        let expected = verify::msg_signature(&self.token, ts, nonce, encrypt);
-        if !verify::signatures_match(&expected, msg_sig) {
-            return Err(Rejection::Forbidden("msg_signature mismatch".into()));
+            None => Err(Rejection::NoAesKey),
         }
-        let xml = crypto::decrypt_for(&safe.key, &safe.app_id, encrypt)?;
-        let inner = xml::sanitize(xml.as_bytes())
-            .map_err(|e| Rejection::BadRequest(format!("decrypted message: {e}")))?;
-        self.answer(Message::parse_clean(&inner)?, Some(safe))
     }
 
-    /// dedup → rules → render → [encrypt].
-    fn answer(&self, msg: Message, safe: Option<&SafeMode>) -> Result<Answer, Rejection> {
-        let Some(key) = Key::for_message(&msg, safe.is_some()) else {
-            return Ok(self.decide(&msg, safe));
+    /// Opens the envelope and answers the push inside.
+    fn open(
+        &self,
+        q: &Query,
+        safe: &SafeMode,
+        encrypt: &str,
+        outcome: &mut Outcome,
+    ) -> Result<Answer, Rejection> {
+        let inner = safe
+            .open(
+                &self.account.token,
+                encrypt,
+                q.timestamp.as_deref(),
+                q.nonce.as_deref(),
+                q.msg_signature.as_deref(),
+            )
+            .map_err(Rejection::Envelope)?;
+        let msg = Message::parse(&inner).map_err(Rejection::Decrypted)?;
+        Ok(self.answer(msg, Some(safe), outcome))
+    }
+
+    /// retry store → rules → render → [seal].
+    fn answer(&self, msg: Message, safe: Option<&SafeMode>, outcome: &mut Outcome) -> Answer {
+        outcome.msg_type = Some(msg.msg_type().to_owned());
+        if let Some(e) = msg.event() {
+            outcome.event = Some(e.name().to_owned());
+            outcome.event_key = e.event_key().map(str::to_owned);
+        }
+        outcome.from_user = msg.from_user_name.clone();
+        let Some(key) = retry_key(&msg, safe.is_some()) else {
+            return self.decide(&msg, safe, outcome);
         };
-        match self.cache.begin(key.clone(), self.env.now()) {
-            Begin::Cached(answer) => Ok(answer),
+        match self.store.begin(key, self.env.now()) {
+            Begin::Cached(answer) => {
+                outcome.answered = Some(Answered::Cached);
+                answer
+            }
             Begin::Fresh(ticket) => {
-                let answer = self.decide(&msg, safe);
+                let answer = self.decide(&msg, safe, outcome);
                 ticket.complete(answer.clone(), self.env.now());
-                Ok(answer)
+                answer
             }
             Begin::InFlight(waiter) => match waiter.wait(DUPLICATE_WAIT) {
-                Some(answer) => Ok(answer),
+                Some(answer) => {
+                    outcome.answered = Some(Answered::Joined);
+                    answer
+                }
                 // The first attempt failed or hung: answer this one ourselves.
-                None => Ok(self.decide(&msg, safe)),
+                None => self.decide(&msg, safe, outcome),
             },
         }
     }
 
-    fn decide(&self, msg: &Message, safe: Option<&SafeMode>) -> Answer {
-        let decision = self.rules.current().decide(msg);
-        for w in &decision.warnings {
-            log::warn(&format!("reply to {}: {w}", msg.msg_type()));
-        }
-        if decision.reply == Reply::Success {
-            // WeChat asks for a plain `success`, unencrypted, even in safe mode.
-            return Answer {
-                body: Arc::from("success"),
-                xml: false,
-            };
+    fn decide(&self, msg: &Message, safe: Option<&SafeMode>, outcome: &mut Outcome) -> Answer {
+        let Decision {
+            reply,
+            rule,
+            warnings,
+        } = self.account.rules.current().decide(msg);
+        outcome.answered = Some(Answered::Fresh);
+        outcome.decided = Some(match rule {
+            Some(m) => Decided::Rule {
+                index: m.index,
+                line: m.line,
+            },
+            None => Decided::Default,
+        });
+        outcome.reply = Some(reply.msg_type());
+        outcome.warnings = warnings;
+        if reply == Reply::Success {
+            return Answer::success();
         }
         let now = self.env.now();
-        let xml = decision
-            .reply
-            .render(&msg.from_user_name, &msg.to_user_name, now);
+        let xml = reply.render(msg.from_user(), msg.to_user(), now);
         let body = match safe {
             None => xml,
             Some(safe) => self.seal(safe, &xml, now),
@@ -283,9 +380,97 @@ impl App {
         let nonce_bytes: [u8; 8] = nonce_bytes.try_into().unwrap_or_default();
         // WeChat's own nonces are decimal digits; keep to that shape.
         let nonce = (u64::from_le_bytes(nonce_bytes) % 10_000_000_000).to_string();
-        let encrypt = crypto::encrypt(&safe.key, &safe.app_id, &random, xml);
         let timestamp = now.to_string();
-        let sig = verify::msg_signature(&self.token, &timestamp, &nonce, &encrypt);
-        crypto::envelope(&encrypt, &sig, now, &nonce)
+        safe.seal(&self.account.token, xml, &timestamp, &nonce, &random)
+            .reply_xml(now, &nonce)
+    }
+}
+
+fn not_a_push(e: ParseError) -> Rejection {
+    match e {
+        ParseError::Xml(x) => Rejection::Xml(x),
+        other => Rejection::NotAPush(other),
+    }
+}
+
+/// Identifies one push across WeChat's retries: (FromUserName, MsgId) for messages (MsgId alone
+/// collides across users), (FromUserName, CreateTime, Event, EventKey) for events. Plain and
+/// encrypted answers are kept apart, since the stored bytes differ. `None` for a push that
+/// cannot be told apart from another (no MsgId, not an event).
+pub fn retry_key(msg: &Message, encrypted: bool) -> Option<Key> {
+    let mode = if encrypted { "E" } else { "P" };
+    let from = msg.from_user();
+    Some(match msg.event() {
+        Some(e) => {
+            let time = msg
+                .create_time
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            Key::new(&[
+                mode,
+                "e",
+                from,
+                &time,
+                e.name(),
+                e.event_key().unwrap_or(""),
+            ])
+        }
+        None => Key::new(&[mode, "m", from, msg.msg_id.as_deref()?]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::message::{Event, Kind};
+
+    fn text(from: &str, id: &str) -> Message {
+        Message::new("gh", from, 100, Kind::Text { content: None }).with_msg_id(id)
+    }
+
+    fn click(from: &str, time: u64, key: &str) -> Message {
+        Message::new(
+            "gh",
+            from,
+            time,
+            Kind::Event(Event::Click {
+                event_key: Some(key.into()),
+            }),
+        )
+    }
+
+    #[test]
+    fn msg_id_alone_does_not_collide_across_users() {
+        assert_ne!(
+            retry_key(&text("u1", "1"), false),
+            retry_key(&text("u2", "1"), false)
+        );
+        assert_eq!(
+            retry_key(&text("u1", "1"), false),
+            retry_key(&text("u1", "1"), false)
+        );
+    }
+
+    #[test]
+    fn events_are_keyed_by_user_time_name_and_key() {
+        let k = |m: &Message| retry_key(m, false);
+        assert_eq!(k(&click("u1", 100, "K")), k(&click("u1", 100, "K")));
+        assert_ne!(k(&click("u1", 100, "K")), k(&click("u1", 100, "OTHER")));
+        assert_ne!(k(&click("u1", 100, "K")), k(&click("u1", 101, "K")));
+        assert_ne!(k(&click("u1", 100, "K")), k(&click("u2", 100, "K")));
+    }
+
+    #[test]
+    fn a_message_without_msg_id_is_not_deduplicated() {
+        let mut m = text("u", "1");
+        m.msg_id = None;
+        assert_eq!(retry_key(&m, false), None);
+    }
+
+    #[test]
+    fn plain_and_encrypted_answers_are_kept_apart() {
+        let m = text("u", "1");
+        assert_ne!(retry_key(&m, false), retry_key(&m, true));
     }
 }

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use crate::log;
+use crate::log::Log;
 use crate::rules::{RuleSet, RulesError};
-use crate::server::pipeline::App;
+use crate::server::account::Account;
+use crate::server::pipeline::Pipeline;
 
 const POLL: Duration = Duration::from_millis(250);
 const CHECK_EVERY: u32 = 4; // polls: about once a second
@@ -35,9 +36,10 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 /// Watches `path` until `stop` is set; `hup` asks for an immediate reload.
 pub fn watch(
     path: PathBuf,
-    app: Arc<App>,
+    pipeline: Arc<Pipeline>,
     hup: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    log: Log,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut last = stamp(&path);
@@ -54,23 +56,24 @@ pub fn watch(
                 continue;
             }
             last = now;
-            reload(&path, &app, if forced { "SIGHUP" } else { "file changed" });
+            let why = if forced { "SIGHUP" } else { "file changed" };
+            reload(&path, pipeline.account(), why, &log);
         }
     })
 }
 
 /// Loads the file again and swaps it in, or keeps the old rules and says why.
-pub fn reload(path: &Path, app: &App, why: &str) {
+pub fn reload(path: &Path, account: &Account, why: &str, log: &Log) {
     match load(path) {
         Ok(set) => {
             let n = set.rules().len();
-            app.rules().replace(set);
-            log::info(&format!(
+            account.rules.replace(set);
+            log.info(&format!(
                 "rules reloaded ({why}): {n} rules from {}",
                 path.display()
             ));
         }
-        Err(e) => log::error(&format!(
+        Err(e) => log.error(&format!(
             "rules reload failed ({why}), keeping the old rules: {e}"
         )),
     }

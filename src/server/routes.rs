@@ -1,29 +1,41 @@
-//! The HTTP edge: turns a rouille request into calls on [`App`] and the results into responses.
-//! The only place that maps failures to status codes ([`status_of`]).
+//! The HTTP edge: turns a rouille request into calls on the [`Pipeline`] and the results into
+//! responses. The only place that maps failures to status codes ([`status_of`]).
 
 use std::io::Read;
-use std::time::Instant;
+use std::sync::Arc;
 
 use rouille::{Request, Response};
 
-use crate::config::MAX_BODY;
-use crate::log;
+use crate::log::Log;
+use crate::protocol::envelope::EnvelopeError;
 use crate::protocol::query::Query;
-use crate::server::pipeline::{App, Rejection};
+use crate::server::pipeline::{Decided, Outcome, Pipeline, Push, Rejection};
 
-/// What the HTTP layer needs besides the pipeline.
+/// Largest body accepted; WeChat's pushes are a few hundred bytes.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// What the HTTP layer needs: the pipeline (its account says the message path) and the log.
 pub struct Service {
-    pub app: std::sync::Arc<App>,
-    /// The message URL path configured in the WeChat console, e.g. `/weixin`.
-    pub path: String,
+    pub pipeline: Arc<Pipeline>,
+    pub log: Log,
+}
+
+impl Service {
+    pub fn new(pipeline: Arc<Pipeline>, log: Log) -> Service {
+        Service { pipeline, log }
+    }
 }
 
 /// Why the HTTP layer refused a request, before or after the pipeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Failure {
     Rejected(Rejection),
     NotFound,
     MethodNotAllowed(&'static str),
+    /// The body is larger than [`MAX_BODY`].
+    TooLarge,
+    /// The body could not be read (the client went away, a malformed chunk).
+    BodyUnreadable(String),
 }
 
 impl From<Rejection> for Failure {
@@ -34,37 +46,73 @@ impl From<Rejection> for Failure {
 
 /// The one mapping from failures to HTTP: status and a short fixed body. Details go to the log.
 fn status_of(f: &Failure) -> (u16, &'static str) {
+    use Rejection as R;
     match f {
-        Failure::Rejected(Rejection::BadRequest(_)) => (400, "bad request"),
-        Failure::Rejected(Rejection::Forbidden(_)) => (403, "forbidden"),
-        Failure::Rejected(Rejection::TooLarge) => (413, "payload too large"),
+        Failure::Rejected(
+            R::MissingSignature
+            | R::SignatureMismatch
+            | R::Envelope(
+                EnvelopeError::MissingSignature
+                | EnvelopeError::SignatureMismatch
+                | EnvelopeError::AppIdMismatch { .. },
+            ),
+        ) => (403, "forbidden"),
+        Failure::Rejected(
+            R::BadQuery(_)
+            | R::MissingEchostr
+            | R::Xml(_)
+            | R::NotAPush(_)
+            | R::NoEncrypt
+            | R::NoAesKey
+            | R::Envelope(EnvelopeError::NoEncrypt | EnvelopeError::Decrypt(_))
+            | R::Decrypted(_),
+        )
+        | Failure::BodyUnreadable(_) => (400, "bad request"),
+        Failure::TooLarge => (413, "payload too large"),
         Failure::NotFound => (404, "not found"),
         Failure::MethodNotAllowed(_) => (405, "method not allowed"),
     }
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Rejected(r) => r.fmt(f),
+            Failure::NotFound => f.write_str("no such path"),
+            Failure::MethodNotAllowed(_) => f.write_str("method not allowed"),
+            Failure::TooLarge => f.write_str("body too large"),
+            Failure::BodyUnreadable(why) => write!(f, "could not read body: {why}"),
+        }
+    }
+}
+
 /// Handles one request. Never panics on request data; every refusal is logged.
 pub fn handle(service: &Service, req: &Request) -> Response {
-    let started = Instant::now();
+    let arrived = service.pipeline.env().monotonic();
     let raw_url = req.raw_url();
     let (path, raw_query) = raw_url.split_once('?').unwrap_or((raw_url, ""));
-    match dispatch(service, req, path, raw_query) {
+    let (result, outcome) = dispatch(service, req, path, raw_query, arrived);
+    if let Some(o) = &outcome {
+        for w in &o.warnings {
+            service.log.warn(&format!("{}: {w}", reply_context(o)));
+        }
+    }
+    match result {
         Ok(resp) => resp,
         Err(failure) => {
             let (status, body) = status_of(&failure);
-            let reason = match &failure {
-                Failure::Rejected(r) => r.to_string(),
-                Failure::NotFound => "no such path".to_owned(),
-                Failure::MethodNotAllowed(_) => "method not allowed".to_owned(),
-            };
             // The path is logged only up to the query: the query holds signatures, not secrets,
             // but it is noise; the body is never logged.
-            log::request(
-                req.method(),
+            service.log.request(
+                &printable(req.method()),
                 &printable(path),
                 status,
-                &reason,
-                started.elapsed(),
+                &failure.to_string(),
+                service
+                    .pipeline
+                    .env()
+                    .monotonic()
+                    .saturating_duration_since(arrived),
             );
             let mut resp = Response::text(format!("{body}\n")).with_status_code(status);
             if let Failure::MethodNotAllowed(allow) = failure {
@@ -79,54 +127,80 @@ pub fn handle(service: &Service, req: &Request) -> Response {
     }
 }
 
+/// The response, and for a push what the pipeline recorded.
 fn dispatch(
     service: &Service,
     req: &Request,
     path: &str,
     raw_query: &str,
-) -> Result<Response, Failure> {
+    arrived: std::time::Instant,
+) -> (Result<Response, Failure>, Option<Outcome>) {
     let method = req.method();
-    match path {
-        "/" => match method {
-            "GET" | "HEAD" => Ok(Response::text("Hello World!")),
-            _ => Err(Failure::MethodNotAllowed("GET, HEAD")),
-        },
-        "/healthz" => match method {
-            "GET" | "HEAD" => Ok(Response::text("ok")),
-            _ => Err(Failure::MethodNotAllowed("GET, HEAD")),
-        },
-        p if p == service.path => {
-            let query =
-                Query::parse(raw_query).map_err(|e| Rejection::BadRequest(e.to_string()))?;
+    let fixed = |text: &'static str| match method {
+        "GET" | "HEAD" => Ok(Response::text(text)),
+        _ => Err(Failure::MethodNotAllowed("GET, HEAD")),
+    };
+    let pipeline = &service.pipeline;
+    let result = match path {
+        "/" => fixed("Hello World!"),
+        "/healthz" => fixed("ok"),
+        p if p == pipeline.account().path => {
+            let query = match Query::parse(raw_query) {
+                Ok(q) => q,
+                Err(e) => return (Err(Rejection::BadQuery(e).into()), None),
+            };
             match method {
-                "GET" => Ok(Response::text(service.app.verify_url(&query)?)),
+                "GET" => pipeline
+                    .verify_url(&query)
+                    .map(Response::text)
+                    .map_err(Failure::from),
                 "POST" => {
-                    let body = read_body(req)?;
-                    let answer = service.app.handle_message(&query, &body)?;
-                    let content_type = if answer.xml {
-                        "application/xml; charset=utf-8"
-                    } else {
-                        "text/plain; charset=utf-8"
+                    let body = match read_body(req) {
+                        Ok(b) => b,
+                        Err(f) => return (Err(f), None),
                     };
-                    Ok(Response::from_data(
-                        content_type,
-                        answer.body.as_bytes().to_vec(),
-                    ))
+                    let handled = pipeline.handle_message(Push {
+                        query: &query,
+                        body: &body,
+                        arrived,
+                    });
+                    let result = handled.result.map(|answer| {
+                        let content_type = if answer.xml {
+                            "application/xml; charset=utf-8"
+                        } else {
+                            "text/plain; charset=utf-8"
+                        };
+                        Response::from_data(content_type, answer.body.as_bytes().to_vec())
+                    });
+                    return (result.map_err(Failure::from), Some(handled.outcome));
                 }
                 _ => Err(Failure::MethodNotAllowed("GET, POST")),
             }
         }
         _ => Err(Failure::NotFound),
+    };
+    (result, None)
+}
+
+/// "reply to text (rule 2, line 6)": which push and which rule a reply warning is about.
+fn reply_context(o: &Outcome) -> String {
+    let what = o.event.as_deref().or(o.msg_type.as_deref()).unwrap_or("?");
+    match o.decided {
+        Some(Decided::Rule { index, line }) => {
+            format!("reply to {what} (rule {index}, line {line})")
+        }
+        Some(Decided::Default) => format!("reply to {what} (the default)"),
+        None => format!("reply to {what}"),
     }
 }
 
 /// Reads at most `MAX_BODY + 1` bytes: enough to tell "too large" without reading more.
-fn read_body(req: &Request) -> Result<Vec<u8>, Rejection> {
+fn read_body(req: &Request) -> Result<Vec<u8>, Failure> {
     let declared = req
         .header("Content-Length")
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(Rejection::TooLarge);
+        return Err(Failure::TooLarge);
     }
     let Some(data) = req.data() else {
         return Ok(Vec::new());
@@ -134,14 +208,14 @@ fn read_body(req: &Request) -> Result<Vec<u8>, Rejection> {
     let mut body = Vec::with_capacity(declared.map_or(1024, |n| n as usize));
     data.take(MAX_BODY as u64 + 1)
         .read_to_end(&mut body)
-        .map_err(|e| Rejection::BadRequest(format!("could not read body: {e}")))?;
+        .map_err(|e| Failure::BodyUnreadable(e.to_string()))?;
     if body.len() > MAX_BODY {
-        return Err(Rejection::TooLarge);
+        return Err(Failure::TooLarge);
     }
     Ok(body)
 }
 
-/// Keeps log lines one line: control characters in a hostile path are escaped.
+/// Keeps log lines one line: control characters in a hostile method or path are escaped.
 fn printable(s: &str) -> String {
     let cut: String = s.chars().take(200).collect();
     cut.escape_debug().to_string()

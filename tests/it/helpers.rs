@@ -2,13 +2,19 @@
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rouille::Request;
-use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::log::{Capture, Log};
+use wxmp::protocol::crypto::AesKey;
+use wxmp::protocol::envelope::SafeMode;
+use wxmp::protocol::message::{Kind, Message};
 use wxmp::protocol::query::percent_encode;
 use wxmp::protocol::verify::{self, Token};
 use wxmp::rules::RuleSet;
-use wxmp::server::pipeline::{App, Env, SafeMode};
+use wxmp::server::account::Account;
+use wxmp::server::env::Env;
+use wxmp::server::pipeline::Pipeline;
 use wxmp::server::routes::{self, Service};
 use wxmp::server::store::Limits;
 
@@ -18,15 +24,33 @@ pub const TS: &str = "1714036504";
 pub const NONCE: &str = "1514711492";
 
 /// A clock the test moves by hand and a counter for random bytes.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct TestEnv {
     pub now: Arc<AtomicU64>,
+    /// Monotonic time: `start` plus this many milliseconds.
+    pub elapsed_ms: Arc<AtomicU64>,
+    start: Instant,
     counter: Arc<AtomicU8>,
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        TestEnv {
+            now: Arc::new(AtomicU64::new(NOW)),
+            elapsed_ms: Arc::default(),
+            start: Instant::now(),
+            counter: Arc::default(),
+        }
+    }
 }
 
 impl Env for TestEnv {
     fn now(&self) -> u64 {
         self.now.load(Ordering::SeqCst)
+    }
+
+    fn monotonic(&self) -> Instant {
+        self.start + Duration::from_millis(self.elapsed_ms.load(Ordering::SeqCst))
     }
 
     fn fill_random(&self, buf: &mut [u8]) {
@@ -41,6 +65,8 @@ pub struct Harness {
     pub service: Service,
     pub env: TestEnv,
     pub token: Token,
+    /// What the server logged.
+    pub log: Arc<Capture>,
 }
 
 pub fn harness() -> Harness {
@@ -53,22 +79,17 @@ pub fn harness_with(safe: Option<SafeMode>, rules: RuleSet) -> Harness {
 
 pub fn harness_full(token: &str, safe: Option<SafeMode>, rules: RuleSet) -> Harness {
     let env = TestEnv::default();
-    env.now.store(NOW, Ordering::SeqCst);
     let token = Token::new(token).unwrap();
-    let app = App::new(
-        token.clone(),
-        safe,
-        rules,
-        Limits::default(),
-        Box::new(env.clone()),
-    );
+    let account = Account::new(token.clone())
+        .with_safe(safe)
+        .with_rules(rules);
+    let pipeline = Pipeline::in_memory(account, Limits::default(), Arc::new(env.clone()));
+    let log = Arc::new(Capture::default());
     Harness {
-        service: Service {
-            app: Arc::new(app),
-            path: "/weixin".into(),
-        },
+        service: Service::new(Arc::new(pipeline), Log::to(log.clone())),
         env,
         token,
+        log,
     }
 }
 
@@ -134,19 +155,20 @@ impl Harness {
 
     /// POSTs `xml` encrypted as WeChat would in safe mode (or compatible mode when `compat`).
     pub fn post_encrypted(&self, key: &AesKey, app_id: &str, xml: &str, compat: bool) -> Resp {
-        let encrypt = crypto::encrypt(key, app_id, b"0123456789abcdef", xml);
-        let body = if compat {
-            xml.replace(
-                "</xml>",
-                &format!("<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"),
-            )
-        } else {
-            format!("<xml><ToUserName><![CDATA[gh_test]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>")
+        let safe = SafeMode {
+            key: key.clone(),
+            app_id: app_id.into(),
         };
-        let msg_sig = verify::msg_signature(&self.token, TS, NONCE, &encrypt);
+        let sealed = safe.seal(&self.token, xml, TS, NONCE, b"0123456789abcdef");
+        let body = if compat {
+            sealed.compat_push_xml(xml)
+        } else {
+            sealed.push_xml("gh_test")
+        };
         let url = format!(
-            "/weixin?{}&openid=o1&encrypt_type=aes&msg_signature={msg_sig}",
-            self.signed_query()
+            "/weixin?{}&openid=o1&encrypt_type=aes&msg_signature={}",
+            self.signed_query(),
+            sealed.msg_signature
         );
         self.call("POST", &url, body.as_bytes())
     }
@@ -154,10 +176,19 @@ impl Harness {
 
 /// A text message from `from` with `content` and `msg_id`.
 pub fn text_xml(from: &str, content: &str, msg_id: u64) -> String {
-    format!(
-        "<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{from}]]></FromUserName><CreateTime>1348831860</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{}]]></Content><MsgId>{msg_id}</MsgId></xml>",
-        content.replace("]]>", "]]]]><![CDATA[>")
+    text_message(from, content, msg_id).to_xml()
+}
+
+pub fn text_message(from: &str, content: &str, msg_id: u64) -> Message {
+    Message::new(
+        "gh_test",
+        from,
+        1348831860,
+        Kind::Text {
+            content: Some(content.into()),
+        },
     )
+    .with_msg_id(msg_id)
 }
 
 pub fn fixture(name: &str) -> String {

@@ -206,9 +206,17 @@ fn malformed_bodies_are_400_with_a_reason() {
         ("deep", "<a>".repeat(10_000).into_bytes()),
     ];
     for (what, body) in cases {
+        let before = h.log.lines().len();
         let r = h.call("POST", &format!("/weixin?{}", h.signed_query()), &body);
         assert_eq!(r.status, 400, "{what}");
         assert_eq!(r.body, "bad request\n", "{what}");
+        // One log line per refusal, naming the request and the status.
+        let lines = h.log.lines();
+        assert_eq!(lines.len(), before + 1, "{what}: {lines:?}");
+        assert!(
+            lines[before].contains("POST /weixin 400 "),
+            "{what}: {lines:?}"
+        );
     }
 }
 

@@ -2,10 +2,10 @@
 //! parser, and as a signed body through the handler in plain and safe mode.
 
 use wxmp::protocol::crypto::AesKey;
+use wxmp::protocol::envelope::SafeMode;
 use wxmp::protocol::message::Message;
 use wxmp::protocol::reply::Reply;
 use wxmp::rules::RuleSet;
-use wxmp::server::pipeline::SafeMode;
 
 use crate::helpers::*;
 
@@ -31,7 +31,7 @@ fn every_fuzz_input_parses_or_is_refused_and_replies_read_back() {
             continue;
         };
         let reply = RuleSet::builtin().decide(&msg).reply;
-        let body = reply.render(&msg.from_user_name, &msg.to_user_name, 1);
+        let body = reply.render(msg.from_user(), msg.to_user(), 1);
         assert!(
             Reply::parse(&body).is_ok(),
             "{name}: reply does not read back: {body:?}"
@@ -113,7 +113,7 @@ fn every_fuzzed_rules_file_that_loads_answers_readable_replies() {
             let body = set
                 .decide(&msg)
                 .reply
-                .render(&msg.from_user_name, &msg.to_user_name, 1);
+                .render(msg.from_user(), msg.to_user(), 1);
             assert!(Reply::parse(&body).is_ok(), "{name} on {sample}: {body:?}");
         }
     }

@@ -123,7 +123,7 @@ fn replies_expire_from_the_retry_cache() {
 fn rules_swap_while_serving() {
     let h = harness();
     assert_eq!(text_of(&h.post(&text_xml("o", "ping", 1)).body), "ping");
-    h.service.app.rules().replace(
+    h.service.pipeline.account().rules.replace(
         RuleSet::parse("[[rules]]\ntext = \"ping\"\nreply.text = \"pong\"\n", "t").unwrap(),
     );
     assert_eq!(text_of(&h.post(&text_xml("o", "ping", 2)).body), "pong");

@@ -1,11 +1,10 @@
 //! Safe and compatible mode through the handler, with WeChat's official vectors.
 
-use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::protocol::crypto::AesKey;
+use wxmp::protocol::envelope::{ReplyEnvelope, SafeMode};
 use wxmp::protocol::reply::Reply;
 use wxmp::protocol::verify;
 use wxmp::rules::RuleSet;
-use wxmp::server::pipeline::SafeMode;
-use xmltree::Element;
 
 use crate::helpers::*;
 
@@ -25,25 +24,22 @@ fn key() -> AesKey {
 
 /// Opens an encrypted reply envelope the way WeChat does: check MsgSignature, decrypt, check AppID.
 fn open(h: &Harness, body: &str) -> String {
-    let root = Element::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{e}: {body}"));
-    let field = |n: &str| {
-        root.get_child(n)
-            .and_then(|c| c.get_text())
-            .unwrap()
-            .into_owned()
-    };
-    let (encrypt, sig, ts, nonce) = (
-        field("Encrypt"),
-        field("MsgSignature"),
-        field("TimeStamp"),
-        field("Nonce"),
-    );
+    let fields = ReplyEnvelope::read(body).unwrap_or_else(|| panic!("not an envelope: {body}"));
+    let (ts, nonce) = (fields.timestamp.unwrap(), fields.nonce.unwrap());
     assert_eq!(ts, NOW.to_string());
     assert!(nonce.chars().all(|c| c.is_ascii_digit()) && !nonce.is_empty());
-    assert_eq!(sig, verify::msg_signature(&h.token, &ts, &nonce, &encrypt));
-    let d = crypto::decrypt(&key(), &encrypt).unwrap();
-    assert_eq!(d.app_id, APPID);
-    d.xml
+    safe()
+        .open_reply(&h.token, body)
+        .unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// `xml` sealed for `app_id` with this test's key: the `Encrypt` text.
+fn encrypt_for(h: &Harness, app_id: &str, xml: &str) -> String {
+    let safe = SafeMode {
+        key: key(),
+        app_id: app_id.into(),
+    };
+    safe.seal(&h.token, xml, TS, NONCE, &[1; 16]).encrypt
 }
 
 #[test]
@@ -149,7 +145,7 @@ fn post_raw_encrypt(h: &Harness, encrypt: &str) -> u16 {
 fn crypto_failures_map_to_400_and_403() {
     let h = harness_with(Some(safe()), RuleSet::builtin());
     // Wrong msg_signature.
-    let enc = crypto::encrypt(&key(), APPID, &[1; 16], &text_xml("o", "x", 1));
+    let enc = encrypt_for(&h, APPID, &text_xml("o", "x", 1));
     let url = format!(
         "/weixin?{}&encrypt_type=aes&msg_signature={}",
         h.signed_query(),
@@ -161,17 +157,14 @@ fn crypto_failures_map_to_400_and_403() {
     let url = format!("/weixin?{}&encrypt_type=aes", h.signed_query());
     assert_eq!(h.call("POST", &url, body.as_bytes()).status, 403);
     // Another account's AppID.
-    let other = crypto::encrypt(&key(), "wxsomeoneelse", &[1; 16], &text_xml("o", "x", 1));
+    let other = encrypt_for(&h, "wxsomeoneelse", &text_xml("o", "x", 1));
     assert_eq!(post_raw_encrypt(&h, &other), 403);
     // Bad base64, bad length, garbage that fails padding or length checks.
     assert_eq!(post_raw_encrypt(&h, "not-base64!!"), 400);
     assert_eq!(post_raw_encrypt(&h, "AAAA"), 400);
     assert_eq!(post_raw_encrypt(&h, &"QUFB".repeat(16)), 400);
     // Decrypts fine but is not XML, or not UTF-8.
-    assert_eq!(
-        post_raw_encrypt(&h, &crypto::encrypt(&key(), APPID, &[1; 16], "hello")),
-        400
-    );
+    assert_eq!(post_raw_encrypt(&h, &encrypt_for(&h, APPID, "hello")), 400);
     // encrypt_type=aes with no Encrypt element.
     let url = format!(
         "/weixin?{}&encrypt_type=aes&msg_signature=x",

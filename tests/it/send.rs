@@ -7,9 +7,10 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wxmp::protocol::crypto::{self, AesKey};
+use wxmp::protocol::crypto::AesKey;
+use wxmp::protocol::envelope::SafeMode;
 use wxmp::protocol::reply::Reply;
-use wxmp::protocol::verify::{self, Token};
+use wxmp::protocol::verify::Token;
 
 use crate::binary::Server;
 
@@ -262,10 +263,18 @@ fn http_ok(body: &str) -> String {
 }
 
 fn envelope(inner: &str, app_id: &str, token: &str) -> String {
-    let key = AesKey::from_encoding_aes_key(KEY).unwrap();
-    let enc = crypto::encrypt(&key, app_id, &[9; 16], inner);
-    let sig = verify::msg_signature(&Token::new(token).unwrap(), "1700000000", "123", &enc);
-    crypto::envelope(&enc, &sig, 1_700_000_000, "123")
+    let safe = SafeMode {
+        key: AesKey::from_encoding_aes_key(KEY).unwrap(),
+        app_id: app_id.into(),
+    };
+    safe.seal(
+        &Token::new(token).unwrap(),
+        inner,
+        "1700000000",
+        "123",
+        &[9; 16],
+    )
+    .reply_xml(1_700_000_000, "123")
 }
 
 fn good_text() -> String {

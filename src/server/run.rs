@@ -1,0 +1,162 @@
+//! The server's life: bind, install signal handlers, watch the rules file, serve, stop.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crate::log::Log;
+use crate::server::account::Account;
+use crate::server::env::SystemEnv;
+use crate::server::pipeline::Pipeline;
+use crate::server::reload;
+use crate::server::routes::{self, Service};
+use crate::server::store::Limits;
+
+/// How long a stop may take before the process exits anyway (Docker kills after 10 s).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Where and how to listen, besides the account.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub host: String,
+    pub port: u16,
+    /// Request-handler threads.
+    pub threads: usize,
+    /// The retry store's limits.
+    pub cache: Limits,
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum ServeError {
+    Bind { addr: String, error: io::Error },
+    BindOther { addr: String, error: String },
+    Signals(io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::Bind { addr, error } => match error.kind() {
+                io::ErrorKind::AddrInUse => write!(
+                    f,
+                    "cannot listen on {addr}: the port is already in use; stop the other server or pass --port (e.g. --port 8081)"
+                ),
+                io::ErrorKind::PermissionDenied => write!(
+                    f,
+                    "cannot listen on {addr}: permission denied (ports below 1024 need root); run as root, as in the container, or pass --port 8080"
+                ),
+                io::ErrorKind::AddrNotAvailable => write!(
+                    f,
+                    "cannot listen on {addr}: that address is not on this machine; pass --host 0.0.0.0 or one of its addresses"
+                ),
+                _ => write!(f, "cannot listen on {addr}: {error}; check --host and --port"),
+            },
+            ServeError::BindOther { addr, error } => {
+                write!(f, "cannot listen on {addr}: {error}; check --host and --port")
+            }
+            ServeError::Signals(e) => write!(f, "cannot install signal handler: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Serves `account` until SIGTERM or Ctrl-C, then finishes the requests in flight.
+pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeError> {
+    let rule_count = account.rules.current().rules().len();
+    let rules_file = account.rules_file.clone();
+    let path = account.path.clone();
+    let safe = account.safe.is_some();
+    // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024 would
+    // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
+    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    let pipeline = Arc::new(Pipeline::in_memory(
+        account,
+        listen.cache,
+        Arc::new(SystemEnv),
+    ));
+    let service = Arc::new(Service::new(Arc::clone(&pipeline), log.clone()));
+    let handler = {
+        let service = Arc::clone(&service);
+        move |req: &rouille::Request| routes::handle(&service, req)
+    };
+    let addr = format!("{}:{}", listen.host, listen.port);
+    let server = match rouille::Server::new((listen.host.as_str(), listen.port), handler) {
+        Ok(s) => s.pool_size(listen.threads),
+        Err(e) => {
+            return Err(match e.downcast::<io::Error>() {
+                Ok(error) => ServeError::Bind {
+                    addr,
+                    error: *error,
+                },
+                Err(other) => ServeError::BindOther {
+                    addr,
+                    error: other.to_string(),
+                },
+            })
+        }
+    };
+
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for (signal, flag) in [
+        (signal_hook::consts::SIGTERM, &term),
+        (signal_hook::consts::SIGINT, &term),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        // A second Ctrl-C while stopping exits at once.
+        if signal != signal_hook::consts::SIGHUP {
+            let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag));
+        }
+        signal_hook::flag::register(signal, Arc::clone(flag)).map_err(ServeError::Signals)?;
+    }
+    let stop_watcher = Arc::new(AtomicBool::new(false));
+    let watcher = rules_file.clone().map(|file| {
+        reload::watch(
+            file,
+            Arc::clone(&pipeline),
+            Arc::clone(&hup),
+            Arc::clone(&stop_watcher),
+            log.clone(),
+        )
+    });
+
+    println!(
+        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads, {} file descriptors)",
+        env!("CARGO_PKG_VERSION"),
+        server.server_addr(),
+        path,
+        if safe { "on" } else { "off" },
+        rule_count,
+        rules_file
+            .as_ref()
+            .map_or("built in".to_owned(), |p| format!("from {}", p.display())),
+        listen.threads,
+        fd_limit,
+    );
+    let _ = io::stdout().flush();
+
+    while !term.load(Ordering::Relaxed) {
+        server.poll_timeout(Duration::from_millis(100));
+    }
+    log.info("stopping: no new requests; finishing those in flight");
+    {
+        let log = log.clone();
+        thread::spawn(move || {
+            thread::sleep(SHUTDOWN_GRACE);
+            log.warn("requests still running after the grace period; exiting anyway");
+            std::process::exit(0);
+        });
+    }
+    server.join();
+    stop_watcher.store(true, Ordering::Relaxed);
+    if let Some(w) = watcher {
+        let _ = w.join();
+    }
+    log.info("stopped");
+    Ok(())
+}
