@@ -1,6 +1,9 @@
 //! Safe mode against an independent implementation: Python's wechatpy encrypts a message as the
-//! platform does, and must verify and decrypt wxmp's reply. Skipped when wechatpy is missing,
-//! unless WXMP_REQUIRE_INTEROP is set (CI sets it, so there it cannot be skipped).
+//! platform does, and must verify and decrypt wxmp's reply.
+//!
+//! Ignored by a plain `cargo test`, so a machine without wechatpy reports it as ignored rather
+//! than passed; `make test` runs it when wechatpy is importable (and CI, which installs it, sets
+//! WXMP_REQUIRE_INTEROP so that it cannot be skipped there).
 
 use std::process::Command;
 
@@ -17,15 +20,12 @@ fn wechatpy_available() -> bool {
 }
 
 #[test]
+#[ignore = "needs python3 with wechatpy: run by make test when it is installed, and by make interop"]
 fn wechatpy_encrypts_and_decrypts_against_the_real_binary() {
-    if !wechatpy_available() {
-        assert!(
-            std::env::var_os("WXMP_REQUIRE_INTEROP").is_none(),
-            "WXMP_REQUIRE_INTEROP is set but python3 cannot import wechatpy"
-        );
-        eprintln!("skipped: python3 with wechatpy not found (pip install wechatpy cryptography)");
-        return;
-    }
+    assert!(
+        wechatpy_available(),
+        "python3 cannot import wechatpy (pip install wechatpy cryptography)"
+    );
     let server = Server::start(&["--token", "interop1", "--aes-key", KEY, "--appid", APPID]);
     let script = format!(
         "{}/tests/interop/wechatpy_peer.py",
