@@ -8,12 +8,9 @@ run:
 	cargo build --release
 	@scripts/run.sh $(PORT)
 
-## test: format check, clippy with warnings as errors, every test
+## test: format, clippy -D warnings, every test, docs, the fuzz crate, wechatpy when installed
 test:
-	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
-	cargo test --all-targets
-	cargo test --doc
+	scripts/test.sh
 
 build:
 	cargo build --release

@@ -1,4 +1,21 @@
 //! wxmp: a WeChat Official Account (微信公众号) message server.
+//!
+//! One push, end to end: [`server::routes`] turns the HTTP request into a query, the body bytes
+//! and the arrival instant, and hands them to [`server::pipeline::Pipeline::handle_message`],
+//! which runs verify ([`protocol::verify`]) → open the safe-mode envelope
+//! ([`protocol::envelope`], safe/compatible mode only) → parse ([`protocol::message`]) → the
+//! retry store ([`server::store`]) → pick a reply ([`rules`]) → render ([`protocol::reply`]) →
+//! seal (safe mode). It returns the answer or a typed `Rejection`, which `routes` maps to an
+//! HTTP status in one place, together with an `Outcome` record of what happened.
+//!
+//! The layers, with dependencies pointing one way (a test in `tests/it/architecture.rs` keeps
+//! them so):
+//! - [`protocol`]: WeChat's protocol, pure: bytes, strings and values in and out (the time and
+//!   the random bytes included); nothing here knows HTTP, the clock or the OS random source.
+//! - [`rules`]: the keyword rules file and the decision; imports only `protocol`.
+//! - [`server`]: routes → pipeline → retry store, built from an `Account`.
+//! - [`send`]: the simulator (`wxmp send`); imports only `protocol`.
+//! - [`cli`], [`config`], [`log`] and `main.rs`: the command line and the process.
 #![forbid(unsafe_code)]
 
 pub mod cli;

@@ -119,7 +119,7 @@ pub struct Decrypted {
     pub app_id: String,
 }
 
-/// Decrypts `Encrypt` without checking the AppID (see [`decrypt_for`]).
+/// Decrypts `Encrypt`; the caller checks the AppID (see `envelope::SafeMode::open`).
 pub fn decrypt(key: &AesKey, encrypt: &str) -> Result<Decrypted, CryptoError> {
     let mut buf = B64
         .decode(encrypt.trim())

@@ -5,8 +5,8 @@
 //! else `success`) is itself a rules file, [`BUILTIN`], loaded by the same code.
 //!
 //! Here: the rules and the decision ([`RuleSet::decide`]). Beside it: the file format with
-//! file:line errors and regexes compiled once per load ([`file`]), placeholders ([`template`]),
-//! and one line per rule for `wxmp check-rules` ([`describe`]). Out of scope: reading the file
+//! file:line errors and regexes compiled once per load (`file`), placeholders (`template`),
+//! and one line per rule for `wxmp check-rules` (`describe`). Out of scope: reading the file
 //! from disk, watching it, and logging (the server's `reload`).
 
 mod describe;

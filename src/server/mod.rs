@@ -1,6 +1,6 @@
 //! The server: HTTP in ([`routes`]), the pipeline in the middle ([`pipeline`]), the retry store
 //! beside it ([`store`]), built from an [`account::Account`] with an injected clock and random
-//! source ([`env`]); [`run`] owns the process's life and [`reload`] watches the rules file.
+//! source ([`mod@env`]); [`run`] owns the process's life and [`reload`] watches the rules file.
 //!
 //! Only `routes` and `run` name rouille. Dependencies point down: `run → routes → pipeline →
 //! store`, and everything here → `rules` → `protocol`.

@@ -1,5 +1,5 @@
-//! The request pipeline, free of HTTP: verify → [open the envelope] → parse → retry store →
-//! rules → render → [seal]. `routes` calls in with the query, the body bytes and the arrival
+//! The request pipeline, free of HTTP: verify → (open the envelope) → parse → retry store →
+//! rules → render → (seal). `routes` calls in with the query, the body bytes and the arrival
 //! instant, and gets back the answer (or a typed [`Rejection`]) with an [`Outcome`] record of
 //! what happened, which the log and the metrics read.
 

@@ -48,7 +48,7 @@ pub fn watch(
             thread::sleep(POLL);
             tick = tick.wrapping_add(1);
             let forced = hup.swap(false, Ordering::Relaxed);
-            if !forced && tick % CHECK_EVERY != 0 {
+            if !forced && !tick.is_multiple_of(CHECK_EVERY) {
                 continue;
             }
             let now = stamp(&path);

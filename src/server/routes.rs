@@ -1,5 +1,5 @@
 //! The HTTP edge: turns a rouille request into calls on the [`Pipeline`] and the results into
-//! responses. The only place that maps failures to status codes ([`status_of`]).
+//! responses. The only place that maps failures to status codes (`status_of`).
 
 use std::io::Read;
 use std::sync::Arc;
