@@ -426,17 +426,18 @@ fn event(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn raw(kind: &[&str]) -> RawSend {
+    /// The raw options of `wxmp send KIND...` with nothing else given.
+    pub(crate) fn raw(kind: &[&str]) -> RawSend {
         RawSend {
             kind: kind.iter().map(|s| s.to_string()).collect(),
             ..RawSend::default()
         }
     }
 
-    fn no_env(_: &str) -> Option<String> {
+    pub(crate) fn no_env(_: &str) -> Option<String> {
         None
     }
 

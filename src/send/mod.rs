@@ -205,24 +205,14 @@ fn ms(started: Instant) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::args::{resolve, RawSend};
+    use super::args::resolve;
+    use super::args::tests::{no_env, raw};
     use super::*;
     use crate::protocol::crypto::AesKey;
     use crate::protocol::envelope::SafeMode;
     use crate::protocol::message::{Event, Kind};
     use crate::protocol::reply::Reply;
     use crate::protocol::verify::Token;
-
-    fn raw(kind: &[&str]) -> RawSend {
-        RawSend {
-            kind: kind.iter().map(|s| s.to_string()).collect(),
-            ..RawSend::default()
-        }
-    }
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
 
     #[test]
     fn every_push_parses_as_wechat_would_send_it() {
