@@ -30,7 +30,14 @@ fn main() -> ExitCode {
                     println!("{:>3}. {rule}", i + 1);
                 }
                 println!("default: {}", set.default_action());
-                println!("{}: {} rules OK", path.display(), set.rules().len());
+                for w in set.warnings() {
+                    eprintln!("wxmp: warning: {w}");
+                }
+                let warned = match set.warnings().len() {
+                    0 => String::new(),
+                    n => format!(" ({n} warning{})", if n == 1 { "" } else { "s" }),
+                };
+                println!("{}: {} rules OK{warned}", path.display(), set.rules().len());
                 ExitCode::SUCCESS
             }
         },
@@ -41,7 +48,10 @@ fn main() -> ExitCode {
         }
         Ok(Command::Send(raw)) => {
             match wxmp::send::args::resolve(*raw, &|name| std::env::var(name).ok()) {
-                Err(e) => fail(&format!("send: {e}")),
+                Err(e) => {
+                    eprintln!("wxmp send: {e}");
+                    ExitCode::from(2)
+                }
                 Ok(job) => ExitCode::from(wxmp::send::run(&job)),
             }
         }
@@ -77,7 +87,11 @@ fn serve(raw: RawServe) -> ExitCode {
         threads: config.threads,
         cache: config.cache,
     };
-    match run::serve(listen, account, Log::stderr()) {
+    let log = Log::stderr();
+    for w in &config.warnings {
+        log.warn(w);
+    }
+    match run::serve(listen, account, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }

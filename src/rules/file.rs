@@ -11,7 +11,7 @@ use super::{Action, ArticleSpec, KeyMatch, Matcher, ReplySpec, Rule, RuleSet, Ru
 use crate::protocol::reply;
 
 impl RuleSet {
-    /// Parses and validates a rules file's text; `file` only names it in errors.
+    /// Parses and validates a rules file's text; `file` only names it in errors and warnings.
     pub fn parse(text: &str, file: &str) -> Result<RuleSet, RulesError> {
         let err = |span: Option<Range<usize>>, reason: String| RulesError {
             file: file.to_owned(),
@@ -21,19 +21,45 @@ impl RuleSet {
         let raw: RawFile =
             toml::from_str(text).map_err(|e| err(e.span(), e.message().trim().to_owned()))?;
         let mut rules = Vec::with_capacity(raw.rules.len());
+        let mut warnings = Vec::new();
         for (i, spanned) in raw.rules.into_iter().enumerate() {
-            let span = spanned.span();
-            let rule = spanned.into_inner();
-            let at = |reason: String| err(Some(span.clone()), format!("rule {}: {reason}", i + 1));
-            let line = line_of(text, span.start);
-            rules.push(compile_rule(rule, line).map_err(at)?);
+            let header = spanned.span();
+            let line = line_of(text, header.start);
+            let mut notes = Vec::new();
+            let reply_at = key_span(text, &header, "reply");
+            let rule = compile_rule(spanned.into_inner(), line, reply_at, &mut notes).map_err(
+                |Located { span, reason }| {
+                    err(
+                        Some(span.unwrap_or_else(|| header.clone())),
+                        format!("rule {}: {reason}", i + 1),
+                    )
+                },
+            )?;
+            warnings.extend(
+                notes
+                    .into_iter()
+                    .map(|Located { span, reason }| RulesError {
+                        file: file.to_owned(),
+                        line: Some(span.map_or(line, |s| line_of(text, s.start))),
+                        reason: format!("rule {}: {reason}", i + 1),
+                    }),
+            );
+            rules.push(rule);
         }
         let default = match raw.default {
             None => Action::Echo,
             Some(d) => {
                 let span = d.span();
-                compile_action(d.into_inner().reply, None)
-                    .map_err(|r| err(Some(span), format!("[default]: {r}")))?
+                let at = key_span(text, &span, "reply").unwrap_or(span);
+                let mut notes = Vec::new();
+                let action = compile_action(d.into_inner().reply, None, &mut notes)
+                    .map_err(|r| err(Some(at.clone()), format!("[default]: {r}")))?;
+                warnings.extend(notes.into_iter().map(|reason| RulesError {
+                    file: file.to_owned(),
+                    line: Some(line_of(text, at.start)),
+                    reason: format!("[default]: {reason}"),
+                }));
+                action
             }
         };
         let patterns = rules.iter().filter_map(|r| match &r.matcher {
@@ -53,7 +79,30 @@ impl RuleSet {
             rules,
             default,
             regex_set,
+            warnings,
         })
+    }
+}
+
+/// A reason, and where in the file it applies (`None`: the rule's `[[rules]]` header).
+struct Located {
+    span: Option<Range<usize>>,
+    reason: String,
+}
+
+impl Located {
+    fn at(span: Range<usize>) -> impl Fn(String) -> Located {
+        move |reason| Located {
+            span: Some(span.clone()),
+            reason,
+        }
+    }
+
+    fn header(reason: impl Into<String>) -> Located {
+        Located {
+            span: None,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -68,13 +117,15 @@ struct RawFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
-    text: Option<String>,
-    contains: Option<String>,
-    regex: Option<String>,
-    msg_type: Option<String>,
-    event: Option<String>,
-    key: Option<String>,
-    key_regex: Option<String>,
+    text: Option<Spanned<String>>,
+    contains: Option<Spanned<String>>,
+    regex: Option<Spanned<String>>,
+    msg_type: Option<Spanned<String>>,
+    event: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    key_regex: Option<Spanned<String>>,
+    /// Not `Spanned`: toml cannot span a table written with dotted keys (`reply.text = ...`),
+    /// so its line is found in the text instead ([`key_span`]).
     reply: toml::Value,
 }
 
@@ -84,7 +135,127 @@ struct RawDefault {
     reply: toml::Value,
 }
 
-fn compile_rule(raw: RawRule, line: usize) -> Result<Rule, String> {
+/// Where `key` starts a line inside `within` (a table's span in `text`).
+fn key_span(text: &str, within: &Range<usize>, key: &str) -> Option<Range<usize>> {
+    let body = text.get(within.clone())?;
+    let mut offset = within.start;
+    for line in body.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix(key) {
+            if rest.starts_with(['.', ' ', '=', '\t']) {
+                let start = offset + (line.len() - trimmed.len());
+                return Some(start..start + key.len());
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// MsgTypes WeChat pushes to an Official Account.
+const MSG_TYPES: &[&str] = &[
+    "text",
+    "image",
+    "voice",
+    "video",
+    "shortvideo",
+    "location",
+    "link",
+    "miniprogrampage",
+    "event",
+];
+
+/// Event names WeChat pushes: those wxmp reads field by field, then others it passes through
+/// (cards, templates, subscriptions, customer service, verification, publishing, Wi-Fi, POIs).
+const EVENTS: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "SCAN",
+    "LOCATION",
+    "CLICK",
+    "VIEW",
+    "view_miniprogram",
+    "scancode_push",
+    "scancode_waitmsg",
+    "pic_sysphoto",
+    "pic_photo_or_album",
+    "pic_weixin",
+    "location_select",
+    "TEMPLATESENDJOBFINISH",
+    "MASSSENDJOBFINISH",
+    "PUBLISHJOBFINISH",
+    "subscribe_msg_popup_event",
+    "subscribe_msg_change_event",
+    "subscribe_msg_sent_event",
+    "kf_create_session",
+    "kf_close_session",
+    "kf_switch_session",
+    "card_pass_check",
+    "card_not_pass_check",
+    "user_get_card",
+    "user_gifting_card",
+    "user_del_card",
+    "user_consume_card",
+    "user_pay_from_pay_cell",
+    "user_view_card",
+    "user_enter_session_from_card",
+    "update_member_card",
+    "card_sku_remind",
+    "card_pay_order",
+    "submit_membercard_user_info",
+    "qualification_verify_success",
+    "qualification_verify_fail",
+    "naming_verify_success",
+    "naming_verify_fail",
+    "annual_renew",
+    "verify_expired",
+    "poi_check_notify",
+    "WifiConnected",
+    "ShakearoundUserShake",
+    "user_authorization_revoke",
+    "user_info_modified",
+];
+
+/// A warning for a name that is not one of `known` (compared without case, as the rules match),
+/// suggesting the nearest known name.
+fn unknown_name(what: &str, name: &str, known: &[&str]) -> Option<String> {
+    if known.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    let nearest = known
+        .iter()
+        .map(|k| (distance(&lower, &k.to_ascii_lowercase()), *k))
+        .min()
+        .filter(|(d, _)| *d <= 2)
+        .map_or(String::new(), |(_, k)| format!("did you mean {k:?}? "));
+    Some(format!(
+        "{what} {name:?} is not one WeChat sends; {nearest}the rule only matches a push that says exactly that"
+    ))
+}
+
+/// Levenshtein distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+fn compile_rule(
+    raw: RawRule,
+    line: usize,
+    reply_at: Option<Range<usize>>,
+    notes: &mut Vec<Located>,
+) -> Result<Rule, Located> {
     let kinds = [
         raw.text.is_some(),
         raw.contains.is_some(),
@@ -94,39 +265,68 @@ fn compile_rule(raw: RawRule, line: usize) -> Result<Rule, String> {
     ];
     let n = kinds.iter().filter(|&&k| k).count();
     if n != 1 {
-        return Err(format!(
+        return Err(Located::header(format!(
             "needs exactly one of `text`, `contains`, `regex`, `msg_type`, `event` (found {n})"
-        ));
+        )));
     }
-    if raw.event.is_none() && (raw.key.is_some() || raw.key_regex.is_some()) {
-        return Err("`key` and `key_regex` only go with `event`".into());
+    if raw.event.is_none() {
+        if let Some(k) = raw.key.as_ref().or(raw.key_regex.as_ref()) {
+            return Err(Located::at(k.span())(
+                "`key` and `key_regex` only go with `event`".into(),
+            ));
+        }
     }
     let matcher = if let Some(t) = raw.text {
-        Matcher::Text(t)
+        Matcher::Text(t.into_inner())
     } else if let Some(t) = raw.contains {
-        if t.is_empty() {
-            return Err("`contains` is empty (it would match every text)".into());
+        if t.get_ref().is_empty() {
+            return Err(Located::at(t.span())(
+                "`contains` is empty (it would match every text)".into(),
+            ));
         }
-        Matcher::Contains(t)
+        Matcher::Contains(t.into_inner())
     } else if let Some(r) = raw.regex {
-        Matcher::Regex(compile_regex(&r)?)
+        Matcher::Regex(compile_regex(r.get_ref()).map_err(Located::at(r.span()))?)
     } else if let Some(t) = raw.msg_type {
-        Matcher::MsgType(t)
+        if let Some(w) = unknown_name("msg_type", t.get_ref(), MSG_TYPES) {
+            notes.push(Located::at(t.span())(w));
+        }
+        Matcher::MsgType(t.into_inner())
     } else {
-        let name = raw.event.unwrap_or_default();
+        let Some(name) = raw.event else {
+            return Err(Located::header("a rule needs a matcher"));
+        };
+        if let Some(w) = unknown_name("event", name.get_ref(), EVENTS) {
+            notes.push(Located::at(name.span())(w));
+        }
         let key = match (raw.key, raw.key_regex) {
-            (Some(_), Some(_)) => return Err("use `key` or `key_regex`, not both".into()),
-            (Some(k), None) => Some(KeyMatch::Exact(k)),
-            (None, Some(r)) => Some(KeyMatch::Regex(compile_regex(&r)?)),
+            (Some(_), Some(r)) => {
+                return Err(Located::at(r.span())(
+                    "use `key` or `key_regex`, not both".into(),
+                ))
+            }
+            (Some(k), None) => Some(KeyMatch::Exact(k.into_inner())),
+            (None, Some(r)) => Some(KeyMatch::Regex(
+                compile_regex(r.get_ref()).map_err(Located::at(r.span()))?,
+            )),
             (None, None) => None,
         };
-        Matcher::Event { name, key }
+        Matcher::Event {
+            name: name.into_inner(),
+            key,
+        }
     };
     let regex = match &matcher {
         Matcher::Regex(re) => Some(re),
         _ => None,
     };
-    let action = compile_action(raw.reply, regex)?;
+    let located = |reason: String| Located {
+        span: reply_at.clone(),
+        reason,
+    };
+    let mut reply_notes = Vec::new();
+    let action = compile_action(raw.reply, regex, &mut reply_notes).map_err(located)?;
+    notes.extend(reply_notes.into_iter().map(located));
     Ok(Rule {
         line,
         matcher,
@@ -154,7 +354,12 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
 const REPLY_KINDS: &str =
     "text, image, voice, video, music, news, transfer_customer_service, or \"success\"/\"echo\"";
 
-fn compile_action(value: toml::Value, regex: Option<&Regex>) -> Result<Action, String> {
+/// A reply; `notes` gets what is allowed but probably not meant.
+fn compile_action(
+    value: toml::Value,
+    regex: Option<&Regex>,
+    notes: &mut Vec<String>,
+) -> Result<Action, String> {
     let table = match value {
         toml::Value::String(s) => {
             return match s.as_str() {
@@ -187,6 +392,15 @@ fn compile_action(value: toml::Value, regex: Option<&Regex>) -> Result<Action, S
             if t.is_empty() {
                 return Err("reply.text is empty (WeChat shows the user an error for empty text; use reply = \"success\")".into());
             }
+            if let Some(literal) = t.literal() {
+                if literal.len() > reply::MAX_TEXT_BYTES {
+                    notes.push(format!(
+                        "reply.text is {} bytes; WeChat's limit is {}, so it will be cut",
+                        literal.len(),
+                        reply::MAX_TEXT_BYTES
+                    ));
+                }
+            }
             ReplySpec::Text(t)
         }
         "image" | "voice" => {
@@ -217,6 +431,17 @@ fn compile_action(value: toml::Value, regex: Option<&Regex>) -> Result<Action, S
                 thumb_media_id: t.optional("thumb_media_id")?,
             };
             t.finish()?;
+            if matches!(
+                spec,
+                ReplySpec::Music {
+                    thumb_media_id: None,
+                    ..
+                }
+            ) {
+                notes.push(
+                    "reply.music has no thumb_media_id, which WeChat's passive-reply docs mark as required".into(),
+                );
+            }
             spec
         }
         "news" => {

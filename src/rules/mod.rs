@@ -63,6 +63,8 @@ pub struct RuleSet {
     /// All regex matchers in one automaton: one scan of the text tells whether any can match,
     /// so hundreds of regex rules that do not match cost about as much as one.
     regex_set: RegexSet,
+    /// What loaded but is probably not meant (a misspelt MsgType, a text over WeChat's limit).
+    warnings: Vec<RulesError>,
 }
 
 /// One `[[rules]]` entry.
@@ -155,6 +157,12 @@ impl RuleSet {
         RuleSet::parse(BUILTIN, "<built-in>").unwrap_or_else(|e| panic!("built-in rules: {e}"))
     }
 
+    /// Things that loaded but are probably not meant, each with file and line; `check-rules`
+    /// prints them and the server logs them, but they do not stop a load.
+    pub fn warnings(&self) -> &[RulesError] {
+        &self.warnings
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
@@ -165,7 +173,7 @@ impl RuleSet {
 
     /// Picks the reply for `msg`: the first matching rule, or the default.
     pub fn decide(&self, msg: &Message) -> Decision {
-        let said = msg.said();
+        let said = subject(msg);
         // Asked once, when the walk reaches the first regex rule: can any regex rule match?
         // One DFA pass over the set answers "none" (the common case) however many rules there
         // are; only when the answer is yes are the regex rules tried one by one, in order.
@@ -206,6 +214,33 @@ impl RuleSet {
         }
         build(&self.default, msg, None)
     }
+}
+
+/// The text that text matchers see: a text's `Content` exactly, or a voice message's
+/// `Recognition` without the punctuation WeChat's speech recognition ends it with (`天气。`,
+/// `天气！`), so that `text = "天气"` matches what the user said.
+fn subject(msg: &Message) -> Option<&str> {
+    match &msg.kind {
+        Kind::Voice {
+            recognition: Some(r),
+            ..
+        } => Some(r.trim_end_matches(|c: char| c.is_whitespace() || is_punctuation(c))),
+        _ => msg.said(),
+    }
+}
+
+/// ASCII punctuation, CJK symbols and punctuation, full-width forms, and the dashes, quotes and
+/// ellipsis recognition produces.
+fn is_punctuation(c: char) -> bool {
+    c.is_ascii_punctuation()
+        || matches!(c,
+            '\u{3000}'..='\u{303F}'
+            | '\u{FF01}'..='\u{FF0F}'
+            | '\u{FF1A}'..='\u{FF20}'
+            | '\u{FF3B}'..='\u{FF40}'
+            | '\u{FF5B}'..='\u{FF65}'
+            | '\u{2010}'..='\u{2027}'
+            | '\u{00A1}' | '\u{00BF}')
 }
 
 /// The rules requests currently use; a reload swaps the whole set at once.

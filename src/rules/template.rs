@@ -127,6 +127,15 @@ impl Template {
         Ok(Template(pieces))
     }
 
+    /// The text, when the template has no placeholders.
+    pub(super) fn literal(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [] => Some(""),
+            [Piece::Lit(s)] => Some(s),
+            _ => None,
+        }
+    }
+
     /// True when the template can only ever render as "" (so a text reply would be empty).
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()

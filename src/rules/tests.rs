@@ -108,7 +108,7 @@ fn example_file_loads_and_every_rule_answers() {
             description: Some("每天一首".into()),
             music_url: Some("https://example.com/a.mp3".into()),
             hq_music_url: Some("https://example.com/a_hq.mp3".into()),
-            thumb_media_id: None,
+            thumb_media_id: Some("THUMB_MEDIA_ID".into()),
         })
     );
     let other_click = event(Event::Click {
@@ -151,6 +151,72 @@ fn voice_recognition_is_matched_like_text() {
         recognition: None,
     });
     assert_eq!(set.decide(&silent).reply, Reply::Success);
+}
+
+fn voice(recognition: &str) -> Message {
+    msg(Kind::Voice {
+        media_id: None,
+        format: None,
+        recognition: Some(recognition.into()),
+    })
+}
+
+/// Issue 10: WeChat's recognition ends in punctuation, so `text = "天气"` never matched speech.
+#[test]
+fn voice_recognition_matches_without_its_trailing_punctuation() {
+    let set = load("[[rules]]\ntext = \"天气\"\nreply.text = \"晴\"\n[[rules]]\nregex = '^订单(\\d+)$'\nreply.text = \"#${1}\"\n[default]\nreply = \"success\"\n");
+    for said in ["天气", "天气。", "天气！", "天气？ ", "天气...", "天气～"] {
+        assert_eq!(set.decide(&voice(said)).reply, text_reply("晴"), "{said:?}");
+    }
+    assert_eq!(set.decide(&voice("订单42。")).reply, text_reply("#42"));
+    // Text messages stay exact.
+    assert_eq!(set.decide(&text("天气。")).reply, Reply::Success);
+    // Only the end is trimmed.
+    assert_eq!(set.decide(&voice("。天气")).reply, Reply::Success);
+}
+
+#[test]
+fn misspelt_names_and_risky_replies_load_with_warnings_at_their_lines() {
+    let set = load("[[rules]]\nmsg_type = \"imgae\"\nreply.text = \"x\"\n\n[[rules]]\nevent = \"clik\"\nreply.music = { title = \"t\" }\n[[rules]]\nevent = \"user_get_card\"\nreply = \"success\"\n");
+    let w: Vec<String> = set.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(
+        w[0].starts_with("t.toml:2: rule 1: msg_type \"imgae\"")
+            && w[0].contains("did you mean \"image\""),
+        "{w:?}"
+    );
+    assert!(
+        w[1].starts_with("t.toml:6: rule 2: event \"clik\"") && w[1].contains("\"CLICK\""),
+        "{w:?}"
+    );
+    assert!(
+        w[2].starts_with("t.toml:7: rule 2: reply.music has no thumb_media_id"),
+        "{w:?}"
+    );
+    let long = format!(
+        "[[rules]]\ntext = \"a\"\nreply.text = \"{}\"\n",
+        "x".repeat(3000)
+    );
+    let w = load(&long).warnings()[0].to_string();
+    assert!(
+        w.starts_with("t.toml:3: rule 1: reply.text is 3000 bytes"),
+        "{w}"
+    );
+    assert!(load(crate::rules::BUILTIN).warnings().is_empty());
+}
+
+#[test]
+fn errors_point_at_the_offending_key() {
+    let e = |t: &str| RuleSet::parse(t, "t.toml").unwrap_err().to_string();
+    assert!(
+        e("[[rules]]\ntext = \"a\"\n\nregex = '(oops'\nreply.text = \"x\"\n")
+            .starts_with("t.toml:1: rule 1: needs exactly one")
+    );
+    assert!(e("[[rules]]\n\nregex = '(oops'\nreply.text = \"x\"\n")
+        .starts_with("t.toml:3: rule 1: bad regex"));
+    assert!(e("[[rules]]\ntext = \"a\"\n\nreply.txt = \"x\"\n")
+        .starts_with("t.toml:4: rule 1: unknown reply kind"));
+    assert!(e("[default]\n\nreply = \"nope\"\n").starts_with("t.toml:3: [default]"));
 }
 
 #[test]

@@ -67,6 +67,9 @@ pub fn reload(path: &Path, account: &Account, why: &str, log: &Log) {
     match load(path) {
         Ok(set) => {
             let n = set.rules().len();
+            for w in set.warnings() {
+                log.warn(&format!("rules: {w}"));
+            }
             account.rules.replace(set);
             log.info(&format!(
                 "rules reloaded ({why}): {n} rules from {}",
