@@ -447,3 +447,40 @@ fn every_reply_renders_to_the_documented_xml() {
         );
     }
 }
+
+/// Issue 10: a genuine signed push is never refused for a missing or odd field. WeChat would
+/// retry a 400 three times and then show the user 该公众号暂时无法提供服务.
+#[test]
+fn pushes_with_missing_or_odd_fields_are_answered_not_refused() {
+    let h = crate::helpers::harness();
+    for (name, expected) in [
+        ("image_2013.xml", None),
+        ("text_without_content.xml", None),
+        ("voice_without_media_id.xml", None),
+        ("video_without_media_id.xml", None),
+        ("link_without_url.xml", None),
+        ("location_without_coordinates.xml", None),
+        ("event_location_without_coordinates.xml", None),
+        ("text_odd_numbers.xml", Some("odd numbers")),
+    ] {
+        let r = h.post(&fixture(name));
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        match expected {
+            None => assert_eq!(r.body, "success", "{name}"),
+            Some(text) => assert_eq!(crate::helpers::text_of(&r.body), text, "{name}"),
+        }
+        let m = parse(name);
+        assert_eq!(parse(name), Message::parse(&m.to_xml()).unwrap(), "{name}");
+    }
+    let m = parse("image_2013.xml");
+    assert_eq!(
+        m.kind,
+        Kind::Image {
+            pic_url: Some("this is a url".into()),
+            media_id: None
+        }
+    );
+    let m = parse("text_odd_numbers.xml");
+    assert_eq!(m.create_time, Some(Numeric::Raw(" 1348831860x ".into())));
+    assert_eq!(m.msg_id.as_deref(), Some("not-a-number"));
+}
