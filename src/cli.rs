@@ -22,13 +22,15 @@ Serve options (each also read from the environment variable shown; a flag wins):
   --host HOST        address to listen on            WXMP_HOST     [default: 0.0.0.0]
   --port PORT        port to listen on (0 = any)     WXMP_PORT     [default: 80]
   --path PATH        message URL path                WXMP_PATH     [default: /weixin]
-  --token TOKEN      Token from the WeChat console   WXMP_TOKEN    [required]
-  --aes-key KEY      EncodingAESKey (safe mode)      WXMP_AES_KEY
+  --token TOKEN      Token from the WeChat console   WXMP_TOKEN    [required; 3-32 letters/digits]
+  --aes-key KEY      EncodingAESKey (43 characters)  WXMP_AES_KEY  [safe/compatible mode]
   --appid APPID      AppID (needed with --aes-key)   WXMP_APPID
   --rules FILE       keyword rules file (TOML)       WXMP_RULES    [default: built-in rules]
   --threads N        request handler threads         WXMP_THREADS  [default: 4 x cores, 8..64]
-  --cache-mb MB      retry cache memory budget       WXMP_CACHE_MB [default: 32]
-  --cache-ttl SECS   how long replies are kept       WXMP_CACHE_TTL [default: 60]
+  --cache-mb MB      retry cache memory budget       WXMP_CACHE_MB [default: 32, at least 1]
+  --cache-ttl SECS   how long replies are kept       WXMP_CACHE_TTL [default: 60, at least 30]
+
+Endpoints: PATH (POST pushes, GET the URL check), / (Hello World!), /healthz (ok).
 ";
 
 /// What to do.
@@ -84,7 +86,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                             .map_err(|_| CliError("check-rules needs a FILE".into()))?
                             .into();
                         if let Some(extra) = parser.next()? {
-                            return Err(CliError(format!("check-rules takes one FILE; unexpected {}", extra.unexpected())));
+                            return Err(CliError(format!("check-rules takes one FILE; {}", extra.unexpected())));
                         }
                         return Ok(Command::CheckRules(file));
                     }

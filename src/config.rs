@@ -42,6 +42,8 @@ pub struct Config {
     pub rules: Option<PathBuf>,
     pub threads: usize,
     pub cache: Limits,
+    /// Settings that are accepted but probably not meant; the server logs them at start.
+    pub warnings: Vec<String>,
 }
 
 /// A configuration value that cannot be used; the message names the flag and the variable.
@@ -97,8 +99,15 @@ impl Config {
         })?;
         let token = Token::new(&token)
             .map_err(|e| ConfigError(format!("invalid token (--token / WXMP_TOKEN): {e}")))?;
+        let mut warnings = Vec::new();
         let safe = match (pick(raw.aes_key, "WXMP_AES_KEY"), pick(raw.appid, "WXMP_APPID")) {
-            (None, _) => None,
+            (None, Some(_)) => {
+                warnings.push(
+                    "--appid / WXMP_APPID is set without --aes-key / WXMP_AES_KEY: the AppID is only used in safe and compatible mode, which need the EncodingAESKey too; pushes are handled in plaintext".to_owned(),
+                );
+                None
+            }
+            (None, None) => None,
             (Some(_), None) => {
                 return Err(ConfigError(
                     "an AES key needs an AppID: pass --appid or set WXMP_APPID (safe mode checks and signs with both)".into(),
@@ -126,6 +135,11 @@ impl Config {
             "--cache-mb / WXMP_CACHE_MB",
             DEFAULT_CACHE_MB,
         )?;
+        if cache_mb == 0 {
+            return Err(ConfigError(
+                "invalid cache size 0 (--cache-mb / WXMP_CACHE_MB): the retry cache is what gives WeChat's retries the same answer; use at least 1 (MB)".into(),
+            ));
+        }
         let cache_ttl: u64 = number(
             pick(raw.cache_ttl, "WXMP_CACHE_TTL"),
             "--cache-ttl / WXMP_CACHE_TTL",
@@ -149,6 +163,7 @@ impl Config {
                 max_entries: Limits::default().max_entries,
                 max_bytes: cache_mb.saturating_mul(1 << 20),
             },
+            warnings,
         })
     }
 }
@@ -261,6 +276,26 @@ mod tests {
             .unwrap_err()
             .0
             .contains("--threads"));
+    }
+
+    #[test]
+    fn an_appid_alone_is_a_warning_and_a_zero_cache_an_error() {
+        let appid_only = RawServe {
+            appid: Some("wx1".into()),
+            ..raw_with_token()
+        };
+        let c = Config::resolve(appid_only, &env_of(&[])).unwrap();
+        assert!(c.safe.is_none());
+        assert!(c.warnings[0].contains("--aes-key"), "{:?}", c.warnings);
+        let zero = RawServe {
+            cache_mb: Some("0".into()),
+            ..raw_with_token()
+        };
+        let e = Config::resolve(zero, &env_of(&[])).unwrap_err();
+        assert!(
+            e.0.contains("--cache-mb") && e.0.contains("at least 1"),
+            "{e}"
+        );
     }
 
     #[test]

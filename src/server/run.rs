@@ -43,7 +43,7 @@ impl fmt::Display for ServeError {
             ServeError::Bind { addr, error } => match error.kind() {
                 io::ErrorKind::AddrInUse => write!(
                     f,
-                    "cannot listen on {addr}: the port is already in use; stop the other server or pass --port (e.g. --port 8081)"
+                    "cannot listen on {addr}: the port is already in use; stop the other server, or pick another port: --port 8081 or WXMP_PORT=8081 (with make run: make run PORT=8081)"
                 ),
                 io::ErrorKind::PermissionDenied => write!(
                     f,
@@ -68,6 +68,9 @@ impl std::error::Error for ServeError {}
 /// Serves `account` until SIGTERM or Ctrl-C, then finishes the requests in flight.
 pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeError> {
     let rule_count = account.rules.current().rules().len();
+    for w in account.rules.current().warnings() {
+        log.warn(&format!("rules: {w}"));
+    }
     let rules_file = account.rules_file.clone();
     let path = account.path.clone();
     let safe = account.safe.is_some();
@@ -142,6 +145,9 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
 
     while !term.load(Ordering::Relaxed) {
         server.poll_timeout(Duration::from_millis(100));
+        if rules_file.is_none() && hup.swap(false, Ordering::Relaxed) {
+            log.warn("SIGHUP: no rules file to reload; the built-in rules are in use (pass --rules FILE or set WXMP_RULES)");
+        }
     }
     log.info("stopping: no new requests; finishing those in flight");
     {
