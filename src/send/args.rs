@@ -269,19 +269,19 @@ fn payload(raw: &RawSend, from: &str, to: &str) -> Result<Payload, UsageError> {
         |name: &str, default: &str| Some(field(raw, name).unwrap_or_else(|| default.to_owned()));
     let (kind, args) = match raw.kind.split_first() {
         Some((k, rest)) => (k.as_str(), rest),
-        None => return Err(UsageError("send needs a KIND: verify, text, image, voice, video, shortvideo, location, link, event or file (see wxmp send --help)".into())),
+        None => return Err(UsageError("a KIND is needed: verify, text, image, voice, video, shortvideo, location, link, event or file (see wxmp send --help)".into())),
     };
     let one_arg = |what: &str| -> Result<String, UsageError> {
         match args {
             [a] => Ok(a.clone()),
-            _ => Err(UsageError(format!("send {kind} takes one {what}"))),
+            _ => Err(UsageError(format!("{kind} takes one {what}"))),
         }
     };
     let no_args = || -> Result<(), UsageError> {
         match args.first() {
             None => Ok(()),
             Some(a) => Err(UsageError(format!(
-                "send {kind} takes no arguments; unexpected {a:?}"
+                "{kind} takes no arguments, but {a:?} was given"
             ))),
         }
     };
@@ -301,7 +301,9 @@ fn payload(raw: &RawSend, from: &str, to: &str) -> Result<Payload, UsageError> {
         }
         "text" => {
             if args.is_empty() {
-                return Err(UsageError("send text needs CONTENT".into()));
+                return Err(UsageError(
+                    "text needs CONTENT, e.g. wxmp send text 你好".into(),
+                ));
             }
             // `wxmp send text hello world` means the text "hello world".
             push(Kind::Text {
@@ -338,7 +340,7 @@ fn payload(raw: &RawSend, from: &str, to: &str) -> Result<Payload, UsageError> {
         "location" => {
             no_args()?;
             let (Some(lat), Some(lng)) = (number("lat")?, number("lng")?) else {
-                return Err(UsageError("send location needs --lat and --lng".into()));
+                return Err(UsageError("location needs --lat and --lng".into()));
             };
             push(Kind::Location {
                 location_x: Some(lat),
@@ -359,9 +361,7 @@ fn payload(raw: &RawSend, from: &str, to: &str) -> Result<Payload, UsageError> {
             let name = one_arg("event NAME")?;
             let location = if name.eq_ignore_ascii_case("LOCATION") {
                 let (Some(lat), Some(lng)) = (number("lat")?, number("lng")?) else {
-                    return Err(UsageError(
-                        "send event LOCATION needs --lat and --lng".into(),
-                    ));
+                    return Err(UsageError("event LOCATION needs --lat and --lng".into()));
                 };
                 Some((lat, lng, f("precision", "30.000000")))
             } else {
@@ -482,7 +482,7 @@ pub(crate) mod tests {
     #[test]
     fn usage_errors_are_clear() {
         let err = |r: RawSend| resolve(r, &no_env).unwrap_err().0;
-        assert!(err(raw(&[])).contains("needs a KIND"));
+        assert!(err(raw(&[])).contains("a KIND is needed"));
         assert!(err(raw(&["dance"])).contains("unknown KIND"));
         assert!(err(raw(&["text"])).contains("needs CONTENT"));
         assert_eq!(

@@ -31,7 +31,7 @@ impl fmt::Display for SendError {
         match self {
             SendError::Unreachable(why) => write!(f, "cannot reach the server: {why} (is it running? check --url)"),
             SendError::Timeout => write!(f, "no answer within {} s: WeChat would give up and show the user an error", TIMEOUT.as_secs()),
-            SendError::Status(s) => write!(f, "the server answered HTTP {s}; WeChat only accepts 200"),
+            SendError::Status(s) => write!(f, "the server answered HTTP {s}; WeChat only accepts 200. {}", status_advice(*s)),
             SendError::Reply(e) => write!(f, "WeChat would reject this reply: {e}"),
             SendError::EnvelopeSignature => f.write_str("WeChat would reject this reply: the envelope's MsgSignature does not match (wrong token?)"),
             SendError::Crypto(e) => write!(f, "WeChat would reject this reply: cannot decrypt it: {e}"),
@@ -43,6 +43,20 @@ impl fmt::Display for SendError {
             ),
             SendError::VerifyFailed(why) => write!(f, "URL verification failed: {why}"),
         }
+    }
+}
+
+/// What a non-200 status from a WeChat backend usually means, and what to check.
+pub fn status_advice(status: u16) -> &'static str {
+    match status {
+        400 => "The server could not read the push; its log says why (in safe mode: is --aes-key / WXMP_AES_KEY the same as the server's?)",
+        403 => "The server refused the signature: is --token / WXMP_TOKEN the same as the server's? (wxmp send uses devtoken when WXMP_TOKEN is unset, like make run; a server started with WXMP_TOKEN=mytoken123 needs --token mytoken123 here too; in safe mode also compare --appid)",
+        404 => "There is no such path: does --url end in the server's --path / WXMP_PATH (default /weixin)?",
+        405 => "The server does not take this method on that path: is --url the message URL?",
+        413 => "The body is larger than the server accepts (wxmp: 1 MiB)",
+        429 | 503 => "The server is busy or over its connection limit; try again, or raise its limits",
+        500..=599 => "The server failed; WeChat would retry it three times and then show the user 该公众号暂时无法提供服务. Its log says why",
+        _ => "WeChat treats any other answer as a failure and retries",
     }
 }
 

@@ -153,6 +153,38 @@ fn file_pushes_are_checked_against_their_own_users() {
         &["--from", "FromUser", "--to", "toUser", "file", &fixture],
     ));
     assert!(out.starts_with("text: 欢迎关注！123123"), "{out}");
+    // Regression (issue 10): without --from/--to it compared the reply with its defaults, so a
+    // correct server failed as "swapped".
+    let text = format!("{}/tests/fixtures/text.xml", env!("CARGO_MANIFEST_DIR"));
+    let out = ok(&send(&url, &["file", &text]));
+    assert!(out.starts_with("text: this is a test"), "{out}");
+}
+
+/// Issue 10: a wrong EncodingAESKey says so in words, naming the setting, in the server's log;
+/// `wxmp send` says which setting to compare.
+#[test]
+fn a_wrong_aes_key_is_named_as_such() {
+    let server = server();
+    let url = format!("http://{}/weixin", server.addr);
+    let other_key = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR";
+    let o = send(
+        &url,
+        &["--aes-key", other_key, "--appid", APPID, "text", "x"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--aes-key / WXMP_AES_KEY"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        server.wait_for_log(
+            "400 cannot decrypt the push (bad padding after decryption): the EncodingAESKey probably does not match the console's; check --aes-key / WXMP_AES_KEY",
+            10
+        ),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]
@@ -207,6 +239,12 @@ fn a_wrong_token_shows_the_403() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("HTTP 403"), "{}", stderr(&o));
+    // Issue 10: it says what the 403 means and which setting to compare.
+    assert!(
+        stderr(&o).contains("--token / WXMP_TOKEN the same as the server's"),
+        "{}",
+        stderr(&o)
+    );
     let o = Command::new(env!("CARGO_BIN_EXE_wxmp"))
         .args(["send", "--url", &url, "--token", "wrongtoken", "verify"])
         .output()
