@@ -3,9 +3,9 @@ PORT ?= 8080
 
 .PHONY: run test build docker bench fuzz soak interop
 
-## run: build in release mode and serve on $(PORT) (a development token if WXMP_TOKEN is unset)
+## run: build in release mode and serve on $(PORT) (make run PORT=8081; a development token if
+## WXMP_TOKEN is unset)
 run:
-	cargo build --release
 	@scripts/run.sh $(PORT)
 
 ## test: format, clippy -D warnings, every test, docs, the fuzz crate, wechatpy when installed

@@ -361,7 +361,8 @@ fn check_rules_lists_a_good_file_and_locates_errors() {
     let o = run(&["check-rules", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("bad.toml:5:") && e.contains("bad regex"), "{e}");
+    // The line of the offending key (the regex), not of its [[rules]] header.
+    assert!(e.contains("bad.toml:6:") && e.contains("bad regex"), "{e}");
     // The same file refuses to start the server, with the same message.
     let o = run(&[
         "--token",
@@ -372,7 +373,7 @@ fn check_rules_lists_a_good_file_and_locates_errors() {
         bad.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("bad.toml:5:"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bad.toml:6:"), "{}", stderr(&o));
 }
 
 /// A fresh directory under the target dir (no tempfile crate needed).
@@ -452,6 +453,45 @@ fn rules_hot_reload_and_a_broken_edit_keeps_the_old_rules() {
         err.contains("rules reload failed") && err.contains("unknown reply kind `txt`"),
         "{err}"
     );
+}
+
+/// Issue 10: settings that cannot be meant, or a signal with nothing to do, are said in the log.
+#[test]
+fn an_appid_alone_and_a_sighup_without_rules_are_logged() {
+    let server = Server::start(&["--token", "tok123", "--appid", "wx1"]);
+    assert!(
+        server.wait_for_log("--appid / WXMP_APPID is set without --aes-key", 10),
+        "{}",
+        server.log()
+    );
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(
+        server.wait_for_log("SIGHUP: no rules file to reload", 10),
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
+}
+
+#[test]
+fn check_rules_warns_about_names_wechat_never_sends() {
+    let dir = tempdir();
+    let file = dir.join("typo.toml");
+    std::fs::write(
+        &file,
+        "[[rules]]\nmsg_type = \"imgae\"\nreply.text = \"x\"\n",
+    )
+    .unwrap();
+    let o = run(&["check-rules", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "warnings keep exit 0");
+    let e = stderr(&o);
+    assert!(
+        e.contains("typo.toml:2: rule 1: msg_type \"imgae\"")
+            && e.contains("did you mean \"image\""),
+        "{e}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 rules OK (1 warning)"));
 }
 
 #[test]

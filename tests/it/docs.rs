@@ -60,3 +60,36 @@ fn dockerfile_runs_on_port_80_as_the_readme_says() {
     let readme = read("README.md");
     assert!(readme.contains("-p 80:80"));
 }
+
+#[test]
+fn readme_shows_the_real_example_rules_file() {
+    let example = read("examples/rules.toml");
+    assert!(
+        read("README.md").contains(&format!("```toml\n{example}```")),
+        "README's copy of examples/rules.toml is out of date"
+    );
+}
+
+/// The errors table quotes what the binary prints; these reasons come from the code itself.
+#[test]
+fn readme_errors_table_quotes_the_real_log_reasons() {
+    use wxmp::protocol::crypto::CryptoError;
+    use wxmp::protocol::envelope::EnvelopeError;
+    use wxmp::server::pipeline::Rejection;
+    let readme = read("README.md");
+    for reason in [
+        Rejection::SignatureMismatch.to_string(),
+        Rejection::Envelope(EnvelopeError::Decrypt(CryptoError::Padding)).to_string(),
+        Rejection::Envelope(EnvelopeError::SignatureMismatch).to_string(),
+        Rejection::NoAesKey
+            .to_string()
+            .split(" (")
+            .next()
+            .unwrap()
+            .to_owned(),
+    ] {
+        assert!(readme.contains(&reason), "README lacks {reason:?}");
+    }
+    // What a wrong key does NOT say: the old table blamed msg_signature for it.
+    assert!(!readme.contains("403 msg_signature mismatch` / `AppID"));
+}
