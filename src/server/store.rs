@@ -93,57 +93,102 @@ pub enum Begin<V> {
     InFlight(Waiter<V>),
 }
 
-/// A store's side of a [`Ticket`]: told once how the attempt ended.
-pub trait Claim<V>: Send {
-    /// `Some((answer, now))` when answered, `None` when the attempt was abandoned.
-    fn settle(&mut self, outcome: Option<(V, u64)>);
+/// The outcome of settling a push: whether this answer was the first, and the answer in force
+/// (this one, or the one that came first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled<V> {
+    pub won: bool,
+    pub value: V,
+}
+
+/// A push being answered, as a store implements it: shared by the attempt that answers it (its
+/// [`Ticket`]) and the retries that wait for it ([`Waiter`]). The first answer settles it; a
+/// later one is told it lost, so a late answer can be sent another way or dropped.
+pub trait Pending<V>: Send + Sync {
+    /// Settles with `value` at `now` (Unix seconds) unless something settled it first.
+    fn settle(&self, value: V, now: u64) -> Settled<V>;
+    /// Forgets the push (its handler failed): waiters are released without an answer.
+    fn abandon(&self);
+    /// Waits up to `timeout` for the answer; `None` if it was abandoned or is still pending.
+    fn wait(&self, timeout: Duration) -> Option<V>;
 }
 
 /// The right (and duty) to answer a push first. Owned, so the work can move to another thread.
 /// Dropping it without completing (the handler failed) forgets the push and releases waiters.
 pub struct Ticket<V> {
-    claim: Option<Box<dyn Claim<V>>>,
+    pending: Arc<dyn Pending<V>>,
+    done: bool,
 }
 
 impl<V> Ticket<V> {
-    pub fn new(claim: Box<dyn Claim<V>>) -> Ticket<V> {
-        Ticket { claim: Some(claim) }
+    pub fn new(pending: Arc<dyn Pending<V>>) -> Ticket<V> {
+        Ticket {
+            pending,
+            done: false,
+        }
     }
 
-    /// Stores the answer for retries and hands it to anyone waiting.
-    pub fn complete(mut self, value: V, now: u64) {
-        if let Some(mut claim) = self.claim.take() {
-            claim.settle(Some((value, now)));
+    /// Stores the answer for retries and hands it to anyone waiting, unless a waiter settled
+    /// the push first (see [`Waiter::settle`]).
+    pub fn complete(mut self, value: V, now: u64) -> Settled<V> {
+        self.done = true;
+        self.pending.settle(value, now)
+    }
+
+    /// A way for the first attempt itself to wait for the answer, once the work has moved on.
+    pub fn waiter(&self) -> Waiter<V> {
+        Waiter {
+            pending: Arc::clone(&self.pending),
+            attempt: 1,
         }
     }
 }
 
 impl<V> Drop for Ticket<V> {
     fn drop(&mut self) {
-        if let Some(mut claim) = self.claim.take() {
-            claim.settle(None);
+        if !self.done {
+            self.pending.abandon();
         }
     }
 }
 
-/// A store's side of a [`Waiter`].
-pub trait Wait<V>: Send {
-    fn wait(&self, timeout: Duration) -> Option<V>;
+/// An attempt waiting for a push's answer: a retry, or the first attempt after handing its
+/// ticket to a worker.
+pub struct Waiter<V> {
+    pending: Arc<dyn Pending<V>>,
+    attempt: u32,
 }
 
-/// A duplicate waiting for the first attempt's result.
-pub struct Waiter<V>(Box<dyn Wait<V>>);
-
 impl<V> Waiter<V> {
-    pub fn new(wait: Box<dyn Wait<V>>) -> Waiter<V> {
-        Waiter(wait)
+    pub fn new(pending: Arc<dyn Pending<V>>, attempt: u32) -> Waiter<V> {
+        Waiter { pending, attempt }
     }
 
-    /// Waits up to `timeout` for the first attempt; `None` if it failed or took too long, in
-    /// which case the caller handles the push itself.
-    pub fn wait(self, timeout: Duration) -> Option<V> {
-        self.0.wait(timeout)
+    /// Which of WeChat's attempts this is: 1 for the first sighting, 2 for the first retry, ...
+    pub fn attempt(&self) -> u32 {
+        self.attempt
     }
+
+    /// Waits up to `timeout` for the answer; `None` if the first attempt failed or took too
+    /// long, in which case the caller decides what to answer.
+    pub fn wait(&self, timeout: Duration) -> Option<V> {
+        self.pending.wait(timeout)
+    }
+
+    /// Settles the push with `value` unless it was answered meanwhile (the last attempt giving
+    /// up: from then on, retries get `value` and a late answer loses).
+    pub fn settle(&self, value: V, now: u64) -> Settled<V> {
+        self.pending.settle(value, now)
+    }
+}
+
+/// A ticket for a push no store can recognise again (no MsgId, not an event): its attempts
+/// cannot be joined, but the first one can still hand its work to another thread and wait.
+pub fn detached<V: Clone + Send + 'static>() -> Ticket<V> {
+    Ticket::new(Arc::new(Loose {
+        state: Mutex::new(CellState::Waiting),
+        ready: Condvar::new(),
+    }))
 }
 
 /// The in-process store: sharded, bounded, shared by reference or `Arc`.
@@ -168,7 +213,9 @@ struct Shard<V> {
 enum Slot<V> {
     Pending {
         gen: u64,
-        cell: Arc<Cell<V>>,
+        pending: Arc<MemoryPending<V>>,
+        /// WeChat's attempts seen so far for this push.
+        attempts: u32,
     },
     Done {
         gen: u64,
@@ -186,24 +233,25 @@ impl<V> Slot<V> {
     }
 }
 
-/// Where waiters meet the first handler's result.
-struct Cell<V> {
-    state: Mutex<CellState<V>>,
-    ready: Condvar,
-}
-
 enum CellState<V> {
     Waiting,
     Done(V),
     Abandoned,
 }
 
-/// [`MemoryStore`]'s claim on a pending entry.
-struct MemoryClaim<V> {
+/// [`MemoryStore`]'s pending push: where the ticket's answer meets the waiters.
+struct MemoryPending<V> {
     inner: Arc<Inner<V>>,
     key: Key,
     gen: u64,
-    cell: Arc<Cell<V>>,
+    state: Mutex<CellState<V>>,
+    ready: Condvar,
+}
+
+/// The pending push of [`detached`]: the same meeting point without a map behind it.
+struct Loose<V> {
+    state: Mutex<CellState<V>>,
+    ready: Condvar,
 }
 
 impl<V: Weigh> MemoryStore<V> {
@@ -232,28 +280,31 @@ impl<V: Weigh + Send + Sync + 'static> RetryStore<V> for MemoryStore<V> {
         shard.expire(now, &self.inner.limits);
         let gen = shard.next_gen;
         match shard.map.entry(key.clone()) {
-            Entry::Occupied(e) => match e.get() {
+            Entry::Occupied(mut e) => match e.get_mut() {
                 Slot::Done { value, .. } => Begin::Cached(value.clone()),
-                Slot::Pending { cell, .. } => {
-                    Begin::InFlight(Waiter::new(Box::new(CellWait(Arc::clone(cell)))))
+                Slot::Pending {
+                    pending, attempts, ..
+                } => {
+                    *attempts = attempts.saturating_add(1);
+                    let pending: Arc<dyn Pending<V>> = pending.clone();
+                    Begin::InFlight(Waiter::new(pending, *attempts))
                 }
             },
             Entry::Vacant(v) => {
-                let cell = Arc::new(Cell {
+                let pending = Arc::new(MemoryPending {
+                    inner: Arc::clone(&self.inner),
+                    key,
+                    gen,
                     state: Mutex::new(CellState::Waiting),
                     ready: Condvar::new(),
                 });
                 v.insert(Slot::Pending {
                     gen,
-                    cell: Arc::clone(&cell),
+                    pending: Arc::clone(&pending),
+                    attempts: 1,
                 });
                 shard.next_gen += 1;
-                Begin::Fresh(Ticket::new(Box::new(MemoryClaim {
-                    inner: Arc::clone(&self.inner),
-                    key,
-                    gen,
-                    cell,
-                })))
+                Begin::Fresh(Ticket::new(pending))
             }
         }
     }
@@ -330,73 +381,110 @@ impl<V: Weigh> Shard<V> {
     }
 }
 
-impl<V: Weigh + Send + Sync> Claim<V> for MemoryClaim<V> {
-    fn settle(&mut self, outcome: Option<(V, u64)>) {
-        let Some((value, now)) = outcome else {
-            {
-                let mut shard = self.inner.lock(self.key.shard());
-                if let Entry::Occupied(e) = shard.map.entry(self.key.clone()) {
-                    if matches!(e.get(), Slot::Pending { gen, .. } if *gen == self.gen) {
-                        e.remove();
-                    }
+impl<V: Weigh + Send + Sync> Pending<V> for MemoryPending<V> {
+    fn settle(&self, value: V, now: u64) -> Settled<V> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &*state {
+            CellState::Done(first) => {
+                return Settled {
+                    won: false,
+                    value: first.clone(),
                 }
             }
-            self.cell.finish(CellState::Abandoned);
-            return;
-        };
+            // The push was forgotten; a late answer is handed back but not remembered.
+            CellState::Abandoned => return Settled { won: false, value },
+            CellState::Waiting => {}
+        }
         let weight = self.key.0.len() + value.weight() + ENTRY_OVERHEAD;
         let (max_entries, max_bytes) = self.inner.per_shard();
         {
             let mut shard = self.inner.lock(self.key.shard());
-            if let Some(Slot::Pending { gen, .. }) = shard.map.get(&self.key) {
-                if *gen == self.gen {
-                    shard.map.insert(
-                        self.key.clone(),
-                        Slot::Done {
-                            gen: self.gen,
-                            at: now,
-                            value: value.clone(),
-                            weight,
-                        },
-                    );
-                    shard.order.push_back((self.key.clone(), self.gen));
-                    shard.bytes += weight;
-                    while shard.order.len() > max_entries || shard.bytes > max_bytes {
-                        shard.pop_front();
-                        if shard.order.is_empty() {
-                            break;
-                        }
+            if matches!(shard.map.get(&self.key), Some(Slot::Pending { gen, .. }) if *gen == self.gen)
+            {
+                shard.map.insert(
+                    self.key.clone(),
+                    Slot::Done {
+                        gen: self.gen,
+                        at: now,
+                        value: value.clone(),
+                        weight,
+                    },
+                );
+                shard.order.push_back((self.key.clone(), self.gen));
+                shard.bytes += weight;
+                while shard.order.len() > max_entries || shard.bytes > max_bytes {
+                    shard.pop_front();
+                    if shard.order.is_empty() {
+                        break;
                     }
                 }
             }
         }
-        self.cell.finish(CellState::Done(value));
+        *state = CellState::Done(value.clone());
+        self.ready.notify_all();
+        Settled { won: true, value }
     }
-}
 
-impl<V> Cell<V> {
-    fn finish(&self, state: CellState<V>) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        *s = state;
+    fn abandon(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !matches!(*state, CellState::Waiting) {
+            return;
+        }
+        {
+            let mut shard = self.inner.lock(self.key.shard());
+            if let Entry::Occupied(e) = shard.map.entry(self.key.clone()) {
+                if matches!(e.get(), Slot::Pending { gen, .. } if *gen == self.gen) {
+                    e.remove();
+                }
+            }
+        }
+        *state = CellState::Abandoned;
         self.ready.notify_all();
     }
+
+    fn wait(&self, timeout: Duration) -> Option<V> {
+        wait_on(&self.state, &self.ready, timeout)
+    }
 }
 
-/// [`MemoryStore`]'s side of a [`Waiter`].
-struct CellWait<V>(Arc<Cell<V>>);
-
-impl<V: Clone + Send + Sync> Wait<V> for CellWait<V> {
-    fn wait(&self, timeout: Duration) -> Option<V> {
-        let guard = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (guard, _) = self
-            .0
-            .ready
-            .wait_timeout_while(guard, timeout, |s| matches!(s, CellState::Waiting))
-            .unwrap_or_else(|p| p.into_inner());
-        match &*guard {
-            CellState::Done(v) => Some(v.clone()),
-            CellState::Waiting | CellState::Abandoned => None,
+impl<V: Clone + Send> Pending<V> for Loose<V> {
+    fn settle(&self, value: V, _now: u64) -> Settled<V> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &*state {
+            CellState::Done(first) => Settled {
+                won: false,
+                value: first.clone(),
+            },
+            CellState::Abandoned => Settled { won: false, value },
+            CellState::Waiting => {
+                *state = CellState::Done(value.clone());
+                self.ready.notify_all();
+                Settled { won: true, value }
+            }
         }
+    }
+
+    fn abandon(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, CellState::Waiting) {
+            *state = CellState::Abandoned;
+            self.ready.notify_all();
+        }
+    }
+
+    fn wait(&self, timeout: Duration) -> Option<V> {
+        wait_on(&self.state, &self.ready, timeout)
+    }
+}
+
+fn wait_on<V: Clone>(state: &Mutex<CellState<V>>, ready: &Condvar, timeout: Duration) -> Option<V> {
+    let guard = state.lock().unwrap_or_else(|p| p.into_inner());
+    let (guard, _) = ready
+        .wait_timeout_while(guard, timeout, |s| matches!(s, CellState::Waiting))
+        .unwrap_or_else(|p| p.into_inner());
+    match &*guard {
+        CellState::Done(v) => Some(v.clone()),
+        CellState::Waiting | CellState::Abandoned => None,
     }
 }
 
@@ -421,7 +509,9 @@ mod tests {
     /// Claims `k` and completes it with `v`; panics if it was not fresh.
     fn answer(c: &Cache, k: Key, v: &str, now: u64) {
         match c.begin(k, now) {
-            Begin::Fresh(t) => t.complete(v.into(), now),
+            Begin::Fresh(t) => {
+                t.complete(v.into(), now);
+            }
             _ => panic!("expected a fresh key"),
         }
     }
@@ -549,6 +639,75 @@ mod tests {
         drop(t);
         assert_eq!(w.wait(Duration::from_secs(5)), None);
         assert!(matches!(c.begin(k, 1), Begin::Fresh(_)));
+    }
+
+    #[test]
+    fn retries_are_counted_as_attempts() {
+        let c = Cache::new(Limits::default());
+        let k = key("1");
+        let t = match c.begin(k.clone(), 1) {
+            Begin::Fresh(t) => t,
+            _ => panic!(),
+        };
+        assert_eq!(t.waiter().attempt(), 1);
+        for n in 2..=4 {
+            match c.begin(k.clone(), 1) {
+                Begin::InFlight(w) => assert_eq!(w.attempt(), n),
+                _ => panic!(),
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_answer_wins_and_a_late_one_is_told_it_lost() {
+        let c = Cache::new(Limits::default());
+        let k = key("1");
+        let t = match c.begin(k.clone(), 1) {
+            Begin::Fresh(t) => t,
+            _ => panic!(),
+        };
+        let last = match c.begin(k.clone(), 1) {
+            Begin::InFlight(w) => w,
+            _ => panic!(),
+        };
+        // The last attempt gives up and answers the fallback.
+        let s = last.settle("fallback".into(), 2);
+        assert!(s.won);
+        // The real answer arrives afterwards: it loses, and the fallback stays in force.
+        let late = t.complete("late answer".into(), 3);
+        assert!(!late.won);
+        assert_eq!(&*late.value, "fallback");
+        assert_eq!(cached(&c, k, 4).as_deref(), Some("fallback"));
+    }
+
+    #[test]
+    fn an_answer_that_comes_first_reaches_every_open_attempt() {
+        let c = Cache::new(Limits::default());
+        let k = key("1");
+        let t = match c.begin(k.clone(), 1) {
+            Begin::Fresh(t) => t,
+            _ => panic!(),
+        };
+        let first = t.waiter();
+        let second = match c.begin(k.clone(), 1) {
+            Begin::InFlight(w) => w,
+            _ => panic!(),
+        };
+        assert!(t.complete("answer".into(), 2).won);
+        assert!(!second.settle("fallback".into(), 3).won);
+        for w in [first, second] {
+            assert_eq!(w.wait(Duration::ZERO).as_deref(), Some("answer"));
+        }
+    }
+
+    #[test]
+    fn a_detached_ticket_hands_its_answer_to_its_own_waiter() {
+        let t = detached::<Arc<str>>();
+        let w = t.waiter();
+        thread::spawn(move || t.complete("done".into(), 1))
+            .join()
+            .unwrap();
+        assert_eq!(w.wait(Duration::from_secs(5)).as_deref(), Some("done"));
     }
 
     #[test]
