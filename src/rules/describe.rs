@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{Action, KeyMatch, Matcher, ReplySpec, Rule};
+use super::{Action, KeyMatch, Matcher, ReplySpec, Rule, Target};
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -35,6 +35,15 @@ impl fmt::Display for Action {
         match self {
             Action::Echo => f.write_str("echo the text (success for anything else)"),
             Action::Success => f.write_str("success"),
+            Action::Forward { target, fallback } => {
+                match target {
+                    Target::Http { url } => write!(f, "forward to {url}")?,
+                    Target::Command { argv, dir } => {
+                        write!(f, "run {argv:?} in {}", dir.display())?
+                    }
+                }
+                write!(f, " (fallback: {fallback})")
+            }
             Action::Reply(spec) => match spec {
                 ReplySpec::Text(t) => write!(f, "text {t}"),
                 ReplySpec::Image(t) => write!(f, "image {t}"),

@@ -1,13 +1,14 @@
 //! The rules file format: TOML → a validated [`RuleSet`], with file:line errors.
 
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::template::{Piece, Template};
-use super::{Action, ArticleSpec, KeyMatch, Matcher, ReplySpec, Rule, RuleSet, RulesError};
+use super::{Action, ArticleSpec, KeyMatch, Matcher, ReplySpec, Rule, RuleSet, RulesError, Target};
 use crate::protocol::reply;
 
 impl RuleSet {
@@ -20,6 +21,11 @@ impl RuleSet {
         };
         let raw: RawFile =
             toml::from_str(text).map_err(|e| err(e.span(), e.message().trim().to_owned()))?;
+        // Commands run in the rules file's folder, so `["python3", "bot.py"]` finds its script.
+        let dir = match Path::new(file).parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let mut rules = Vec::with_capacity(raw.rules.len());
         let mut warnings = Vec::new();
         for (i, spanned) in raw.rules.into_iter().enumerate() {
@@ -27,14 +33,13 @@ impl RuleSet {
             let line = line_of(text, header.start);
             let mut notes = Vec::new();
             let reply_at = key_span(text, &header, "reply");
-            let rule = compile_rule(spanned.into_inner(), line, reply_at, &mut notes).map_err(
-                |Located { span, reason }| {
+            let rule = compile_rule(spanned.into_inner(), line, reply_at, &dir, &mut notes)
+                .map_err(|Located { span, reason }| {
                     err(
                         Some(span.unwrap_or_else(|| header.clone())),
                         format!("rule {}: {reason}", i + 1),
                     )
-                },
-            )?;
+                })?;
             warnings.extend(
                 notes
                     .into_iter()
@@ -52,7 +57,7 @@ impl RuleSet {
                 let span = d.span();
                 let at = key_span(text, &span, "reply").unwrap_or(span);
                 let mut notes = Vec::new();
-                let action = compile_action(d.into_inner().reply, None, &mut notes)
+                let action = compile_action(d.into_inner().reply, None, &dir, &mut notes)
                     .map_err(|r| err(Some(at.clone()), format!("[default]: {r}")))?;
                 warnings.extend(notes.into_iter().map(|reason| RulesError {
                     file: file.to_owned(),
@@ -254,6 +259,7 @@ fn compile_rule(
     raw: RawRule,
     line: usize,
     reply_at: Option<Range<usize>>,
+    dir: &Path,
     notes: &mut Vec<Located>,
 ) -> Result<Rule, Located> {
     let kinds = [
@@ -325,7 +331,7 @@ fn compile_rule(
         reason,
     };
     let mut reply_notes = Vec::new();
-    let action = compile_action(raw.reply, regex, &mut reply_notes).map_err(located)?;
+    let action = compile_action(raw.reply, regex, dir, &mut reply_notes).map_err(located)?;
     notes.extend(reply_notes.into_iter().map(located));
     Ok(Rule {
         line,
@@ -352,10 +358,150 @@ fn compile_regex(pattern: &str) -> Result<Regex, String> {
 }
 
 const REPLY_KINDS: &str =
-    "text, image, voice, video, music, news, transfer_customer_service, or \"success\"/\"echo\"";
+    "text, image, voice, video, music, news, transfer_customer_service, forward, command, or \"success\"/\"echo\"";
 
 /// A reply; `notes` gets what is allowed but probably not meant.
 fn compile_action(
+    value: toml::Value,
+    regex: Option<&Regex>,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> Result<Action, String> {
+    if let toml::Value::Table(t) = &value {
+        if t.len() == 1 {
+            if let Some(v) = t.get("forward") {
+                return compile_forward(v.clone(), regex, dir, notes);
+            }
+            if let Some(v) = t.get("command") {
+                return compile_command(v.clone(), regex, dir, notes);
+            }
+        }
+    }
+    compile_reply(value, regex, notes)
+}
+
+/// `reply.forward = "URL"` or `{ url = "...", fallback = ... }`.
+fn compile_forward(
+    value: toml::Value,
+    regex: Option<&Regex>,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> Result<Action, String> {
+    let (url, fallback) = match value {
+        toml::Value::String(url) => (url, None),
+        toml::Value::Table(mut t) => {
+            let url = match t.remove("url") {
+                Some(toml::Value::String(u)) => u,
+                Some(other) => {
+                    return Err(format!(
+                        "reply.forward.url must be a string, not {}",
+                        other.type_str()
+                    ))
+                }
+                None => return Err("reply.forward needs `url`".into()),
+            };
+            let fallback = t.remove("fallback");
+            if let Some(k) = t.keys().next() {
+                return Err(format!(
+                    "unknown key `{k}` in reply.forward (expected url, fallback)"
+                ));
+            }
+            (url, fallback)
+        }
+        other => {
+            return Err(format!(
+                "reply.forward must be a URL or a table {{ url, fallback }}, not {}",
+                other.type_str()
+            ))
+        }
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "reply.forward {url:?}: expected an http:// or https:// URL"
+        ));
+    }
+    Ok(Action::Forward {
+        target: Target::Http { url },
+        fallback: Box::new(compile_fallback(fallback, regex, dir, notes)?),
+    })
+}
+
+/// `reply.command = ["program", "arg", ...]` or `{ argv = [...], fallback = ... }`.
+fn compile_command(
+    value: toml::Value,
+    regex: Option<&Regex>,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> Result<Action, String> {
+    let (argv, fallback) = match value {
+        toml::Value::Array(a) => (a, None),
+        toml::Value::Table(mut t) => {
+            let argv = match t.remove("argv") {
+                Some(toml::Value::Array(a)) => a,
+                Some(other) => {
+                    return Err(format!(
+                        "reply.command.argv must be a list of strings, not {}",
+                        other.type_str()
+                    ))
+                }
+                None => return Err("reply.command needs `argv`".into()),
+            };
+            let fallback = t.remove("fallback");
+            if let Some(k) = t.keys().next() {
+                return Err(format!(
+                    "unknown key `{k}` in reply.command (expected argv, fallback)"
+                ));
+            }
+            (argv, fallback)
+        }
+        other => {
+            return Err(format!(
+                "reply.command must be a list like [\"python3\", \"bot.py\"] or a table {{ argv, fallback }}, not {}",
+                other.type_str()
+            ))
+        }
+    };
+    let argv = argv
+        .into_iter()
+        .map(|v| match v {
+            toml::Value::String(s) => Ok(s),
+            other => Err(format!(
+                "reply.command: every argument must be a string, not {}",
+                other.type_str()
+            )),
+        })
+        .collect::<Result<Vec<String>, String>>()?;
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        return Err("reply.command needs a program to run".into());
+    }
+    Ok(Action::Forward {
+        target: Target::Command {
+            argv,
+            dir: dir.to_path_buf(),
+        },
+        fallback: Box::new(compile_fallback(fallback, regex, dir, notes)?),
+    })
+}
+
+/// A forward's fallback: any reply the rules file allows, but not another forward. Without one,
+/// `success`.
+fn compile_fallback(
+    value: Option<toml::Value>,
+    regex: Option<&Regex>,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> Result<Action, String> {
+    let Some(value) = value else {
+        return Ok(Action::Success);
+    };
+    match compile_action(value, regex, dir, notes)? {
+        Action::Forward { .. } => Err("a fallback cannot itself forward".into()),
+        action => Ok(action),
+    }
+}
+
+/// A passive reply, `echo` or `success`.
+fn compile_reply(
     value: toml::Value,
     regex: Option<&Regex>,
     notes: &mut Vec<String>,

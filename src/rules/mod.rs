@@ -102,6 +102,26 @@ pub enum Action {
     Echo,
     Success,
     Reply(ReplySpec),
+    /// Hand the push to the user's own code (`reply.forward` / `reply.command`), answering
+    /// `fallback` when it cannot answer in time or answers something WeChat would refuse.
+    Forward {
+        target: Target,
+        /// Never itself a `Forward`.
+        fallback: Box<Action>,
+    },
+}
+
+/// Where a forwarded push goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `reply.forward = "http://..."`: an HTTP endpoint that takes the push as JSON.
+    Http { url: String },
+    /// `reply.command = ["python3", "bot.py"]`: a program that reads the JSON on stdin and
+    /// writes the answer on stdout, run in `dir` (the rules file's folder) without a shell.
+    Command {
+        argv: Vec<String>,
+        dir: std::path::PathBuf,
+    },
 }
 
 /// A reply with placeholders still to fill.
@@ -149,6 +169,8 @@ pub struct Decision {
     pub rule: Option<Matched>,
     /// Platform-limit adjustments made while building the reply, for the log.
     pub warnings: Vec<String>,
+    /// Set when the push goes to the user's own code; `reply` is then the fallback.
+    pub forward: Option<Target>,
 }
 impl RuleSet {
     /// The built-in rules (see [`BUILTIN`]).
@@ -279,6 +301,11 @@ fn build(action: &Action, msg: &Message, caps: Option<&regex::Captures<'_>>) -> 
         Answering::Message
     };
     let reply = match action {
+        Action::Forward { target, fallback } => {
+            let mut d = build(fallback, msg, caps);
+            d.forward = Some(target.clone());
+            return d;
+        }
         Action::Success => Reply::Success,
         Action::Echo => match &msg.kind {
             Kind::Text {
@@ -349,6 +376,7 @@ fn build(action: &Action, msg: &Message, caps: Option<&regex::Captures<'_>>) -> 
         reply,
         rule: None,
         warnings,
+        forward: None,
     }
 }
 
