@@ -43,6 +43,8 @@ Options:
   --to GH_ID         the account (ToUserName)       [default: gh_wxmp_send]
   --msg-id ID        MsgId                          [default: random]
   --repeat N         send the same push N times, as WeChat's retries do, and compare replies
+  --retries N        like WeChat: abandon an attempt after 5 s and send it again, N tries in all
+                     (WeChat makes 3)                [default: 1]
   --xml              print the (decrypted) reply XML instead of the summary
 
 Exit status: 0 the reply is one WeChat accepts; 1 it is not, or the server failed or is
@@ -77,6 +79,7 @@ pub struct RawSend {
     pub to: Option<String>,
     pub msg_id: Option<String>,
     pub repeat: Option<String>,
+    pub retries: Option<String>,
     pub xml: bool,
     pub kind: Vec<String>,
     /// Per-kind options (`--lat`, `--key`, ...), by name.
@@ -113,6 +116,8 @@ pub struct Job {
     pub to: String,
     pub msg_id: Option<String>,
     pub repeat: usize,
+    /// Tries of one push, each abandoned after WeChat's 5 s (WeChat makes 3).
+    pub retries: usize,
     pub xml: bool,
     pub payload: Payload,
 }
@@ -158,6 +163,7 @@ pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
                     "to" => &mut raw.to,
                     "msg-id" => &mut raw.msg_id,
                     "repeat" => &mut raw.repeat,
+                    "retries" => &mut raw.retries,
                     other if KIND_FIELDS.contains(&other) => {
                         raw.fields.push((name, value));
                         continue;
@@ -241,6 +247,17 @@ pub fn resolve(raw: RawSend, env: &dyn Fn(&str) -> Option<String>) -> Result<Job
             }
         },
     };
+    let retries = match raw.retries.as_deref() {
+        None => 1,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=10).contains(&n) => n,
+            _ => {
+                return Err(UsageError(format!(
+                    "invalid --retries {n:?}: expected 1 to 10 (WeChat makes 3 tries)"
+                )))
+            }
+        },
+    };
     let from = raw.from.clone().unwrap_or_else(|| DEFAULT_FROM.into());
     let to = raw.to.clone().unwrap_or_else(|| DEFAULT_TO.into());
     let payload = payload(&raw, &from, &to)?;
@@ -259,6 +276,7 @@ pub fn resolve(raw: RawSend, env: &dyn Fn(&str) -> Option<String>) -> Result<Job
         to,
         msg_id: raw.msg_id.clone(),
         repeat,
+        retries,
         xml: raw.xml,
         payload,
     })

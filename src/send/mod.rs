@@ -159,19 +159,27 @@ pub fn run(job: &Job) -> u8 {
     let mut bodies: Vec<String> = Vec::new();
     for attempt in 1..=job.repeat {
         let started = Instant::now();
-        let result =
-            http::exchange(&agent, "POST", &out.url, &out.body).and_then(|(status, body)| {
-                check_reply(job, &user, &account, &body).map(|c| (status, body, c))
-            });
+        let result = post_like_wechat(&agent, job, &out).and_then(|(status, body, tries)| {
+            check_reply(job, &user, &account, &body).map(|c| (status, body, c, tries))
+        });
         match result {
-            Ok((status, body, checked)) => {
+            Ok((status, body, checked, tries)) => {
                 let tag = if job.repeat > 1 {
                     format!("#{attempt} ")
                 } else {
                     String::new()
                 };
                 let enc = if checked.encrypted { ", encrypted" } else { "" };
-                let meta = format!("[HTTP {status}, {}, {} mode{enc}]", ms(started), job.mode);
+                let tries = if job.retries > 1 {
+                    format!("attempt {tries} of {}, ", job.retries)
+                } else {
+                    String::new()
+                };
+                let meta = format!(
+                    "[HTTP {status}, {tries}{}, {} mode{enc}]",
+                    ms(started),
+                    job.mode
+                );
                 if job.xml {
                     // The XML alone on stdout, so it can be piped; the status on stderr.
                     println!("{}", checked.xml);
@@ -197,6 +205,31 @@ pub fn run(job: &Job) -> u8 {
         }
     }
     0
+}
+
+/// Posts the push; with `--retries`, as WeChat does: an attempt unanswered after 5 s is
+/// abandoned (its connection closed) and the same push is sent again. The status, the body and
+/// which attempt answered.
+fn post_like_wechat(
+    agent: &ureq::Agent,
+    job: &Job,
+    out: &Outgoing,
+) -> Result<(u16, String, usize), SendError> {
+    let mut tries = 1;
+    loop {
+        match http::exchange(agent, "POST", &out.url, &out.body) {
+            Ok((status, body)) => return Ok((status, body, tries)),
+            Err(SendError::Timeout) if tries < job.retries => {
+                eprintln!(
+                    "attempt {tries} of {}: no answer within {} s; sending it again, as WeChat does",
+                    job.retries,
+                    TIMEOUT.as_secs()
+                );
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn ms(started: Instant) -> String {

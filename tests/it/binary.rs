@@ -90,6 +90,10 @@ impl Server {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the server has written to stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
