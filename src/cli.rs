@@ -29,6 +29,11 @@ Serve options (each also read from the environment variable shown; a flag wins):
   --threads N        request handler threads         WXMP_THREADS  [default: 4 x cores, 8..64]
   --cache-mb MB      retry cache memory budget       WXMP_CACHE_MB [default: 32, at least 1]
   --cache-ttl SECS   how long replies are kept       WXMP_CACHE_TTL [default: 60, at least 30]
+  --late MODE        late forward answers: stretch | kf  WXMP_LATE [default: stretch]
+  --forward-secret S signs forwarded bodies (HMAC)   WXMP_FORWARD_SECRET
+  --forward-capacity N  forwarded pushes in flight   WXMP_FORWARD_CAPACITY [default: 200]
+  --forward-processes N commands running at once     WXMP_FORWARD_PROCESSES [default: 16]
+  --kf-wait SECS     how long a late answer is awaited (kf)  WXMP_KF_WAIT [default: 60]
 
 Endpoints: PATH (POST pushes, GET the URL check), / (Hello World!), /healthz (ok).
 ";
@@ -115,6 +120,11 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                     "threads" => &mut serve.threads,
                     "cache-mb" => &mut serve.cache_mb,
                     "cache-ttl" => &mut serve.cache_ttl,
+                    "late" => &mut serve.late,
+                    "forward-secret" => &mut serve.forward_secret,
+                    "forward-capacity" => &mut serve.forward_capacity,
+                    "forward-processes" => &mut serve.forward_processes,
+                    "kf-wait" => &mut serve.kf_wait,
                     _ => {
                         return Err(CliError(format!(
                             "unknown option --{name} (see wxmp --help)"

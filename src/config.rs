@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use crate::protocol::crypto::AesKey;
 use crate::protocol::envelope::SafeMode;
 use crate::protocol::verify::Token;
+use crate::server::forward::{self, http::ForwardSecret, Late};
 use crate::server::store::Limits;
 
 pub const DEFAULT_HOST: &str = "0.0.0.0";
@@ -29,6 +30,11 @@ pub struct RawServe {
     pub threads: Option<String>,
     pub cache_mb: Option<String>,
     pub cache_ttl: Option<String>,
+    pub late: Option<String>,
+    pub forward_secret: Option<String>,
+    pub forward_capacity: Option<String>,
+    pub forward_processes: Option<String>,
+    pub kf_wait: Option<String>,
 }
 
 /// A validated configuration.
@@ -42,6 +48,8 @@ pub struct Config {
     pub rules: Option<PathBuf>,
     pub threads: usize,
     pub cache: Limits,
+    /// Forwarding to the user's own code (`reply.forward` / `reply.command` in the rules).
+    pub forward: forward::Settings,
     /// Settings that are accepted but probably not meant; the server logs them at start.
     pub warnings: Vec<String>,
 }
@@ -150,6 +158,52 @@ impl Config {
                 "invalid cache TTL {cache_ttl} (--cache-ttl / WXMP_CACHE_TTL): WeChat retries for about 15 s; use at least 30"
             )));
         }
+        let late = match pick(raw.late, "WXMP_LATE").as_deref() {
+            None | Some("stretch") => Late::Stretch,
+            Some("kf") => Late::Kf,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "invalid late strategy {other:?} (--late / WXMP_LATE): expected stretch or kf"
+                )))
+            }
+        };
+        let forward_capacity: usize = number(
+            pick(raw.forward_capacity, "WXMP_FORWARD_CAPACITY"),
+            "--forward-capacity / WXMP_FORWARD_CAPACITY",
+            forward::DEFAULT_CAPACITY,
+        )?;
+        if !(1..=10_000).contains(&forward_capacity) {
+            return Err(ConfigError(format!(
+                "invalid forward capacity {forward_capacity} (--forward-capacity / WXMP_FORWARD_CAPACITY): expected 1 to 10000 pushes in flight"
+            )));
+        }
+        let forward_processes: usize = number(
+            pick(raw.forward_processes, "WXMP_FORWARD_PROCESSES"),
+            "--forward-processes / WXMP_FORWARD_PROCESSES",
+            forward::DEFAULT_PROCESSES,
+        )?;
+        if !(1..=1024).contains(&forward_processes) {
+            return Err(ConfigError(format!(
+                "invalid process limit {forward_processes} (--forward-processes / WXMP_FORWARD_PROCESSES): expected 1 to 1024"
+            )));
+        }
+        let kf_wait: u64 = number(
+            pick(raw.kf_wait, "WXMP_KF_WAIT"),
+            "--kf-wait / WXMP_KF_WAIT",
+            forward::DEFAULT_KF_WAIT.as_secs(),
+        )?;
+        if !(5..=3600).contains(&kf_wait) {
+            return Err(ConfigError(format!(
+                "invalid kf wait {kf_wait} (--kf-wait / WXMP_KF_WAIT): expected 5 to 3600 seconds"
+            )));
+        }
+        let forward = forward::Settings {
+            late,
+            secret: pick(raw.forward_secret, "WXMP_FORWARD_SECRET").map(|s| ForwardSecret::new(&s)),
+            capacity: forward_capacity,
+            processes: forward_processes,
+            kf_wait: std::time::Duration::from_secs(kf_wait),
+        };
         Ok(Config {
             host,
             port,
@@ -163,6 +217,7 @@ impl Config {
                 max_entries: Limits::default().max_entries,
                 max_bytes: cache_mb.saturating_mul(1 << 20),
             },
+            forward,
             warnings,
         })
     }

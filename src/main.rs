@@ -86,6 +86,7 @@ fn serve(raw: RawServe) -> ExitCode {
         port: config.port,
         threads: config.threads,
         cache: config.cache,
+        forward: config.forward.clone(),
     };
     let log = Log::stderr();
     for w in &config.warnings {

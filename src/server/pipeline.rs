@@ -7,17 +7,20 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::log::Log;
 use crate::protocol::crypto::CryptoError;
 use crate::protocol::envelope::{EnvelopeError, Mode, SafeMode};
+use crate::protocol::json;
 use crate::protocol::message::{Message, ParseError};
 use crate::protocol::query::{Query, QueryError};
-use crate::protocol::reply::Reply;
-use crate::protocol::verify;
+use crate::protocol::reply::{Answering, Reply};
+use crate::protocol::verify::{self, Token};
 use crate::protocol::xml::{self, child_text, XmlError};
-use crate::rules::Decision;
+use crate::rules::{Decision, Target};
 use crate::server::account::Account;
 use crate::server::env::Env;
-use crate::server::store::{Begin, Key, Limits, MemoryStore, RetryStore, Usage, Weigh};
+use crate::server::forward::{self, Forwarder, Settings};
+use crate::server::store::{self, Begin, Key, Limits, MemoryStore, RetryStore, Usage, Weigh};
 
 /// How long a duplicate waits for the first attempt: WeChat gives up on a push after 5 s.
 const DUPLICATE_WAIT: Duration = Duration::from_millis(4500);
@@ -156,6 +159,8 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// From the push's arrival to the answer, on the monotonic clock.
     pub duration: Duration,
+    /// For a forwarded push: which of WeChat's attempts this was, and what it delivered.
+    pub forward: Option<forward::Attempt>,
 }
 
 /// A push as the HTTP layer hands it over.
@@ -179,6 +184,7 @@ pub struct Pipeline {
     account: Account,
     store: Arc<dyn RetryStore<Answer>>,
     env: Arc<dyn Env>,
+    forwarder: Forwarder,
 }
 
 impl Pipeline {
@@ -187,11 +193,23 @@ impl Pipeline {
         store: Arc<dyn RetryStore<Answer>>,
         env: Arc<dyn Env>,
     ) -> Pipeline {
+        let forwarder = Forwarder::new(Settings::default(), Arc::clone(&env), Log::stderr());
         Pipeline {
             account,
             store,
             env,
+            forwarder,
         }
+    }
+
+    /// With forwarding set up as configured (the default: `stretch`, logging to stderr).
+    pub fn with_forwarder(mut self, forwarder: Forwarder) -> Pipeline {
+        self.forwarder = forwarder;
+        self
+    }
+
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
     }
 
     /// With the in-memory retry store under `limits`.
@@ -251,7 +269,7 @@ impl Pipeline {
         let clean = xml::sanitize(push.body)?;
         if !q.is_encrypted() {
             let msg = Message::parse_clean(&clean).map_err(not_a_push)?;
-            return Ok(self.answer(msg, None, outcome));
+            return Ok(self.answer(msg, None, outcome, push.arrived));
         }
         if let Some(safe) = &self.account.safe {
             // The safe-mode envelope is flat; reading it without the tree parser saves most of
@@ -265,7 +283,7 @@ impl Pipeline {
                     } else {
                         Mode::Safe
                     });
-                    return self.open(q, safe, encrypt, outcome);
+                    return self.open(q, safe, encrypt, outcome, push.arrived);
                 }
             }
         }
@@ -276,11 +294,11 @@ impl Pipeline {
         let compat = root.get_child("MsgType").is_some();
         outcome.mode = Some(if compat { Mode::Compat } else { Mode::Safe });
         match &self.account.safe {
-            Some(safe) => self.open(q, safe, &encrypt, outcome),
+            Some(safe) => self.open(q, safe, &encrypt, outcome, push.arrived),
             // Compatible mode also carries the plaintext fields: answer those in plaintext.
             None if compat => {
                 let msg = Message::from_element(&root).map_err(not_a_push)?;
-                Ok(self.answer(msg, None, outcome))
+                Ok(self.answer(msg, None, outcome, push.arrived))
             }
             None => Err(Rejection::NoAesKey),
         }
@@ -293,6 +311,7 @@ impl Pipeline {
         safe: &SafeMode,
         encrypt: &str,
         outcome: &mut Outcome,
+        arrived: Instant,
     ) -> Result<Answer, Rejection> {
         let inner = safe
             .open(
@@ -304,86 +323,178 @@ impl Pipeline {
             )
             .map_err(Rejection::Envelope)?;
         let msg = Message::parse(&inner).map_err(Rejection::Decrypted)?;
-        Ok(self.answer(msg, Some(safe), outcome))
+        Ok(self.answer(msg, Some(safe), outcome, arrived))
     }
 
-    /// retry store → rules → render → [seal].
-    fn answer(&self, msg: Message, safe: Option<&SafeMode>, outcome: &mut Outcome) -> Answer {
+    /// retry store → rules → render → (seal), or → the user's own code.
+    fn answer(
+        &self,
+        msg: Message,
+        safe: Option<&SafeMode>,
+        outcome: &mut Outcome,
+        arrived: Instant,
+    ) -> Answer {
         outcome.msg_type = Some(msg.msg_type().to_owned());
         if let Some(e) = msg.event() {
             outcome.event = Some(e.name().to_owned());
             outcome.event_key = e.event_key().map(str::to_owned);
         }
         outcome.from_user = msg.from_user_name.clone();
-        let Some(key) = retry_key(&msg, safe.is_some()) else {
-            return self.decide(&msg, safe, outcome);
+        let begin = match retry_key(&msg, safe.is_some()) {
+            Some(key) => self.store.begin(key, self.env.now()),
+            // Nothing identifies its retries; it is still answered, once per attempt.
+            None => Begin::Fresh(store::detached()),
         };
-        match self.store.begin(key, self.env.now()) {
+        match begin {
             Begin::Cached(answer) => {
                 outcome.answered = Some(Answered::Cached);
                 answer
             }
             Begin::Fresh(ticket) => {
-                let answer = self.decide(&msg, safe, outcome);
-                ticket.complete(answer.clone(), self.env.now());
-                answer
-            }
-            Begin::InFlight(waiter) => match waiter.wait(DUPLICATE_WAIT) {
-                Some(answer) => {
-                    outcome.answered = Some(Answered::Joined);
-                    answer
+                let decision = self.decide(&msg, outcome);
+                let answer = self.render(&decision.reply, &msg, safe);
+                match decision.forward {
+                    None => {
+                        ticket.complete(answer.clone(), self.env.now());
+                        answer
+                    }
+                    Some(target) => {
+                        let job = self.job(target, &msg, safe, answer, arrived);
+                        let (answer, attempt) = self.forwarder.start(ticket, job);
+                        self.note_forward(outcome, attempt);
+                        answer
+                    }
                 }
-                // The first attempt failed or hung: answer this one ourselves.
-                None => self.decide(&msg, safe, outcome),
-            },
+            }
+            Begin::InFlight(waiter) => {
+                let decision = self.decide(&msg, outcome);
+                if decision.forward.is_some() {
+                    let fallback = self.render(&decision.reply, &msg, safe);
+                    let (answer, attempt) = self.forwarder.join(waiter, arrived, fallback);
+                    outcome.answered = Some(Answered::Joined);
+                    self.note_forward(outcome, attempt);
+                    return answer;
+                }
+                match waiter.wait(DUPLICATE_WAIT) {
+                    Some(answer) => {
+                        outcome.answered = Some(Answered::Joined);
+                        answer
+                    }
+                    // The first attempt failed or hung: answer this one ourselves.
+                    None => self.render(&decision.reply, &msg, safe),
+                }
+            }
         }
     }
 
-    fn decide(&self, msg: &Message, safe: Option<&SafeMode>, outcome: &mut Outcome) -> Answer {
-        let Decision {
-            reply,
-            rule,
-            warnings,
-        } = self.account.rules.current().decide(msg);
+    fn note_forward(&self, outcome: &mut Outcome, attempt: forward::Attempt) {
+        if attempt.delivered == forward::Delivered::Answer {
+            // The user's code chose the reply; the fallback's type says nothing.
+            outcome.reply = None;
+        }
+        outcome.forward = Some(attempt);
+    }
+
+    /// The rules' decision, noted in the outcome.
+    fn decide(&self, msg: &Message, outcome: &mut Outcome) -> Decision {
+        let mut decision = self.account.rules.current().decide(msg);
         outcome.answered = Some(Answered::Fresh);
-        outcome.decided = Some(match rule {
+        outcome.decided = Some(match decision.rule {
             Some(m) => Decided::Rule {
                 index: m.index,
                 line: m.line,
             },
             None => Decided::Default,
         });
-        outcome.reply = Some(reply.msg_type());
-        outcome.warnings = warnings;
-        if reply == Reply::Success {
-            return Answer::success();
-        }
-        let now = self.env.now();
-        let xml = reply.render(msg.from_user(), msg.to_user(), now);
-        let body = match safe {
-            None => xml,
-            Some(safe) => self.seal(safe, &xml, now),
-        };
-        Answer {
-            body: Arc::from(body),
-            xml: true,
-        }
+        outcome.reply = Some(decision.reply.msg_type());
+        outcome.warnings = std::mem::take(&mut decision.warnings);
+        decision
     }
 
-    /// Encrypts and signs a reply into the safe-mode envelope.
-    fn seal(&self, safe: &SafeMode, xml: &str, now: u64) -> String {
-        // One call to the random source (a system call) for the IV prefix and the nonce.
-        let mut bytes = [0u8; 24];
-        self.env.fill_random(&mut bytes);
-        let (random, nonce_bytes) = bytes.split_at(16);
-        let random: [u8; 16] = random.try_into().unwrap_or_default();
-        let nonce_bytes: [u8; 8] = nonce_bytes.try_into().unwrap_or_default();
-        // WeChat's own nonces are decimal digits; keep to that shape.
-        let nonce = (u64::from_le_bytes(nonce_bytes) % 10_000_000_000).to_string();
-        let timestamp = now.to_string();
-        safe.seal(&self.account.token, xml, &timestamp, &nonce, &random)
-            .reply_xml(now, &nonce)
+    fn render(&self, reply: &Reply, msg: &Message, safe: Option<&SafeMode>) -> Answer {
+        render(
+            &self.account.token,
+            safe,
+            &*self.env,
+            reply,
+            msg.from_user(),
+            msg.to_user(),
+        )
     }
+
+    /// Everything a forward worker needs, owned.
+    fn job(
+        &self,
+        target: Target,
+        msg: &Message,
+        safe: Option<&SafeMode>,
+        fallback: Answer,
+        arrived: Instant,
+    ) -> forward::Job {
+        let (token, safe, env) = (
+            self.account.token.clone(),
+            safe.cloned(),
+            Arc::clone(&self.env),
+        );
+        let (user, account) = (msg.from_user().to_owned(), msg.to_user().to_owned());
+        let openid = user.clone();
+        forward::Job {
+            target,
+            body: serde_json::to_vec(&json::push_json(msg)).unwrap_or_default(),
+            openid,
+            answering: if msg.event().is_some() {
+                Answering::Event
+            } else {
+                Answering::Message
+            },
+            render: Box::new(move |reply| {
+                render(&token, safe.as_ref(), &*env, reply, &user, &account)
+            }),
+            fallback,
+            arrived,
+        }
+    }
+}
+
+/// A reply as the body to send: `success` as it is, anything else rendered to `user` from
+/// `account` and, in safe mode, sealed.
+fn render(
+    token: &Token,
+    safe: Option<&SafeMode>,
+    env: &dyn Env,
+    reply: &Reply,
+    user: &str,
+    account: &str,
+) -> Answer {
+    if *reply == Reply::Success {
+        // WeChat asks for a plain `success`, unencrypted, even in safe mode.
+        return Answer::success();
+    }
+    let now = env.now();
+    let xml = reply.render(user, account, now);
+    let body = match safe {
+        None => xml,
+        Some(safe) => seal(token, safe, env, &xml, now),
+    };
+    Answer {
+        body: Arc::from(body),
+        xml: true,
+    }
+}
+
+/// Encrypts and signs a reply into the safe-mode envelope.
+fn seal(token: &Token, safe: &SafeMode, env: &dyn Env, xml: &str, now: u64) -> String {
+    // One call to the random source (a system call) for the IV prefix and the nonce.
+    let mut bytes = [0u8; 24];
+    env.fill_random(&mut bytes);
+    let (random, nonce_bytes) = bytes.split_at(16);
+    let random: [u8; 16] = random.try_into().unwrap_or_default();
+    let nonce_bytes: [u8; 8] = nonce_bytes.try_into().unwrap_or_default();
+    // WeChat's own nonces are decimal digits; keep to that shape.
+    let nonce = (u64::from_le_bytes(nonce_bytes) % 10_000_000_000).to_string();
+    let timestamp = now.to_string();
+    safe.seal(token, xml, &timestamp, &nonce, &random)
+        .reply_xml(now, &nonce)
 }
 
 fn not_a_push(e: ParseError) -> Rejection {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::log::Log;
 use crate::server::account::Account;
-use crate::server::env::SystemEnv;
+use crate::server::env::{Env, SystemEnv};
+use crate::server::forward::{self, Forwarder};
 use crate::server::pipeline::Pipeline;
 use crate::server::reload;
 use crate::server::routes::{self, Service};
@@ -27,6 +28,8 @@ pub struct Listen {
     pub threads: usize,
     /// The retry store's limits.
     pub cache: Limits,
+    /// Forwarding to the user's own code.
+    pub forward: forward::Settings,
 }
 
 /// Why the server could not start.
@@ -77,11 +80,14 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024 would
     // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    let pipeline = Arc::new(Pipeline::in_memory(
-        account,
-        listen.cache,
-        Arc::new(SystemEnv),
-    ));
+    let env: Arc<dyn Env> = Arc::new(SystemEnv);
+    let forwarder = Forwarder::new(listen.forward.clone(), Arc::clone(&env), log.clone());
+    let pipeline =
+        Arc::new(Pipeline::in_memory(account, listen.cache, env).with_forwarder(forwarder));
+    // The handler pool: `threads` for the server's own work, plus room for the attempts that
+    // forwarding holds open (each waits on a condition variable, a few KiB of stack), so a slow
+    // endpoint can never take the threads that static rules, the URL check and /healthz need.
+    let pool = listen.threads + listen.forward.held_threads();
     let service = Arc::new(Service::new(Arc::clone(&pipeline), log.clone()));
     let handler = {
         let service = Arc::clone(&service);
@@ -89,7 +95,7 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     };
     let addr = format!("{}:{}", listen.host, listen.port);
     let server = match rouille::Server::new((listen.host.as_str(), listen.port), handler) {
-        Ok(s) => s.pool_size(listen.threads),
+        Ok(s) => s.pool_size(pool),
         Err(e) => {
             return Err(match e.downcast::<io::Error>() {
                 Ok(error) => ServeError::Bind {
@@ -129,7 +135,7 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     });
 
     println!(
-        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads, {} file descriptors)",
+        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads + {} for held forwards, {} file descriptors)",
         env!("CARGO_PKG_VERSION"),
         server.server_addr(),
         path,
@@ -139,6 +145,7 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
             .as_ref()
             .map_or("built in".to_owned(), |p| format!("from {}", p.display())),
         listen.threads,
+        pool - listen.threads,
         fd_limit,
     );
     let _ = io::stdout().flush();

@@ -1,0 +1,530 @@
+//! Forwarding: the user's own code answers a push (`reply.forward` / `reply.command`), and
+//! WeChat's 5-second deadline is wxmp's problem, not theirs.
+//!
+//! One call per push, whatever WeChat's retries do: the first attempt hands its retry-store
+//! ticket to a worker thread that makes the call; every attempt, the first included, waits on
+//! the store for the answer until its own deadline (see [`timing`]). What happens when the
+//! answer is late is the [`Late`] strategy:
+//!
+//! - `stretch`: the first and second attempts are held unanswered until WeChat drops them; the
+//!   retry joins the same call, and whichever attempt is open when the answer comes delivers it.
+//!   The last attempt answers the fallback a margin before its 5 s. About 14 s instead of 5.
+//! - `kf`: the first attempt answers the fallback a margin before its 5 s; the answer, when it
+//!   comes, goes out through the customer-service API ([`LateSender`]).
+//!
+//! Capacity is bounded: past `capacity` calls in flight (or `processes` commands running), a
+//! push gets its fallback at once rather than queueing past its deadline.
+
+pub mod command;
+pub mod http;
+pub mod timing;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::log::Log;
+use crate::protocol::json;
+use crate::protocol::reply::{Answering, Reply};
+use crate::rules::Target;
+use crate::server::env::Env;
+use crate::server::pipeline::Answer;
+use crate::server::store::{Ticket, Waiter};
+use http::ForwardSecret;
+use timing::{ATTEMPTS, MARGIN, SLACK, STRETCH_LIMIT, WECHAT_WAIT};
+
+/// What to do when the user's code answers after the first attempt's 5 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Late {
+    /// Hold WeChat's retries open and answer on the one that is open when the answer comes.
+    Stretch,
+    /// Answer the fallback in time and send the late answer as a customer-service message.
+    Kf,
+}
+
+impl Late {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Late::Stretch => "stretch",
+            Late::Kf => "kf",
+        }
+    }
+}
+
+/// Sends a late answer through WeChat's customer-service API (`kf`).
+pub trait LateSender: Send + Sync {
+    /// Sends `reply` to the user `openid`; the error is a sentence that says what to do.
+    fn send(&self, openid: &str, reply: &Reply) -> Result<(), String>;
+}
+
+/// How forwarding behaves; all of it from the command line or `WXMP_*` variables.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub late: Late,
+    /// Signs every forwarded body with `X-Wxmp-Signature` when set.
+    pub secret: Option<ForwardSecret>,
+    /// Pushes whose call is in flight at once.
+    pub capacity: usize,
+    /// Commands running at once (each is a process).
+    pub processes: usize,
+    /// Under `kf`, how long a late answer is awaited.
+    pub kf_wait: Duration,
+}
+
+pub const DEFAULT_CAPACITY: usize = 200;
+pub const DEFAULT_PROCESSES: usize = 16;
+pub const DEFAULT_KF_WAIT: Duration = Duration::from_secs(60);
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            late: Late::Stretch,
+            secret: None,
+            capacity: DEFAULT_CAPACITY,
+            processes: DEFAULT_PROCESSES,
+            kf_wait: DEFAULT_KF_WAIT,
+        }
+    }
+}
+
+impl Settings {
+    /// Handler threads that may be held by forwarded attempts at once, on top of the threads
+    /// that do the server's own work: under `stretch` a push holds one attempt at a time, two
+    /// for the `SLACK` while one retry takes over from the previous attempt.
+    pub fn held_threads(&self) -> usize {
+        self.capacity.saturating_mul(2)
+    }
+}
+
+/// Why a call to the user's code gave no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// No answer before the push's deadline.
+    Timeout,
+    /// The endpoint could not be reached (refused, unknown host, reset).
+    Unreachable(String),
+    /// The endpoint answered with a status other than 200.
+    Status(u16),
+    /// The answer is larger than a passive reply can be.
+    TooLarge,
+    /// Reading the answer failed.
+    Io(String),
+    /// The program could not be started.
+    Spawn(String),
+    /// The program exited with a failure status (`None`: killed by a signal).
+    Exit(Option<i32>),
+    /// No attempt could use the answer any more; the program was stopped.
+    Cancelled,
+    /// The answer is not a passive reply WeChat would accept.
+    Reply(json::JsonReplyError),
+    /// Too many calls or commands in flight.
+    Busy(&'static str),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::Timeout => f.write_str("no answer before the push's deadline"),
+            CallError::Unreachable(why) => write!(f, "cannot reach it: {why}"),
+            CallError::Status(s) => write!(f, "it answered HTTP {s} (expected 200)"),
+            CallError::TooLarge => write!(f, "its answer is over {} bytes", http::MAX_ANSWER),
+            CallError::Io(why) => write!(f, "reading its answer failed: {why}"),
+            CallError::Spawn(why) => write!(f, "cannot start it: {why}"),
+            CallError::Exit(Some(code)) => write!(f, "it exited with status {code}"),
+            CallError::Exit(None) => f.write_str("it was killed by a signal"),
+            CallError::Cancelled => {
+                f.write_str("stopped: no attempt could use its answer any more")
+            }
+            CallError::Reply(e) => e.fmt(f),
+            CallError::Busy(what) => write!(f, "{what} (answered with the fallback at once)"),
+        }
+    }
+}
+
+/// How a forward call ended, as counted in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Answered within the first attempt's 5 s.
+    OnTime,
+    /// Answered later, on a retry WeChat held open (`stretch`).
+    LateStretched,
+    /// Answered later and sent as a customer-service message (`kf`).
+    LateKf,
+    /// The fallback stood: the answer came after the last chance, or there was no capacity.
+    Fallback,
+    /// The call failed or its answer was refused; the fallback was answered.
+    Error,
+}
+
+impl CallOutcome {
+    pub const ALL: [CallOutcome; 5] = [
+        CallOutcome::OnTime,
+        CallOutcome::LateStretched,
+        CallOutcome::LateKf,
+        CallOutcome::Fallback,
+        CallOutcome::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::OnTime => "on_time",
+            CallOutcome::LateStretched => "late_stretched",
+            CallOutcome::LateKf => "late_kf",
+            CallOutcome::Fallback => "fallback",
+            CallOutcome::Error => "error",
+        }
+    }
+}
+
+/// What one of WeChat's attempts delivered for a forwarded push, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// The user's code's answer.
+    Answer,
+    /// The fallback, which settles the push (the last chance, a failed call, no capacity).
+    Fallback,
+    /// Nothing WeChat read: held until WeChat dropped it; a later attempt carries the push.
+    Held,
+}
+
+impl Delivered {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivered::Answer => "answer",
+            Delivered::Fallback => "fallback",
+            Delivered::Held => "held",
+        }
+    }
+}
+
+/// A forwarded push, as one attempt saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// 1 for WeChat's first try, 2 and 3 for its retries.
+    pub number: u32,
+    pub delivered: Delivered,
+}
+
+/// Counts of calls by outcome, for the metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    by_outcome: [AtomicU64; 5],
+}
+
+impl Stats {
+    pub fn calls(&self, outcome: CallOutcome) -> u64 {
+        self.by_outcome[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    fn count(&self, outcome: CallOutcome) {
+        self.by_outcome[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A push to forward: everything the worker needs, owned.
+pub struct Job {
+    pub target: Target,
+    /// The push as Cloud Hosting's JSON.
+    pub body: Vec<u8>,
+    /// The user's OpenID, for a late customer-service message.
+    pub openid: String,
+    pub answering: Answering,
+    /// Renders (and in safe mode seals) a reply to this push.
+    pub render: Box<dyn Fn(&Reply) -> Answer + Send>,
+    /// The push's fallback, rendered.
+    pub fallback: Answer,
+    /// When the first attempt arrived.
+    pub arrived: Instant,
+}
+
+/// Runs forward calls with bounded capacity and holds WeChat's attempts to their deadlines.
+pub struct Forwarder {
+    settings: Settings,
+    agent: ureq::Agent,
+    late_sender: Option<Arc<dyn LateSender>>,
+    env: Arc<dyn Env>,
+    log: Log,
+    stats: Arc<Stats>,
+    /// Calls in flight, attempts held, commands running: bounded counts.
+    in_flight: Arc<AtomicUsize>,
+    held: Arc<AtomicUsize>,
+    processes: Arc<AtomicUsize>,
+}
+
+/// A slot in a bounded count, given back on drop.
+struct Permit(Arc<AtomicUsize>);
+
+impl Permit {
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Permit> {
+        let previous = count.fetch_add(1, Ordering::SeqCst);
+        if previous >= max {
+            count.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Permit(Arc::clone(count)))
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Forwarder {
+    pub fn new(settings: Settings, env: Arc<dyn Env>, log: Log) -> Forwarder {
+        Forwarder {
+            settings,
+            agent: http::agent(),
+            late_sender: None,
+            env,
+            log,
+            stats: Arc::default(),
+            in_flight: Arc::default(),
+            held: Arc::default(),
+            processes: Arc::default(),
+        }
+    }
+
+    /// Calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Attempts held now (each a handler thread).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The customer-service sender `kf` needs.
+    pub fn with_late_sender(mut self, sender: Arc<dyn LateSender>) -> Forwarder {
+        self.late_sender = Some(sender);
+        self
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The first attempt of a forwarded push: starts the call and waits for its answer until
+    /// this attempt's deadline.
+    pub fn start(&self, ticket: Ticket<Answer>, job: Job) -> (Answer, Attempt) {
+        let waiter = ticket.waiter();
+        let arrived = job.arrived;
+        let fallback = job.fallback.clone();
+        let Some(permit) = Permit::take(&self.in_flight, self.settings.capacity) else {
+            self.log.warn(&format!(
+                "forward: {} pushes in flight, at --forward-capacity; answering the fallback",
+                self.settings.capacity
+            ));
+            self.stats.count(CallOutcome::Fallback);
+            let settled = ticket.complete(fallback, self.env.now());
+            return (settled.value, Attempt::new(1, Delivered::Fallback));
+        };
+        let worker = Worker {
+            settings: self.settings.clone(),
+            agent: self.agent.clone(),
+            late_sender: self.late_sender.clone(),
+            env: Arc::clone(&self.env),
+            log: self.log.clone(),
+            stats: Arc::clone(&self.stats),
+            processes: Arc::clone(&self.processes),
+        };
+        let spawned = thread::Builder::new()
+            .name("wxmp-forward".into())
+            .spawn(move || {
+                let _permit = permit;
+                worker.run(ticket, job);
+            });
+        if let Err(e) = spawned {
+            // The ticket went down with the closure: the push was released, not answered.
+            self.log.error(&format!(
+                "forward: cannot start a worker thread ({e}); answering the fallback"
+            ));
+            self.stats.count(CallOutcome::Error);
+            return (fallback, Attempt::new(1, Delivered::Fallback));
+        }
+        self.hold(&waiter, arrived, fallback)
+    }
+
+    /// A retry of a forwarded push: joins the call in flight.
+    pub fn join(
+        &self,
+        waiter: Waiter<Answer>,
+        arrived: Instant,
+        fallback: Answer,
+    ) -> (Answer, Attempt) {
+        self.hold(&waiter, arrived, fallback)
+    }
+
+    /// Waits for the answer until this attempt's deadline; then answers as the strategy says.
+    fn hold(
+        &self,
+        waiter: &Waiter<Answer>,
+        arrived: Instant,
+        fallback: Answer,
+    ) -> (Answer, Attempt) {
+        let number = waiter.attempt();
+        let must_answer = match self.settings.late {
+            Late::Kf => true,
+            Late::Stretch => number >= ATTEMPTS,
+        };
+        let deadline = if must_answer {
+            arrived + WECHAT_WAIT.saturating_sub(MARGIN)
+        } else {
+            arrived + WECHAT_WAIT + SLACK
+        };
+        let held = Permit::take(&self.held, self.settings.held_threads());
+        if held.is_none() && !must_answer {
+            // More attempts held than the handler pool keeps for them: give this one back now,
+            // so the server's own work always has its threads. WeChat will retry.
+            self.log
+                .warn("forward: too many attempts held at once; releasing one early");
+            return (fallback, Attempt::new(number, Delivered::Held));
+        }
+        let left = deadline.saturating_duration_since(self.env.monotonic());
+        if let Some(answer) = waiter.wait(left) {
+            return (answer, Attempt::new(number, Delivered::Answer));
+        }
+        if !must_answer {
+            // WeChat has dropped this attempt; what is written here is never read.
+            return (fallback, Attempt::new(number, Delivered::Held));
+        }
+        let settled = waiter.settle(fallback, self.env.now());
+        let delivered = if settled.won {
+            Delivered::Fallback
+        } else {
+            Delivered::Answer
+        };
+        (settled.value, Attempt::new(number, delivered))
+    }
+}
+
+impl Attempt {
+    fn new(number: u32, delivered: Delivered) -> Attempt {
+        Attempt { number, delivered }
+    }
+}
+
+/// The part of the forwarder a worker thread takes with it.
+struct Worker {
+    settings: Settings,
+    agent: ureq::Agent,
+    late_sender: Option<Arc<dyn LateSender>>,
+    env: Arc<dyn Env>,
+    log: Log,
+    stats: Arc<Stats>,
+    processes: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    fn run(self, ticket: Ticket<Answer>, job: Job) {
+        let cutoff = job.arrived
+            + match self.settings.late {
+                Late::Stretch => STRETCH_LIMIT + SLACK,
+                Late::Kf => self.settings.kf_wait,
+            };
+        let probe = ticket.waiter();
+        let late = self.settings.late;
+        let answer = match &job.target {
+            Target::Http { url } => http::call(
+                &self.agent,
+                url,
+                &job.body,
+                self.settings.secret.as_ref(),
+                cutoff,
+            ),
+            Target::Command { argv, dir } => {
+                match Permit::take(&self.processes, self.settings.processes) {
+                    None => Err(CallError::Busy(
+                        "too many commands running (--forward-processes)",
+                    )),
+                    Some(_permit) => {
+                        // Under `stretch`, once the last attempt answered the fallback no one can
+                        // use the answer: stop the program. Under `kf` it may still go out late.
+                        let cancelled =
+                            || late == Late::Stretch && probe.wait(Duration::ZERO).is_some();
+                        command::run(argv, dir, &job.body, cutoff, &cancelled, &self.log)
+                    }
+                }
+            }
+        }
+        .and_then(|bytes| json::reply_from_json(&bytes, job.answering).map_err(CallError::Reply));
+        let target = describe(&job.target);
+        let reply = match answer {
+            Ok(r) => r,
+            Err(e) => {
+                self.log
+                    .warn(&format!("forward to {target}: {e}; answering the fallback"));
+                self.stats.count(CallOutcome::Error);
+                ticket.complete(job.fallback, self.env.now());
+                return;
+            }
+        };
+        if let Some(adjustment) = reply.adjustment {
+            self.log
+                .warn(&format!("forward to {target}: reply {adjustment}"));
+        }
+        let answer = (job.render)(&reply.reply);
+        let on_time = self.env.monotonic().saturating_duration_since(job.arrived)
+            < WECHAT_WAIT.saturating_sub(MARGIN);
+        let settled = ticket.complete(answer, self.env.now());
+        let outcome = if settled.won {
+            if on_time {
+                CallOutcome::OnTime
+            } else {
+                CallOutcome::LateStretched
+            }
+        } else {
+            match late {
+                Late::Kf => self.send_late(&target, &job.openid, &reply.reply),
+                Late::Stretch => {
+                    self.log.warn(&format!(
+                        "forward to {target}: the answer came after WeChat's last attempt was answered with the fallback; dropped"
+                    ));
+                    CallOutcome::Fallback
+                }
+            }
+        };
+        self.stats.count(outcome);
+    }
+
+    /// `kf`: the fallback went out in time; the real answer follows as a customer-service
+    /// message.
+    fn send_late(&self, target: &str, openid: &str, reply: &Reply) -> CallOutcome {
+        if *reply == Reply::Success {
+            return CallOutcome::Fallback;
+        }
+        let Some(sender) = &self.late_sender else {
+            self.log.warn(&format!(
+                "forward to {target}: a late answer, but no customer-service API is configured (--appid and --secret); dropped"
+            ));
+            return CallOutcome::Fallback;
+        };
+        match sender.send(openid, reply) {
+            Ok(()) => CallOutcome::LateKf,
+            Err(sentence) => {
+                self.log.warn(&format!(
+                    "forward to {target}: the late answer could not be sent as a customer-service message: {sentence}"
+                ));
+                CallOutcome::Error
+            }
+        }
+    }
+}
+
+/// The target as the log names it: the URL without its query, or the program.
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Http { url } => url.split('?').next().unwrap_or(url).to_owned(),
+        Target::Command { argv, .. } => {
+            format!("command {}", argv.first().map_or("", String::as_str))
+        }
+    }
+}
