@@ -5,6 +5,7 @@ mod architecture;
 mod binary;
 mod docs;
 mod fixtures;
+mod forward;
 mod helpers;
 mod http;
 mod interop;
