@@ -30,6 +30,7 @@ TARGET="${CARGO_TARGET_DIR:-target}"
 WXMP="$TARGET/release/wxmp"
 FLOOR="$TARGET/release/examples/floor"
 GEN="$TARGET/release/examples/gen_safe"
+FWD="$TARGET/release/examples/forward_load"
 
 die() { echo "bench: $*" >&2; exit 1; }
 
@@ -46,7 +47,7 @@ command -v curl >/dev/null || die "curl is needed"
 [ "$(ulimit -n)" -ge 8192 ] || ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo build --release
-cargo build --release --example floor --example gen_safe
+cargo build --release --example floor --example gen_safe --example forward_load
 
 out=bench-results
 raw="$out/raw"
@@ -151,7 +152,7 @@ expect() {
 
 # run_wrk KEY CONNS SCRIPT URL [SCRIPT ARGS...]: one wrk run; leaves its summary line in R
 # (requests, p50_us, ...) and records a table row under KEY.
-declare -A ROW RPS CPU R
+declare -A ROW RPS CPU P99 R
 run_wrk() {
     local key=$1 conns=$2 script=$3 url=$4
     shift 4
@@ -190,6 +191,7 @@ run_wrk() {
     [ "${R[repeats]}" = 0 ] || errors="$errors; ${R[repeats]} repeated bodies"
     RPS[$key]=$rps
     CPU[$key]=$cpu
+    P99[$key]=${R[p99_us]}
     ROW[$key]="$(awk -v r="$rps" -v a="${R[p50_us]}" -v b="${R[p99_us]}" -v m="$(peak_rss_kib "$SPID")" \
         'BEGIN { printf "%d | %.3f | %.3f | %.1f", r, a / 1000, b / 1000, m / 1024 }') | $cpu | $other | $errors"
     printf '  %-14s %5s conns: %8s req/s  %6s µs CPU/req  other %s cores  p50 %6.3f ms  p99 %6.3f ms  max %8.3f ms  errors %s\n' \
@@ -263,6 +265,45 @@ for c in 50 1; do
         stop_server
     fi
 done
+
+# Forwarding to the user's own code: its cost against an endpoint that answers at once, and
+# whether 200 pushes held on a slow endpoint (20 s, so every push runs into WeChat's deadline)
+# slow anything else down.
+start_endpoint() { # NAME DELAY_MS: leaves the URL in EP_URL and the pid in EP_PIDS
+    "$FWD" endpoint "$2" >"$work/$1.out" 2>&1 &
+    EP_PIDS="${EP_PIDS:-} $!"
+    EP_URL=""
+    for _ in $(seq 100); do
+        EP_URL=$(sed -n 's/^listening on //p' "$work/$1.out")
+        [ -n "$EP_URL" ] && return 0
+        sleep 0.05
+    done
+    die "the $1 endpoint did not start"
+}
+start_endpoint ep-now 0
+printf '[default]\nreply.forward = "%s"\n' "$EP_URL" >"$work/forward-echo.toml"
+start_wxmp fwd-c50 --rules "$work/forward-echo.toml"
+expect "$W:$SPORT$P" "hello 你好" "${check_body/CONTENT/hello 你好}"
+run_wrk "FWD-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+stop_server
+start_endpoint ep-slow 20000
+printf '[[rules]]\ntext = "hold"\nreply.forward = { url = "%s", fallback = { text = "wait" } }\n\n[default]\nreply = "echo"\n' \
+    "$EP_URL" >"$work/forward-hold.toml"
+start_wxmp w2held-c50 --rules "$work/forward-hold.toml"
+HOLD_SECS=$((SECS + 8))
+"$FWD" hold "127.0.0.1:$SPORT" "$TOKEN" 200 "$HOLD_SECS" >"$work/hold.out" 2>&1 &
+hold_pid=$!
+# The holders' first attempts are held for WeChat's 5 s; from then on about 200 pushes are held
+# at any moment (each loop has one push in flight, as WeChat would).
+sleep 6
+held_threads=$(awk '/^Threads:/ { print $2 }' "/proc/$SPID/status")
+expect "$W:$SPORT$P" "hello 你好" "${check_body/CONTENT/hello 你好}"
+run_wrk "W2held-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+wait "$hold_pid" || true
+hold_summary=$(cat "$work/hold.out")
+stop_server
+# shellcheck disable=SC2086 # a list of pids
+kill $EP_PIDS 2>/dev/null || true
 
 # The Flask app wxmp replaces, under gunicorn: one worker process per core, each with 4 threads
 # (gthread keeps connections alive, as wrk's do; sync workers close every connection), so it
@@ -349,6 +390,8 @@ label() {
         W4) echo "W4 safe mode (W2 encrypted)" ;;
         W5) echo "W5 W2 + $rule_count rules (500 regex)" ;;
         W2long) echo "W2 with a 1 KB text (reply > 1 KiB)" ;;
+        FWD) echo "W2 forwarded to an endpoint that answers at once" ;;
+        W2held) echo "W2 beside 200 pushes held on a 20 s endpoint" ;;
         floor) echo "floor: bare rouille + xmltree echo" ;;
         peer) echo "peer: Flask + gunicorn" ;;
     esac
@@ -362,7 +405,7 @@ label() {
     echo "| workload | conns | req/s | p50 ms | p99 ms | peak RSS MiB | server CPU µs/req | other load (cores) | errors |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     for c in 50 1; do
-        for w in W1 W2 W3 W4 W5 W2long floor peer; do
+        for w in W1 W2 W3 W4 W5 W2long FWD W2held floor peer; do
             [ -n "${ROW[$w-c$c]:-}" ] && echo "| $(label "$w") | $c | ${ROW[$w-c$c]} |"
         done
     done
@@ -374,6 +417,7 @@ label() {
     echo "- W4 / W2 (safe mode): $(ratio W4-c50 W2-c50) at 50, $(ratio W4-c1 W2-c1) at 1 (CPU $(cpu_ratio W4-c50 W2-c50), $(cpu_ratio W4-c1 W2-c1))"
     echo "- W5 / W2 ($rule_count rules): $(ratio W5-c50 W2-c50) at 50, $(ratio W5-c1 W2-c1) at 1 (CPU $(cpu_ratio W5-c50 W2-c50), $(cpu_ratio W5-c1 W2-c1))"
     echo "- W2 with a 1 KB text / W2: $(ratio W2long-c50 W2-c50) at 50 connections (CPU $(cpu_ratio W2long-c50 W2-c50))"
+    echo "- forwarding: a forwarded echo / W2 = $(ratio FWD-c50 W2-c50) (CPU $(cpu_ratio FWD-c50 W2-c50)); W2 beside 200 held pushes / W2 = $(ratio W2held-c50 W2-c50), p99 $(awk -v a="${P99[W2held-c50]:-0}" -v b="${P99[W2-c50]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')x W2's (target: rate >= 0.8, 0 errors); $held_threads server threads while held; $hold_summary"
     [ -z "$peer" ] || echo "- W2 / peer: wxmp serves $(ratio W2-c50 peer-c50)x the requests of $peer at 50 connections, $(ratio W2-c1 peer-c1)x at 1 (the peer uses $(cpu_ratio peer-c50 W2-c50)x, $(cpu_ratio peer-c1 W2-c1)x wxmp's CPU per request)"
     echo "- 1000 connections: $c1000_verdict; $c1000_threads server threads"
     echo

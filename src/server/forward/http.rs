@@ -41,6 +41,9 @@ impl std::fmt::Debug for ForwardSecret {
 pub fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new()
         .redirects(0)
+        // Calls to one endpoint reuse connections, as many as run at once.
+        .max_idle_connections(256)
+        .max_idle_connections_per_host(64)
         .timeout_connect(Duration::from_secs(3))
         .user_agent(concat!("wxmp/", env!("CARGO_PKG_VERSION")))
         .build()

@@ -1,0 +1,178 @@
+//! The forwarding workloads of `scripts/bench.sh`: the user's endpoint, and WeChat holding
+//! pushes on it.
+//!
+//! `forward_load endpoint DELAY_MS`: an HTTP endpoint on a free loopback port (it prints
+//! `listening on http://127.0.0.1:PORT/wechat`) that answers every forwarded push after
+//! DELAY_MS with a text echoing its `Content`, over keep-alive connections.
+//!
+//! `forward_load hold ADDR TOKEN N SECONDS`: N loops that each behave like WeChat for `hold`
+//! pushes: send one, abandon it after 5 s without an answer and send it again, three tries in
+//! all, then the next push; for SECONDS. Prints the pushes and attempts it made.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wxmp::protocol::message::{Kind, Message};
+use wxmp::protocol::verify::{self, Token};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["endpoint", delay] => endpoint(Duration::from_millis(delay.parse().unwrap_or(0))),
+        ["hold", addr, token, n, secs] => hold(
+            addr,
+            token,
+            n.parse().unwrap_or(200),
+            Duration::from_secs(secs.parse().unwrap_or(10)),
+        ),
+        _ => {
+            eprintln!(
+                "usage: forward_load endpoint DELAY_MS | forward_load hold ADDR TOKEN N SECONDS"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn endpoint(delay: Duration) {
+    let listener = match TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("endpoint: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        println!("listening on http://{addr}/wechat");
+    }
+    for stream in listener.incoming().flatten() {
+        thread::spawn(move || serve(stream, delay));
+    }
+}
+
+/// One keep-alive connection: read a request, answer it, until the peer closes.
+fn serve(stream: TcpStream, delay: Duration) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = line.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let content = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["Content"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        thread::sleep(delay);
+        let answer = serde_json::json!({"MsgType": "text", "Content": content}).to_string();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            answer.len()
+        );
+        if writer
+            .write_all(head.as_bytes())
+            .and_then(|_| writer.write_all(answer.as_bytes()))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn hold(addr: &str, token: &str, n: usize, secs: Duration) {
+    let Ok(token) = Token::new(token) else {
+        eprintln!("hold: bad token");
+        std::process::exit(2);
+    };
+    let (ts, nonce) = ("1700000000", "1320562132");
+    let target = format!(
+        "/weixin?signature={}&timestamp={ts}&nonce={nonce}",
+        verify::signature(&token, ts, nonce)
+    );
+    let pushes = Arc::new(AtomicU64::new(0));
+    let attempts = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + secs;
+    let loops: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, target) = (addr.to_owned(), target.clone());
+            let (pushes, attempts) = (Arc::clone(&pushes), Arc::clone(&attempts));
+            thread::spawn(move || {
+                let mut k = 0u64;
+                while Instant::now() < until {
+                    k += 1;
+                    let msg_id = 6_000_000_000_000_000 + (i as u64) * 1_000_000 + k;
+                    let body = Message::new(
+                        "gh_7f083739789a",
+                        "oia2TjjewbmiOUlr6X-1crbLOvLw",
+                        1_700_000_000,
+                        Kind::Text {
+                            content: Some("hold".into()),
+                        },
+                    )
+                    .with_msg_id(msg_id)
+                    .to_xml();
+                    pushes.fetch_add(1, Ordering::Relaxed);
+                    for _ in 0..3 {
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                        if post(&addr, &target, &body).is_some() {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for l in loops {
+        let _ = l.join();
+    }
+    println!(
+        "hold: {} pushes, {} attempts over {} loops",
+        pushes.load(Ordering::Relaxed),
+        attempts.load(Ordering::Relaxed),
+        n
+    );
+}
+
+/// One attempt as WeChat makes it: `None` when no answer came within 5 s (abandoned).
+fn post(addr: &str, target: &str, body: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    String::from_utf8_lossy(&out)
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+}
