@@ -74,6 +74,21 @@ reply = "success"
 reply.text = "{content}"
 TOML
 
+# Forwarding to the user's own code, in both transports and both forms.
+cat >"$c/rules_file/seed-forward" <<'TOML'
+[[rules]]
+event = "CLICK"
+reply.command = { argv = ["python3", "bot.py", "--flag"], fallback = { text = "wait {content}" } }
+
+[[rules]]
+text = "x"
+reply.command = ["sh", "bot.sh"]
+
+[default]
+reply.forward = { url = "http://127.0.0.1:9000/wechat", fallback = "echo" }
+TOML
+cp ../examples/forward.toml "$c/rules_file/seed-forward-example"
+
 # TOML escapes and multi-line strings, so the fuzzer can reach any character.
 cat >"$c/rules_file/seed-escapes" <<'TOML'
 [[rules]]
