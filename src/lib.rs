@@ -15,9 +15,12 @@
 //! - [`rules`]: the keyword rules file and the decision; imports only `protocol`.
 //! - [`server`]: routes → pipeline → retry store, built from an `Account`.
 //! - [`send`]: the simulator (`wxmp send`); imports only `protocol`.
+//! - [`api`]: the WeChat API client (access_token, menu, customer-service messages); imports
+//!   only `protocol`.
 //! - [`cli`], [`config`], [`log`] and `main.rs`: the command line and the process.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod log;
