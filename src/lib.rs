@@ -17,12 +17,15 @@
 //! - [`send`]: the simulator (`wxmp send`); imports only `protocol`.
 //! - [`api`]: the WeChat API client (access_token, menu, customer-service messages); imports
 //!   only `protocol`.
+//! - [`fake_api`]: `wxmp fake-api`, a stand-in for `api.weixin.qq.com`; imports only `api`
+//!   and `protocol`.
 //! - [`cli`], [`config`], [`log`] and `main.rs`: the command line and the process.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod fake_api;
 pub mod log;
 pub mod protocol;
 pub mod rules;
