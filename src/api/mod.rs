@@ -8,7 +8,7 @@
 //! what to do; [`menu`] (the menu file and WeChat's menu JSON) and [`kf`] (customer-service
 //! messages, built from a passive reply or the command line).
 //!
-//! Out of scope: the command line and printing, the server (which may hold a
+//! Out of scope: the command line and printing (`api_cmd`), the server (which may hold a
 //! `Client` to send late replies), HTTP serving (the fake API is `fake_api`). This module
 //! imports only `protocol`.
 
