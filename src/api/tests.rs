@@ -262,3 +262,14 @@ fn menu_calls_send_wechats_json() {
     );
     assert_eq!(seen[2].0, Method::Get);
 }
+
+/// The server shares one client between its handler threads (issue 14).
+#[test]
+fn a_client_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Client>();
+    shared::<std::sync::Arc<Client>>();
+    let c = client(&Script::default());
+    assert_eq!(c.token_expires_at(), None, "nothing fetched yet");
+    assert_eq!(c.stats(), ApiStats::default());
+}
