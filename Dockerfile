@@ -18,14 +18,19 @@ COPY --from=build /src/target/release/wxmp /usr/local/bin/wxmp
 # net.ipv4.ip_unprivileged_port_start=0, so it may bind port 80 without root and without file
 # capabilities (which would make the binary fail to start under --cap-drop ALL). On an older
 # engine, pass --user 0 or WXMP_PORT=8080 with -p 80:8080.
+# /var/cache/wxmp holds the access_token cache (XDG_CACHE_HOME below); mount a volume there to
+# keep the token across container restarts. No ca-certificates package: HTTPS to the WeChat API
+# uses rustls with the webpki-roots certificates compiled into the binary.
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin wxmp \
-    && mkdir -p /etc/wxmp/rules
+    && mkdir -p /etc/wxmp/rules /var/cache/wxmp \
+    && chown wxmp /var/cache/wxmp && chmod 700 /var/cache/wxmp
 USER wxmp
 # MALLOC_ARENA_MAX=2: glibc's default of a heap per thread (up to 8 per core) lets memory creep
 # with many handler threads (make soak measured it); two heaps keep it flat.
 ENV WXMP_HOST=0.0.0.0 \
     WXMP_PORT=80 \
     WXMP_PATH=/weixin \
+    XDG_CACHE_HOME=/var/cache \
     MALLOC_ARENA_MAX=2
 EXPOSE 80
 # The image has no curl: bash's /dev/tcp asks /healthz, which answers "ok" while the server

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
+use crate::api::Secret;
+use crate::api_cmd::args::{self as api_args, CmdError, RawCmd};
 use crate::config::RawServe;
+use crate::fake_api::args::{self as fake_args, FakeUsageError, RawFake};
 use crate::send::args::{self as send_args, RawSend, UsageError};
 
 pub const USAGE: &str = "\
@@ -16,6 +19,10 @@ Usage:
   wxmp [serve] [OPTIONS]           run the server
   wxmp check-rules FILE            validate a rules file and list its rules
   wxmp send [OPTIONS] KIND [ARGS]  play WeChat: send a signed push to a server (wxmp send --help)
+  wxmp menu check|push|show|delete the custom menu (wxmp menu --help)
+  wxmp kf send|typing OPENID ...   customer-service messages (wxmp kf --help)
+  wxmp token [--fetch] [--show]    the cached access_token: where from, when it expires
+  wxmp fake-api [OPTIONS]          play api.weixin.qq.com on this machine (wxmp fake-api --help)
   wxmp --help | --version
 
 Serve options (each also read from the environment variable shown; a flag wins):
@@ -24,7 +31,7 @@ Serve options (each also read from the environment variable shown; a flag wins):
   --path PATH        message URL path                WXMP_PATH     [default: /weixin]
   --token TOKEN      Token from the WeChat console   WXMP_TOKEN    [required; 3-32 letters/digits]
   --aes-key KEY      EncodingAESKey (43 characters)  WXMP_AES_KEY  [safe/compatible mode]
-  --appid APPID      AppID (needed with --aes-key)   WXMP_APPID
+  --appid APPID      AppID (safe mode and the API)   WXMP_APPID
   --rules FILE       keyword rules file (TOML)       WXMP_RULES    [default: built-in rules]
   --threads N        request handler threads         WXMP_THREADS  [default: 4 x cores, 8..64]
   --cache-mb MB      retry cache memory budget       WXMP_CACHE_MB [default: 32, at least 1]
@@ -34,6 +41,12 @@ Serve options (each also read from the environment variable shown; a flag wins):
   --forward-capacity N  forwarded pushes in flight   WXMP_FORWARD_CAPACITY [default: 200]
   --forward-processes N commands running at once     WXMP_FORWARD_PROCESSES [default: 16]
   --kf-wait SECS     how long a late answer is awaited (kf)  WXMP_KF_WAIT [default: 60]
+  --secret SECRET    AppSecret, for the API          WXMP_SECRET   [never printed or logged]
+  --api-base URL     the WeChat API's address        WXMP_API_BASE [default: https://api.weixin.qq.com]
+  --token-cache FILE where the access_token is kept  WXMP_TOKEN_CACHE [default: ~/.cache/wxmp/, per AppID]
+  --token-endpoint E stable or classic               WXMP_TOKEN_ENDPOINT [default: stable]
+
+The menu, kf and token commands take --appid and the four API options above too.
 
 Endpoints: PATH (POST pushes, GET the URL check), / (Hello World!), /healthz (ok).
 ";
@@ -45,6 +58,11 @@ pub enum Command {
     CheckRules(PathBuf),
     Send(Box<RawSend>),
     SendHelp,
+    /// `wxmp menu`, `wxmp kf`, `wxmp token`.
+    Api(Box<RawCmd>),
+    ApiHelp,
+    FakeApi(Box<RawFake>),
+    FakeApiHelp,
     Help,
     Version,
 }
@@ -61,6 +79,18 @@ impl fmt::Display for CliError {
 
 impl From<UsageError> for CliError {
     fn from(e: UsageError) -> Self {
+        CliError(e.0)
+    }
+}
+
+impl From<CmdError> for CliError {
+    fn from(e: CmdError) -> Self {
+        CliError(e.0)
+    }
+}
+
+impl From<FakeUsageError> for CliError {
+    fn from(e: FakeUsageError) -> Self {
         CliError(e.0)
     }
 }
@@ -101,9 +131,21 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                             send_args::Parsed::Send(raw) => Command::Send(raw),
                         })
                     }
+                    "menu" | "kf" | "token" => {
+                        return Ok(match api_args::parse(&word, parser)? {
+                            api_args::Parsed::Help => Command::ApiHelp,
+                            api_args::Parsed::Run(raw) => Command::Api(raw),
+                        })
+                    }
+                    "fake-api" => {
+                        return Ok(match fake_args::parse(parser)? {
+                            fake_args::Parsed::Help => Command::FakeApiHelp,
+                            fake_args::Parsed::Run(raw) => Command::FakeApi(raw),
+                        })
+                    }
                     other => {
                         return Err(CliError(format!(
-                            "unknown command {other:?}; expected serve, check-rules or send (see wxmp --help)"
+                            "unknown command {other:?}; expected serve, check-rules, send, menu, kf, token or fake-api (see wxmp --help)"
                         )))
                     }
                 }
@@ -125,6 +167,18 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                     "forward-capacity" => &mut serve.forward_capacity,
                     "forward-processes" => &mut serve.forward_processes,
                     "kf-wait" => &mut serve.kf_wait,
+                    "api-base" => &mut serve.api.api_base,
+                    "token-cache" => &mut serve.api.token_cache,
+                    "token-endpoint" => &mut serve.api.token_endpoint,
+                    "secret" => {
+                        let value = parser
+                            .value()
+                            .map_err(|_| CliError("--secret needs a value".into()))?
+                            .string()?;
+                        serve.api.secret = Some(Secret::new(value));
+                        first = false;
+                        continue;
+                    }
                     _ => {
                         return Err(CliError(format!(
                             "unknown option --{name} (see wxmp --help)"
@@ -202,5 +256,31 @@ mod tests {
             .unwrap_err()
             .0
             .contains("FILE"));
+    }
+
+    #[test]
+    fn api_commands_and_the_fake_are_dispatched() {
+        match parse(args(&["menu", "push", "m.toml", "--api-base", "http://x"])).unwrap() {
+            Command::Api(raw) => {
+                assert_eq!(raw.words, ["menu", "push", "m.toml"]);
+                assert_eq!(raw.api.api_base.as_deref(), Some("http://x"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(args(&["kf", "--help"])).unwrap(),
+            Command::ApiHelp
+        ));
+        assert!(matches!(
+            parse(args(&["fake-api", "--port", "0"])).unwrap(),
+            Command::FakeApi(_)
+        ));
+        match parse(args(&["--secret", "s3cr3t", "--appid", "wx1"])).unwrap() {
+            Command::Serve(raw) => {
+                assert_eq!(raw.api.secret.as_ref().map(|s| s.expose()), Some("s3cr3t"));
+                assert!(!format!("{raw:?}").contains("s3cr3t"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

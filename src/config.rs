@@ -1,10 +1,12 @@
-//! Server configuration, in two stages: [`RawServe`] holds what the command line and the
-//! environment said (strings), [`Config::resolve`] validates it once into plain values. All
-//! defaults live here.
+//! Configuration, in two stages: [`RawServe`] and [`RawApi`] hold what the command line and the
+//! environment said (strings), [`Config::resolve`] and [`resolve_api`] validate it once into
+//! plain values. All defaults live here.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use crate::api::{ApiConfig, Secret, TokenEndpoint};
 use crate::protocol::crypto::AesKey;
 use crate::protocol::envelope::SafeMode;
 use crate::protocol::verify::Token;
@@ -16,6 +18,10 @@ pub const DEFAULT_PORT: u16 = 80;
 pub const DEFAULT_PATH: &str = crate::server::account::DEFAULT_PATH;
 pub const DEFAULT_CACHE_MB: usize = 32;
 pub const DEFAULT_CACHE_TTL: u64 = 60;
+pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+/// The limit on each API request. WeChat answers in well under a second; 10 s covers a slow
+/// link without letting a dead one hold a late reply (or a terminal) for long.
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serve options as given: `None` means "not on the command line".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +41,17 @@ pub struct RawServe {
     pub forward_capacity: Option<String>,
     pub forward_processes: Option<String>,
     pub kf_wait: Option<String>,
+    /// `--secret`, `--api-base`, `--token-cache`, `--token-endpoint` (the AppID is `appid`).
+    pub api: RawApi,
+}
+
+/// The API options as given. The AppSecret is wrapped at once, so no `Debug` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawApi {
+    pub secret: Option<Secret>,
+    pub api_base: Option<String>,
+    pub token_cache: Option<String>,
+    pub token_endpoint: Option<String>,
 }
 
 /// A validated configuration.
@@ -50,6 +67,9 @@ pub struct Config {
     pub cache: Limits,
     /// Forwarding to the user's own code (`reply.forward` / `reply.command` in the rules).
     pub forward: forward::Settings,
+    /// The API client's settings, when both the AppID and the AppSecret are given (the server
+    /// can then send customer-service messages).
+    pub api: Option<ApiConfig>,
     /// Settings that are accepted but probably not meant; the server logs them at start.
     pub warnings: Vec<String>,
 }
@@ -108,7 +128,10 @@ impl Config {
         let token = Token::new(&token)
             .map_err(|e| ConfigError(format!("invalid token (--token / WXMP_TOKEN): {e}")))?;
         let mut warnings = Vec::new();
+        let api = resolve_api(raw.appid.clone(), raw.api, env)?;
         let safe = match (pick(raw.aes_key, "WXMP_AES_KEY"), pick(raw.appid, "WXMP_APPID")) {
+            // With an AppSecret the AppID is meant: the API needs it.
+            (None, Some(_)) if api.is_some() => None,
             (None, Some(_)) => {
                 warnings.push(
                     "--appid / WXMP_APPID is set without --aes-key / WXMP_AES_KEY: the AppID is only used in safe and compatible mode, which need the EncodingAESKey too; pushes are handled in plaintext".to_owned(),
@@ -218,9 +241,151 @@ impl Config {
                 max_bytes: cache_mb.saturating_mul(1 << 20),
             },
             forward,
+            api,
             warnings,
         })
     }
+}
+
+/// The API settings from `--appid` and the [`RawApi`] options (each falling back to its
+/// `WXMP_*` variable): `None` when neither an AppID nor an AppSecret is given, or only an
+/// AppID (safe mode uses it alone); an error for an AppSecret without an AppID.
+pub fn resolve_api(
+    appid: Option<String>,
+    raw: RawApi,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<ApiConfig>, ConfigError> {
+    let parts = api_parts(appid, raw, env)?;
+    match (parts.app_id, parts.secret) {
+        (Some(app_id), Some(secret)) => Ok(Some(ApiConfig {
+            app_id,
+            secret,
+            api_base: parts.api_base,
+            token_cache: parts.token_cache,
+            token_endpoint: parts.token_endpoint,
+            timeout: API_TIMEOUT,
+        })),
+        (None, Some(_)) => Err(ConfigError(
+            "an AppSecret needs its AppID: pass --appid or set WXMP_APPID (both are under 设置与开发 → 基本配置)".into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// For the commands that call the API: the AppID and the AppSecret are both required.
+pub fn require_api(
+    appid: Option<String>,
+    raw: RawApi,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ApiConfig, ConfigError> {
+    let has_secret =
+        raw.secret.is_some() || env("WXMP_SECRET").is_some_and(|s| !s.trim().is_empty());
+    match resolve_api(appid, raw, env)? {
+        Some(c) => Ok(c),
+        None if has_secret => Err(ConfigError(
+            "no AppID: pass --appid or set WXMP_APPID (设置与开发 → 基本配置, or the test account's page)".into(),
+        )),
+        None => Err(ConfigError(
+            "no AppSecret: pass --secret or set WXMP_SECRET (设置与开发 → 基本配置 → AppSecret, or the test account's appsecret)".into(),
+        )),
+    }
+}
+
+/// Where the token of an AppID is cached, without needing the AppSecret (`wxmp token`).
+pub fn token_cache_of(
+    appid: Option<String>,
+    raw: RawApi,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, String, Option<PathBuf>), ConfigError> {
+    let parts = api_parts(appid, raw, env)?;
+    let app_id = parts.app_id.ok_or_else(|| {
+        ConfigError(
+            "no AppID: pass --appid or set WXMP_APPID (the token cache is per AppID)".into(),
+        )
+    })?;
+    Ok((app_id, parts.api_base, parts.token_cache))
+}
+
+struct ApiParts {
+    app_id: Option<String>,
+    secret: Option<Secret>,
+    api_base: String,
+    token_cache: Option<PathBuf>,
+    token_endpoint: TokenEndpoint,
+}
+
+fn api_parts(
+    appid: Option<String>,
+    raw: RawApi,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ApiParts, ConfigError> {
+    let pick =
+        |flag: Option<String>, var: &str| flag.or_else(|| env(var)).filter(|v| !v.is_empty());
+    let app_id = pick(appid, "WXMP_APPID").map(|a| a.trim().to_owned());
+    // Secrets pasted from a file often end in a newline.
+    let secret = raw
+        .secret
+        .map(|s| s.expose().to_owned())
+        .or_else(|| env("WXMP_SECRET"))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .map(Secret::new);
+    let api_base =
+        pick(raw.api_base, "WXMP_API_BASE").unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
+    let api_base = api_base.trim().trim_end_matches('/').to_owned();
+    let host = api_base
+        .strip_prefix("https://")
+        .or_else(|| api_base.strip_prefix("http://"));
+    if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', ' '])) {
+        return Err(ConfigError(format!(
+            "invalid API base {api_base:?} (--api-base / WXMP_API_BASE): expected http(s)://HOST[:PORT], like {DEFAULT_API_BASE} or http://127.0.0.1:9000 for wxmp fake-api"
+        )));
+    }
+    let token_endpoint = match pick(raw.token_endpoint, "WXMP_TOKEN_ENDPOINT").as_deref() {
+        None | Some("stable") => TokenEndpoint::Stable,
+        Some("classic") => TokenEndpoint::Classic,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "invalid token endpoint {other:?} (--token-endpoint / WXMP_TOKEN_ENDPOINT): expected stable (POST /cgi-bin/stable_token, the default) or classic (GET /cgi-bin/token)"
+            )))
+        }
+    };
+    let token_cache = match pick(raw.token_cache, "WXMP_TOKEN_CACHE") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => app_id.as_deref().and_then(|a| default_token_cache(a, env)),
+    };
+    Ok(ApiParts {
+        app_id,
+        secret,
+        api_base,
+        token_cache,
+        token_endpoint,
+    })
+}
+
+/// `$XDG_CACHE_HOME/wxmp/access_token-APPID.json`, else `~/.cache/wxmp/…`; `None` when neither
+/// variable gives an absolute directory (the token is then kept in memory only).
+pub fn default_token_cache(app_id: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let absolute = |v: String| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let base = env("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| env("HOME").and_then(absolute).map(|h| h.join(".cache")))?;
+    // An AppID is letters and digits; anything else must not steer the path.
+    let name: String = app_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Some(
+        Path::new(&base)
+            .join("wxmp")
+            .join(format!("access_token-{name}.json")),
+    )
 }
 
 fn number<T: std::str::FromStr>(
@@ -376,5 +541,112 @@ mod tests {
             !shown.contains("tok123") && !shown.contains("abcdefghij"),
             "{shown}"
         );
+    }
+
+    fn with_secret(raw: RawServe) -> RawServe {
+        RawServe {
+            appid: Some("wx1".into()),
+            api: RawApi {
+                secret: Some(Secret::new("appsecret123")),
+                ..RawApi::default()
+            },
+            ..raw
+        }
+    }
+
+    #[test]
+    fn an_appid_with_a_secret_configures_the_api_without_a_warning() {
+        let env = env_of(&[("HOME", "/home/u")]);
+        let c = Config::resolve(with_secret(raw_with_token()), &env).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(c.safe.is_none());
+        let api = c.api.unwrap();
+        assert_eq!(api.app_id, "wx1");
+        assert_eq!(api.api_base, DEFAULT_API_BASE);
+        assert_eq!(api.token_endpoint, TokenEndpoint::Stable);
+        assert_eq!(
+            api.token_cache.as_deref(),
+            Some(Path::new("/home/u/.cache/wxmp/access_token-wx1.json"))
+        );
+        assert!(!format!("{api:?}").contains("appsecret123"));
+    }
+
+    #[test]
+    fn api_settings_come_from_flags_then_variables() {
+        let env = env_of(&[
+            ("WXMP_APPID", "wxenv"),
+            ("WXMP_SECRET", "envsecret\n"),
+            ("WXMP_API_BASE", "http://127.0.0.1:9000/"),
+            ("WXMP_TOKEN_ENDPOINT", "classic"),
+            ("XDG_CACHE_HOME", "/xdg"),
+        ]);
+        let c = require_api(None, RawApi::default(), &env).unwrap();
+        assert_eq!(c.app_id, "wxenv");
+        assert_eq!(c.api_base, "http://127.0.0.1:9000");
+        assert_eq!(c.token_endpoint, TokenEndpoint::Classic);
+        assert_eq!(
+            c.token_cache.as_deref(),
+            Some(Path::new("/xdg/wxmp/access_token-wxenv.json"))
+        );
+        let flags = RawApi {
+            token_cache: Some("/tmp/t.json".into()),
+            api_base: Some("https://proxy.example".into()),
+            ..RawApi::default()
+        };
+        let c = require_api(Some("wx../x".into()), flags, &env).unwrap();
+        assert_eq!(c.api_base, "https://proxy.example");
+        assert_eq!(c.token_cache.as_deref(), Some(Path::new("/tmp/t.json")));
+        assert_eq!(
+            default_token_cache("wx../x", &env).unwrap(),
+            Path::new("/xdg/wxmp/access_token-wx___x.json")
+        );
+        assert_eq!(default_token_cache("wx1", &env_of(&[])), None);
+    }
+
+    #[test]
+    fn api_mistakes_name_the_flag_and_the_variable() {
+        let no_env = env_of(&[]);
+        let e = require_api(Some("wx1".into()), RawApi::default(), &no_env).unwrap_err();
+        assert!(
+            e.0.contains("--secret") && e.0.contains("WXMP_SECRET"),
+            "{e}"
+        );
+        let secret_only = RawApi {
+            secret: Some(Secret::new("s")),
+            ..RawApi::default()
+        };
+        let e = require_api(None, secret_only.clone(), &no_env).unwrap_err();
+        assert!(e.0.contains("--appid") && e.0.contains("WXMP_APPID"), "{e}");
+        let serve = RawServe {
+            api: secret_only,
+            ..raw_with_token()
+        };
+        assert!(Config::resolve(serve, &no_env)
+            .unwrap_err()
+            .0
+            .contains("--appid"));
+        for (raw, needle) in [
+            (
+                RawApi {
+                    api_base: Some("api.weixin.qq.com".into()),
+                    ..RawApi::default()
+                },
+                "--api-base / WXMP_API_BASE",
+            ),
+            (
+                RawApi {
+                    token_endpoint: Some("fast".into()),
+                    ..RawApi::default()
+                },
+                "--token-endpoint / WXMP_TOKEN_ENDPOINT",
+            ),
+        ] {
+            let raw = RawApi {
+                secret: Some(Secret::new("s")),
+                ..raw
+            };
+            let e = require_api(Some("wx1".into()), raw, &no_env).unwrap_err();
+            assert!(e.0.contains(needle), "{e}");
+        }
     }
 }

@@ -15,11 +15,19 @@
 //! - [`rules`]: the keyword rules file and the decision; imports only `protocol`.
 //! - [`server`]: routes → pipeline → retry store, built from an `Account`.
 //! - [`send`]: the simulator (`wxmp send`); imports only `protocol`.
+//! - [`api`]: the WeChat API client (access_token, menu, customer-service messages); imports
+//!   only `protocol`. [`api_cmd`]: `wxmp menu`, `wxmp kf` and `wxmp token` on top of it (and
+//!   the rules file, for `menu check --rules`).
+//! - [`fake_api`]: `wxmp fake-api`, a stand-in for `api.weixin.qq.com`; imports only `api`
+//!   and `protocol`.
 //! - [`cli`], [`config`], [`log`] and `main.rs`: the command line and the process.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod api_cmd;
 pub mod cli;
 pub mod config;
+pub mod fake_api;
 pub mod log;
 pub mod protocol;
 pub mod rules;

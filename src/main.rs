@@ -1,4 +1,5 @@
-//! The `wxmp` binary: parse the command line, then serve, check a rules file, or send.
+//! The `wxmp` binary: parse the command line, then serve, check a rules file, send, call the
+//! WeChat API, or play it.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -45,6 +46,29 @@ fn main() -> ExitCode {
         Ok(Command::SendHelp) => {
             print!("{}", wxmp::send::USAGE);
             ExitCode::SUCCESS
+        }
+        Ok(Command::ApiHelp) => {
+            print!("{}", wxmp::api_cmd::args::USAGE);
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Api(raw)) => {
+            match wxmp::api_cmd::args::resolve(*raw, &|name| std::env::var(name).ok()) {
+                Err(e) => fail(&e.to_string()),
+                Ok(job) => ExitCode::from(wxmp::api_cmd::run(job)),
+            }
+        }
+        Ok(Command::FakeApiHelp) => {
+            print!("{}", wxmp::fake_api::args::USAGE);
+            ExitCode::SUCCESS
+        }
+        Ok(Command::FakeApi(raw)) => {
+            match wxmp::fake_api::args::resolve(*raw, &|name| std::env::var(name).ok()) {
+                Err(e) => fail(&e.to_string()),
+                Ok(config) => match wxmp::fake_api::run::serve(config) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(&e),
+                },
+            }
         }
         Ok(Command::Send(raw)) => {
             match wxmp::send::args::resolve(*raw, &|name| std::env::var(name).ok()) {

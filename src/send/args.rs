@@ -262,9 +262,10 @@ pub fn resolve(raw: RawSend, env: &dyn Fn(&str) -> Option<String>) -> Result<Job
     let to = raw.to.clone().unwrap_or_else(|| DEFAULT_TO.into());
     let payload = payload(&raw, &from, &to)?;
     let url = raw.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
-    if !url.starts_with("http://") {
+    // https:// works too (rustls, built-in roots), so a public ngrok address can be tested.
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(UsageError(format!(
-            "invalid --url {url:?}: expected http://HOST[:PORT]/PATH (for an ngrok tunnel, use its http:// address)"
+            "invalid --url {url:?}: expected http://HOST[:PORT]/PATH or https://HOST/PATH"
         )));
     }
     Ok(Job {
@@ -525,6 +526,14 @@ pub(crate) mod tests {
             ..raw(&["verify"])
         })
         .contains("--url"));
+        let tunnel = RawSend {
+            url: Some("https://ab12.ngrok-free.app/weixin".into()),
+            ..raw(&["verify"])
+        };
+        assert_eq!(
+            resolve(tunnel, &no_env).unwrap().url,
+            "https://ab12.ngrok-free.app/weixin"
+        );
     }
 
     #[test]

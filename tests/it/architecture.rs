@@ -1,7 +1,8 @@
 //! The layers stay layered, and the toolchain claim stays true.
 //!
 //! Dependencies point one way: `protocol` (pure WeChat protocol) ← `rules` ← `server`, and
-//! `protocol` ← `send` (the simulator). A module's `crate::` paths are read straight from the
+//! `protocol` ← `send` (the simulator); `protocol` ← `api` (the API client) ← `fake_api` (its
+//! simulator) and ← `api_cmd` (the commands, which may also read the rules). A module's `crate::` paths are read straight from the
 //! source, so an import that points back up fails here, in `make test`.
 
 use std::path::{Path, PathBuf};
@@ -93,6 +94,24 @@ fn the_simulator_imports_only_the_protocol() {
 }
 
 #[test]
+fn the_api_client_imports_only_the_protocol() {
+    check_layer("api", &["api", "protocol"]);
+}
+
+#[test]
+fn the_fake_api_imports_only_api_and_protocol_types() {
+    check_layer("fake_api", &["fake_api", "api", "protocol"]);
+}
+
+#[test]
+fn the_api_commands_never_import_the_server_or_the_fake() {
+    check_layer(
+        "api_cmd",
+        &["api_cmd", "api", "config", "rules", "protocol", "log"],
+    );
+}
+
+#[test]
 fn the_check_sees_a_wrong_import() {
     let text =
         "use crate::protocol::xml;\nfn f() { crate::server::run::serve(); } // crate::send\n";
@@ -103,7 +122,12 @@ fn the_check_sees_a_wrong_import() {
 fn only_the_http_edge_names_rouille() {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
-    let edge = [src().join("server/routes.rs"), src().join("server/run.rs")];
+    // The fake API is an HTTP server too: its edge is fake_api/run.rs.
+    let edge = [
+        src().join("server/routes.rs"),
+        src().join("server/run.rs"),
+        src().join("fake_api/run.rs"),
+    ];
     for f in files.iter().filter(|f| !edge.contains(f)) {
         let text = std::fs::read_to_string(f).unwrap();
         let code = text
@@ -112,7 +136,7 @@ fn only_the_http_edge_names_rouille() {
             .any(|l| l.contains("rouille::"));
         assert!(
             !code,
-            "{} names rouille; only server/routes.rs and server/run.rs may",
+            "{} names rouille; only server/routes.rs, server/run.rs and fake_api/run.rs may",
             f.display()
         );
     }

@@ -403,7 +403,7 @@ fn reply_to(server: &Server, content: &str, id: u64) -> String {
 }
 
 /// Polls until `f` holds, for at most `secs` seconds.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(secs) {
         if f() {

@@ -93,3 +93,43 @@ fn readme_errors_table_quotes_the_real_log_reasons() {
     // What a wrong key does NOT say: the old table blamed msg_signature for it.
     assert!(!readme.contains("403 msg_signature mismatch` / `AppID"));
 }
+
+#[test]
+fn readme_shows_the_real_example_menu_file() {
+    let example = read("examples/menu.toml");
+    assert!(
+        read("README.md").contains(&format!("```toml\n{example}```")),
+        "README's copy of examples/menu.toml is out of date"
+    );
+}
+
+/// The API rows of the errors table quote the client's own sentences, up to the errcode.
+#[test]
+fn readme_errors_table_quotes_the_api_sentences() {
+    use wxmp::api::error::{ApiError, Call};
+    let readme = read("README.md");
+    for (call, errcode, errmsg) in [
+        (Call::Token, 40013, "invalid appid"),
+        (Call::Token, 40125, "invalid appsecret"),
+        (
+            Call::Token,
+            40164,
+            "invalid ip 203.0.113.7, not in whitelist",
+        ),
+        (Call::Token, 89503, "ip 203.0.113.7"),
+        (Call::CustomSend, 40001, "invalid credential"),
+        (Call::CustomSend, 45015, ""),
+        (Call::CustomSend, 45047, ""),
+        (Call::MenuGet, 46003, ""),
+    ] {
+        let sentence = ApiError::WeChat {
+            call,
+            errcode,
+            errmsg: errmsg.into(),
+        }
+        .to_string();
+        let tag = format!("(errcode {errcode})");
+        let head = &sentence[..sentence.find(&tag).unwrap() + tag.len()];
+        assert!(readme.contains(head), "README lacks {head:?}");
+    }
+}

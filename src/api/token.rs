@@ -1,0 +1,543 @@
+//! The access_token: one holder per process, refreshed ahead of its expiry, kept in a cache file
+//! between runs.
+//!
+//! Why each rule:
+//! - **Refresh ahead.** WeChat's guide asks for it, and during the last minutes both the old and
+//!   the new token work, so a token fetched early never leaves a gap. The margin is
+//!   [`REFRESH_AHEAD`] (5 minutes), or half the token's lifetime when WeChat hands out a token
+//!   that lives less than twice that (a fake with a short expiry, or `stable_token` returning a
+//!   token that is about to be renewed), so a short-lived token is still used before it is
+//!   replaced instead of being refetched on every call.
+//! - **One refresher.** A refresh takes a lock; a caller who finds another thread refreshing
+//!   keeps using the old token while it is still valid, and waits only when there is none.
+//! - **The cache file.** A test account may fetch 200 tokens a day and every restart used to
+//!   cost one; a still-fresh token from the file costs nothing. The file is re-read before every
+//!   fetch, so a second process (the server and a `wxmp menu push` on the same machine) picks up
+//!   the other's token instead of replacing it. It is written 0600, atomically (a temporary file
+//!   renamed over it), and never holds the AppSecret.
+//! - **A rejected token** (40001/40014/42001) is replaced only if it is still the one held: when
+//!   two callers see the same rejection, the second uses the first one's fresh token.
+//!
+//! Out of scope here: HTTP (the client passes a `fetch` function) and the clock (passed in, so
+//! tests move it by hand).
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::error::ApiError;
+use crate::api::TokenEndpoint;
+
+/// Refresh at least this long before the token expires (WeChat's stable_token renews 5 minutes
+/// ahead too).
+pub const REFRESH_AHEAD: u64 = 300;
+
+/// An access_token. Its `Debug` is redacted; only [`AccessToken::expose`] shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(String);
+
+impl AccessToken {
+    pub fn new(token: impl Into<String>) -> AccessToken {
+        AccessToken(token.into())
+    }
+
+    /// The token itself, for a request's query or `wxmp token --show`.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(***)")
+    }
+}
+
+/// A token and where and when it was obtained (times in Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub token: AccessToken,
+    pub fetched_at: u64,
+    pub expires_at: u64,
+    pub endpoint: TokenEndpoint,
+    pub api_base: String,
+}
+
+impl Held {
+    /// From now on, a fresh token is fetched before this one is used again.
+    pub fn refresh_at(&self) -> u64 {
+        let lifetime = self.expires_at.saturating_sub(self.fetched_at);
+        self.expires_at - REFRESH_AHEAD.min(lifetime / 2)
+    }
+
+    /// Usable without a refresh.
+    pub fn is_fresh(&self, now: u64) -> bool {
+        now < self.refresh_at()
+    }
+
+    /// Still accepted by WeChat (though perhaps due for a refresh).
+    pub fn is_valid(&self, now: u64) -> bool {
+        now < self.expires_at
+    }
+}
+
+/// The cache file could not be read or written. The token still works from memory; the client
+/// reports this as a note.
+#[derive(Debug)]
+pub enum CacheError {
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Not the JSON wxmp writes (another tool's file, or a truncated write).
+    Parse { path: PathBuf, detail: String },
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::Read { path, error } => {
+                write!(f, "cannot read the token cache {}: {error}", path.display())
+            }
+            CacheError::Parse { path, detail } => write!(
+                f,
+                "the token cache {} is not wxmp's ({detail}); it will be replaced",
+                path.display()
+            ),
+            CacheError::Write { path, error } => write!(
+                f,
+                "cannot write the token cache {}: {error}; the token is kept in memory only (check --token-cache / WXMP_TOKEN_CACHE)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+/// The cache file's content. `app_id` and `api_base` are checked on reading, so one file never
+/// hands one account's (or a fake API's) token to another.
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    app_id: String,
+    api_base: String,
+    endpoint: String,
+    access_token: String,
+    fetched_at: u64,
+    expires_at: u64,
+}
+
+/// Reads the cached token for `app_id` at `api_base`; `Ok(None)` when there is none (no file,
+/// or one for another AppID or API base).
+pub fn read_cache(path: &Path, app_id: &str, api_base: &str) -> Result<Option<Held>, CacheError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(CacheError::Read {
+                path: path.to_owned(),
+                error,
+            })
+        }
+    };
+    let file: CacheFile = serde_json::from_str(&text).map_err(|e| CacheError::Parse {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })?;
+    if file.app_id != app_id || file.api_base != api_base {
+        return Ok(None);
+    }
+    let endpoint = match file.endpoint.as_str() {
+        "classic" => TokenEndpoint::Classic,
+        _ => TokenEndpoint::Stable,
+    };
+    Ok(Some(Held {
+        token: AccessToken(file.access_token),
+        fetched_at: file.fetched_at,
+        expires_at: file.expires_at,
+        endpoint,
+        api_base: file.api_base,
+    }))
+}
+
+/// Writes the token atomically with mode 0600 (its directory 0700 when created).
+pub fn write_cache(path: &Path, app_id: &str, held: &Held) -> Result<(), CacheError> {
+    let err = |error| CacheError::Write {
+        path: path.to_owned(),
+        error,
+    };
+    let file = CacheFile {
+        app_id: app_id.to_owned(),
+        api_base: held.api_base.clone(),
+        endpoint: held.endpoint.name().to_owned(),
+        access_token: held.token.0.clone(),
+        fetched_at: held.fetched_at,
+        expires_at: held.expires_at,
+    };
+    let text = serde_json::to_string_pretty(&file)
+        .map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
+    }
+    let name = path
+        .file_name()
+        .map_or_else(|| "token".into(), |n| n.to_string_lossy().into_owned());
+    // The process id keeps two processes from writing the same temporary file.
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(err)
+}
+
+/// The process's one token holder.
+pub struct Tokens {
+    app_id: String,
+    api_base: String,
+    cache: Option<PathBuf>,
+    held: Mutex<Option<Held>>,
+    /// Held while fetching, so concurrent callers never fetch twice.
+    refreshing: Mutex<()>,
+    /// Cache problems, for the caller to report (the token still works from memory).
+    notes: Mutex<Vec<String>>,
+}
+
+/// How to fetch: `force` asks for a new token even if the current one is valid.
+pub type Fetch<'a> = dyn Fn(bool) -> Result<Held, ApiError> + 'a;
+
+impl Tokens {
+    pub fn new(app_id: &str, api_base: &str, cache: Option<PathBuf>) -> Tokens {
+        Tokens {
+            app_id: app_id.to_owned(),
+            api_base: api_base.to_owned(),
+            cache,
+            held: Mutex::new(None),
+            refreshing: Mutex::new(()),
+            notes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The token held in memory, if any.
+    pub fn current(&self) -> Option<Held> {
+        lock(&self.held).clone()
+    }
+
+    /// Cache problems noted since the last call.
+    pub fn take_notes(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.notes))
+    }
+
+    /// A fresh token: the one held, else the cache file's, else a fetched one.
+    pub fn get(&self, now: &dyn Fn() -> u64, fetch: &Fetch<'_>) -> Result<AccessToken, ApiError> {
+        if let Some(h) = self.current().filter(|h| h.is_fresh(now())) {
+            return Ok(h.token);
+        }
+        let _refreshing = match self.refreshing.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                // Another thread is fetching: keep using the old token while WeChat accepts it.
+                if let Some(h) = self.current().filter(|h| h.is_valid(now())) {
+                    return Ok(h.token);
+                }
+                lock(&self.refreshing)
+            }
+        };
+        // Someone may have refreshed while we waited for the lock.
+        if let Some(h) = self.current().filter(|h| h.is_fresh(now())) {
+            return Ok(h.token);
+        }
+        if let Some(h) = self.cached().filter(|h| h.is_fresh(now())) {
+            return Ok(self.keep(h, false));
+        }
+        Ok(self.keep(fetch(false)?, true))
+    }
+
+    /// A replacement for `rejected`, which WeChat refused: another caller's newer token if there
+    /// is one, else a forced fetch.
+    pub fn replace(
+        &self,
+        rejected: &AccessToken,
+        now: &dyn Fn() -> u64,
+        fetch: &Fetch<'_>,
+    ) -> Result<AccessToken, ApiError> {
+        let _refreshing = lock(&self.refreshing);
+        let newer = |h: &Held| &h.token != rejected && h.is_fresh(now());
+        if let Some(h) = self.current().filter(newer) {
+            return Ok(h.token);
+        }
+        if let Some(h) = self.cached().filter(newer) {
+            return Ok(self.keep(h, false));
+        }
+        Ok(self.keep(fetch(true)?, true))
+    }
+
+    fn cached(&self) -> Option<Held> {
+        let path = self.cache.as_ref()?;
+        match read_cache(path, &self.app_id, &self.api_base) {
+            Ok(h) => h,
+            Err(e) => {
+                self.note(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn keep(&self, held: Held, write: bool) -> AccessToken {
+        if write {
+            if let Some(path) = &self.cache {
+                if let Err(e) = write_cache(path, &self.app_id, &held) {
+                    self.note(e.to_string());
+                }
+            }
+        }
+        let token = held.token.clone();
+        *lock(&self.held) = Some(held);
+        token
+    }
+
+    fn note(&self, text: String) {
+        lock(&self.notes).push(text);
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the data (a token, a
+/// list of notes) is still consistent.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    const BASE: &str = "https://api.weixin.qq.com";
+
+    fn held(token: &str, fetched_at: u64, lifetime: u64) -> Held {
+        Held {
+            token: AccessToken::new(token),
+            fetched_at,
+            expires_at: fetched_at + lifetime,
+            endpoint: TokenEndpoint::Stable,
+            api_base: BASE.into(),
+        }
+    }
+
+    /// A fetch that counts its calls and hands out `t1`, `t2`, ... valid for `lifetime` from
+    /// the clock's time.
+    struct Fake {
+        clock: Arc<AtomicU64>,
+        fetches: AtomicU64,
+        forced: AtomicU64,
+        lifetime: u64,
+    }
+
+    impl Fake {
+        fn new(lifetime: u64) -> Fake {
+            Fake {
+                clock: Arc::new(AtomicU64::new(1_000_000)),
+                fetches: AtomicU64::new(0),
+                forced: AtomicU64::new(0),
+                lifetime,
+            }
+        }
+
+        fn now(&self) -> u64 {
+            self.clock.load(Ordering::SeqCst)
+        }
+
+        fn advance(&self, secs: u64) {
+            self.clock.fetch_add(secs, Ordering::SeqCst);
+        }
+
+        fn fetch(&self, force: bool) -> Result<Held, ApiError> {
+            let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            if force {
+                self.forced.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(held(&format!("t{n}"), self.now(), self.lifetime))
+        }
+
+        fn get(&self, tokens: &Tokens) -> String {
+            tokens
+                .get(&|| self.now(), &|f| self.fetch(f))
+                .unwrap()
+                .expose()
+                .to_owned()
+        }
+    }
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("wxmp-token-unit-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir.join("sub").join("token.json")
+    }
+
+    #[test]
+    fn refreshes_five_minutes_before_a_two_hour_token_expires() {
+        let fake = Fake::new(7200);
+        let tokens = Tokens::new("wx1", BASE, None);
+        assert_eq!(fake.get(&tokens), "t1");
+        fake.advance(7200 - 301);
+        assert_eq!(fake.get(&tokens), "t1", "still fresh 301 s before expiry");
+        fake.advance(1);
+        assert_eq!(fake.get(&tokens), "t2", "refreshed 300 s before expiry");
+        assert_eq!(fake.fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_short_lived_token_is_used_for_half_its_life() {
+        let fake = Fake::new(4);
+        let tokens = Tokens::new("wx1", BASE, None);
+        assert_eq!(fake.get(&tokens), "t1");
+        fake.advance(1);
+        assert_eq!(fake.get(&tokens), "t1");
+        fake.advance(1);
+        assert_eq!(
+            fake.get(&tokens),
+            "t2",
+            "refreshed at half of 4 s, still valid"
+        );
+        assert_eq!(held("x", 0, 4).refresh_at(), 2);
+        assert_eq!(held("x", 0, 7200).refresh_at(), 6900);
+        assert_eq!(held("x", 0, 0).refresh_at(), 0);
+    }
+
+    #[test]
+    fn a_fresh_cached_token_costs_no_fetch_across_restarts() {
+        let path = temp_path("reuse");
+        let fake = Fake::new(7200);
+        let first = Tokens::new("wx1", BASE, Some(path.clone()));
+        assert_eq!(fake.get(&first), "t1");
+        let mode = fs::metadata(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+        assert!(!fs::read_to_string(&path).unwrap().contains("secret"));
+        fake.advance(3600);
+        let restarted = Tokens::new("wx1", BASE, Some(path.clone()));
+        assert_eq!(fake.get(&restarted), "t1");
+        assert_eq!(fake.fetches.load(Ordering::SeqCst), 1);
+        // Another AppID, or another API base, never gets this token.
+        let other = Tokens::new("wx2", BASE, Some(path.clone()));
+        assert_eq!(fake.get(&other), "t2");
+        let fake_base = Tokens::new("wx2", "http://127.0.0.1:1", Some(path.clone()));
+        assert_eq!(fake.get(&fake_base), "t3");
+        let dir_mode = fs::metadata(path.parent().unwrap()).unwrap();
+        assert_eq!(dir_mode.permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_cached_token_within_the_margin_is_refreshed_not_reused() {
+        let path = temp_path("margin");
+        write_cache(&path, "wx1", &held("old", 1_000_000 - 7000, 7200)).unwrap();
+        let fake = Fake::new(7200);
+        let tokens = Tokens::new("wx1", BASE, Some(path.clone()));
+        assert_eq!(
+            fake.get(&tokens),
+            "t1",
+            "200 s left is inside the 300 s margin"
+        );
+        let back = read_cache(&path, "wx1", BASE).unwrap().unwrap();
+        assert_eq!(back.token.expose(), "t1");
+    }
+
+    #[test]
+    fn a_broken_cache_file_is_noted_and_replaced() {
+        let path = temp_path("broken");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "not json").unwrap();
+        let fake = Fake::new(7200);
+        let tokens = Tokens::new("wx1", BASE, Some(path.clone()));
+        assert_eq!(fake.get(&tokens), "t1");
+        let notes = tokens.take_notes();
+        assert!(notes[0].contains("is not wxmp's"), "{notes:?}");
+        assert!(read_cache(&path, "wx1", BASE).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_rejected_token_is_replaced_once_by_a_forced_fetch() {
+        let fake = Fake::new(7200);
+        let tokens = Tokens::new("wx1", BASE, None);
+        let t1 = AccessToken::new(fake.get(&tokens));
+        let now = || fake.now();
+        let fetch = |f| fake.fetch(f);
+        assert_eq!(tokens.replace(&t1, &now, &fetch).unwrap().expose(), "t2");
+        // A second caller that saw t1 rejected too gets t2, without another fetch.
+        assert_eq!(tokens.replace(&t1, &now, &fetch).unwrap().expose(), "t2");
+        assert_eq!(fake.fetches.load(Ordering::SeqCst), 2);
+        assert_eq!(fake.forced.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn concurrent_callers_trigger_one_fetch() {
+        let fake = Arc::new(Fake::new(7200));
+        let tokens = Arc::new(Tokens::new("wx1", BASE, None));
+        let gate = Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (fake, tokens, gate) = (fake.clone(), tokens.clone(), gate.clone());
+                std::thread::spawn(move || {
+                    gate.wait();
+                    tokens
+                        .get(&|| fake.now(), &|f| {
+                            // A slow fetch, so the others arrive while it runs.
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            fake.fetch(f)
+                        })
+                        .unwrap()
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().expose(), "t1");
+        }
+        assert_eq!(fake.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn during_a_refresh_others_keep_the_still_valid_token() {
+        let fake = Fake::new(7200);
+        let tokens = Tokens::new("wx1", BASE, None);
+        assert_eq!(fake.get(&tokens), "t1");
+        fake.advance(7000); // inside the margin, still valid
+        let _busy = tokens.refreshing.lock().unwrap();
+        let got = tokens
+            .get(&|| fake.now(), &|_| panic!("must not fetch"))
+            .unwrap();
+        assert_eq!(got.expose(), "t1");
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let h = held("SECRET_TOKEN_VALUE", 0, 7200);
+        assert!(!format!("{h:?}").contains("SECRET_TOKEN_VALUE"));
+    }
+}

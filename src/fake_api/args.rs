@@ -1,0 +1,266 @@
+//! `wxmp fake-api`'s command line: raw options, then a validated [`FakeConfig`].
+
+use lexopt::prelude::*;
+
+use crate::api::Secret;
+
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_PORT: u16 = 8090;
+/// The fake's credentials when none are given; shown in its banner so they can be copied.
+pub const DEFAULT_APPID: &str = "wxfake0000000000";
+pub const DEFAULT_SECRET: &str = "fakesecret";
+/// WeChat's tokens live 2 hours.
+pub const DEFAULT_EXPIRES_IN: u64 = 7200;
+
+pub const USAGE: &str = "\
+wxmp fake-api — play api.weixin.qq.com on this machine: tokens, the menu, customer service
+
+Usage: wxmp fake-api [OPTIONS]
+
+Options:
+  --host HOST        address to listen on              [default: 127.0.0.1]
+  --port PORT        port to listen on (0 = any)       [default: 8090]
+  --appid APPID      the AppID it accepts              [default: WXMP_APPID, else wxfake0000000000]
+  --secret SECRET    the AppSecret it accepts          [default: WXMP_SECRET, else fakesecret]
+  --expires-in SECS  how long its tokens live          [default: 7200]
+  --fail SPEC        answer with an errcode: CODE[@PATH][:once|:N], repeatable
+                     e.g. --fail 40001:once, --fail 40164, --fail 45009@/cgi-bin/menu/create
+                     Without @PATH, 40013, 40125 and 40243 hit token requests, 40164, 61004
+                     and 89503 every request, and any other code the API calls (not tokens).
+
+It serves POST /cgi-bin/stable_token, GET /cgi-bin/token (each call invalidates the previous
+token), menu/create, menu/get, menu/delete (keeping the menu it was given),
+message/custom/send and message/custom/typing (printing each message as one line), and
+GET /fake/stats (request counts as JSON). Point wxmp at it with
+--api-base http://127.0.0.1:PORT (or WXMP_API_BASE).
+";
+
+/// A usage error (exit 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeUsageError(pub String);
+
+impl std::fmt::Display for FakeUsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<lexopt::Error> for FakeUsageError {
+    fn from(e: lexopt::Error) -> Self {
+        FakeUsageError(e.to_string())
+    }
+}
+
+/// The options as given.
+#[derive(Debug, Clone, Default)]
+pub struct RawFake {
+    pub host: Option<String>,
+    pub port: Option<String>,
+    pub appid: Option<String>,
+    pub secret: Option<Secret>,
+    pub expires_in: Option<String>,
+    pub fail: Vec<String>,
+}
+
+/// What `wxmp fake-api ...` asked for.
+#[derive(Debug)]
+pub enum Parsed {
+    Help,
+    Run(Box<RawFake>),
+}
+
+/// One injected failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub errcode: i64,
+    /// Only requests to this path; `None`: the code's usual place (see [`USAGE`]).
+    pub path: Option<String>,
+    /// How many more times; `None`: always.
+    pub remaining: Option<u64>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct FakeConfig {
+    pub host: String,
+    pub port: u16,
+    pub app_id: String,
+    pub secret: Secret,
+    /// The secret is the built-in one, so the banner may show it.
+    pub default_secret: bool,
+    pub expires_in: u64,
+    pub fail: Vec<Failure>,
+}
+
+/// Parses `wxmp fake-api ...` (the parser is positioned after `fake-api`).
+pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, FakeUsageError> {
+    let mut raw = RawFake::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Long(name) => {
+                let name = name.to_owned();
+                let value = parser
+                    .value()
+                    .map_err(|_| FakeUsageError(format!("--{name} needs a value")))?
+                    .string()?;
+                match name.as_str() {
+                    "host" => raw.host = Some(value),
+                    "port" => raw.port = Some(value),
+                    "appid" => raw.appid = Some(value),
+                    "secret" => raw.secret = Some(Secret::new(value)),
+                    "expires-in" => raw.expires_in = Some(value),
+                    "fail" => raw.fail.push(value),
+                    _ => {
+                        return Err(FakeUsageError(format!(
+                            "unknown option --{name} (see wxmp fake-api --help)"
+                        )))
+                    }
+                }
+            }
+            other => {
+                return Err(FakeUsageError(format!(
+                    "{} (see wxmp fake-api --help)",
+                    other.unexpected()
+                )))
+            }
+        }
+    }
+    Ok(Parsed::Run(Box::new(raw)))
+}
+
+/// Applies defaults (flags, then `WXMP_APPID` / `WXMP_SECRET`, then built-ins) and validates.
+pub fn resolve(
+    raw: RawFake,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<FakeConfig, FakeUsageError> {
+    let port = match raw.port {
+        None => DEFAULT_PORT,
+        Some(p) => p.trim().parse().map_err(|_| {
+            FakeUsageError(format!(
+                "invalid --port {p:?}: expected a number from 0 to 65535"
+            ))
+        })?,
+    };
+    let expires_in = match raw.expires_in {
+        None => DEFAULT_EXPIRES_IN,
+        Some(s) => match s.trim().parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(FakeUsageError(format!(
+                    "invalid --expires-in {s:?}: expected seconds, at least 1"
+                )))
+            }
+        },
+    };
+    let app_id = raw
+        .appid
+        .or_else(|| env("WXMP_APPID"))
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_APPID.to_owned());
+    let given = raw
+        .secret
+        .map(|s| s.expose().to_owned())
+        .or_else(|| env("WXMP_SECRET"))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let default_secret = given.is_none();
+    let secret = Secret::new(given.unwrap_or_else(|| DEFAULT_SECRET.to_owned()));
+    let fail = raw
+        .fail
+        .iter()
+        .map(|s| failure(s))
+        .collect::<Result<_, _>>()?;
+    Ok(FakeConfig {
+        host: raw.host.unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+        port,
+        app_id: app_id.trim().to_owned(),
+        secret,
+        default_secret,
+        expires_in,
+        fail,
+    })
+}
+
+/// `CODE[@PATH][:once|:N]`.
+fn failure(spec: &str) -> Result<Failure, FakeUsageError> {
+    let bad = || {
+        FakeUsageError(format!(
+            "invalid --fail {spec:?}: expected CODE[@PATH][:once|:N], e.g. 40001:once or 45009@/cgi-bin/menu/create"
+        ))
+    };
+    let (head, count) = match spec.rsplit_once(':') {
+        Some((h, "once")) => (h, Some(1)),
+        Some((h, n)) => (
+            h,
+            Some(n.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(bad)?),
+        ),
+        None => (spec, None),
+    };
+    let (code, path) = match head.split_once('@') {
+        Some((c, p)) if p.starts_with('/') => (c, Some(p.to_owned())),
+        Some(_) => return Err(bad()),
+        None => (head, None),
+    };
+    let errcode = code
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|c| *c != 0)
+        .ok_or_else(bad)?;
+    Ok(Failure {
+        errcode,
+        path,
+        remaining: count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn failure_specs_parse() {
+        assert_eq!(
+            failure("40001:once").unwrap(),
+            Failure {
+                errcode: 40001,
+                path: None,
+                remaining: Some(1)
+            }
+        );
+        assert_eq!(failure("40164").unwrap().remaining, None);
+        let f = failure("45009@/cgi-bin/menu/create:3").unwrap();
+        assert_eq!(
+            (f.errcode, f.path.as_deref(), f.remaining),
+            (45009, Some("/cgi-bin/menu/create"), Some(3))
+        );
+        assert_eq!(failure("-1").unwrap().errcode, -1);
+        for bad in ["", "abc", "40001:never", "40001:0", "0", "45009@menu"] {
+            assert!(failure(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_the_environment() {
+        let c = resolve(RawFake::default(), &no_env).unwrap();
+        assert_eq!((c.port, c.app_id.as_str()), (DEFAULT_PORT, DEFAULT_APPID));
+        assert!(c.default_secret);
+        let env = |k: &str| (k == "WXMP_SECRET").then(|| "mine".to_owned());
+        let c = resolve(RawFake::default(), &env).unwrap();
+        assert!(!c.default_secret);
+        assert_eq!(c.secret.expose(), "mine");
+        let raw = RawFake {
+            expires_in: Some("0".into()),
+            ..RawFake::default()
+        };
+        assert!(resolve(raw, &no_env)
+            .unwrap_err()
+            .0
+            .contains("--expires-in"));
+    }
+}
