@@ -181,8 +181,15 @@ impl Config {
                 "invalid cache TTL {cache_ttl} (--cache-ttl / WXMP_CACHE_TTL): WeChat retries for about 15 s; use at least 30"
             )));
         }
+        // `kf` needs the customer-service API, so it is the default only with an AppSecret.
         let late = match pick(raw.late, "WXMP_LATE").as_deref() {
+            None if api.is_some() => Late::Kf,
             None | Some("stretch") => Late::Stretch,
+            Some("kf") if api.is_none() => {
+                return Err(ConfigError(
+                    "--late kf (WXMP_LATE) sends late answers through the customer-service API, which needs --appid and --secret (WXMP_APPID, WXMP_SECRET); without them use --late stretch".into(),
+                ))
+            }
             Some("kf") => Late::Kf,
             Some(other) => {
                 return Err(ConfigError(format!(

@@ -111,6 +111,7 @@ fn serve(raw: RawServe) -> ExitCode {
         threads: config.threads,
         cache: config.cache,
         forward: config.forward.clone(),
+        api: config.api.clone(),
     };
     let log = Log::stderr();
     for w in &config.warnings {

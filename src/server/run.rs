@@ -30,6 +30,8 @@ pub struct Listen {
     pub cache: Limits,
     /// Forwarding to the user's own code.
     pub forward: forward::Settings,
+    /// The WeChat API, for late answers under `kf` (needs the AppID and AppSecret).
+    pub api: Option<crate::api::ApiConfig>,
 }
 
 /// Why the server could not start.
@@ -81,7 +83,10 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     let env: Arc<dyn Env> = Arc::new(SystemEnv);
-    let forwarder = Forwarder::new(listen.forward.clone(), Arc::clone(&env), log.clone());
+    let mut forwarder = Forwarder::new(listen.forward.clone(), Arc::clone(&env), log.clone());
+    if let Some(api) = listen.api.clone() {
+        forwarder = forwarder.with_late_sender(Arc::new(crate::api::Client::new(api)));
+    }
     let pipeline =
         Arc::new(Pipeline::in_memory(account, listen.cache, env).with_forwarder(forwarder));
     // The handler pool: `threads` for the server's own work, plus room for the attempts that

@@ -15,8 +15,8 @@ use wxmp::api::menu::Menu;
 use crate::binary::{eventually, http, tempdir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wxmp");
-const APPID: &str = "wxapitest0000001";
-const SECRET: &str = "apitest-secret-0123456789abcdef";
+pub const APPID: &str = "wxapitest0000001";
+pub const SECRET: &str = "apitest-secret-0123456789abcdef";
 
 /// A command with none of the caller's `WXMP_*` settings, and a cache directory of its own:
 /// tests never touch the real ~/.cache.
@@ -33,14 +33,14 @@ fn clean(args: &[&str], cache_home: &Path) -> Command {
 }
 
 /// A running `wxmp fake-api` on a free port, killed on drop; its stdout is collected.
-struct Fake {
+pub struct Fake {
     child: Child,
-    base: String,
+    pub base: String,
     out: Arc<Mutex<String>>,
 }
 
 impl Fake {
-    fn start(extra: &[&str]) -> Fake {
+    pub fn start(extra: &[&str]) -> Fake {
         let dir = tempdir();
         let mut args = vec![
             "fake-api", "--port", "0", "--appid", APPID, "--secret", SECRET,
@@ -74,7 +74,7 @@ impl Fake {
         Fake { child, base, out }
     }
 
-    fn output(&self) -> String {
+    pub fn output(&self) -> String {
         self.out.lock().unwrap().clone()
     }
 

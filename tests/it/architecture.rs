@@ -85,7 +85,7 @@ fn rules_import_only_the_protocol() {
 
 #[test]
 fn the_server_never_imports_the_simulator_or_the_command_line() {
-    check_layer("server", &["server", "rules", "protocol", "log"]);
+    check_layer("server", &["server", "rules", "protocol", "api", "log"]);
 }
 
 #[test]

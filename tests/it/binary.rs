@@ -65,12 +65,18 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut banner)
             .unwrap();
-        let addr = banner
+        let Some(addr) = banner
             .split("http://")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("no address in banner {banner:?}"))
-            .to_owned();
+            .map(str::to_owned)
+        else {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("no address in banner {banner:?}; stderr: {err}");
+        };
         let log = Arc::new(Mutex::new(String::new()));
         let log_reader = child.stderr.take().map(|stderr| {
             let log = Arc::clone(&log);

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crate::binary::{http, tempdir, Server};
+use crate::api::{Fake, APPID, SECRET};
+use crate::binary::{eventually, http, tempdir, Server};
 use crate::helpers::{text_of, text_xml, NONCE, TS};
 
 const TOKEN: &str = "fwdtoken";
@@ -380,6 +381,56 @@ fn held_pushes_never_take_the_threads_of_other_requests() {
     }
 }
 
+/// `kf`: the first attempt answers the fallback in time; the answer, 20 s later, reaches the
+/// user as a customer-service message (here: in `wxmp fake-api`'s output).
+#[test]
+fn under_kf_a_very_slow_answer_arrives_as_a_customer_service_message() {
+    let fake = Fake::start(&[]);
+    let ep = endpoint(
+        Duration::from_secs(20),
+        200,
+        r#"{"MsgType":"text","Content":"late but here"}"#,
+    );
+    let cache = tempdir().join("token.json");
+    // With an AppSecret, `kf` is the default.
+    let server = serve(
+        &forward_rules(&ep.url),
+        &[
+            "--appid",
+            APPID,
+            "--secret",
+            SECRET,
+            "--api-base",
+            &fake.base,
+            "--token-cache",
+            cache.to_str().unwrap(),
+        ],
+    );
+    let out = answered(&send(&server, &["--from", "o_kf_user", "text", "hello"]));
+    assert!(out.starts_with("text: 稍等"), "{out}");
+    assert!(
+        eventually(60, || fake
+            .output()
+            .contains("kf send → o_kf_user: text \"late but here\"")),
+        "{}",
+        fake.output()
+    );
+    assert_eq!(ep.calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn kf_needs_the_api_settings() {
+    let o = Command::new(env!("CARGO_BIN_EXE_wxmp"))
+        .args(["--token", TOKEN, "--port", "0", "--late", "kf"])
+        .env_remove("WXMP_APPID")
+        .env_remove("WXMP_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("--late kf") && e.contains("--secret"), "{e}");
+}
+
 fn command_rules(script: &str, extra: &str) -> PathBuf {
     let dir = tempdir();
     std::fs::write(dir.join("bot.sh"), script).unwrap();
@@ -446,9 +497,24 @@ fn a_command_that_never_exits_is_killed_with_its_children_and_reaped() {
     // A sleep no other process runs: its argument is the marker.
     let marker = format!("3600.{}", std::process::id());
     let script = format!("cat >/dev/null\nsleep {marker} &\nexec sleep {marker}\n");
+    let fake = Fake::start(&[]);
+    let cache = tempdir().join("token.json");
     let server = serve(
         &command_rules(&script, ""),
-        &["--late", "kf", "--kf-wait", "5"],
+        &[
+            "--late",
+            "kf",
+            "--kf-wait",
+            "5",
+            "--appid",
+            APPID,
+            "--secret",
+            SECRET,
+            "--api-base",
+            &fake.base,
+            "--token-cache",
+            cache.to_str().unwrap(),
+        ],
     );
     let out = answered(&send(&server, &["text", "x"]));
     assert!(out.starts_with("text: 稍等"), "{out}");

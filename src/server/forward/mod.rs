@@ -59,6 +59,17 @@ pub trait LateSender: Send + Sync {
     fn send(&self, openid: &str, reply: &Reply) -> Result<(), String>;
 }
 
+/// The API client sends late answers as customer-service messages (`message/custom/send`).
+impl LateSender for crate::api::Client {
+    fn send(&self, openid: &str, reply: &Reply) -> Result<(), String> {
+        match crate::api::kf::Message::from_reply(reply) {
+            // success and transfer_customer_service have no customer-service form.
+            None => Ok(()),
+            Some(msg) => self.send_custom(openid, &msg).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// How forwarding behaves; all of it from the command line or `WXMP_*` variables.
 #[derive(Debug, Clone)]
 pub struct Settings {
