@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod env;
+pub mod metrics;
 pub mod pipeline;
 pub mod reload;
 pub mod routes;
