@@ -29,8 +29,13 @@ Serve options (each also read from the environment variable shown; a flag wins):
   --threads N        request handler threads         WXMP_THREADS  [default: 4 x cores, 8..64]
   --cache-mb MB      retry cache memory budget       WXMP_CACHE_MB [default: 32, at least 1]
   --cache-ttl SECS   how long replies are kept       WXMP_CACHE_TTL [default: 60, at least 30]
+  --log-format FMT   text or json (one object/line)  WXMP_LOG_FORMAT [default: text]
+  --quiet            log refused requests only       WXMP_QUIET
+  --log-openid       log whole OpenIDs, not hashes   WXMP_LOG_OPENID [personal data]
+  --metrics-addr ADDR  /metrics and wxmp tail there  WXMP_METRICS_ADDR [default: off; e.g. 127.0.0.1:9100]
 
-Endpoints: PATH (POST pushes, GET the URL check), / (Hello World!), /healthz (ok).
+Endpoints: PATH (POST pushes, GET the URL check), / (Hello World!), /healthz (ok); the
+metrics listener serves /metrics and /tail, and only there.
 ";
 
 /// What to do.
@@ -103,6 +108,18 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                     }
                 }
             }
+            Long(name @ ("quiet" | "log-openid")) => {
+                let slot = if name == "quiet" {
+                    &mut serve.quiet
+                } else {
+                    &mut serve.log_openid
+                };
+                // `--quiet` alone, or `--quiet=0` to override the variable.
+                *slot = Some(match parser.optional_value() {
+                    Some(v) => v.string()?,
+                    None => "1".to_owned(),
+                });
+            }
             Long(name) => {
                 let slot = match name {
                     "host" => &mut serve.host,
@@ -115,6 +132,8 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                     "threads" => &mut serve.threads,
                     "cache-mb" => &mut serve.cache_mb,
                     "cache-ttl" => &mut serve.cache_ttl,
+                    "log-format" => &mut serve.log_format,
+                    "metrics-addr" => &mut serve.metrics_addr,
                     _ => {
                         return Err(CliError(format!(
                             "unknown option --{name} (see wxmp --help)"
@@ -170,6 +189,25 @@ mod tests {
         assert!(matches!(parse(args(&["-V"])).unwrap(), Command::Version));
         match parse(args(&["check-rules", "r.toml"])).unwrap() {
             Command::CheckRules(p) => assert_eq!(p, PathBuf::from("r.toml")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn switches_take_no_value() {
+        match parse(args(&[
+            "--quiet",
+            "--log-openid=0",
+            "--metrics-addr",
+            "127.0.0.1:1",
+        ]))
+        .unwrap()
+        {
+            Command::Serve(raw) => {
+                assert_eq!(raw.quiet.as_deref(), Some("1"));
+                assert_eq!(raw.log_openid.as_deref(), Some("0"));
+                assert_eq!(raw.metrics_addr.as_deref(), Some("127.0.0.1:1"));
+            }
             other => panic!("{other:?}"),
         }
     }

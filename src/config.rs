@@ -3,8 +3,10 @@
 //! defaults live here.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::log::Format;
 use crate::protocol::crypto::AesKey;
 use crate::protocol::envelope::SafeMode;
 use crate::protocol::verify::Token;
@@ -29,6 +31,11 @@ pub struct RawServe {
     pub threads: Option<String>,
     pub cache_mb: Option<String>,
     pub cache_ttl: Option<String>,
+    pub log_format: Option<String>,
+    /// `"1"` when the flag was given (or its `=VALUE`).
+    pub quiet: Option<String>,
+    pub log_openid: Option<String>,
+    pub metrics_addr: Option<String>,
 }
 
 /// A validated configuration.
@@ -42,6 +49,14 @@ pub struct Config {
     pub rules: Option<PathBuf>,
     pub threads: usize,
     pub cache: Limits,
+    /// The log's format: text or JSON.
+    pub log_format: Format,
+    /// Log refused requests only.
+    pub quiet: bool,
+    /// Show whole OpenIDs in the log and the live view instead of a prefix and a hash.
+    pub log_openid: bool,
+    /// The metrics listener; `None`: off.
+    pub metrics_addr: Option<SocketAddr>,
     /// Settings that are accepted but probably not meant; the server logs them at start.
     pub warnings: Vec<String>,
 }
@@ -150,6 +165,32 @@ impl Config {
                 "invalid cache TTL {cache_ttl} (--cache-ttl / WXMP_CACHE_TTL): WeChat retries for about 15 s; use at least 30"
             )));
         }
+        let log_format = match pick(raw.log_format, "WXMP_LOG_FORMAT") {
+            None => Format::Text,
+            Some(f) => Format::parse(&f).ok_or_else(|| {
+                ConfigError(format!(
+                    "invalid log format {f:?} (--log-format / WXMP_LOG_FORMAT): expected text or json"
+                ))
+            })?,
+        };
+        let quiet = switch(pick(raw.quiet, "WXMP_QUIET"), "--quiet / WXMP_QUIET")?;
+        let log_openid = switch(
+            pick(raw.log_openid, "WXMP_LOG_OPENID"),
+            "--log-openid / WXMP_LOG_OPENID",
+        )?;
+        let metrics_addr = match pick(raw.metrics_addr, "WXMP_METRICS_ADDR") {
+            None => None,
+            Some(a) => Some(a.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "invalid address {a:?} (--metrics-addr / WXMP_METRICS_ADDR): expected IP:PORT, like 127.0.0.1:9100"
+                ))
+            })?),
+        };
+        if let Some(addr) = metrics_addr.filter(|a| !a.ip().is_loopback()) {
+            warnings.push(format!(
+                "--metrics-addr / WXMP_METRICS_ADDR {addr} is not a loopback address: anyone who can reach it can read /metrics, and the live view (wxmp tail) is off because it shows message content; use 127.0.0.1:PORT unless a scraper elsewhere needs it"
+            ));
+        }
         Ok(Config {
             host,
             port,
@@ -163,8 +204,26 @@ impl Config {
                 max_entries: Limits::default().max_entries,
                 max_bytes: cache_mb.saturating_mul(1 << 20),
             },
+            log_format,
+            quiet,
+            log_openid,
+            metrics_addr,
             warnings,
         })
+    }
+}
+
+/// An on/off setting: a flag sets `"1"`; a variable says 1/0, true/false, yes/no or on/off.
+fn switch(value: Option<String>, what: &str) -> Result<bool, ConfigError> {
+    let Some(v) = value else {
+        return Ok(false);
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError(format!(
+            "invalid value {v:?} for {what}: expected 1 or 0 (true/false, yes/no, on/off)"
+        ))),
     }
 }
 
@@ -295,6 +354,77 @@ mod tests {
         assert!(
             e.0.contains("--cache-mb") && e.0.contains("at least 1"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn observability_settings_are_validated_once() {
+        let c = Config::resolve(raw_with_token(), &env_of(&[])).unwrap();
+        assert_eq!(
+            (c.log_format, c.quiet, c.log_openid, c.metrics_addr),
+            (Format::Text, false, false, None)
+        );
+        let c = Config::resolve(
+            raw_with_token(),
+            &env_of(&[
+                ("WXMP_LOG_FORMAT", "JSON"),
+                ("WXMP_QUIET", "yes"),
+                ("WXMP_LOG_OPENID", "1"),
+                ("WXMP_METRICS_ADDR", "127.0.0.1:9100"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.log_format, c.quiet, c.log_openid),
+            (Format::Json, true, true)
+        );
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // A flag wins over the variable.
+        let raw = RawServe {
+            quiet: Some("0".into()),
+            ..raw_with_token()
+        };
+        assert!(
+            !Config::resolve(raw, &env_of(&[("WXMP_QUIET", "1")]))
+                .unwrap()
+                .quiet
+        );
+        for (raw, named) in [
+            (
+                RawServe {
+                    log_format: Some("yaml".into()),
+                    ..raw_with_token()
+                },
+                "--log-format",
+            ),
+            (
+                RawServe {
+                    quiet: Some("maybe".into()),
+                    ..raw_with_token()
+                },
+                "--quiet",
+            ),
+            (
+                RawServe {
+                    metrics_addr: Some("localhost".into()),
+                    ..raw_with_token()
+                },
+                "--metrics-addr",
+            ),
+        ] {
+            let e = Config::resolve(raw, &env_of(&[])).unwrap_err();
+            assert!(e.0.contains(named), "{e}");
+        }
+        let open = RawServe {
+            metrics_addr: Some("0.0.0.0:9100".into()),
+            ..raw_with_token()
+        };
+        let c = Config::resolve(open, &env_of(&[])).unwrap();
+        assert!(
+            c.warnings[0].contains("not a loopback address"),
+            "{:?}",
+            c.warnings
         );
     }
 

@@ -16,6 +16,10 @@
 //! - [`server`]: routes → pipeline → retry store, built from an `Account`.
 //! - [`send`]: the simulator (`wxmp send`); imports only `protocol`.
 //! - [`cli`], [`config`], [`log`] and `main.rs`: the command line and the process.
+//!
+//! Every request also ends in one access-log record ([`server::access`]), is counted in the
+//! Prometheus metrics ([`server::metrics`], served with the live view's buffer
+//! ([`server::recent`]) by [`server::monitor`] on `--metrics-addr`).
 #![forbid(unsafe_code)]
 
 pub mod cli;

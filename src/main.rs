@@ -7,6 +7,7 @@ use wxmp::cli::{self, Command};
 use wxmp::config::{Config, RawServe};
 use wxmp::log::Log;
 use wxmp::rules::RuleSet;
+use wxmp::server::access::AccessOptions;
 use wxmp::server::account::Account;
 use wxmp::server::reload;
 use wxmp::server::run::{self, Listen};
@@ -86,8 +87,13 @@ fn serve(raw: RawServe) -> ExitCode {
         port: config.port,
         threads: config.threads,
         cache: config.cache,
+        metrics: config.metrics_addr,
+        access: AccessOptions {
+            quiet: config.quiet,
+            full_openid: config.log_openid,
+        },
     };
-    let log = Log::stderr();
+    let log = Log::stderr().with_format(config.log_format);
     for w in &config.warnings {
         log.warn(w);
     }

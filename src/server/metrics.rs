@@ -1,5 +1,5 @@
 //! Prometheus metrics: a small registry of counters, gauges and histograms, and its text
-//! exposition (format 0.0.4), served by `server::monitor` on `--metrics-addr`.
+//! exposition (format 0.0.4), served by [`super::monitor`] on `--metrics-addr`.
 //!
 //! Written by hand rather than with a crate: the format is a few lines of text, and the crates
 //! that produce it bring a lock crate, a derive macro or protobuf for what is here a handful of

@@ -17,6 +17,7 @@ use crate::protocol::xml::{self, child_text, XmlError};
 use crate::rules::Decision;
 use crate::server::account::Account;
 use crate::server::env::Env;
+use crate::server::sample::{self, Sample};
 use crate::server::store::{Begin, Key, Limits, MemoryStore, RetryStore, Usage, Weigh};
 
 /// How long a duplicate waits for the first attempt: WeChat gives up on a push after 5 s.
@@ -156,6 +157,10 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// From the push's arrival to the answer, on the monotonic clock.
     pub duration: Duration,
+    /// What the push said and what was answered, in words, for the live view only (`None`
+    /// unless the pipeline was built [`Pipeline::with_samples`]). Message content: `routes`
+    /// takes it out before anything else reads the outcome, so the log never sees it.
+    pub sample: Option<Box<Sample>>,
 }
 
 /// A push as the HTTP layer hands it over.
@@ -179,6 +184,8 @@ pub struct Pipeline {
     account: Account,
     store: Arc<dyn RetryStore<Answer>>,
     env: Arc<dyn Env>,
+    /// Fill [`Outcome::sample`]: on only while someone can watch (`wxmp tail`).
+    samples: bool,
 }
 
 impl Pipeline {
@@ -191,7 +198,14 @@ impl Pipeline {
             account,
             store,
             env,
+            samples: false,
         }
+    }
+
+    /// Records what each push said and what it was answered ([`Outcome::sample`]).
+    pub fn with_samples(mut self, on: bool) -> Pipeline {
+        self.samples = on;
+        self
     }
 
     /// With the in-memory retry store under `limits`.
@@ -315,6 +329,9 @@ impl Pipeline {
             outcome.event_key = e.event_key().map(str::to_owned);
         }
         outcome.from_user = msg.from_user_name.clone();
+        if self.samples {
+            outcome.sample = Some(Box::new(Sample::of(&msg)));
+        }
         let Some(key) = retry_key(&msg, safe.is_some()) else {
             return self.decide(&msg, safe, outcome);
         };
@@ -354,6 +371,9 @@ impl Pipeline {
             None => Decided::Default,
         });
         outcome.reply = Some(reply.msg_type());
+        if let Some(s) = outcome.sample.as_mut() {
+            s.reply = Some(sample::reply(&reply));
+        }
         outcome.warnings = warnings;
         if reply == Reply::Success {
             return Answer::success();

@@ -2,15 +2,20 @@
 
 use std::fmt;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::log::Log;
+use crate::server::access::AccessOptions;
 use crate::server::account::Account;
 use crate::server::env::SystemEnv;
+use crate::server::metrics::Metrics;
+use crate::server::monitor::{self, Monitor};
 use crate::server::pipeline::Pipeline;
+use crate::server::recent::Recent;
 use crate::server::reload;
 use crate::server::routes::{self, Service};
 use crate::server::store::Limits;
@@ -27,13 +32,18 @@ pub struct Listen {
     pub threads: usize,
     /// The retry store's limits.
     pub cache: Limits,
+    /// The metrics listener (`/metrics`, and `/tail` when on loopback); `None`: off.
+    pub metrics: Option<SocketAddr>,
+    /// What the access log shows.
+    pub access: AccessOptions,
 }
 
-/// Why the server could not start.
+/// Why the server could not start (`MetricsBind`: the `--metrics-addr` listener's address).
 #[derive(Debug)]
 pub enum ServeError {
     Bind { addr: String, error: io::Error },
     BindOther { addr: String, error: String },
+    MetricsBind(SocketAddr, io::Error),
     Signals(io::Error),
 }
 
@@ -58,6 +68,22 @@ impl fmt::Display for ServeError {
             ServeError::BindOther { addr, error } => {
                 write!(f, "cannot listen on {addr}: {error}; check --host and --port")
             }
+            ServeError::MetricsBind(addr, error) => {
+                let why = match error.kind() {
+                    io::ErrorKind::AddrInUse => "the port is already in use".to_owned(),
+                    io::ErrorKind::PermissionDenied => {
+                        "permission denied (ports below 1024 need root)".to_owned()
+                    }
+                    io::ErrorKind::AddrNotAvailable => {
+                        "that address is not on this machine".to_owned()
+                    }
+                    _ => error.to_string(),
+                };
+                write!(
+                    f,
+                    "cannot listen for metrics on {addr}: {why}; check --metrics-addr / WXMP_METRICS_ADDR (e.g. 127.0.0.1:9100)"
+                )
+            }
             ServeError::Signals(e) => write!(f, "cannot install signal handler: {e}"),
         }
     }
@@ -77,12 +103,28 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024 would
     // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    let pipeline = Arc::new(Pipeline::in_memory(
-        account,
-        listen.cache,
-        Arc::new(SystemEnv),
-    ));
-    let service = Arc::new(Service::new(Arc::clone(&pipeline), log.clone()));
+    // The live view shows message content, so it exists only behind a loopback listener.
+    let live_view = listen.metrics.is_some_and(|a| a.ip().is_loopback());
+    let pipeline = Arc::new(
+        Pipeline::in_memory(account, listen.cache, Arc::new(SystemEnv)).with_samples(live_view),
+    );
+    let metrics = Arc::new(Metrics::new());
+    {
+        let pipeline = Arc::clone(&pipeline);
+        metrics.watch_store(move || pipeline.store_usage(), listen.cache);
+    }
+    let recent = live_view.then(|| {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Arc::new(Recent::new(epoch))
+    });
+    let service = Arc::new(
+        Service::new(Arc::clone(&pipeline), log.clone())
+            .with_access(listen.access)
+            .with_metrics(Arc::clone(&metrics))
+            .with_recent(recent.clone()),
+    );
     let handler = {
         let service = Arc::clone(&service);
         move |req: &rouille::Request| routes::handle(&service, req)
@@ -101,6 +143,21 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
                     error: other.to_string(),
                 },
             })
+        }
+    };
+
+    let stop_monitor = Arc::new(AtomicBool::new(false));
+    let monitor = match listen.metrics {
+        None => None,
+        Some(addr) => {
+            let m = Monitor {
+                metrics: Arc::clone(&metrics),
+                recent: recent.clone(),
+            };
+            Some(
+                monitor::spawn(addr, m, Arc::clone(&stop_monitor))
+                    .map_err(|error| ServeError::MetricsBind(addr, error))?,
+            )
         }
     };
 
@@ -125,11 +182,17 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
             Arc::clone(&hup),
             Arc::clone(&stop_watcher),
             log.clone(),
+            Arc::clone(&metrics),
         )
     });
 
+    let metrics_note = match &monitor {
+        None => String::new(),
+        Some(m) if live_view => format!("; metrics and wxmp tail on http://{}", m.addr),
+        Some(m) => format!("; metrics on http://{}/metrics", m.addr),
+    };
     println!(
-        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads, {} file descriptors)",
+        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads, {} file descriptors){metrics_note}",
         env!("CARGO_PKG_VERSION"),
         server.server_addr(),
         path,
@@ -160,6 +223,13 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     }
     server.join();
     stop_watcher.store(true, Ordering::Relaxed);
+    stop_monitor.store(true, Ordering::Relaxed);
+    if let Some(r) = &recent {
+        r.close();
+    }
+    if let Some(m) = monitor {
+        m.join();
+    }
     if let Some(w) = watcher {
         let _ = w.join();
     }

@@ -8,6 +8,7 @@ mod fixtures;
 mod helpers;
 mod http;
 mod interop;
+mod observability;
 mod regressions;
 mod rules;
 mod safe_mode;
