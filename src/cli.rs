@@ -8,6 +8,7 @@ use lexopt::prelude::*;
 
 use crate::config::RawServe;
 use crate::send::args::{self as send_args, RawSend, UsageError};
+use crate::tail;
 
 pub const USAGE: &str = "\
 wxmp — a fast, single-binary WeChat Official Account (微信公众号) message server
@@ -16,6 +17,7 @@ Usage:
   wxmp [serve] [OPTIONS]           run the server
   wxmp check-rules FILE            validate a rules file and list its rules
   wxmp send [OPTIONS] KIND [ARGS]  play WeChat: send a signed push to a server (wxmp send --help)
+  wxmp tail [--metrics-addr ADDR]  watch a running server's pushes live (wxmp tail --help)
   wxmp --help | --version
 
 Serve options (each also read from the environment variable shown; a flag wins):
@@ -45,6 +47,8 @@ pub enum Command {
     CheckRules(PathBuf),
     Send(Box<RawSend>),
     SendHelp,
+    Tail(tail::RawTail),
+    TailHelp,
     Help,
     Version,
 }
@@ -101,9 +105,15 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                             send_args::Parsed::Send(raw) => Command::Send(raw),
                         })
                     }
+                    "tail" => {
+                        return Ok(match tail::parse(parser).map_err(|e| CliError(e.0))? {
+                            tail::Parsed::Help => Command::TailHelp,
+                            tail::Parsed::Tail(raw) => Command::Tail(raw),
+                        })
+                    }
                     other => {
                         return Err(CliError(format!(
-                            "unknown command {other:?}; expected serve, check-rules or send (see wxmp --help)"
+                            "unknown command {other:?}; expected serve, check-rules, send or tail (see wxmp --help)"
                         )))
                     }
                 }
@@ -194,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn switches_take_no_value() {
+    fn switches_take_no_value_and_tail_is_a_command() {
         match parse(args(&[
             "--quiet",
             "--log-openid=0",
@@ -210,6 +220,14 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match parse(args(&["tail", "--metrics-addr", "127.0.0.1:2"])).unwrap() {
+            Command::Tail(raw) => assert_eq!(raw.metrics_addr.as_deref(), Some("127.0.0.1:2")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(args(&["tail", "--help"])).unwrap(),
+            Command::TailHelp
+        ));
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`rules`]: the keyword rules file and the decision; imports only `protocol`.
 //! - [`server`]: routes → pipeline → retry store, built from an `Account`.
 //! - [`send`]: the simulator (`wxmp send`); imports only `protocol`.
+//! - [`tail`]: the live view's client (`wxmp tail`); imports only `protocol`, and meets the
+//!   server only over HTTP.
 //! - [`cli`], [`config`], [`log`] and `main.rs`: the command line and the process.
 //!
 //! Every request also ends in one access-log record ([`server::access`]), is counted in the
@@ -29,3 +31,4 @@ pub mod protocol;
 pub mod rules;
 pub mod send;
 pub mod server;
+pub mod tail;

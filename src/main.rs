@@ -1,4 +1,4 @@
-//! The `wxmp` binary: parse the command line, then serve, check a rules file, or send.
+//! The `wxmp` binary: parse the command line, then serve, check a rules file, send, or tail.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -54,6 +54,19 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
                 Ok(job) => ExitCode::from(wxmp::send::run(&job)),
+            }
+        }
+        Ok(Command::TailHelp) => {
+            print!("{}", wxmp::tail::USAGE);
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Tail(raw)) => {
+            match wxmp::tail::resolve(raw, &|name| std::env::var(name).ok()) {
+                Err(e) => {
+                    eprintln!("wxmp tail: {e}");
+                    ExitCode::from(2)
+                }
+                Ok(job) => ExitCode::from(wxmp::tail::run(&job)),
             }
         }
     }

@@ -1,8 +1,9 @@
 //! The layers stay layered, and the toolchain claim stays true.
 //!
 //! Dependencies point one way: `protocol` (pure WeChat protocol) ← `rules` ← `server`, and
-//! `protocol` ← `send` (the simulator). A module's `crate::` paths are read straight from the
-//! source, so an import that points back up fails here, in `make test`.
+//! `protocol` ← `send` (the simulator) and `tail` (the live view's client). A module's
+//! `crate::` paths are read straight from the source, so an import that points back up fails
+//! here, in `make test`.
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +91,12 @@ fn the_server_never_imports_the_simulator_or_the_command_line() {
 #[test]
 fn the_simulator_imports_only_the_protocol() {
     check_layer("send", &["send", "protocol"]);
+}
+
+#[test]
+fn the_live_view_client_imports_only_the_protocol() {
+    // `wxmp tail` meets the server over HTTP only, never through its types.
+    check_layer("tail", &["tail", "protocol"]);
 }
 
 /// Message content for the live view travels in `Outcome::sample`; the code that writes the

@@ -5,7 +5,9 @@
 //! count what it says against what was sent.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use wxmp::log::{Capture, Format, Log};
 use wxmp::protocol::crypto::AesKey;
@@ -20,7 +22,7 @@ use wxmp::server::recent::{Ask, Recent};
 use wxmp::server::routes::Service;
 use wxmp::server::store::Limits;
 
-use crate::binary::{http, tempdir, wxmp, Server};
+use crate::binary::{eventually, http, tempdir, wxmp, Server};
 use crate::helpers::{text_xml, Harness, TestEnv, NONCE, TS};
 
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
@@ -395,6 +397,87 @@ fn metrics_on_their_own_listener_count_exactly_what_was_sent() {
     // The five answered pushes fall in the histogram's buckets, cumulatively.
     let le = |b: &str| got[&format!("wxmp_push_duration_seconds_bucket{{le=\"{b}\"}}")];
     assert!(le("0.0001") <= le("5") && le("5") <= le("+Inf"), "{text}");
+}
+
+#[test]
+fn wxmp_tail_prints_each_push_and_its_answer_as_it_arrives() {
+    let server = Server::start(&["--token", "tail1", "--metrics-addr", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server);
+    let post = |content: &str, id: u64| {
+        let (status, _) = server.request(
+            "POST",
+            &signed("tail1"),
+            text_xml(OPENID, content, id).as_bytes(),
+        );
+        assert_eq!(status, 200);
+    };
+    post("天气", 1);
+    let mut tail = wxmp(&["tail", "--metrics-addr", &addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let seen = Arc::clone(&seen);
+        let stdout = tail.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let mut s = seen.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        })
+    };
+    let shown = |needle: &str| eventually(10, || seen.lock().unwrap().contains(needle));
+    let user = user_label(OPENID, false);
+    // What came before the tail started (its history), then a push while it watches.
+    assert!(
+        shown(&format!(
+            " text from {user} \"天气\" → rule 1 (line 2): text \"北京天气挺好的！\" "
+        )),
+        "{}",
+        seen.lock().unwrap()
+    );
+    post("live 你好", 2);
+    assert!(
+        shown(&format!(
+            " text from {user} \"live 你好\" → default: text \"live 你好\" "
+        )),
+        "{}",
+        seen.lock().unwrap()
+    );
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let _ = reader.join();
+    // The log never had the content.
+    assert!(!server.log().contains("live 你好"), "{}", server.log());
+}
+
+#[test]
+fn wxmp_tail_without_a_listener_says_how_to_start_one() {
+    // A port nothing listens on: bind one, note it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = wxmp(&["tail", "--metrics-addr", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("cannot reach the metrics listener") && e.contains("--metrics-addr"),
+        "{e}"
+    );
+    // Pointed at the public port by mistake: refused in words.
+    let server = Server::start(&["--token", "tail2"]);
+    let o = wxmp(&["tail", "--metrics-addr", &server.addr])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not wxmp's metrics listener"));
 }
 
 #[test]
