@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use wxmp::log::{Capture, Format, Log};
@@ -397,6 +397,74 @@ fn metrics_on_their_own_listener_count_exactly_what_was_sent() {
     // The five answered pushes fall in the histogram's buckets, cumulatively.
     let le = |b: &str| got[&format!("wxmp_push_duration_seconds_bucket{{le=\"{b}\"}}")];
     assert!(le("0.0001") <= le("5") && le("5") <= le("+Inf"), "{text}");
+}
+
+/// The same exposition through Python's reference parser. Ignored by a bare `cargo test`
+/// (prometheus_client may be missing); `make test` runs it through `scripts/prometheus.sh
+/// --if-able`, which says SKIPPED when the parser is missing, and CI installs it and requires it.
+#[test]
+#[ignore = "needs python3 with prometheus_client: run by make test when it is installed"]
+fn prometheus_client_parses_the_metrics_and_reads_the_same_counts() {
+    let server = Server::start(&[
+        "--token",
+        "metrics2",
+        "--cache-mb",
+        "1",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    send_known_pushes(&server, "metrics2");
+    let (status, text) = http(&metrics_addr(&server), "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    let script = format!(
+        "{}/tests/interop/prometheus_parse.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // name{labels} → value, labels in the order the exposition writes them.
+    let mut parsed = BTreeMap::new();
+    for family in families.as_array().unwrap() {
+        for s in family["samples"].as_array().unwrap() {
+            let labels = s["labels"].as_object().unwrap();
+            let mut key = s["name"].as_str().unwrap().to_owned();
+            if !labels.is_empty() {
+                let inner: Vec<String> = [
+                    "class", "mode", "msg_type", "event", "answered", "outcome", "version", "le",
+                ]
+                .iter()
+                .filter_map(|n| labels.get(*n).map(|v| format!("{n}={v}")))
+                .collect();
+                assert_eq!(inner.len(), labels.len(), "unexpected label in {s}");
+                key = format!("{key}{{{}}}", inner.join(","));
+            }
+            parsed.insert(key, s["value"].as_f64().unwrap_or(f64::INFINITY));
+        }
+    }
+    for (name, want) in EXPECTED {
+        assert_eq!(parsed.get(*name), Some(want), "{name} in {parsed:#?}");
+    }
+    let types: BTreeMap<&str, &str> = families
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap(), f["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(types.get("wxmp_push_duration_seconds"), Some(&"histogram"));
+    assert_eq!(types.get("wxmp_http_requests"), Some(&"counter"));
 }
 
 #[test]
