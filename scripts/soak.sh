@@ -32,7 +32,8 @@ trap cleanup EXIT
 # fragment and RSS creeps up by a few % per million requests whatever the program does; one heap
 # keeps the measurement about wxmp's own memory.
 env -u WXMP_HOST -u WXMP_PORT -u WXMP_PATH -u WXMP_TOKEN -u WXMP_AES_KEY -u WXMP_APPID \
-    -u WXMP_RULES -u WXMP_THREADS -u WXMP_CACHE_MB -u WXMP_CACHE_TTL MALLOC_ARENA_MAX=1 \
+    -u WXMP_RULES -u WXMP_THREADS -u WXMP_CACHE_MB -u WXMP_CACHE_TTL -u WXMP_LOG_FORMAT \
+    -u WXMP_QUIET -u WXMP_LOG_OPENID -u WXMP_METRICS_ADDR MALLOC_ARENA_MAX=1 \
     "$bin/wxmp" --host 127.0.0.1 --port 0 --token "$token" --aes-key "$aes_key" \
     --appid "$appid" --cache-mb 16 >"$logs/stdout" 2>"$logs/stderr" &
 server_pid=$!

@@ -11,5 +11,7 @@ cargo test --doc
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 # The fuzz crate must compile even without nightly, and its lockfile must be in step.
 cargo check --manifest-path fuzz/Cargo.toml --locked --bins --quiet
-# Safe mode against wechatpy, when it is installed (CI installs it and requires it).
+# Safe mode against wechatpy, and /metrics through prometheus_client's parser, when they are
+# installed (CI installs them and requires them).
 scripts/interop.sh --if-able
+scripts/prometheus.sh --if-able

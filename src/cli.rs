@@ -11,6 +11,7 @@ use crate::api_cmd::args::{self as api_args, CmdError, RawCmd};
 use crate::config::RawServe;
 use crate::fake_api::args::{self as fake_args, FakeUsageError, RawFake};
 use crate::send::args::{self as send_args, RawSend, UsageError};
+use crate::tail;
 
 pub const USAGE: &str = "\
 wxmp — a fast, single-binary WeChat Official Account (微信公众号) message server
@@ -23,6 +24,7 @@ Usage:
   wxmp kf send|typing OPENID ...   customer-service messages (wxmp kf --help)
   wxmp token [--fetch] [--show]    the cached access_token: where from, when it expires
   wxmp fake-api [OPTIONS]          play api.weixin.qq.com on this machine (wxmp fake-api --help)
+  wxmp tail [--metrics-addr ADDR]  watch a running server's pushes live (wxmp tail --help)
   wxmp --help | --version
 
 Serve options (each also read from the environment variable shown; a flag wins):
@@ -45,10 +47,15 @@ Serve options (each also read from the environment variable shown; a flag wins):
   --api-base URL     the WeChat API's address        WXMP_API_BASE [default: https://api.weixin.qq.com]
   --token-cache FILE where the access_token is kept  WXMP_TOKEN_CACHE [default: ~/.cache/wxmp/, per AppID]
   --token-endpoint E stable or classic               WXMP_TOKEN_ENDPOINT [default: stable]
+  --log-format FMT   text or json (one object/line)  WXMP_LOG_FORMAT [default: text]
+  --quiet            log refused requests only       WXMP_QUIET
+  --log-openid       log whole OpenIDs, not hashes   WXMP_LOG_OPENID [personal data]
+  --metrics-addr ADDR  /metrics and wxmp tail there  WXMP_METRICS_ADDR [default: off; e.g. 127.0.0.1:9100]
 
 The menu, kf and token commands take --appid and the four API options above too.
 
-Endpoints: PATH (POST pushes, GET the URL check), / (Hello World!), /healthz (ok).
+Endpoints: PATH (POST pushes, GET the URL check), / (Hello World!), /healthz (ok); the
+metrics listener serves /metrics and /tail, and only there.
 ";
 
 /// What to do.
@@ -63,6 +70,8 @@ pub enum Command {
     ApiHelp,
     FakeApi(Box<RawFake>),
     FakeApiHelp,
+    Tail(tail::RawTail),
+    TailHelp,
     Help,
     Version,
 }
@@ -143,12 +152,30 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                             fake_args::Parsed::Run(raw) => Command::FakeApi(raw),
                         })
                     }
+                    "tail" => {
+                        return Ok(match tail::parse(parser).map_err(|e| CliError(e.0))? {
+                            tail::Parsed::Help => Command::TailHelp,
+                            tail::Parsed::Tail(raw) => Command::Tail(raw),
+                        })
+                    }
                     other => {
                         return Err(CliError(format!(
-                            "unknown command {other:?}; expected serve, check-rules, send, menu, kf, token or fake-api (see wxmp --help)"
+                            "unknown command {other:?}; expected serve, check-rules, send, tail, menu, kf, token or fake-api (see wxmp --help)"
                         )))
                     }
                 }
+            }
+            Long(name @ ("quiet" | "log-openid")) => {
+                let slot = if name == "quiet" {
+                    &mut serve.quiet
+                } else {
+                    &mut serve.log_openid
+                };
+                // `--quiet` alone, or `--quiet=0` to override the variable.
+                *slot = Some(match parser.optional_value() {
+                    Some(v) => v.string()?,
+                    None => "1".to_owned(),
+                });
             }
             Long(name) => {
                 let slot = match name {
@@ -179,6 +206,8 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                         first = false;
                         continue;
                     }
+                    "log-format" => &mut serve.log_format,
+                    "metrics-addr" => &mut serve.metrics_addr,
                     _ => {
                         return Err(CliError(format!(
                             "unknown option --{name} (see wxmp --help)"
@@ -236,6 +265,33 @@ mod tests {
             Command::CheckRules(p) => assert_eq!(p, PathBuf::from("r.toml")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn switches_take_no_value_and_tail_is_a_command() {
+        match parse(args(&[
+            "--quiet",
+            "--log-openid=0",
+            "--metrics-addr",
+            "127.0.0.1:1",
+        ]))
+        .unwrap()
+        {
+            Command::Serve(raw) => {
+                assert_eq!(raw.quiet.as_deref(), Some("1"));
+                assert_eq!(raw.log_openid.as_deref(), Some("0"));
+                assert_eq!(raw.metrics_addr.as_deref(), Some("127.0.0.1:1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(args(&["tail", "--metrics-addr", "127.0.0.1:2"])).unwrap() {
+            Command::Tail(raw) => assert_eq!(raw.metrics_addr.as_deref(), Some("127.0.0.1:2")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(args(&["tail", "--help"])).unwrap(),
+            Command::TailHelp
+        ));
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! plain values. All defaults live here.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::{ApiConfig, Secret, TokenEndpoint};
+use crate::log::Format;
 use crate::protocol::crypto::AesKey;
 use crate::protocol::envelope::SafeMode;
 use crate::protocol::verify::Token;
@@ -41,6 +43,11 @@ pub struct RawServe {
     pub forward_capacity: Option<String>,
     pub forward_processes: Option<String>,
     pub kf_wait: Option<String>,
+    pub log_format: Option<String>,
+    /// `"1"` when the flag was given (or its `=VALUE`).
+    pub quiet: Option<String>,
+    pub log_openid: Option<String>,
+    pub metrics_addr: Option<String>,
     /// `--secret`, `--api-base`, `--token-cache`, `--token-endpoint` (the AppID is `appid`).
     pub api: RawApi,
 }
@@ -70,6 +77,14 @@ pub struct Config {
     /// The API client's settings, when both the AppID and the AppSecret are given (the server
     /// can then send customer-service messages).
     pub api: Option<ApiConfig>,
+    /// The log's format: text or JSON.
+    pub log_format: Format,
+    /// Log refused requests only.
+    pub quiet: bool,
+    /// Show whole OpenIDs in the log and the live view instead of a prefix and a hash.
+    pub log_openid: bool,
+    /// The metrics listener; `None`: off.
+    pub metrics_addr: Option<SocketAddr>,
     /// Settings that are accepted but probably not meant; the server logs them at start.
     pub warnings: Vec<String>,
 }
@@ -234,6 +249,32 @@ impl Config {
             processes: forward_processes,
             kf_wait: std::time::Duration::from_secs(kf_wait),
         };
+        let log_format = match pick(raw.log_format, "WXMP_LOG_FORMAT") {
+            None => Format::Text,
+            Some(f) => Format::parse(&f).ok_or_else(|| {
+                ConfigError(format!(
+                    "invalid log format {f:?} (--log-format / WXMP_LOG_FORMAT): expected text or json"
+                ))
+            })?,
+        };
+        let quiet = switch(pick(raw.quiet, "WXMP_QUIET"), "--quiet / WXMP_QUIET")?;
+        let log_openid = switch(
+            pick(raw.log_openid, "WXMP_LOG_OPENID"),
+            "--log-openid / WXMP_LOG_OPENID",
+        )?;
+        let metrics_addr = match pick(raw.metrics_addr, "WXMP_METRICS_ADDR") {
+            None => None,
+            Some(a) => Some(a.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "invalid address {a:?} (--metrics-addr / WXMP_METRICS_ADDR): expected IP:PORT, like 127.0.0.1:9100"
+                ))
+            })?),
+        };
+        if let Some(addr) = metrics_addr.filter(|a| !a.ip().is_loopback()) {
+            warnings.push(format!(
+                "--metrics-addr / WXMP_METRICS_ADDR {addr} is not a loopback address: anyone who can reach it can read /metrics, and the live view (wxmp tail) is off because it shows message content; use 127.0.0.1:PORT unless a scraper elsewhere needs it"
+            ));
+        }
         Ok(Config {
             host,
             port,
@@ -249,6 +290,10 @@ impl Config {
             },
             forward,
             api,
+            log_format,
+            quiet,
+            log_openid,
+            metrics_addr,
             warnings,
         })
     }
@@ -395,6 +440,20 @@ pub fn default_token_cache(app_id: &str, env: &dyn Fn(&str) -> Option<String>) -
     )
 }
 
+/// An on/off setting: a flag sets `"1"`; a variable says 1/0, true/false, yes/no or on/off.
+fn switch(value: Option<String>, what: &str) -> Result<bool, ConfigError> {
+    let Some(v) = value else {
+        return Ok(false);
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError(format!(
+            "invalid value {v:?} for {what}: expected 1 or 0 (true/false, yes/no, on/off)"
+        ))),
+    }
+}
+
 fn number<T: std::str::FromStr>(
     value: Option<String>,
     what: &str,
@@ -522,6 +581,77 @@ mod tests {
         assert!(
             e.0.contains("--cache-mb") && e.0.contains("at least 1"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn observability_settings_are_validated_once() {
+        let c = Config::resolve(raw_with_token(), &env_of(&[])).unwrap();
+        assert_eq!(
+            (c.log_format, c.quiet, c.log_openid, c.metrics_addr),
+            (Format::Text, false, false, None)
+        );
+        let c = Config::resolve(
+            raw_with_token(),
+            &env_of(&[
+                ("WXMP_LOG_FORMAT", "JSON"),
+                ("WXMP_QUIET", "yes"),
+                ("WXMP_LOG_OPENID", "1"),
+                ("WXMP_METRICS_ADDR", "127.0.0.1:9100"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.log_format, c.quiet, c.log_openid),
+            (Format::Json, true, true)
+        );
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // A flag wins over the variable.
+        let raw = RawServe {
+            quiet: Some("0".into()),
+            ..raw_with_token()
+        };
+        assert!(
+            !Config::resolve(raw, &env_of(&[("WXMP_QUIET", "1")]))
+                .unwrap()
+                .quiet
+        );
+        for (raw, named) in [
+            (
+                RawServe {
+                    log_format: Some("yaml".into()),
+                    ..raw_with_token()
+                },
+                "--log-format",
+            ),
+            (
+                RawServe {
+                    quiet: Some("maybe".into()),
+                    ..raw_with_token()
+                },
+                "--quiet",
+            ),
+            (
+                RawServe {
+                    metrics_addr: Some("localhost".into()),
+                    ..raw_with_token()
+                },
+                "--metrics-addr",
+            ),
+        ] {
+            let e = Config::resolve(raw, &env_of(&[])).unwrap_err();
+            assert!(e.0.contains(named), "{e}");
+        }
+        let open = RawServe {
+            metrics_addr: Some("0.0.0.0:9100".into()),
+            ..raw_with_token()
+        };
+        let c = Config::resolve(open, &env_of(&[])).unwrap();
+        assert!(
+            c.warnings[0].contains("not a loopback address"),
+            "{:?}",
+            c.warnings
         );
     }
 

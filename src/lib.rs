@@ -20,7 +20,13 @@
 //!   the rules file, for `menu check --rules`).
 //! - [`fake_api`]: `wxmp fake-api`, a stand-in for `api.weixin.qq.com`; imports only `api`
 //!   and `protocol`.
+//! - [`tail`]: the live view's client (`wxmp tail`); imports only `protocol`, and meets the
+//!   server only over HTTP.
 //! - [`cli`], [`config`], [`log`] and `main.rs`: the command line and the process.
+//!
+//! Every request also ends in one access-log record ([`server::access`]), is counted in the
+//! Prometheus metrics ([`server::metrics`], served with the live view's buffer
+//! ([`server::recent`]) by [`server::monitor`] on `--metrics-addr`).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -33,3 +39,4 @@ pub mod protocol;
 pub mod rules;
 pub mod send;
 pub mod server;
+pub mod tail;

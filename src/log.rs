@@ -1,11 +1,15 @@
-//! One-line log records: `2026-11-24T00:00:00Z LEVEL message`, written through a [`Sink`] so
-//! the server writes to stderr and tests capture what it says.
+//! One-line log records on stderr, written through a [`Sink`] so tests capture what the server
+//! says. Two formats ([`Format`]): text, `2026-11-24T00:00:00Z LEVEL message`, for people; JSON,
+//! one object per line (`{"time":…,"level":…,"msg":…}`), for log shippers.
 //!
-//! Callers never pass the token, the AES key or a message body here.
+//! A record is a text line plus, for JSON, its fields ([`Field`]); what goes into a record is
+//! decided by the caller (`server::access` builds the access-log records). Callers never pass
+//! the token, the AES key, the AppSecret or message content here.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where finished lines go.
 pub trait Sink: Send + Sync {
@@ -44,10 +48,66 @@ impl Sink for Capture {
     }
 }
 
+/// How lines are written (`--log-format` / `WXMP_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `TIME LEVEL message`, as readable as a person needs.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(Format::Text),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+/// A record's severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    fn text(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        }
+    }
+
+    fn json(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// A value in a JSON record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field<'a> {
+    Str(&'a str),
+    Int(u64),
+    /// Written with three decimals (durations in milliseconds).
+    Millis(f64),
+}
+
 /// A logger: cheap to clone, shared by the server's parts.
 #[derive(Clone)]
 pub struct Log {
     sink: Arc<dyn Sink>,
+    format: Format,
 }
 
 impl Default for Log {
@@ -58,44 +118,115 @@ impl Default for Log {
 
 impl Log {
     pub fn stderr() -> Log {
-        Log {
-            sink: Arc::new(Stderr),
-        }
+        Log::to(Arc::new(Stderr))
     }
 
     pub fn to(sink: Arc<dyn Sink>) -> Log {
-        Log { sink }
+        Log {
+            sink,
+            format: Format::Text,
+        }
+    }
+
+    pub fn with_format(mut self, format: Format) -> Log {
+        self.format = format;
+        self
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     pub fn info(&self, msg: &str) {
-        self.line("INFO", msg);
+        self.message(Level::Info, msg);
     }
 
     pub fn warn(&self, msg: &str) {
-        self.line("WARN", msg);
+        self.message(Level::Warn, msg);
     }
 
     pub fn error(&self, msg: &str) {
-        self.line("ERROR", msg);
+        self.message(Level::Error, msg);
     }
 
-    /// A rejected request: method, path, status, reason, elapsed.
-    pub fn request(&self, method: &str, path: &str, status: u16, reason: &str, elapsed: Duration) {
-        self.line(
-            "WARN",
-            &format!(
-                "{method} {path} {status} {reason} {:.3}ms",
-                elapsed.as_secs_f64() * 1000.0
-            ),
-        );
+    /// A free-text line: the message as it is in text, `"msg"` in JSON.
+    pub fn message(&self, level: Level, msg: &str) {
+        self.record(level, msg, &[("msg", Field::Str(msg))]);
     }
 
-    fn line(&self, level: &str, msg: &str) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.sink.write_line(&format!("{} {level} {msg}", utc(now)));
+    /// One record: `text` in the text format, `fields` (after `time` and `level`) in JSON.
+    pub fn record(&self, level: Level, text: &str, fields: &[(&str, Field<'_>)]) {
+        let time = now_utc();
+        let line = match self.format {
+            Format::Text => format!("{time} {} {text}", level.text()),
+            Format::Json => {
+                let mut out = String::with_capacity(128 + text.len());
+                out.push_str("{\"time\":");
+                json_string(&mut out, &time);
+                out.push_str(",\"level\":");
+                json_string(&mut out, level.json());
+                for (name, value) in fields {
+                    out.push(',');
+                    json_string(&mut out, name);
+                    out.push(':');
+                    match value {
+                        Field::Str(s) => json_string(&mut out, s),
+                        Field::Int(n) => {
+                            let _ = write!(out, "{n}");
+                        }
+                        Field::Millis(ms) if ms.is_finite() => {
+                            let _ = write!(out, "{ms:.3}");
+                        }
+                        Field::Millis(_) => out.push_str("null"),
+                    }
+                }
+                out.push('}');
+                out
+            }
+        };
+        self.sink.write_line(&line);
     }
+}
+
+thread_local! {
+    /// The last second formatted on this thread: most lines share their second with the line
+    /// before, and formatting a date costs more than the rest of an access line.
+    static LAST_TIME: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// The current time as [`utc`] writes it.
+fn now_utc() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST_TIME.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            *last = (secs, utc(secs));
+        }
+        last.1.clone()
+    })
+}
+
+/// Appends `s` as a JSON string: quotes, backslashes and control characters escaped (so a
+/// record stays one line whatever a hostile path holds); everything else as UTF-8.
+pub fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // U+2028/2029 end lines in JavaScript-based shippers.
+            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// RFC 3339 UTC time from Unix seconds (Howard Hinnant's civil-from-days algorithm).
@@ -135,9 +266,50 @@ mod tests {
         let capture = Arc::new(Capture::default());
         let log = Log::to(capture.clone());
         log.warn("a");
-        log.request("POST", "/weixin", 403, "signature mismatch", Duration::ZERO);
+        log.record(
+            Level::Warn,
+            "POST /weixin 403 signature mismatch 0.000ms",
+            &[],
+        );
         let lines = capture.lines();
         assert!(lines[0].ends_with(" WARN a"), "{lines:?}");
         assert!(lines[1].ends_with("POST /weixin 403 signature mismatch 0.000ms"));
+    }
+
+    #[test]
+    fn json_records_are_one_object_per_line_with_escapes() {
+        let capture = Arc::new(Capture::default());
+        let log = Log::to(capture.clone()).with_format(Format::Json);
+        log.record(
+            Level::Info,
+            "ignored in json",
+            &[
+                ("path", Field::Str("/a\"b\\c\nd\u{1}")),
+                ("status", Field::Int(200)),
+                ("duration_ms", Field::Millis(0.25)),
+            ],
+        );
+        log.error("bad \"thing\"");
+        let lines = capture.lines();
+        assert_eq!(lines.len(), 2);
+        let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(first["level"], "info");
+        assert_eq!(first["path"], "/a\"b\\c\nd\u{1}");
+        assert_eq!(first["status"], 200);
+        assert_eq!(first["duration_ms"], 0.25);
+        assert!(first["time"].as_str().unwrap().ends_with('Z'));
+        assert!(!lines[0].contains("ignored"));
+        let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        assert_eq!(
+            (second["level"].as_str(), second["msg"].as_str()),
+            (Some("error"), Some("bad \"thing\""))
+        );
+    }
+
+    #[test]
+    fn formats_parse_in_any_case() {
+        assert_eq!(Format::parse("JSON"), Some(Format::Json));
+        assert_eq!(Format::parse(" text "), Some(Format::Text));
+        assert_eq!(Format::parse("yaml"), None);
     }
 }

@@ -1,5 +1,5 @@
-//! The `wxmp` binary: parse the command line, then serve, check a rules file, send, call the
-//! WeChat API, or play it.
+//! The `wxmp` binary: parse the command line, then serve, check a rules file, send, tail,
+//! call the WeChat API, or play it.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use wxmp::cli::{self, Command};
 use wxmp::config::{Config, RawServe};
 use wxmp::log::Log;
 use wxmp::rules::RuleSet;
+use wxmp::server::access::AccessOptions;
 use wxmp::server::account::Account;
 use wxmp::server::reload;
 use wxmp::server::run::{self, Listen};
@@ -79,6 +80,19 @@ fn main() -> ExitCode {
                 Ok(job) => ExitCode::from(wxmp::send::run(&job)),
             }
         }
+        Ok(Command::TailHelp) => {
+            print!("{}", wxmp::tail::USAGE);
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Tail(raw)) => {
+            match wxmp::tail::resolve(raw, &|name| std::env::var(name).ok()) {
+                Err(e) => {
+                    eprintln!("wxmp tail: {e}");
+                    ExitCode::from(2)
+                }
+                Ok(job) => ExitCode::from(wxmp::tail::run(&job)),
+            }
+        }
     }
 }
 
@@ -112,8 +126,13 @@ fn serve(raw: RawServe) -> ExitCode {
         cache: config.cache,
         forward: config.forward.clone(),
         api: config.api.clone(),
+        metrics: config.metrics_addr,
+        access: AccessOptions {
+            quiet: config.quiet,
+            full_openid: config.log_openid,
+        },
     };
-    let log = Log::stderr();
+    let log = Log::stderr().with_format(config.log_format);
     for w in &config.warnings {
         log.warn(w);
     }

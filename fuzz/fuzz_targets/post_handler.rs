@@ -22,6 +22,7 @@ use wxmp::rules::RuleSet;
 use wxmp::server::account::Account;
 use wxmp::server::env::Env;
 use wxmp::server::pipeline::Pipeline;
+use wxmp::server::recent::Recent;
 use wxmp::server::routes::{self, Service};
 use wxmp::server::store::Limits;
 
@@ -59,13 +60,15 @@ fn safe_mode(app_id: &str) -> SafeMode {
 }
 
 // A fresh service per input keeps runs reproducible (the retry store is state); the log is
-// captured, not printed.
+// captured, not printed. The live view is on, so its content samples see hostile pushes too.
 fn service(safe: bool) -> Service {
     let account = Account::new(Token::new(TOKEN).unwrap())
         .with_safe(safe.then(|| safe_mode(APP_ID)))
         .with_rules(RuleSet::builtin());
-    let pipeline = Pipeline::in_memory(account, Limits::default(), Arc::new(FixedEnv::default()));
+    let pipeline = Pipeline::in_memory(account, Limits::default(), Arc::new(FixedEnv::default()))
+        .with_samples(true);
     Service::new(Arc::new(pipeline), Log::to(Arc::new(Capture::default())))
+        .with_recent(Some(Arc::new(Recent::new(0))))
 }
 
 fuzz_target!(|data: &[u8]| {

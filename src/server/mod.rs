@@ -1,15 +1,23 @@
 //! The server: HTTP in ([`routes`]), the pipeline in the middle ([`pipeline`]), the retry store
 //! beside it ([`store`]), built from an [`account::Account`] with an injected clock and random
 //! source ([`mod@env`]); [`run`] owns the process's life and [`reload`] watches the rules file.
+//! Seeing what it does: one [`access`] record per request (logged and counted in [`metrics`]),
+//! and the live view's buffer ([`recent`], fed by the pipeline's content [`sample`]s), both
+//! served by [`monitor`] on the metrics listener.
 //!
-//! Only `routes` and `run` name rouille. Dependencies point down: `run → routes → pipeline →
-//! store`, and everything here → `rules` → `protocol`.
+//! Only `routes`, `run` and `monitor` name rouille. Dependencies point down: `run → routes →
+//! access, recent → pipeline → store, sample`, and everything here → `rules` → `protocol`.
 
+pub mod access;
 pub mod account;
 pub mod env;
 pub mod forward;
+pub mod metrics;
+pub mod monitor;
 pub mod pipeline;
+pub mod recent;
 pub mod reload;
 pub mod routes;
 pub mod run;
+pub mod sample;
 pub mod store;

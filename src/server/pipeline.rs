@@ -20,6 +20,7 @@ use crate::rules::{Decision, Target};
 use crate::server::account::Account;
 use crate::server::env::Env;
 use crate::server::forward::{self, Forwarder, Settings};
+use crate::server::sample::{self, Sample};
 use crate::server::store::{self, Begin, Key, Limits, MemoryStore, RetryStore, Usage, Weigh};
 
 /// How long a duplicate waits for the first attempt: WeChat gives up on a push after 5 s.
@@ -161,6 +162,10 @@ pub struct Outcome {
     pub duration: Duration,
     /// For a forwarded push: which of WeChat's attempts this was, and what it delivered.
     pub forward: Option<forward::Attempt>,
+    /// What the push said and what was answered, in words, for the live view only (`None`
+    /// unless the pipeline was built [`Pipeline::with_samples`]). Message content: `routes`
+    /// takes it out before anything else reads the outcome, so the log never sees it.
+    pub sample: Option<Box<Sample>>,
 }
 
 /// A push as the HTTP layer hands it over.
@@ -185,6 +190,8 @@ pub struct Pipeline {
     store: Arc<dyn RetryStore<Answer>>,
     env: Arc<dyn Env>,
     forwarder: Forwarder,
+    /// Fill [`Outcome::sample`]: on only while someone can watch (`wxmp tail`).
+    samples: bool,
 }
 
 impl Pipeline {
@@ -199,6 +206,7 @@ impl Pipeline {
             store,
             env,
             forwarder,
+            samples: false,
         }
     }
 
@@ -210,6 +218,12 @@ impl Pipeline {
 
     pub fn forwarder(&self) -> &Forwarder {
         &self.forwarder
+    }
+
+    /// Records what each push said and what it was answered ([`Outcome::sample`]).
+    pub fn with_samples(mut self, on: bool) -> Pipeline {
+        self.samples = on;
+        self
     }
 
     /// With the in-memory retry store under `limits`.
@@ -340,6 +354,9 @@ impl Pipeline {
             outcome.event_key = e.event_key().map(str::to_owned);
         }
         outcome.from_user = msg.from_user_name.clone();
+        if self.samples {
+            outcome.sample = Some(Box::new(Sample::of(&msg)));
+        }
         let begin = match retry_key(&msg, safe.is_some()) {
             Some(key) => self.store.begin(key, self.env.now()),
             // Nothing identifies its retries; it is still answered, once per attempt.
@@ -388,9 +405,17 @@ impl Pipeline {
     }
 
     fn note_forward(&self, outcome: &mut Outcome, attempt: forward::Attempt) {
-        if attempt.delivered == forward::Delivered::Answer {
+        let said = match attempt.delivered {
             // The user's code chose the reply; the fallback's type says nothing.
+            forward::Delivered::Answer => Some("the answer of your code"),
+            forward::Delivered::Held => Some("nothing yet: held for WeChat's retry"),
+            forward::Delivered::Fallback => None,
+        };
+        if let Some(said) = said {
             outcome.reply = None;
+            if let Some(s) = outcome.sample.as_mut() {
+                s.reply = Some(said.to_owned());
+            }
         }
         outcome.forward = Some(attempt);
     }
@@ -407,6 +432,9 @@ impl Pipeline {
             None => Decided::Default,
         });
         outcome.reply = Some(decision.reply.msg_type());
+        if let Some(s) = outcome.sample.as_mut() {
+            s.reply = Some(sample::reply(&decision.reply));
+        }
         outcome.warnings = std::mem::take(&mut decision.warnings);
         decision
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 use crate::log::Log;
 use crate::rules::{RuleSet, RulesError};
 use crate::server::account::Account;
+use crate::server::metrics::Metrics;
 use crate::server::pipeline::Pipeline;
 
 const POLL: Duration = Duration::from_millis(250);
@@ -33,13 +34,15 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Watches `path` until `stop` is set; `hup` asks for an immediate reload.
+/// Watches `path` until `stop` is set; `hup` asks for an immediate reload. Each reload is
+/// counted in `metrics` by outcome.
 pub fn watch(
     path: PathBuf,
     pipeline: Arc<Pipeline>,
     hup: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     log: Log,
+    metrics: Arc<Metrics>,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut last = stamp(&path);
@@ -57,13 +60,13 @@ pub fn watch(
             }
             last = now;
             let why = if forced { "SIGHUP" } else { "file changed" };
-            reload(&path, pipeline.account(), why, &log);
+            metrics.reload(reload(&path, pipeline.account(), why, &log));
         }
     })
 }
 
-/// Loads the file again and swaps it in, or keeps the old rules and says why.
-pub fn reload(path: &Path, account: &Account, why: &str, log: &Log) {
+/// Loads the file again and swaps it in (true), or keeps the old rules and says why (false).
+pub fn reload(path: &Path, account: &Account, why: &str, log: &Log) -> bool {
     match load(path) {
         Ok(set) => {
             let n = set.rules().len();
@@ -75,9 +78,13 @@ pub fn reload(path: &Path, account: &Account, why: &str, log: &Log) {
                 "rules reloaded ({why}): {n} rules from {}",
                 path.display()
             ));
+            true
         }
-        Err(e) => log.error(&format!(
-            "rules reload failed ({why}), keeping the old rules: {e}"
-        )),
+        Err(e) => {
+            log.error(&format!(
+                "rules reload failed ({why}), keeping the old rules: {e}"
+            ));
+            false
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! The HTTP edge: turns a rouille request into calls on the [`Pipeline`] and the results into
-//! responses. The only place that maps failures to status codes (`status_of`).
+//! responses. The only place that maps failures to status codes (`status_of`). Every request
+//! ends in one [`Access`] record, which is logged and counted, and (for the message path) one
+//! line in the live view's buffer.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -9,20 +11,51 @@ use rouille::{Request, Response};
 use crate::log::Log;
 use crate::protocol::envelope::EnvelopeError;
 use crate::protocol::query::Query;
+use crate::server::access::{user_label, Access, AccessOptions};
+use crate::server::metrics::Metrics;
 use crate::server::pipeline::{Decided, Outcome, Pipeline, Push, Rejection};
+use crate::server::recent::{self, Recent};
 
 /// Largest body accepted; WeChat's pushes are a few hundred bytes.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// What the HTTP layer needs: the pipeline (its account says the message path) and the log.
+/// What the HTTP layer needs: the pipeline (its account says the message path), the log and
+/// how it treats requests, the metrics, and the live view's buffer.
 pub struct Service {
     pub pipeline: Arc<Pipeline>,
     pub log: Log,
+    pub access: AccessOptions,
+    pub metrics: Arc<Metrics>,
+    /// `None` when nobody can watch (no loopback metrics listener).
+    pub recent: Option<Arc<Recent>>,
 }
 
 impl Service {
     pub fn new(pipeline: Arc<Pipeline>, log: Log) -> Service {
-        Service { pipeline, log }
+        Service {
+            pipeline,
+            log,
+            access: AccessOptions::default(),
+            metrics: Arc::new(Metrics::new()),
+            recent: None,
+        }
+    }
+
+    pub fn with_access(mut self, access: AccessOptions) -> Service {
+        self.access = access;
+        self
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Service {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Keeps a line per request on the message path here, for `wxmp tail`. The pipeline should
+    /// be built `with_samples`, or the lines say nothing of the content.
+    pub fn with_recent(mut self, recent: Option<Arc<Recent>>) -> Service {
+        self.recent = recent;
+        self
     }
 }
 
@@ -86,34 +119,26 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Handles one request. Never panics on request data; every refusal is logged.
+/// Handles one request. Never panics on request data; every request is logged (refusals with
+/// their reason) and counted.
 pub fn handle(service: &Service, req: &Request) -> Response {
-    let arrived = service.pipeline.env().monotonic();
+    let env = service.pipeline.env();
+    let arrived = env.monotonic();
     let raw_url = req.raw_url();
     let (path, raw_query) = raw_url.split_once('?').unwrap_or((raw_url, ""));
-    let (result, outcome) = dispatch(service, req, path, raw_query, arrived);
+    let (result, mut outcome) = dispatch(service, req, path, raw_query, arrived);
+    // Message content leaves the outcome here, for the live view only; the log and the metrics
+    // read what is left.
+    let sample = outcome.as_mut().and_then(|o| o.sample.take());
     if let Some(o) = &outcome {
         for w in &o.warnings {
             service.log.warn(&format!("{}: {w}", reply_context(o)));
         }
     }
-    match result {
-        Ok(resp) => resp,
+    let (resp, reason) = match result {
+        Ok(resp) => (resp, None),
         Err(failure) => {
             let (status, body) = status_of(&failure);
-            // The path is logged only up to the query: the query holds signatures, not secrets,
-            // but it is noise; the body is never logged.
-            service.log.request(
-                &printable(req.method()),
-                &printable(path),
-                status,
-                &failure.to_string(),
-                service
-                    .pipeline
-                    .env()
-                    .monotonic()
-                    .saturating_duration_since(arrived),
-            );
             let mut resp = Response::text(format!("{body}\n")).with_status_code(status);
             if let Failure::MethodNotAllowed(allow) = failure {
                 resp = resp.with_unique_header("Allow", allow);
@@ -122,9 +147,41 @@ pub fn handle(service: &Service, req: &Request) -> Response {
                 // The rest of an oversized body is never read; don't reuse the connection.
                 resp = resp.with_unique_header("Connection", "close");
             }
-            resp
+            (resp, Some(failure.to_string()))
+        }
+    };
+    // The path is logged only up to the query: the query holds signatures, not secrets, but it
+    // is noise; the body is never logged.
+    let (method, shown_path) = (printable(req.method()), printable(path));
+    // Hashing the OpenID is the record's dearest part: only when a line will show it.
+    let user = outcome
+        .as_ref()
+        .and_then(|o| o.from_user.as_deref())
+        .filter(|_| !service.access.quiet || service.recent.is_some())
+        .map(|u| user_label(u, service.access.full_openid));
+    let access = Access {
+        method: &method,
+        path: &shown_path,
+        status: resp.status_code,
+        reason: reason.as_deref(),
+        duration: outcome.as_ref().map_or_else(
+            || env.monotonic().saturating_duration_since(arrived),
+            |o| o.duration,
+        ),
+        url_check: resp.status_code == 200
+            && req.method() == "GET"
+            && path == service.pipeline.account().path,
+        outcome: outcome.as_ref(),
+        user: user.as_deref(),
+    };
+    access.log(&service.log, service.access);
+    access.count(&service.metrics);
+    if let Some(recent) = &service.recent {
+        if access.outcome.is_some() || access.url_check || access.status >= 400 {
+            recent.push(recent::line(env.now(), &access, sample.as_deref()));
         }
     }
+    resp
 }
 
 /// The response, and for a push what the pipeline recorded.
@@ -217,6 +274,13 @@ fn read_body(req: &Request) -> Result<Vec<u8>, Failure> {
 
 /// Keeps log lines one line: control characters in a hostile method or path are escaped.
 fn printable(s: &str) -> String {
+    // The usual method and path need no escaping: skip the work.
+    if s.len() <= 200
+        && s.bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && !b"\\\"'".contains(&b))
+    {
+        return s.to_owned();
+    }
     let cut: String = s.chars().take(200).collect();
     cut.escape_debug().to_string()
 }

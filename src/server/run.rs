@@ -2,16 +2,21 @@
 
 use std::fmt;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::log::Log;
+use crate::server::access::AccessOptions;
 use crate::server::account::Account;
 use crate::server::env::{Env, SystemEnv};
 use crate::server::forward::{self, Forwarder};
+use crate::server::metrics::Metrics;
+use crate::server::monitor::{self, Monitor};
 use crate::server::pipeline::Pipeline;
+use crate::server::recent::Recent;
 use crate::server::reload;
 use crate::server::routes::{self, Service};
 use crate::server::store::Limits;
@@ -32,13 +37,18 @@ pub struct Listen {
     pub forward: forward::Settings,
     /// The WeChat API, for late answers under `kf` (needs the AppID and AppSecret).
     pub api: Option<crate::api::ApiConfig>,
+    /// The metrics listener (`/metrics`, and `/tail` when on loopback); `None`: off.
+    pub metrics: Option<SocketAddr>,
+    /// What the access log shows.
+    pub access: AccessOptions,
 }
 
-/// Why the server could not start.
+/// Why the server could not start (`MetricsBind`: the `--metrics-addr` listener's address).
 #[derive(Debug)]
 pub enum ServeError {
     Bind { addr: String, error: io::Error },
     BindOther { addr: String, error: String },
+    MetricsBind(SocketAddr, io::Error),
     Signals(io::Error),
 }
 
@@ -62,6 +72,22 @@ impl fmt::Display for ServeError {
             },
             ServeError::BindOther { addr, error } => {
                 write!(f, "cannot listen on {addr}: {error}; check --host and --port")
+            }
+            ServeError::MetricsBind(addr, error) => {
+                let why = match error.kind() {
+                    io::ErrorKind::AddrInUse => "the port is already in use".to_owned(),
+                    io::ErrorKind::PermissionDenied => {
+                        "permission denied (ports below 1024 need root)".to_owned()
+                    }
+                    io::ErrorKind::AddrNotAvailable => {
+                        "that address is not on this machine".to_owned()
+                    }
+                    _ => error.to_string(),
+                };
+                write!(
+                    f,
+                    "cannot listen for metrics on {addr}: {why}; check --metrics-addr / WXMP_METRICS_ADDR (e.g. 127.0.0.1:9100)"
+                )
             }
             ServeError::Signals(e) => write!(f, "cannot install signal handler: {e}"),
         }
@@ -87,13 +113,34 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     if let Some(api) = listen.api.clone() {
         forwarder = forwarder.with_late_sender(Arc::new(crate::api::Client::new(api)));
     }
-    let pipeline =
-        Arc::new(Pipeline::in_memory(account, listen.cache, env).with_forwarder(forwarder));
+    // The live view shows message content, so it exists only behind a loopback listener.
+    let live_view = listen.metrics.is_some_and(|a| a.ip().is_loopback());
+    let pipeline = Arc::new(
+        Pipeline::in_memory(account, listen.cache, env)
+            .with_forwarder(forwarder)
+            .with_samples(live_view),
+    );
     // The handler pool: `threads` for the server's own work, plus room for the attempts that
     // forwarding holds open (each waits on a condition variable, a few KiB of stack), so a slow
     // endpoint can never take the threads that static rules, the URL check and /healthz need.
     let pool = listen.threads + listen.forward.held_threads();
-    let service = Arc::new(Service::new(Arc::clone(&pipeline), log.clone()));
+    let metrics = Arc::new(Metrics::new());
+    {
+        let pipeline = Arc::clone(&pipeline);
+        metrics.watch_store(move || pipeline.store_usage(), listen.cache);
+    }
+    let recent = live_view.then(|| {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Arc::new(Recent::new(epoch))
+    });
+    let service = Arc::new(
+        Service::new(Arc::clone(&pipeline), log.clone())
+            .with_access(listen.access)
+            .with_metrics(Arc::clone(&metrics))
+            .with_recent(recent.clone()),
+    );
     let handler = {
         let service = Arc::clone(&service);
         move |req: &rouille::Request| routes::handle(&service, req)
@@ -112,6 +159,21 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
                     error: other.to_string(),
                 },
             })
+        }
+    };
+
+    let stop_monitor = Arc::new(AtomicBool::new(false));
+    let monitor = match listen.metrics {
+        None => None,
+        Some(addr) => {
+            let m = Monitor {
+                metrics: Arc::clone(&metrics),
+                recent: recent.clone(),
+            };
+            Some(
+                monitor::spawn(addr, m, Arc::clone(&stop_monitor))
+                    .map_err(|error| ServeError::MetricsBind(addr, error))?,
+            )
         }
     };
 
@@ -136,11 +198,17 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
             Arc::clone(&hup),
             Arc::clone(&stop_watcher),
             log.clone(),
+            Arc::clone(&metrics),
         )
     });
 
+    let metrics_note = match &monitor {
+        None => String::new(),
+        Some(m) if live_view => format!("; metrics and wxmp tail on http://{}", m.addr),
+        Some(m) => format!("; metrics on http://{}/metrics", m.addr),
+    };
     println!(
-        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads + {} for held forwards, {} file descriptors)",
+        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads + {} for held forwards, {} file descriptors){metrics_note}",
         env!("CARGO_PKG_VERSION"),
         server.server_addr(),
         path,
@@ -172,6 +240,13 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     }
     server.join();
     stop_watcher.store(true, Ordering::Relaxed);
+    stop_monitor.store(true, Ordering::Relaxed);
+    if let Some(r) = &recent {
+        r.close();
+    }
+    if let Some(m) = monitor {
+        m.join();
+    }
     if let Some(w) = watcher {
         let _ = w.join();
     }

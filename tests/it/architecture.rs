@@ -1,9 +1,10 @@
 //! The layers stay layered, and the toolchain claim stays true.
 //!
 //! Dependencies point one way: `protocol` (pure WeChat protocol) ← `rules` ← `server`, and
-//! `protocol` ← `send` (the simulator); `protocol` ← `api` (the API client) ← `fake_api` (its
-//! simulator) and ← `api_cmd` (the commands, which may also read the rules). A module's `crate::` paths are read straight from the
-//! source, so an import that points back up fails here, in `make test`.
+//! `protocol` ← `send` (the simulator) and `tail` (the live view's client); `protocol` ← `api`
+//! (the API client) ← `fake_api` (its simulator) and ← `api_cmd` (the commands, which may also
+//! read the rules). A module's `crate::` paths are read straight from the source, so an import
+//! that points back up fails here, in `make test`.
 
 use std::path::{Path, PathBuf};
 
@@ -112,6 +113,29 @@ fn the_api_commands_never_import_the_server_or_the_fake() {
 }
 
 #[test]
+fn the_live_view_client_imports_only_the_protocol() {
+    // `wxmp tail` meets the server over HTTP only, never through its types.
+    check_layer("tail", &["tail", "protocol"]);
+}
+
+/// Message content for the live view travels in `Outcome::sample`; the code that writes the
+/// access log and the metrics must never name it (routes takes it out before they run).
+#[test]
+fn the_log_and_the_metrics_never_touch_the_content_sample() {
+    for file in ["log.rs", "server/access.rs", "server/metrics.rs"] {
+        let text = std::fs::read_to_string(src().join(file)).unwrap();
+        let code: String = text
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect();
+        assert!(
+            !code.contains(".sample") && !code.contains("Sample"),
+            "src/{file} reads the content sample"
+        );
+    }
+}
+
+#[test]
 fn the_check_sees_a_wrong_import() {
     let text =
         "use crate::protocol::xml;\nfn f() { crate::server::run::serve(); } // crate::send\n";
@@ -122,10 +146,12 @@ fn the_check_sees_a_wrong_import() {
 fn only_the_http_edge_names_rouille() {
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
-    // The fake API is an HTTP server too: its edge is fake_api/run.rs.
+    // The public port's edge is routes and run; the metrics listener's is monitor; the fake
+    // API is an HTTP server too, with its edge in fake_api/run.rs.
     let edge = [
         src().join("server/routes.rs"),
         src().join("server/run.rs"),
+        src().join("server/monitor.rs"),
         src().join("fake_api/run.rs"),
     ];
     for f in files.iter().filter(|f| !edge.contains(f)) {
@@ -136,7 +162,7 @@ fn only_the_http_edge_names_rouille() {
             .any(|l| l.contains("rouille::"));
         assert!(
             !code,
-            "{} names rouille; only server/routes.rs, server/run.rs and fake_api/run.rs may",
+            "{} names rouille; only server/routes.rs, server/run.rs, server/monitor.rs and fake_api/run.rs may",
             f.display()
         );
     }

@@ -14,7 +14,7 @@ use crate::helpers::{text_xml, NONCE, TS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wxmp");
 
-fn wxmp(args: &[&str]) -> Command {
+pub fn wxmp(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.args(args);
     for var in [
@@ -25,6 +25,10 @@ fn wxmp(args: &[&str]) -> Command {
         "WXMP_AES_KEY",
         "WXMP_APPID",
         "WXMP_RULES",
+        "WXMP_LOG_FORMAT",
+        "WXMP_QUIET",
+        "WXMP_LOG_OPENID",
+        "WXMP_METRICS_ADDR",
     ] {
         c.env_remove(var);
     }
@@ -44,6 +48,8 @@ fn stderr(o: &Output) -> String {
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// The line the server printed at start.
+    pub banner: String,
     log: Arc<Mutex<String>>,
     log_reader: Option<JoinHandle<()>>,
 }
@@ -91,6 +97,7 @@ impl Server {
         Server {
             child,
             addr,
+            banner,
             log,
             log_reader,
         }
@@ -115,7 +122,7 @@ impl Server {
     }
 
     /// Stops with SIGTERM and returns the exit status and stderr.
-    fn terminate(mut self) -> (Option<i32>, String) {
+    pub fn terminate(mut self) -> (Option<i32>, String) {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let started = Instant::now();

@@ -133,3 +133,19 @@ fn readme_errors_table_quotes_the_api_sentences() {
         assert!(readme.contains(head), "README lacks {head:?}");
     }
 }
+
+/// Issue 12: the README's Metrics table names every metric the server exposes.
+#[test]
+fn readme_documents_every_metric() {
+    let readme = read("README.md");
+    let metrics = wxmp::server::metrics::Metrics::new();
+    metrics.watch_store(Default::default, Default::default());
+    let names = metrics.registry().names();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "README's Metrics table lacks {name}"
+        );
+    }
+}

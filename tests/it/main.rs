@@ -10,6 +10,7 @@ mod forward;
 mod helpers;
 mod http;
 mod interop;
+mod observability;
 mod regressions;
 mod rules;
 mod safe_mode;

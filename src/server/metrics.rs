@@ -1,0 +1,689 @@
+//! Prometheus metrics: a small registry of counters, gauges and histograms, and its text
+//! exposition (format 0.0.4), served by [`super::monitor`] on `--metrics-addr`.
+//!
+//! Written by hand rather than with a crate: the format is a few lines of text, and the crates
+//! that produce it bring a lock crate, a derive macro or protobuf for what is here a handful of
+//! atomics. A test runs the output through Python's `prometheus_client` parser.
+//!
+//! Label values are `&'static str`, so a label can only take values written in this program:
+//! an OpenID, an EventKey or any other text from a push cannot become a label, and every label
+//! set stays bounded. Unknown MsgType and Event names are folded into `other` before they get
+//! here ([`msg_type_label`], [`event_label`]).
+//!
+//! # Adding a metric
+//! Add a field to [`Metrics`], register it in [`Metrics::new`] (name, help, and the metric),
+//! then update it where the event happens:
+//! ```
+//! # use std::sync::Arc;
+//! # use std::time::Duration;
+//! # use wxmp::server::metrics::{Counter, Family, Gauge, Histogram, Registry, DEADLINE_BUCKETS};
+//! let registry = Registry::default();
+//! let calls: Arc<Family<Counter>> = registry.register(
+//!     "wxmp_api_calls_total",
+//!     "WeChat API calls, by errcode.",
+//!     Family::counters(&["errcode"]),
+//! );
+//! let took: Arc<Histogram> = registry.register(
+//!     "wxmp_forward_duration_seconds",
+//!     "Time a forward took.",
+//!     Histogram::new(DEADLINE_BUCKETS),
+//! );
+//! let expires: Arc<Gauge> = registry.register(
+//!     "wxmp_access_token_expiry_seconds",
+//!     "Seconds until the access token expires.",
+//!     Gauge::default(),
+//! );
+//! calls.with(&["0"]).inc();
+//! took.observe(Duration::from_millis(300));
+//! expires.set(7200.0);
+//! assert!(registry.render().contains("wxmp_api_calls_total{errcode=\"0\"} 1\n"));
+//! ```
+//! A value read at scrape time (the retry store's fill) is a [`GaugeFn`].
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::server::store::{Limits, Usage};
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Buckets (seconds) for anything measured against WeChat's 5 s deadline. Sub-millisecond
+/// buckets resolve the usual push (tens of microseconds to a millisecond); 4, 4.5 and 5 tell
+/// "close to the deadline" (a retry joining an attempt waits up to 4.5 s) from "answered in
+/// time" and "too late: WeChat had already given up"; 7.5 to 15 show how late.
+pub const DEADLINE_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    4.0, 4.5, 5.0, 7.5, 10.0, 15.0,
+];
+
+/// Something the registry can write: its type and its samples.
+pub trait Metric: Send + Sync {
+    /// `counter`, `gauge` or `histogram`.
+    fn kind(&self) -> &'static str;
+    /// Appends the sample lines for `name`; `labels` is `a="x",b="y"` or empty.
+    fn write(&self, name: &str, labels: &str, out: &mut String);
+}
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Metric for Counter {
+    fn kind(&self) -> &'static str {
+        "counter"
+    }
+
+    fn write(&self, name: &str, labels: &str, out: &mut String) {
+        sample(out, name, labels, "", &self.get().to_string());
+    }
+}
+
+/// A value that is set (e.g. seconds until a token expires).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+impl Metric for Gauge {
+    fn kind(&self) -> &'static str {
+        "gauge"
+    }
+
+    fn write(&self, name: &str, labels: &str, out: &mut String) {
+        sample(out, name, labels, "", &number(self.get()));
+    }
+}
+
+/// A gauge read when scraped.
+pub struct GaugeFn(Box<dyn Fn() -> f64 + Send + Sync>);
+
+impl GaugeFn {
+    pub fn new(f: impl Fn() -> f64 + Send + Sync + 'static) -> GaugeFn {
+        GaugeFn(Box::new(f))
+    }
+}
+
+impl Metric for GaugeFn {
+    fn kind(&self) -> &'static str {
+        "gauge"
+    }
+
+    fn write(&self, name: &str, labels: &str, out: &mut String) {
+        sample(out, name, labels, "", &number((self.0)()));
+    }
+}
+
+/// A histogram of durations, in seconds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// Per bucket, not cumulative; the last one is `+Inf`.
+    counts: Box<[AtomicU64]>,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// `bounds` ascending, in seconds, without `+Inf`.
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl Metric for Histogram {
+    fn kind(&self) -> &'static str {
+        "histogram"
+    }
+
+    fn write(&self, name: &str, labels: &str, out: &mut String) {
+        let bucket = format!("{name}_bucket");
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            cumulative += c.load(Ordering::Relaxed);
+            let le = self.bounds.get(i).map_or("+Inf".to_owned(), |b| number(*b));
+            sample(
+                out,
+                &bucket,
+                labels,
+                &format!("{sep}le=\"{le}\""),
+                &cumulative.to_string(),
+            );
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        sample(out, &format!("{name}_sum"), labels, "", &number(sum));
+        // The count is the +Inf bucket, so the two always agree.
+        sample(
+            out,
+            &format!("{name}_count"),
+            labels,
+            "",
+            &cumulative.to_string(),
+        );
+    }
+}
+
+type Child<M> = (Vec<&'static str>, Arc<M>);
+
+/// One metric per combination of label values (`requests{class="2xx",mode="plain"}`).
+pub struct Family<M> {
+    label_names: &'static [&'static str],
+    kind: &'static str,
+    make: Box<dyn Fn() -> M + Send + Sync>,
+    children: RwLock<Vec<Child<M>>>,
+}
+
+impl Family<Counter> {
+    pub fn counters(label_names: &'static [&'static str]) -> Family<Counter> {
+        Family::new(label_names, Counter::default)
+    }
+}
+
+impl Family<Histogram> {
+    pub fn histograms(
+        label_names: &'static [&'static str],
+        bounds: &'static [f64],
+    ) -> Family<Histogram> {
+        Family::new(label_names, move || Histogram::new(bounds))
+    }
+}
+
+impl<M: Metric> Family<M> {
+    /// `make` builds the metric for a new combination of label values.
+    pub fn new(
+        label_names: &'static [&'static str],
+        make: impl Fn() -> M + Send + Sync + 'static,
+    ) -> Family<M> {
+        Family {
+            label_names,
+            kind: make().kind(),
+            make: Box::new(make),
+            children: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Creates the children for these label values now, so they are exposed as 0 before
+    /// their first event (a rate over a series that appears late misses its first increase).
+    pub fn preset(self, values: &[&[&'static str]]) -> Family<M> {
+        for v in values {
+            let _ = self.with(v);
+        }
+        self
+    }
+
+    /// The metric for `values`, one per label name, in order (missing values are `""`).
+    pub fn with(&self, values: &[&'static str]) -> Arc<M> {
+        let wanted = |c: &Child<M>| {
+            c.0.iter()
+                .enumerate()
+                .all(|(i, v)| *v == values.get(i).copied().unwrap_or(""))
+        };
+        if let Ok(children) = self.children.read() {
+            if let Some(c) = children.iter().find(|c| wanted(c)) {
+                return Arc::clone(&c.1);
+            }
+        }
+        let mut children = match self.children.write() {
+            Ok(c) => c,
+            // A panic while inserting leaves a valid Vec; keep counting.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(c) = children.iter().find(|c| wanted(c)) {
+            return Arc::clone(&c.1);
+        }
+        let mut key: Vec<&'static str> = values.to_vec();
+        key.resize(self.label_names.len(), "");
+        let metric = Arc::new((self.make)());
+        children.push((key, Arc::clone(&metric)));
+        metric
+    }
+}
+
+impl<M: Metric> Metric for Family<M> {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn write(&self, name: &str, _labels: &str, out: &mut String) {
+        let mut children: Vec<Child<M>> = match self.children.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        children.sort_by(|a, b| a.0.cmp(&b.0));
+        for (values, metric) in children {
+            let mut labels = String::new();
+            for (i, (n, v)) in self.label_names.iter().zip(&values).enumerate() {
+                if i > 0 {
+                    labels.push(',');
+                }
+                let _ = write!(labels, "{n}=\"{}\"", escape_label(v));
+            }
+            metric.write(name, &labels, out);
+        }
+    }
+}
+
+struct Registered {
+    name: &'static str,
+    help: &'static str,
+    metric: Arc<dyn Metric>,
+}
+
+/// The metrics to expose, in registration order.
+#[derive(Default)]
+pub struct Registry(Mutex<Vec<Registered>>);
+
+impl Registry {
+    /// Adds a metric under `name` (Prometheus style: `_total` for counters, base units such as
+    /// `_seconds` and `_bytes`) and returns the handle to update it through.
+    pub fn register<M: Metric + 'static>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        metric: M,
+    ) -> Arc<M> {
+        let metric = Arc::new(metric);
+        let entry = Registered {
+            name,
+            help,
+            metric: Arc::clone(&metric) as Arc<dyn Metric>,
+        };
+        match self.0.lock() {
+            Ok(mut all) => all.push(entry),
+            Err(poisoned) => poisoned.into_inner().push(entry),
+        }
+        metric
+    }
+
+    /// The text exposition format: `# HELP`, `# TYPE`, then the samples, for every metric.
+    pub fn render(&self) -> String {
+        let all = match self.0.lock() {
+            Ok(all) => all,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut out = String::with_capacity(4096);
+        for r in all.iter() {
+            let _ = writeln!(out, "# HELP {} {}", r.name, escape_help(r.help));
+            let _ = writeln!(out, "# TYPE {} {}", r.name, r.metric.kind());
+            r.metric.write(r.name, "", &mut out);
+        }
+        out
+    }
+
+    /// The registered names, for tests.
+    pub fn names(&self) -> Vec<&'static str> {
+        match self.0.lock() {
+            Ok(all) => all.iter().map(|r| r.name).collect(),
+            Err(poisoned) => poisoned.into_inner().iter().map(|r| r.name).collect(),
+        }
+    }
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, extra: &str, value: &str) {
+    out.push_str(name);
+    if !labels.is_empty() || !extra.is_empty() {
+        out.push('{');
+        out.push_str(labels);
+        out.push_str(extra);
+        out.push('}');
+    }
+    out.push(' ');
+    out.push_str(value);
+    out.push('\n');
+}
+
+/// A float as the format wants it: Rust's shortest round-trip form (never an exponent), `+Inf`.
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        v.to_string()
+    }
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+/// MsgTypes WeChat pushes to an Official Account; anything else is counted as `other`.
+const MSG_TYPES: &[&str] = &[
+    "text",
+    "image",
+    "voice",
+    "video",
+    "shortvideo",
+    "location",
+    "link",
+    "miniprogrampage",
+    "event",
+];
+
+/// The events wxmp reads field by field (`protocol::message::Event`), in WeChat's spelling;
+/// other event names are counted as `other`, so a label never holds a name from a push.
+const EVENTS: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "SCAN",
+    "LOCATION",
+    "CLICK",
+    "VIEW",
+    "view_miniprogram",
+    "scancode_push",
+    "scancode_waitmsg",
+    "pic_sysphoto",
+    "pic_photo_or_album",
+    "pic_weixin",
+    "location_select",
+    "TEMPLATESENDJOBFINISH",
+    "MASSSENDJOBFINISH",
+];
+
+/// A push's MsgType as a label: one WeChat sends (`text` … `event`) or `other`.
+pub fn msg_type_label(msg_type: &str) -> &'static str {
+    MSG_TYPES
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(msg_type))
+        .copied()
+        .unwrap_or("other")
+}
+
+/// An Event name as a label: one of the events wxmp knows (any case in, WeChat's spelling out)
+/// or `other`.
+pub fn event_label(event: &str) -> &'static str {
+    EVENTS
+        .iter()
+        .find(|e| e.eq_ignore_ascii_case(event))
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The server's metrics. Handles are public so the parts that see an event update them; the
+/// README's Metrics section lists each one.
+pub struct Metrics {
+    registry: Registry,
+    /// Every request on the public port, by status class and mode.
+    pub requests: Arc<Family<Counter>>,
+    /// Pushes that were read, by MsgType and Event.
+    pub pushes: Arc<Family<Counter>>,
+    /// From a push's arrival to its answer, for answered pushes.
+    pub push_duration: Arc<Histogram>,
+    /// Answered pushes, by fresh / cached / joined.
+    pub answers: Arc<Family<Counter>>,
+    /// Rules-file reloads, by outcome.
+    pub reloads: Arc<Family<Counter>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::default();
+        registry.register(
+            "wxmp_build_info",
+            "The running version; always 1.",
+            Family::new(&["version"], || {
+                let g = Gauge::default();
+                g.set(1.0);
+                g
+            })
+            .preset(&[&[env!("CARGO_PKG_VERSION")]]),
+        );
+        let requests = registry.register(
+            "wxmp_http_requests_total",
+            "Requests on the public port, by status class (2xx, 4xx, 5xx) and mode (plain, compat, safe; none for requests that are not pushes).",
+            Family::counters(&["class", "mode"]),
+        );
+        let pushes = registry.register(
+            "wxmp_pushes_total",
+            "Pushes read, by MsgType and Event (empty for messages); unknown names are counted as other.",
+            Family::counters(&["msg_type", "event"]),
+        );
+        let push_duration = registry.register(
+            "wxmp_push_duration_seconds",
+            "From a push's arrival to its answer, for pushes answered with 200; WeChat gives up after 5 s.",
+            Histogram::new(DEADLINE_BUCKETS),
+        );
+        let answers = registry.register(
+            "wxmp_answers_total",
+            "Answered pushes: fresh (decided now), cached (a retry answered from the retry store), joined (a retry that took the answer of the attempt in flight).",
+            Family::counters(&["answered"]).preset(&[&["fresh"], &["cached"], &["joined"]]),
+        );
+        let reloads = registry.register(
+            "wxmp_rules_reloads_total",
+            "Rules-file reloads, by outcome: ok, or failed (the old rules stay in force).",
+            Family::counters(&["outcome"]).preset(&[&["ok"], &["failed"]]),
+        );
+        Metrics {
+            registry,
+            requests,
+            pushes,
+            push_duration,
+            answers,
+            reloads,
+        }
+    }
+
+    /// Where more metrics are registered (the retry store's gauges at start, for example).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The retry store's fill against its budget, read at each scrape.
+    pub fn watch_store(&self, usage: impl Fn() -> Usage + Send + Sync + 'static, limits: Limits) {
+        let usage = Arc::new(usage);
+        let u = Arc::clone(&usage);
+        self.registry.register(
+            "wxmp_retry_store_entries",
+            "Answers kept for WeChat's retries.",
+            GaugeFn::new(move || u().entries as f64),
+        );
+        self.registry.register(
+            "wxmp_retry_store_bytes",
+            "Bytes the kept answers account for.",
+            GaugeFn::new(move || usage().bytes as f64),
+        );
+        self.registry.register(
+            "wxmp_retry_store_limit_entries",
+            "The most answers kept; the oldest is evicted beyond it.",
+            GaugeFn::new(move || limits.max_entries as f64),
+        );
+        self.registry.register(
+            "wxmp_retry_store_limit_bytes",
+            "The retry store's byte budget (--cache-mb); the oldest answers are evicted beyond it.",
+            GaugeFn::new(move || limits.max_bytes as f64),
+        );
+    }
+
+    /// A rules reload and whether it took.
+    pub fn reload(&self, ok: bool) {
+        self.reloads.with(&[if ok { "ok" } else { "failed" }]).inc();
+    }
+
+    pub fn render(&self) -> String {
+        self.registry.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_families_and_histograms_render_in_the_text_format() {
+        let r = Registry::default();
+        let c = r.register("a_total", "A \\ help\nline.", Counter::default());
+        let f = r.register("b_total", "B.", Family::counters(&["x", "y"]));
+        let h = r.register("c_seconds", "C.", Histogram::new(&[0.5, 1.0]));
+        c.add(3);
+        f.with(&["2", "q\"\\\n"]).inc();
+        f.with(&["1", "p"]).add(2);
+        f.with(&["1", "p"]).inc();
+        h.observe(Duration::from_millis(250));
+        h.observe(Duration::from_millis(1000));
+        h.observe(Duration::from_secs(7));
+        let text = r.render();
+        assert_eq!(
+            text,
+            "# HELP a_total A \\\\ help\\nline.\n# TYPE a_total counter\na_total 3\n\
+             # HELP b_total B.\n# TYPE b_total counter\n\
+             b_total{x=\"1\",y=\"p\"} 3\nb_total{x=\"2\",y=\"q\\\"\\\\\\n\"} 1\n\
+             # HELP c_seconds C.\n# TYPE c_seconds histogram\n\
+             c_seconds_bucket{le=\"0.5\"} 1\nc_seconds_bucket{le=\"1\"} 2\n\
+             c_seconds_bucket{le=\"+Inf\"} 3\nc_seconds_sum 8.25\nc_seconds_count 3\n"
+        );
+    }
+
+    #[test]
+    fn a_histogram_family_puts_le_after_its_labels() {
+        let r = Registry::default();
+        let f = r.register("d_seconds", "D.", Family::histograms(&["outcome"], &[1.0]));
+        f.with(&["late"]).observe(Duration::from_secs(2));
+        let text = r.render();
+        assert!(
+            text.contains("d_seconds_bucket{outcome=\"late\",le=\"1\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("d_seconds_bucket{outcome=\"late\",le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("d_seconds_count{outcome=\"late\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE d_seconds histogram\n"), "{text}");
+    }
+
+    #[test]
+    fn a_value_on_a_bucket_bound_counts_in_that_bucket() {
+        let h = Histogram::new(DEADLINE_BUCKETS);
+        h.observe(Duration::from_secs(5));
+        h.observe(Duration::from_millis(4500));
+        let mut out = String::new();
+        h.write("h", "", &mut out);
+        assert!(out.contains("h_bucket{le=\"4\"} 0\n"), "{out}");
+        assert!(out.contains("h_bucket{le=\"4.5\"} 1\n"), "{out}");
+        assert!(out.contains("h_bucket{le=\"5\"} 2\n"), "{out}");
+        assert_eq!(h.count(), 2);
+    }
+
+    #[test]
+    fn the_server_metrics_follow_prometheus_naming() {
+        let m = Metrics::new();
+        let valid = |n: &str| {
+            n.chars()
+                .enumerate()
+                .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit()))
+        };
+        let text = m.render();
+        for name in m.registry().names() {
+            assert!(valid(name) && name.starts_with("wxmp_"), "{name}");
+            let kind = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("# TYPE {name} ")))
+                .unwrap();
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+            if kind == "histogram" {
+                assert!(name.ends_with("_seconds"), "{name}");
+            }
+        }
+        // Preset series exist before their first event.
+        assert!(
+            text.contains("wxmp_answers_total{answered=\"joined\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wxmp_rules_reloads_total{outcome=\"failed\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_names_fold_into_other() {
+        assert_eq!(msg_type_label("TEXT"), "text");
+        assert_eq!(msg_type_label("o'brien"), "other");
+        assert_eq!(event_label("scan"), "SCAN");
+        assert_eq!(event_label("user_get_card"), "other");
+        assert_eq!(event_label(""), "other");
+    }
+
+    #[test]
+    fn the_event_list_is_the_protocol_s_own_names() {
+        use crate::protocol::message::Message;
+        for name in EVENTS {
+            let xml = format!(
+                "<xml><FromUserName>u</FromUserName><MsgType>event</MsgType><Event>{name}</Event></xml>"
+            );
+            let msg = Message::parse(&xml).unwrap();
+            let e = msg.event().unwrap();
+            assert!(
+                !matches!(e, crate::protocol::message::Event::Other { .. }),
+                "{name} is not one wxmp reads"
+            );
+            assert_eq!(e.name(), *name);
+        }
+    }
+}

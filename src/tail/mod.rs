@@ -1,0 +1,357 @@
+//! `wxmp tail`: a live view of a running server for someone debugging their account. It reads
+//! the server's metrics listener (`--metrics-addr`, loopback only, never the public port) and
+//! prints each push as it arrives and what was answered, decrypted and readable:
+//!
+//! ```text
+//! 12:01:03 text from oAbc…(a1f3c2) "天气" → rule 1 (line 2): text "北京天气挺好的！" 0.4 ms
+//! ```
+//!
+//! It polls `GET /tail?after=SEQ` (the server holds a request up to 2 s while there is nothing
+//! new), so the server keeps no state for it and a slow reader is only told how many lines it
+//! missed. The wire format is `server::recent`'s; [`wire`] reads it. Imports nothing of the
+//! server: the two meet only over HTTP.
+
+pub mod wire;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use lexopt::prelude::*;
+
+pub use wire::{parse_page, Page};
+
+/// Where the server's metrics listener is when neither the flag nor the variable says.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:9100";
+/// Earlier lines shown when starting.
+pub const DEFAULT_HISTORY: usize = 10;
+
+pub const USAGE: &str = "\
+wxmp tail — watch a running server's pushes live: what arrived and what was answered
+
+Usage: wxmp tail [--metrics-addr ADDR] [--history N]
+
+It reads the server's metrics listener, which the server opens with --metrics-addr ADDR (or
+WXMP_METRICS_ADDR) on a loopback address, e.g.
+  wxmp --metrics-addr 127.0.0.1:9100 ...     in one terminal
+  wxmp tail                                  in another
+
+Options:
+  --metrics-addr ADDR  the server's metrics listener  [default: WXMP_METRICS_ADDR, else 127.0.0.1:9100]
+  --history N          earlier pushes to show first    [default: 10, at most 256]
+
+Times are UTC, like the server's log. Stop with Ctrl-C.
+Exit status: 1 the listener cannot be reached or does not serve the live view; 2 usage error.
+";
+
+/// A usage error (exit 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<lexopt::Error> for UsageError {
+    fn from(e: lexopt::Error) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+/// The options as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawTail {
+    pub metrics_addr: Option<String>,
+    pub history: Option<String>,
+}
+
+/// What `wxmp tail ...` asked for.
+#[derive(Debug)]
+pub enum Parsed {
+    Help,
+    Tail(RawTail),
+}
+
+/// A ready-to-run tail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// `http://127.0.0.1:9100`
+    pub base: String,
+    pub history: usize,
+}
+
+/// Parses `wxmp tail ...` (the parser is positioned after `tail`).
+pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
+    let mut raw = RawTail::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Long("metrics-addr") => raw.metrics_addr = Some(value(&mut parser, "metrics-addr")?),
+            Long("history") => raw.history = Some(value(&mut parser, "history")?),
+            other => {
+                return Err(UsageError(format!(
+                    "{} (see wxmp tail --help)",
+                    other.unexpected()
+                )))
+            }
+        }
+    }
+    Ok(Parsed::Tail(raw))
+}
+
+fn value(parser: &mut lexopt::Parser, name: &str) -> Result<String, UsageError> {
+    let v: OsString = parser
+        .value()
+        .map_err(|_| UsageError(format!("--{name} needs a value")))?;
+    Ok(v.string()?)
+}
+
+/// Applies `WXMP_METRICS_ADDR` and the defaults, and checks the values.
+pub fn resolve(raw: RawTail, env: &dyn Fn(&str) -> Option<String>) -> Result<Job, UsageError> {
+    let addr = raw
+        .metrics_addr
+        .or_else(|| env("WXMP_METRICS_ADDR"))
+        .filter(|a| !a.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+    let addr = addr.trim();
+    let host = addr
+        .strip_prefix("http://")
+        .unwrap_or(addr)
+        .trim_end_matches('/');
+    if host.is_empty() || host.contains(['/', '?', '#', ' ']) || !host.contains(':') {
+        return Err(UsageError(format!(
+            "invalid address {addr:?} (--metrics-addr / WXMP_METRICS_ADDR): expected HOST:PORT, like 127.0.0.1:9100"
+        )));
+    }
+    let history = match raw.history {
+        None => DEFAULT_HISTORY,
+        Some(h) => h.trim().parse::<usize>().map_err(|_| {
+            UsageError(format!(
+                "invalid value {h:?} for --history: expected a whole number"
+            ))
+        })?,
+    };
+    Ok(Job {
+        base: format!("http://{host}"),
+        history: history.min(256),
+    })
+}
+
+/// Why one poll got no page.
+enum PollError {
+    /// Nothing answered (refused, reset, timed out).
+    Unreachable(String),
+    /// Something answered, but not with the live view.
+    Refused(String),
+}
+
+fn poll(agent: &ureq::Agent, url: &str) -> Result<Page, PollError> {
+    match agent.get(url).call() {
+        Ok(resp) => {
+            let text = resp
+                .into_string()
+                .map_err(|e| PollError::Unreachable(e.to_string()))?;
+            parse_page(&text).map_err(|e| {
+                PollError::Refused(format!(
+                    "the answer is not wxmp's live view ({e}); is --metrics-addr the server's metrics listener?"
+                ))
+            })
+        }
+        Err(ureq::Error::Status(404, resp)) => {
+            let body = resp.into_string().unwrap_or_default();
+            Err(PollError::Refused(if body.contains("live view is off") {
+                body.trim().to_owned()
+            } else {
+                "HTTP 404: that is not wxmp's metrics listener (the public port never serves the live view); pass the server's --metrics-addr".to_owned()
+            }))
+        }
+        Err(ureq::Error::Status(code, _)) => Err(PollError::Refused(format!(
+            "HTTP {code} from the metrics listener"
+        ))),
+        Err(ureq::Error::Transport(t)) => {
+            // The OS's words ("Connection refused") say it best; ureq's wrap them in the URL.
+            let io = std::error::Error::source(&t).and_then(|s| s.downcast_ref::<std::io::Error>());
+            Err(PollError::Unreachable(match io {
+                Some(e) => e.to_string(),
+                None => t
+                    .message()
+                    .map_or_else(|| t.kind().to_string(), str::to_owned),
+            }))
+        }
+    }
+}
+
+/// Follows the server until Ctrl-C (or until stdout closes). Returns the exit status.
+pub fn run(job: &Job) -> u8 {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .build();
+    let stdout = std::io::stdout();
+    let mut seen: Option<(u64, u64)> = None; // (epoch, last number shown)
+    let mut down = false;
+    loop {
+        let url = match seen {
+            None => format!("{}/tail?history={}", job.base, job.history),
+            Some((epoch, after)) => {
+                format!("{}/tail?after={after}&epoch={epoch}&wait=2", job.base)
+            }
+        };
+        let asked = Instant::now();
+        let page = match poll(&agent, &url) {
+            Ok(p) => p,
+            Err(PollError::Refused(why)) => {
+                eprintln!("wxmp tail: {}: {why}", job.base);
+                return 1;
+            }
+            Err(PollError::Unreachable(why)) => {
+                if seen.is_none() {
+                    eprintln!(
+                        "wxmp tail: cannot reach the metrics listener at {}: {why}\n\
+                         Start the server with --metrics-addr on a loopback address (e.g. --metrics-addr 127.0.0.1:9100, or WXMP_METRICS_ADDR), and pass the same address here.",
+                        job.base
+                    );
+                    return 1;
+                }
+                if !down {
+                    down = true;
+                    if say(&stdout, "(the server is not answering; waiting for it)").is_err() {
+                        return 0;
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let (mut out, next) = follow(seen, &page);
+        if down {
+            down = false;
+            out.insert_str(0, "(the server answers again)\n");
+        }
+        if !out.is_empty() && say(&stdout, out.trim_end_matches('\n')).is_err() {
+            // stdout is gone (`wxmp tail | head`): nothing left to do.
+            return 0;
+        }
+        seen = Some(next);
+        // The server answers at once, without waiting, when enough readers already wait:
+        // don't spin.
+        if page.lines.is_empty() && asked.elapsed() < Duration::from_millis(200) {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// What to print for `page`, given the (epoch, last number) shown so far, and the new
+/// (epoch, last number).
+pub fn follow(seen: Option<(u64, u64)>, page: &Page) -> (String, (u64, u64)) {
+    let mut out = String::new();
+    match seen {
+        None => {}
+        Some((epoch, _)) if epoch != page.epoch => out.push_str("(the server restarted)\n"),
+        Some(_) if page.skipped > 0 => {
+            let _ = fmt::Write::write_fmt(
+                &mut out,
+                format_args!(
+                    "({} push{} skipped: the server keeps the last 256)\n",
+                    page.skipped,
+                    if page.skipped == 1 { "" } else { "es" }
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+    for (_, line) in &page.lines {
+        out.push_str(line);
+        out.push('\n');
+    }
+    // With no new line, the server's newest number is where this reader stands (0 after a
+    // restart with nothing yet).
+    let last = page.lines.last().map_or(page.last, |l| l.0);
+    (out, (page.epoch, last))
+}
+
+fn say(stdout: &std::io::Stdout, text: &str) -> std::io::Result<()> {
+    let mut lock = stdout.lock();
+    writeln!(lock, "{text}")?;
+    lock.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> lexopt::Parser {
+        lexopt::Parser::from_args(a.iter().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_address_comes_from_the_flag_the_variable_or_the_default() {
+        let Parsed::Tail(raw) = parse(args(&[])).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            resolve(raw.clone(), &no_env).unwrap().base,
+            "http://127.0.0.1:9100"
+        );
+        let env = |k: &str| (k == "WXMP_METRICS_ADDR").then(|| "127.0.0.1:9200".to_owned());
+        assert_eq!(resolve(raw, &env).unwrap().base, "http://127.0.0.1:9200");
+        let Parsed::Tail(raw) = parse(args(&["--metrics-addr", "http://[::1]:9300/"])).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(resolve(raw, &env).unwrap().base, "http://[::1]:9300");
+    }
+
+    #[test]
+    fn a_reader_is_told_what_it_missed_and_when_the_server_restarted() {
+        let page = |epoch, last, skipped, lines: &[u64]| Page {
+            epoch,
+            last,
+            skipped,
+            lines: lines.iter().map(|&n| (n, format!("push {n}"))).collect(),
+        };
+        assert_eq!(
+            follow(None, &page(1, 12, 0, &[11, 12])),
+            ("push 11\npush 12\n".into(), (1, 12))
+        );
+        assert_eq!(
+            follow(Some((1, 12)), &page(1, 400, 3, &[16])),
+            (
+                "(3 pushes skipped: the server keeps the last 256)\npush 16\n".into(),
+                (1, 16)
+            )
+        );
+        assert_eq!(
+            follow(Some((1, 16)), &page(1, 16, 0, &[])),
+            (String::new(), (1, 16))
+        );
+        assert_eq!(
+            follow(Some((1, 16)), &page(2, 0, 0, &[])),
+            ("(the server restarted)\n".into(), (2, 0))
+        );
+    }
+
+    #[test]
+    fn usage_errors_name_the_option() {
+        assert!(parse(args(&["--bogus"])).unwrap_err().0.contains("--bogus"));
+        let Parsed::Tail(raw) = parse(args(&["--metrics-addr", "9100"])).unwrap() else {
+            panic!()
+        };
+        assert!(resolve(raw, &no_env)
+            .unwrap_err()
+            .0
+            .contains("--metrics-addr"));
+        let Parsed::Tail(raw) = parse(args(&["--history", "many"])).unwrap() else {
+            panic!()
+        };
+        assert!(resolve(raw, &no_env).unwrap_err().0.contains("--history"));
+        assert!(matches!(parse(args(&["--help"])).unwrap(), Parsed::Help));
+    }
+}
