@@ -175,7 +175,8 @@ impl Access<'_> {
                 Some(Answered::Fresh) => {
                     out.push_str(&o.decided.map_or("?".into(), decided_text));
                     out.push_str(": ");
-                    out.push_str(o.reply.unwrap_or("?"));
+                    let forwarded = o.forward.map(|_| "forwarded");
+                    out.push_str(o.reply.or(forwarded).unwrap_or("?"));
                     out.push_str(", fresh");
                 }
                 Some(Answered::Cached) => out.push_str("the cached answer (a retry)"),
@@ -183,6 +184,15 @@ impl Access<'_> {
                     out.push_str("the answer of the attempt in flight (a retry)")
                 }
                 None => out.push('?'),
+            }
+            if let Some(f) = o.forward {
+                let _ = write!(
+                    out,
+                    "; forward attempt {} of {}: {}",
+                    f.number,
+                    crate::server::forward::timing::ATTEMPTS,
+                    f.delivered.as_str()
+                );
             }
         } else if self.url_check {
             out.push_str(" URL check passed, echostr sent back");
@@ -236,6 +246,10 @@ impl Access<'_> {
         }
         if let Some(a) = o.answered {
             f.push(("answered", Value::Str(a.as_str().into())));
+        }
+        if let Some(fw) = o.forward {
+            f.push(("forward_attempt", Value::Int(fw.number.into())));
+            f.push(("forward", Value::Str(fw.delivered.as_str().into())));
         }
         f
     }

@@ -40,6 +40,7 @@
 //! ```
 //! A value read at scrape time (the retry store's fill) is a [`GaugeFn`].
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -49,6 +50,63 @@ use crate::server::store::{Limits, Usage};
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The errcodes that get a label of their own (the ones wxmp explains); the rest are `other`,
+/// so the label set stays bounded whatever WeChat answers.
+const ERRCODES: &[(i64, &str)] = &[
+    (0, "0"),
+    (-1, "-1"),
+    (-2, "-2"),
+    (-3, "-3"),
+    (40001, "40001"),
+    (40003, "40003"),
+    (40013, "40013"),
+    (40014, "40014"),
+    (40125, "40125"),
+    (40164, "40164"),
+    (40243, "40243"),
+    (42001, "42001"),
+    (43004, "43004"),
+    (45002, "45002"),
+    (45008, "45008"),
+    (45009, "45009"),
+    (45011, "45011"),
+    (45015, "45015"),
+    (45047, "45047"),
+    (46003, "46003"),
+    (48001, "48001"),
+    (61004, "61004"),
+    (89503, "89503"),
+];
+
+/// Counts by errcode, read when scraped from a source that keeps them (the API client).
+struct ErrcodeCounts(Box<dyn Fn() -> BTreeMap<i64, u64> + Send + Sync>);
+
+impl Metric for ErrcodeCounts {
+    fn kind(&self) -> &'static str {
+        "counter"
+    }
+
+    fn write(&self, name: &str, _labels: &str, out: &mut String) {
+        let mut by_label: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for (code, n) in (self.0)() {
+            let label = ERRCODES
+                .iter()
+                .find(|(c, _)| *c == code)
+                .map_or("other", |(_, l)| *l);
+            *by_label.entry(label).or_default() += n;
+        }
+        for (label, n) in by_label {
+            sample(
+                out,
+                name,
+                &format!("errcode=\"{label}\""),
+                "",
+                &n.to_string(),
+            );
+        }
+    }
+}
 
 /// Buckets (seconds) for anything measured against WeChat's 5 s deadline. Sub-millisecond
 /// buckets resolve the usual push (tens of microseconds to a millisecond); 4, 4.5 and 5 tell
@@ -468,6 +526,10 @@ pub struct Metrics {
     pub answers: Arc<Family<Counter>>,
     /// Rules-file reloads, by outcome.
     pub reloads: Arc<Family<Counter>>,
+    /// Calls to the user's own code (`reply.forward` / `reply.command`), by how they ended.
+    pub forwards: Arc<Family<Counter>>,
+    /// How long those calls took, from start to answer (or failure).
+    pub forward_duration: Arc<Histogram>,
 }
 
 impl Default for Metrics {
@@ -514,6 +576,22 @@ impl Metrics {
             "Rules-file reloads, by outcome: ok, or failed (the old rules stay in force).",
             Family::counters(&["outcome"]).preset(&[&["ok"], &["failed"]]),
         );
+        let forwards = registry.register(
+            "wxmp_forward_calls_total",
+            "Calls to your own code, by outcome: on_time (answered within the first attempt), late_stretched (answered on a retry WeChat held open), late_kf (sent later as a customer-service message), fallback (the fallback stood: too late, or no capacity), error (the call failed or its answer was refused).",
+            Family::counters(&["outcome"]).preset(&[
+                &["on_time"],
+                &["late_stretched"],
+                &["late_kf"],
+                &["fallback"],
+                &["error"],
+            ]),
+        );
+        let forward_duration = registry.register(
+            "wxmp_forward_call_duration_seconds",
+            "How long calls to your own code took, from the call to its answer or failure.",
+            Histogram::new(DEADLINE_BUCKETS),
+        );
         Metrics {
             registry,
             requests,
@@ -521,7 +599,52 @@ impl Metrics {
             push_duration,
             answers,
             reloads,
+            forwards,
+            forward_duration,
         }
+    }
+
+    /// A finished call to the user's own code.
+    pub fn forward(&self, outcome: &'static str, took: Duration) {
+        self.forwards.with(&[outcome]).inc();
+        self.forward_duration.observe(took);
+    }
+
+    /// Forwarding's bounded counts, read at each scrape.
+    pub fn watch_forwarding(
+        &self,
+        in_flight: impl Fn() -> usize + Send + Sync + 'static,
+        held: impl Fn() -> usize + Send + Sync + 'static,
+    ) {
+        self.registry.register(
+            "wxmp_forward_in_flight",
+            "Calls to your own code running now (at most --forward-capacity).",
+            GaugeFn::new(move || in_flight() as f64),
+        );
+        self.registry.register(
+            "wxmp_forward_held_attempts",
+            "WeChat attempts held open now, waiting for your code's answer.",
+            GaugeFn::new(move || held() as f64),
+        );
+    }
+
+    /// The WeChat API client: its calls by errcode (read at each scrape from the client's own
+    /// counts) and the seconds until its access token expires (0 while it holds none).
+    pub fn watch_api(
+        &self,
+        calls: impl Fn() -> BTreeMap<i64, u64> + Send + Sync + 'static,
+        expires_in: impl Fn() -> Option<f64> + Send + Sync + 'static,
+    ) {
+        self.registry.register(
+            "wxmp_api_calls_total",
+            "WeChat API requests (token fetches and retries included), by errcode: 0 ok, -1 WeChat busy, -2 no answer, -3 not WeChat's JSON, WeChat's code for a refusal (codes wxmp has no sentence for are counted as other).",
+            ErrcodeCounts(Box::new(calls)),
+        );
+        self.registry.register(
+            "wxmp_access_token_expiry_seconds",
+            "Seconds until the access token the server holds expires; 0 while it holds none.",
+            GaugeFn::new(move || expires_in().unwrap_or(0.0).max(0.0)),
+        );
     }
 
     /// Where more metrics are registered (the retry store's gauges at start, for example).

@@ -109,9 +109,29 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     let env: Arc<dyn Env> = Arc::new(SystemEnv);
-    let mut forwarder = Forwarder::new(listen.forward.clone(), Arc::clone(&env), log.clone());
+    let metrics = Arc::new(Metrics::new());
+    let mut forwarder = Forwarder::new(listen.forward.clone(), Arc::clone(&env), log.clone())
+        .with_observer({
+            let metrics = Arc::clone(&metrics);
+            Arc::new(move |outcome: forward::CallOutcome, took| {
+                metrics.forward(outcome.as_str(), took)
+            })
+        });
     if let Some(api) = listen.api.clone() {
-        forwarder = forwarder.with_late_sender(Arc::new(crate::api::Client::new(api)));
+        let client = Arc::new(crate::api::Client::new(api));
+        {
+            let (calls, expiry) = (Arc::clone(&client), Arc::clone(&client));
+            metrics.watch_api(
+                move || calls.stats().calls,
+                move || {
+                    expiry.token_expires_at().map(|at| {
+                        at.duration_since(SystemTime::now())
+                            .map_or(0.0, |d| d.as_secs_f64())
+                    })
+                },
+            );
+        }
+        forwarder = forwarder.with_late_sender(client);
     }
     // The live view shows message content, so it exists only behind a loopback listener.
     let live_view = listen.metrics.is_some_and(|a| a.ip().is_loopback());
@@ -124,10 +144,16 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     // forwarding holds open (each waits on a condition variable, a few KiB of stack), so a slow
     // endpoint can never take the threads that static rules, the URL check and /healthz need.
     let pool = listen.threads + listen.forward.held_threads();
-    let metrics = Arc::new(Metrics::new());
     {
         let pipeline = Arc::clone(&pipeline);
         metrics.watch_store(move || pipeline.store_usage(), listen.cache);
+    }
+    {
+        let (a, b) = (Arc::clone(&pipeline), Arc::clone(&pipeline));
+        metrics.watch_forwarding(
+            move || a.forwarder().in_flight(),
+            move || b.forwarder().held(),
+        );
     }
     let recent = live_view.then(|| {
         let epoch = SystemTime::now()

@@ -140,6 +140,8 @@ fn readme_documents_every_metric() {
     let readme = read("README.md");
     let metrics = wxmp::server::metrics::Metrics::new();
     metrics.watch_store(Default::default, Default::default());
+    metrics.watch_forwarding(|| 0, || 0);
+    metrics.watch_api(Default::default, || None);
     let names = metrics.registry().names();
     assert!(names.len() >= 10, "{names:?}");
     for name in names {

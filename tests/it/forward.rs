@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::api::{Fake, APPID, SECRET};
 use crate::binary::{eventually, http, tempdir, Server};
 use crate::helpers::{text_of, text_xml, NONCE, TS};
+use crate::observability::metrics_addr;
 
 const TOKEN: &str = "fwdtoken";
 
@@ -113,6 +114,15 @@ fn send(server: &Server, args: &[&str]) -> Output {
     c.output().unwrap()
 }
 
+/// The value of one sample line in the server's /metrics, e.g.
+/// `wxmp_forward_calls_total{outcome="on_time"}`.
+fn metric(server: &Server, sample: &str) -> Option<f64> {
+    let (status, body) = http(&metrics_addr(server), "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -135,9 +145,26 @@ fn a_fast_endpoint_answers_with_the_push_as_cloud_hosting_json() {
         200,
         r#"{"MsgType":"text","Content":"来自你的代码","ToUserName":"ignored"}"#,
     );
-    let server = serve(&forward_rules(&ep.url), &["--forward-secret", "s3cret"]);
+    let server = serve(
+        &forward_rules(&ep.url),
+        &[
+            "--forward-secret",
+            "s3cret",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
     let out = answered(&send(&server, &["--msg-id", "42", "text", "你好"]));
     assert!(out.starts_with("text: 来自你的代码"), "{out}");
+    assert!(
+        server.wait_for_log("forward attempt 1 of 3: answer", 10),
+        "{}",
+        server.log()
+    );
+    assert!(eventually(10, || metric(
+        &server,
+        "wxmp_forward_calls_total{outcome=\"on_time\"}"
+    ) == Some(1.0)));
     // A static rule still answers by itself.
     let out = answered(&send(&server, &["text", "static"]));
     assert!(out.starts_with("text: from a rule"), "{out}");
@@ -199,12 +226,23 @@ fn a_slow_endpoint_is_answered_on_wechats_second_attempt() {
         200,
         r#"{"MsgType":"text","Content":"slow but sure"}"#,
     );
-    let server = serve(&forward_rules(&ep.url), &[]);
+    let server = serve(&forward_rules(&ep.url), &["--metrics-addr", "127.0.0.1:0"]);
     let o = send(&server, &["--retries", "3", "text", "take your time"]);
     let out = answered(&o);
     assert!(out.starts_with("text: slow but sure"), "{out}");
     assert!(out.contains("attempt 2 of 3"), "{out}");
     assert_eq!(ep.calls.load(Ordering::SeqCst), 1, "one call per push");
+    // The access log tells the attempts apart: the first held, the retry answered.
+    for line in [
+        "forward attempt 1 of 3: held",
+        "the answer of the attempt in flight (a retry); forward attempt 2 of 3: answer",
+    ] {
+        assert!(server.wait_for_log(line, 10), "{line}: {}", server.log());
+    }
+    assert!(eventually(10, || metric(
+        &server,
+        "wxmp_forward_calls_total{outcome=\"late_stretched\"}"
+    ) == Some(1.0)));
 }
 
 #[test]
@@ -396,6 +434,8 @@ fn under_kf_a_very_slow_answer_arrives_as_a_customer_service_message() {
     let server = serve(
         &forward_rules(&ep.url),
         &[
+            "--metrics-addr",
+            "127.0.0.1:0",
             "--appid",
             APPID,
             "--secret",
@@ -416,6 +456,13 @@ fn under_kf_a_very_slow_answer_arrives_as_a_customer_service_message() {
         fake.output()
     );
     assert_eq!(ep.calls.load(Ordering::SeqCst), 1);
+    assert!(eventually(10, || metric(
+        &server,
+        "wxmp_forward_calls_total{outcome=\"late_kf\"}"
+    ) == Some(1.0)));
+    // The API call is counted by errcode, and the token's remaining life is exposed.
+    assert!(metric(&server, "wxmp_api_calls_total{errcode=\"0\"}").is_some_and(|n| n >= 2.0));
+    assert!(metric(&server, "wxmp_access_token_expiry_seconds").is_some_and(|s| s > 60.0));
 }
 
 #[test]

@@ -271,7 +271,7 @@ fn signed(token: &str) -> String {
 }
 
 /// The metrics listener's address, from the start-up line.
-fn metrics_addr(server: &Server) -> String {
+pub fn metrics_addr(server: &Server) -> String {
     server
         .banner
         .split("http://")

@@ -250,11 +250,15 @@ pub struct Job {
     pub arrived: Instant,
 }
 
+/// Told how each call ended and how long it took (the metrics).
+pub type Observer = Arc<dyn Fn(CallOutcome, Duration) + Send + Sync>;
+
 /// Runs forward calls with bounded capacity and holds WeChat's attempts to their deadlines.
 pub struct Forwarder {
     settings: Settings,
     agent: ureq::Agent,
     late_sender: Option<Arc<dyn LateSender>>,
+    observer: Option<Observer>,
     env: Arc<dyn Env>,
     log: Log,
     stats: Arc<Stats>,
@@ -290,6 +294,7 @@ impl Forwarder {
             settings,
             agent: http::agent(),
             late_sender: None,
+            observer: None,
             env,
             log,
             stats: Arc::default(),
@@ -307,6 +312,12 @@ impl Forwarder {
     /// Attempts held now (each a handler thread).
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Tells `observer` how each call ended.
+    pub fn with_observer(mut self, observer: Observer) -> Forwarder {
+        self.observer = Some(observer);
+        self
     }
 
     /// The customer-service sender `kf` needs.
@@ -334,7 +345,7 @@ impl Forwarder {
                 "forward: {} pushes in flight, at --forward-capacity; answering the fallback",
                 self.settings.capacity
             ));
-            self.stats.count(CallOutcome::Fallback);
+            self.count(CallOutcome::Fallback, Duration::ZERO);
             let settled = ticket.complete(fallback, self.env.now());
             return (settled.value, Attempt::new(1, Delivered::Fallback));
         };
@@ -342,6 +353,7 @@ impl Forwarder {
             settings: self.settings.clone(),
             agent: self.agent.clone(),
             late_sender: self.late_sender.clone(),
+            observer: self.observer.clone(),
             env: Arc::clone(&self.env),
             log: self.log.clone(),
             stats: Arc::clone(&self.stats),
@@ -358,10 +370,17 @@ impl Forwarder {
             self.log.error(&format!(
                 "forward: cannot start a worker thread ({e}); answering the fallback"
             ));
-            self.stats.count(CallOutcome::Error);
+            self.count(CallOutcome::Error, Duration::ZERO);
             return (fallback, Attempt::new(1, Delivered::Fallback));
         }
         self.hold(&waiter, arrived, fallback)
+    }
+
+    fn count(&self, outcome: CallOutcome, took: Duration) {
+        self.stats.count(outcome);
+        if let Some(o) = &self.observer {
+            o(outcome, took);
+        }
     }
 
     /// A retry of a forwarded push: joins the call in flight.
@@ -428,6 +447,7 @@ struct Worker {
     settings: Settings,
     agent: ureq::Agent,
     late_sender: Option<Arc<dyn LateSender>>,
+    observer: Option<Observer>,
     env: Arc<dyn Env>,
     log: Log,
     stats: Arc<Stats>,
@@ -435,7 +455,18 @@ struct Worker {
 }
 
 impl Worker {
+    fn count(&self, outcome: CallOutcome, started: Instant) {
+        self.stats.count(outcome);
+        if let Some(o) = &self.observer {
+            o(
+                outcome,
+                self.env.monotonic().saturating_duration_since(started),
+            );
+        }
+    }
+
     fn run(self, ticket: Ticket<Answer>, job: Job) {
+        let started = self.env.monotonic();
         let cutoff = job.arrived
             + match self.settings.late {
                 Late::Stretch => STRETCH_LIMIT + SLACK,
@@ -473,7 +504,7 @@ impl Worker {
             Err(e) => {
                 self.log
                     .warn(&format!("forward to {target}: {e}; answering the fallback"));
-                self.stats.count(CallOutcome::Error);
+                self.count(CallOutcome::Error, started);
                 ticket.complete(job.fallback, self.env.now());
                 return;
             }
@@ -503,7 +534,7 @@ impl Worker {
                 }
             }
         };
-        self.stats.count(outcome);
+        self.count(outcome, started);
     }
 
     /// `kf`: the fallback went out in time; the real answer follows as a customer-service

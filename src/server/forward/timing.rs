@@ -1,7 +1,7 @@
 //! WeChat's deadline, in one place.
 //!
 //! WeChat's passive-reply documentation (消息管理 → 被动回复用户消息,
-//! https://developers.weixin.qq.com/doc/service/en/Message_Management/Passive_user_reply_message.html):
+//! <https://developers.weixin.qq.com/doc/service/en/Message_Management/Passive_user_reply_message.html>):
 //! "假如服务器无法保证在五秒内处理并回复，…微信服务器在五秒内收不到响应会断掉连接，并且重新发起请求，
 //! 总共重试三次" — the server has 5 seconds; WeChat then drops the connection and sends the same
 //! push again, three tries in all. Observed in the wild: the attempts arrive about 5 s apart
