@@ -8,8 +8,9 @@ run:
 	cargo build --release
 	@scripts/run.sh $(PORT)
 
-## test: format check, clippy with warnings as errors, every test
+## test: format check, clippy with warnings as errors, every test, vendor/tiny_http = 0.12.0 + patches
 test:
+	scripts/check-vendor.sh
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo test --all-targets
