@@ -29,6 +29,7 @@ Serve options (each also read from the environment variable shown; a flag wins):
   --threads N        request handler threads         WXMP_THREADS  [default: 4 x cores, 8..64]
   --cache-mb MB      retry cache memory budget       WXMP_CACHE_MB [default: 32]
   --cache-ttl SECS   how long replies are kept       WXMP_CACHE_TTL [default: 60]
+  --max-connections N  open connections (more: 503)  WXMP_MAX_CONNECTIONS [default: open-files limit / 2, at most 4096]
 ";
 
 /// What to do.
@@ -102,6 +103,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                     "threads" => &mut serve.threads,
                     "cache-mb" => &mut serve.cache_mb,
                     "cache-ttl" => &mut serve.cache_ttl,
+                    "max-connections" => &mut serve.max_connections,
                     _ => {
                         return Err(CliError(format!(
                             "unknown option --{name} (see wxmp --help)"

@@ -31,6 +31,7 @@ pub struct RawServe {
     pub threads: Option<String>,
     pub cache_mb: Option<String>,
     pub cache_ttl: Option<String>,
+    pub max_connections: Option<String>,
 }
 
 /// A validated configuration.
@@ -44,6 +45,8 @@ pub struct Config {
     pub rules: Option<PathBuf>,
     pub threads: usize,
     pub cache: Limits,
+    /// `None`: derived from the descriptor limit at start ([`default_max_connections`]).
+    pub max_connections: Option<usize>,
 }
 
 /// A configuration value that cannot be used; the message names the flag and the variable.
@@ -63,6 +66,13 @@ impl std::error::Error for ConfigError {}
 pub fn default_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores * 4).clamp(8, 64)
+}
+
+/// Default cap on open connections. Each holds one descriptor and one thread; half of what the
+/// descriptor limit leaves after 64 for everything else keeps accept (and the 503 it answers
+/// past the cap) from ever running out, and 4096 bounds the threads.
+pub fn default_max_connections(fd_limit: u64) -> usize {
+    (fd_limit.saturating_sub(64) / 2).clamp(16, 4096) as usize
 }
 
 impl Config {
@@ -138,6 +148,14 @@ impl Config {
                 "invalid cache TTL {cache_ttl} (--cache-ttl / WXMP_CACHE_TTL): WeChat retries for about 15 s; use at least 30"
             )));
         }
+        let max_connections = pick(raw.max_connections, "WXMP_MAX_CONNECTIONS")
+            .map(|v| number(Some(v), "--max-connections / WXMP_MAX_CONNECTIONS", 0usize))
+            .transpose()?;
+        if let Some(n) = max_connections.filter(|n| !(1..=1_000_000).contains(n)) {
+            return Err(ConfigError(format!(
+                "invalid connection limit {n} (--max-connections / WXMP_MAX_CONNECTIONS): expected 1 to 1000000"
+            )));
+        }
         Ok(Config {
             host,
             port,
@@ -151,6 +169,7 @@ impl Config {
                 max_entries: Limits::default().max_entries,
                 max_bytes: cache_mb.saturating_mul(1 << 20),
             },
+            max_connections,
         })
     }
 }
@@ -263,6 +282,31 @@ mod tests {
             .unwrap_err()
             .0
             .contains("--threads"));
+        let connections = RawServe {
+            max_connections: Some("0".into()),
+            ..raw_with_token()
+        };
+        assert!(Config::resolve(connections, &env_of(&[]))
+            .unwrap_err()
+            .0
+            .contains("--max-connections"));
+    }
+
+    #[test]
+    fn the_connection_cap_defaults_from_the_descriptor_limit() {
+        let c =
+            Config::resolve(raw_with_token(), &env_of(&[("WXMP_MAX_CONNECTIONS", "")])).unwrap();
+        assert_eq!(c.max_connections, None);
+        let c = Config::resolve(
+            raw_with_token(),
+            &env_of(&[("WXMP_MAX_CONNECTIONS", "300")]),
+        )
+        .unwrap();
+        assert_eq!(c.max_connections, Some(300));
+        assert_eq!(default_max_connections(256), 96);
+        assert_eq!(default_max_connections(1024), 480);
+        assert_eq!(default_max_connections(1 << 20), 4096);
+        assert_eq!(default_max_connections(0), 16);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod dedup;
+pub mod http_log;
 pub mod log;
 pub mod message;
 pub mod query;

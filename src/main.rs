@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use wxmp::app::{App, SystemEnv};
 use wxmp::cli::{self, Command};
-use wxmp::config::{Config, RawServe};
+use wxmp::config::{self, Config, RawServe};
 use wxmp::routes::{self, Service};
 use wxmp::rules::RuleSet;
 use wxmp::{log, reload};
 
 /// How long a stop may take before the process exits anyway (Docker kills after 10 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// Exit code of a stop that had to abandon requests still running after [`SHUTDOWN_GRACE`].
+const EXIT_UNCLEAN_STOP: i32 = 1;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -76,6 +78,13 @@ fn serve(raw: RawServe) -> ExitCode {
     // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024 would
     // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    // Past the cap new connections get a 503, so a flood of connections makes the server busy
+    // instead of exhausting descriptors or threads. tiny_http reads it when rouille builds it.
+    let max_connections = config.max_connections.unwrap_or_else(|| {
+        config::default_max_connections(if fd_limit > 0 { fd_limit } else { 1024 })
+    });
+    tiny_http::control::set_max_connections(max_connections);
+    wxmp::http_log::install();
     let app = Arc::new(App::new(
         config.token.clone(),
         config.safe.clone(),
@@ -122,7 +131,7 @@ fn serve(raw: RawServe) -> ExitCode {
     });
 
     println!(
-        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads, {} file descriptors)",
+        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads, {} file descriptors, {} connections)",
         env!("CARGO_PKG_VERSION"),
         server.server_addr(),
         config.path,
@@ -134,18 +143,27 @@ fn serve(raw: RawServe) -> ExitCode {
             .map_or("built in".to_owned(), |p| format!("from {}", p.display())),
         config.threads,
         fd_limit,
+        max_connections,
     );
     let _ = io::stdout().flush();
 
+    // poll_timeout returns at least once per timeout even under load (a tiny_http patch), so
+    // the flag is seen promptly.
     while !term.load(Ordering::Relaxed) {
         server.poll_timeout(Duration::from_millis(100));
     }
-    log::info("stopping: no new requests; finishing those in flight");
+    log::info("stopping: no new connections; finishing the requests in flight");
+    // Closes the listener and idle connections; a connection inside a request finishes it, and
+    // its answer closes it.
+    tiny_http::control::shutdown();
     thread::spawn(|| {
         thread::sleep(SHUTDOWN_GRACE);
         log::warn("requests still running after the grace period; exiting anyway");
-        std::process::exit(0);
+        std::process::exit(EXIT_UNCLEAN_STOP);
     });
+    while tiny_http::control::open_connections() > 0 {
+        server.poll_timeout(Duration::from_millis(20));
+    }
     server.join();
     stop_watcher.store(true, Ordering::Relaxed);
     if let Some(w) = watcher {
