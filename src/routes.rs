@@ -60,7 +60,7 @@ pub fn handle(service: &Service, req: &Request) -> Response {
             // The path is logged only up to the query: the query holds signatures, not secrets,
             // but it is noise; the body is never logged.
             log::request(
-                req.method(),
+                &printable(req.method()),
                 &printable(path),
                 status,
                 &reason,
@@ -141,7 +141,7 @@ fn read_body(req: &Request) -> Result<Vec<u8>, Rejection> {
     Ok(body)
 }
 
-/// Keeps log lines one line: control characters in a hostile path are escaped.
+/// Keeps log lines one line: control characters in a hostile method or path are escaped.
 fn printable(s: &str) -> String {
     let cut: String = s.chars().take(200).collect();
     cut.escape_debug().to_string()
