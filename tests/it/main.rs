@@ -5,6 +5,7 @@ mod binary;
 mod docs;
 mod fixtures;
 mod helpers;
+mod hostile;
 mod http;
 mod interop;
 mod regressions;
