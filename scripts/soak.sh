@@ -3,6 +3,12 @@
 # SOAK_REQUESTS (default 1 000 000) mixed requests over SOAK_CONNECTIONS (default 50) keep-alive
 # connections with examples/soak.rs, and fails on any 5xx, wrong answer, RSS growth over 10%,
 # a panic in the server log or an unclean stop.
+#
+# Meanwhile (unless SOAK_HOSTILE=0) examples/soak_hostile.rs sends the traffic of each finding
+# of issue 9 (HTTP/2 prefaces, idle floods, unread pipelines, endless chunk-size lines, trickled
+# bodies, smuggling, oversized heads, control bytes) and fails on any unexpected answer; at the
+# end the server's descriptors and threads must be back where they started, and its peak RSS
+# under SOAK_RSS_LIMIT_MB (default 256).
 set -eu
 cd "$(dirname "$0")/.."
 requests=${SOAK_REQUESTS:-1000000}
@@ -11,13 +17,20 @@ token=soaktoken
 aes_key=abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG
 appid=wx2c2769f8efd9abc2
 
-cargo build --release --bin wxmp --example soak
+hostile=${SOAK_HOSTILE:-1}
+rss_limit_mb=${SOAK_RSS_LIMIT_MB:-256}
+
+cargo build --release --bin wxmp --example soak --example soak_hostile
 bin=${CARGO_TARGET_DIR:-target}/release
 
 logs=$(mktemp -d)
 server_pid=
+hostile_pid=
 # shellcheck disable=SC2317 # called by the trap
 cleanup() {
+    if [ -n "$hostile_pid" ] && kill -0 "$hostile_pid" 2>/dev/null; then
+        kill "$hostile_pid" 2>/dev/null || true
+    fi
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
         kill "$server_pid" 2>/dev/null || true
     fi
@@ -50,10 +63,50 @@ if [ -z "$addr" ]; then
 fi
 echo "soak: server pid $server_pid on $addr (logs in $logs)"
 
+fds() { find "/proc/$server_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+threads() { awk '$1 == "Threads:" { print $2 }' "/proc/$server_pid/status"; }
+rss_mib() { awk '$1 == "VmRSS:" { print int($2 / 1024) }' "/proc/$server_pid/status"; }
+base_fds=$(fds)
+base_threads=$(threads)
+echo "soak: at start: $base_fds descriptors, $base_threads threads, $(rss_mib) MiB RSS"
+
 status=0
+if [ "$hostile" != 0 ]; then
+    "$bin/examples/soak_hostile" --addr "$addr" --token "$token" --pid "$server_pid" \
+        --stop-file "$logs/stop-hostile" >"$logs/hostile.out" 2>&1 &
+    hostile_pid=$!
+fi
 "$bin/examples/soak" --addr "$addr" --token "$token" --aes-key "$aes_key" \
     --appid "$appid" --pid "$server_pid" --requests "$requests" \
     --connections "$connections" || status=$?
+
+if [ -n "$hostile_pid" ]; then
+    touch "$logs/stop-hostile"
+    hostile_status=0
+    wait "$hostile_pid" || hostile_status=$?
+    hostile_pid=
+    cat "$logs/hostile.out"
+    [ "$hostile_status" -eq 0 ] || status=1
+    peak=$(sed -n 's/.*peak RSS \([0-9]*\) MiB.*/\1/p' "$logs/hostile.out")
+    if [ -z "$peak" ] || [ "$peak" -ge "$rss_limit_mb" ]; then
+        echo "soak: peak RSS ${peak:-?} MiB during the hostile mix, limit $rss_limit_mb MiB" >&2
+        status=1
+    fi
+fi
+# Connections closed, their threads gone (idle pool threads end after 5 s): back to the start.
+settled=
+for _ in $(seq 60); do
+    if [ "$(fds)" -le "$base_fds" ] && [ "$(threads)" -le "$base_threads" ]; then
+        settled=1
+        break
+    fi
+    sleep 0.5
+done
+echo "soak: at the end: $(fds) descriptors, $(threads) threads, $(rss_mib) MiB RSS"
+if [ -z "$settled" ]; then
+    echo "soak: descriptors or threads did not return to $base_fds / $base_threads" >&2
+    status=1
+fi
 
 kill -TERM "$server_pid"
 server_status=0
