@@ -49,6 +49,8 @@ pub const BODY_BUDGET: usize = 64 << 20;
 pub const MAX_DRAIN: u64 = 64 * 1024;
 /// A response is passed from the handler to the connection thread in pieces of this size.
 pub const SINK_CHUNK: usize = 64 * 1024;
+/// A connection keeps its response buffer for the next response up to this capacity.
+const KEPT_BUFFER: usize = 16 * 1024;
 /// After answering and before closing, input is read and dropped for this long (at most
 /// [`MAX_DRAIN`] bytes), so the close does not reset the connection and destroy the answer.
 const LINGER: Duration = Duration::from_secs(1);
@@ -65,6 +67,7 @@ pub(crate) fn serve(
 ) {
     let peer_addr = socket.clone().peer_addr().ok().flatten();
     let mut conn = Conn {
+        spare: Vec::new(),
         reader: Some(BufReader::with_capacity(
             4096,
             SocketReader {
@@ -86,6 +89,11 @@ pub(crate) fn serve(
 
 struct Conn {
     socket: Connection,
+    /// The buffer the next response is written into, handed back with the last response's
+    /// bytes. Reusing it keeps handler threads from allocating each response and this thread
+    /// from freeing it: with hundreds of connection threads, glibc's per-thread caches kept
+    /// such foreign chunks and the heap fragmented (RSS crept up under a flood).
+    spare: Vec<u8>,
     /// Lent to the handler, with the request, while it reads a large body.
     reader: Option<BufReader<SocketReader>>,
     peer: String,
@@ -199,7 +207,7 @@ impl Conn {
             body,
             length,
             must_send_continue,
-            Box::new(ResponseSink::new(sink)),
+            Box::new(ResponseSink::new(sink, std::mem::take(&mut self.spare))),
             Arc::clone(&close),
         );
         self.messages.push(request.into());
@@ -332,10 +340,14 @@ impl Conn {
         let mut ok = true;
         loop {
             match pieces.recv_timeout(Duration::from_secs(1)) {
-                Ok(piece) => {
+                Ok(mut piece) => {
                     if ok {
                         let deadline = Instant::now() + WRITE_DEADLINE;
                         ok = write_all_by(&self.socket, &piece, deadline).is_ok();
+                    }
+                    if piece.capacity() <= KEPT_BUFFER {
+                        piece.clear();
+                        self.spare = piece;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) if self.closed.load(Ordering::SeqCst) => {
@@ -554,9 +566,10 @@ pub(crate) struct ResponseSink {
 }
 
 impl ResponseSink {
-    fn new(pieces: SyncSender<Vec<u8>>) -> Self {
+    /// `buf` (empty) is reused; its capacity is kept from earlier responses.
+    fn new(pieces: SyncSender<Vec<u8>>, buf: Vec<u8>) -> Self {
         ResponseSink {
-            buf: Vec::new(),
+            buf,
             pieces: Some(pieces),
         }
     }
