@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example soak_hostile -- --addr 127.0.0.1:8080 --token T \
-//!     --stop-file PATH [--pid PID] [--idle 300]
+//!     --stop-file PATH [--pid PID] [--idle 300] [--kinds smuggling,idle-flood,...]
 //! ```
 //!
 //! Prints a table (kind, exchanges, unexpected outcomes) and the server's peak RSS and
@@ -30,6 +30,8 @@ struct Config {
     pid: Option<u32>,
     stop_file: PathBuf,
     idle: usize,
+    /// Only these kinds (by name); all when empty.
+    kinds: Vec<String>,
 }
 
 /// One kind of hostile traffic: its name, which finding it is, and one round of it, which
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
     let workers: Vec<_> = KINDS
         .iter()
         .enumerate()
+        .filter(|(_, (name, _, _))| cfg.kinds.is_empty() || cfg.kinds.iter().any(|k| k == name))
         .map(|(i, &(name, _, round))| {
             let (cfg, counts, shown, stop) = (
                 Arc::clone(&cfg),
@@ -144,6 +147,7 @@ fn parse_args() -> Result<Config, String> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_env();
     let (mut addr, mut token, mut pid, mut stop_file, mut idle) = (None, None, None, None, 300);
+    let mut kinds = Vec::new();
     fn value(p: &mut lexopt::Parser) -> Result<String, String> {
         p.value()
             .map_err(|e| e.to_string())?
@@ -157,6 +161,12 @@ fn parse_args() -> Result<Config, String> {
             Long("pid") => pid = Some(value(&mut p)?.parse().map_err(|_| "--pid: not a number")?),
             Long("stop-file") => stop_file = Some(PathBuf::from(value(&mut p)?)),
             Long("idle") => idle = value(&mut p)?.parse().map_err(|_| "--idle: not a number")?,
+            Long("kinds") => {
+                kinds = value(&mut p)?.split(',').map(str::to_owned).collect();
+                if let Some(k) = kinds.iter().find(|k| !KINDS.iter().any(|(n, _, _)| n == k)) {
+                    return Err(format!("--kinds: no kind {k:?}"));
+                }
+            }
             other => return Err(other.unexpected().to_string()),
         }
     }
@@ -169,6 +179,7 @@ fn parse_args() -> Result<Config, String> {
         pid,
         stop_file: stop_file.ok_or("--stop-file is required")?,
         idle,
+        kinds,
     })
 }
 
