@@ -68,11 +68,14 @@ pub(crate) fn serve(
     let peer_addr = socket.clone().peer_addr().ok().flatten();
     let mut conn = Conn {
         spare: Vec::new(),
+        write_timeout: CallTimeout(Some(crate::SOCKET_TIMEOUT)),
         reader: Some(BufReader::with_capacity(
             4096,
             SocketReader {
                 socket: socket.clone(),
                 deadline: None,
+                // Set on every accepted socket by the accept loop.
+                timeout: CallTimeout(Some(crate::SOCKET_TIMEOUT)),
             },
         )),
         peer: peer_addr.map_or_else(|| "-".to_owned(), |a| a.to_string()),
@@ -89,6 +92,7 @@ pub(crate) fn serve(
 
 struct Conn {
     socket: Connection,
+    write_timeout: CallTimeout,
     /// The buffer the next response is written into, handed back with the last response's
     /// bytes. Reusing it keeps handler threads from allocating each response and this thread
     /// from freeing it: with hundreds of connection threads, glibc's per-thread caches kept
@@ -317,7 +321,12 @@ impl Conn {
         }
         let mut bytes = Vec::with_capacity(256);
         response.raw_print(&mut bytes, HTTPVersion(1, 1), &[], false, None)?;
-        write_all_by(&self.socket, &bytes, Instant::now() + WRITE_DEADLINE)?;
+        write_all_by(
+            &self.socket,
+            &mut self.write_timeout,
+            &bytes,
+            Instant::now() + WRITE_DEADLINE,
+        )?;
         Ok(true)
     }
 
@@ -329,6 +338,7 @@ impl Conn {
         }
         write_all_by(
             &self.socket,
+            &mut self.write_timeout,
             b"HTTP/1.1 100 Continue\r\n\r\n",
             Instant::now() + WRITE_DEADLINE,
         )
@@ -343,7 +353,8 @@ impl Conn {
                 Ok(mut piece) => {
                     if ok {
                         let deadline = Instant::now() + WRITE_DEADLINE;
-                        ok = write_all_by(&self.socket, &piece, deadline).is_ok();
+                        ok = write_all_by(&self.socket, &mut self.write_timeout, &piece, deadline)
+                            .is_ok();
                     }
                     if piece.capacity() <= KEPT_BUFFER {
                         piece.clear();
@@ -426,6 +437,7 @@ fn timed_out() -> io::Error {
 pub(crate) struct SocketReader {
     socket: Connection,
     deadline: Option<Instant>,
+    timeout: CallTimeout,
 }
 
 impl Read for SocketReader {
@@ -437,9 +449,8 @@ impl Read for SocketReader {
         if wait.is_zero() {
             return Err(timed_out());
         }
-        // A zero timeout would mean "wait forever".
-        self.socket
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let socket = &self.socket;
+        self.timeout.fit(wait, |t| socket.set_read_timeout(t))?;
         match (&self.socket).read(buf) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => Err(timed_out()),
             other => other,
@@ -447,14 +458,44 @@ impl Read for SocketReader {
     }
 }
 
+/// The timeout in place on one direction of the socket (`SO_RCVTIMEO`/`SO_SNDTIMEO` bound each
+/// call, not a total). The one in place is kept while it ends no earlier than the deadline and
+/// at most [`SLACK`] after it, which saves a system call on nearly every read and write.
+struct CallTimeout(Option<Duration>);
+
+/// How far past its deadline a read or write may block.
+const SLACK: Duration = Duration::from_secs(1);
+
+impl CallTimeout {
+    fn fit(
+        &mut self,
+        wait: Duration,
+        set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        // A zero timeout would mean "wait forever".
+        let wait = wait.max(Duration::from_millis(1));
+        if matches!(self.0, Some(t) if t >= wait && t <= wait + SLACK) {
+            return Ok(());
+        }
+        set(Some(wait))?;
+        self.0 = Some(wait);
+        Ok(())
+    }
+}
+
 /// Writes all of `data` by `deadline`.
-fn write_all_by(socket: &Connection, mut data: &[u8], deadline: Instant) -> io::Result<()> {
+fn write_all_by(
+    socket: &Connection,
+    timeout: &mut CallTimeout,
+    mut data: &[u8],
+    deadline: Instant,
+) -> io::Result<()> {
     while !data.is_empty() {
         let wait = deadline.saturating_duration_since(Instant::now());
         if wait.is_zero() {
             return Err(timed_out());
         }
-        socket.set_write_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        timeout.fit(wait, |t| socket.set_write_timeout(t))?;
         match (&*socket).write(data) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
