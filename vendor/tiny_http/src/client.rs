@@ -250,6 +250,8 @@ impl Conn {
             if !reservation.grow(step) {
                 return Err(Refusal::Budget);
             }
+            // Exactly what the budget granted: read_to_end alone would double the capacity.
+            data.reserve_exact(step);
             let got = reader
                 .by_ref()
                 .take(step as u64)
@@ -271,6 +273,7 @@ impl Conn {
         let reader = self.reader.as_mut().ok_or(Refusal::Gone)?;
         let mut reservation = Reservation(0);
         let mut data = Vec::new();
+        // A refusal by the budget comes back from the decoder as this 503.
         let mut grow = |step: usize| {
             if reservation.grow(step) {
                 Ok(())

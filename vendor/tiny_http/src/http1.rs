@@ -364,6 +364,8 @@ pub fn read_chunked<R: BufRead>(
             }
             let step = left.min(room as u64).min(64 * 1024) as usize;
             grow(step)?;
+            // Exactly what `grow` granted: read_to_end alone would double the capacity.
+            out.reserve_exact(step);
             let start = out.len();
             let got = r.by_ref().take(step as u64).read_to_end(out)?;
             if got < step {
