@@ -56,7 +56,8 @@ env -u WXMP_HOST -u WXMP_PORT -u WXMP_PATH -u WXMP_TOKEN -u WXMP_AES_KEY -u WXMP
 server_pid=$!
 addr=
 for _ in $(seq 100); do
-    addr=$(sed -n 's|.*listening on http://\([^/]*\)/.*|\1|p' "$logs/stdout")
+    # The file may not exist yet: the shell creates it when the background job starts.
+    addr=$(sed -n 's|.*listening on http://\([^/]*\)/.*|\1|p' "$logs/stdout" 2>/dev/null || true)
     [ -n "$addr" ] && break
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.1
