@@ -32,6 +32,9 @@ elif [ $# -gt 0 ]; then
 fi
 
 die() { echo "check-vendor: $*" >&2; exit 1; }
+for tool in curl sha256sum tar patch diff; do
+    command -v "$tool" >/dev/null || die "needs $tool (e.g. apt-get install $tool)"
+done
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
