@@ -75,8 +75,8 @@ fn serve(raw: RawServe) -> ExitCode {
         None => RuleSet::builtin(),
     };
     let rule_count = rules.rules().len();
-    // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024 would
-    // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
+    // Each keep-alive connection holds a descriptor; the usual soft limit of 1024 would refuse
+    // connections before 1000 clients. Raise it to the hard limit, as Go does.
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
     // Past the cap new connections get a 503, so a flood of connections makes the server busy
     // instead of exhausting descriptors or threads. tiny_http reads it when rouille builds it.
