@@ -8,7 +8,8 @@ PORT ?= 8080
 run:
 	@scripts/run.sh $(PORT)
 
-## test: format, clippy -D warnings, every test, docs, the fuzz crate, wechatpy when installed
+## test: vendor/tiny_http = 0.12.0 + patches, format, clippy -D warnings, every test, docs, the
+## fuzz crate, and wechatpy and prometheus_client when installed
 test:
 	scripts/test.sh
 

@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 fx=../tests/fixtures
 c=corpus
 rm -f "$c"/*/seed-*
-mkdir -p "$c"/parse_message "$c"/decrypt "$c"/rules_file "$c"/post_handler
+mkdir -p "$c"/parse_message "$c"/decrypt "$c"/rules_file "$c"/post_handler "$c"/http_parser
 # One raw byte, 0..255.
 byte() {
     # shellcheck disable=SC2059 # the format is the escape being built
@@ -126,4 +126,26 @@ post "compat-official" $((8 | 32)) \
     "$fx/safe_compat_sample.xml"
 post "healthz" $((1 | 32)) "/healthz" /dev/null
 post "unknown-path" $((32)) "/nope?x=1" "$fx/text.xml"
+
+# http_parser: a body-limit byte (x16), then what a client sends: pipelined requests, chunked
+# bodies with extensions and trailers, and each kind of head the parser must refuse.
+http() { # NAME LIMIT-BYTE TEXT (printf escapes)
+    { byte "$2"; printf "$3"; } >"$c/http_parser/seed-$1"
+}
+http get 64 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'
+http pipelined 64 'GET / HTTP/1.1\r\nHost: x\r\n\r\nHEAD /healthz HTTP/1.1\r\n\r\nGET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /y HTTP/1.1\r\nConnection: close\r\n\r\n'
+http post-length 64 'POST /weixin?signature=a&timestamp=1&nonce=2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 13\r\n\r\n<xml></xml>\r\nGET / HTTP/1.1\r\n\r\n'
+http chunked 64 'POST /weixin HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\nGET / HTTP/1.1\r\n\r\n'
+http chunked-over-limit 1 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20\r\n0123456789abcdef0123456789abcdef\r\n0\r\n\r\n'
+http expect 64 'POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc'
+http http2 64 'GET / HTTP/2.0\r\n\r\n'
+http h2c-preface 64 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
+http smuggle-cl-cl 64 'POST / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 18\r\n\r\nGET /s HTTP/1.1\r\n\r\n'
+http smuggle-te-cl 64 'POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n'
+http te-gzip 64 'POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n'
+http obs-fold 64 'GET / HTTP/1.1\r\nX-A: 1\r\n X-B: 2\r\n\r\n'
+http method-ctl 64 'GE\033T / HTTP/1.1\r\n\r\n'
+http bare-lf 64 'GET / HTTP/1.1\nHost: x\n\n'
+http non-ascii 64 'GET / HTTP/1.1\r\nX-Name: caf\303\251\r\n\r\n'
+
 echo "$(find "$c" -name 'seed-*' | wc -l) seeds"

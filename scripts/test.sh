@@ -4,6 +4,8 @@
 set -eu -o pipefail
 cd "$(dirname "$0")/.."
 
+# vendor/tiny_http is the published 0.12.0 plus the patch files in vendor/tiny_http/patches.
+scripts/check-vendor.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets

@@ -38,6 +38,7 @@ Serve options (each also read from the environment variable shown; a flag wins):
   --threads N        request handler threads         WXMP_THREADS  [default: 4 x cores, 8..64]
   --cache-mb MB      retry cache memory budget       WXMP_CACHE_MB [default: 32, at least 1]
   --cache-ttl SECS   how long replies are kept       WXMP_CACHE_TTL [default: 60, at least 30]
+  --max-connections N  open connections (more: 503)  WXMP_MAX_CONNECTIONS [default: open-files limit / 2, at most 4096]
   --late MODE        late forward answers: stretch | kf  WXMP_LATE [default: stretch]
   --forward-secret S signs forwarded bodies (HMAC)   WXMP_FORWARD_SECRET
   --forward-capacity N  forwarded pushes in flight   WXMP_FORWARD_CAPACITY [default: 200]
@@ -208,6 +209,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                     }
                     "log-format" => &mut serve.log_format,
                     "metrics-addr" => &mut serve.metrics_addr,
+                    "max-connections" => &mut serve.max_connections,
                     _ => {
                         return Err(CliError(format!(
                             "unknown option --{name} (see wxmp --help)"

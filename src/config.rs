@@ -48,6 +48,7 @@ pub struct RawServe {
     pub quiet: Option<String>,
     pub log_openid: Option<String>,
     pub metrics_addr: Option<String>,
+    pub max_connections: Option<String>,
     /// `--secret`, `--api-base`, `--token-cache`, `--token-endpoint` (the AppID is `appid`).
     pub api: RawApi,
 }
@@ -85,6 +86,8 @@ pub struct Config {
     pub log_openid: bool,
     /// The metrics listener; `None`: off.
     pub metrics_addr: Option<SocketAddr>,
+    /// `None`: derived from the descriptor limit at start ([`default_max_connections`]).
+    pub max_connections: Option<usize>,
     /// Settings that are accepted but probably not meant; the server logs them at start.
     pub warnings: Vec<String>,
 }
@@ -107,6 +110,8 @@ pub fn default_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores * 4).clamp(8, 64)
 }
+
+pub use crate::server::run::default_max_connections;
 
 impl Config {
     /// Flags win over the environment (`env` looks a `WXMP_*` variable up), which wins over the
@@ -275,6 +280,14 @@ impl Config {
                 "--metrics-addr / WXMP_METRICS_ADDR {addr} is not a loopback address: anyone who can reach it can read /metrics, and the live view (wxmp tail) is off because it shows message content; use 127.0.0.1:PORT unless a scraper elsewhere needs it"
             ));
         }
+        let max_connections = pick(raw.max_connections, "WXMP_MAX_CONNECTIONS")
+            .map(|v| number(Some(v), "--max-connections / WXMP_MAX_CONNECTIONS", 0usize))
+            .transpose()?;
+        if let Some(n) = max_connections.filter(|n| !(1..=1_000_000).contains(n)) {
+            return Err(ConfigError(format!(
+                "invalid connection limit {n} (--max-connections / WXMP_MAX_CONNECTIONS): expected 1 to 1000000"
+            )));
+        }
         Ok(Config {
             host,
             port,
@@ -294,6 +307,7 @@ impl Config {
             quiet,
             log_openid,
             metrics_addr,
+            max_connections,
             warnings,
         })
     }
@@ -562,6 +576,31 @@ mod tests {
             .unwrap_err()
             .0
             .contains("--threads"));
+        let connections = RawServe {
+            max_connections: Some("0".into()),
+            ..raw_with_token()
+        };
+        assert!(Config::resolve(connections, &env_of(&[]))
+            .unwrap_err()
+            .0
+            .contains("--max-connections"));
+    }
+
+    #[test]
+    fn the_connection_cap_defaults_from_the_descriptor_limit() {
+        let c =
+            Config::resolve(raw_with_token(), &env_of(&[("WXMP_MAX_CONNECTIONS", "")])).unwrap();
+        assert_eq!(c.max_connections, None);
+        let c = Config::resolve(
+            raw_with_token(),
+            &env_of(&[("WXMP_MAX_CONNECTIONS", "300")]),
+        )
+        .unwrap();
+        assert_eq!(c.max_connections, Some(300));
+        assert_eq!(default_max_connections(256), 96);
+        assert_eq!(default_max_connections(1024), 480);
+        assert_eq!(default_max_connections(1 << 20), 4096);
+        assert_eq!(default_max_connections(0), 16);
     }
 
     #[test]

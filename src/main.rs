@@ -126,6 +126,7 @@ fn serve(raw: RawServe) -> ExitCode {
         cache: config.cache,
         forward: config.forward.clone(),
         api: config.api.clone(),
+        max_connections: config.max_connections,
         metrics: config.metrics_addr,
         access: AccessOptions {
             quiet: config.quiet,

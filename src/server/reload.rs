@@ -1,13 +1,15 @@
-//! Hot reload of the rules file: polled about once a second by modification time (and size, for
-//! editors that write twice within a second), and on demand (SIGHUP). A reload that fails keeps
-//! the old rules and logs why, so a typo never takes the account down.
+//! Hot reload of the rules file: polled by modification time and size, and on demand (SIGHUP).
+//! A changed file is loaded only once it has stopped changing for [`SETTLE`] and did not change
+//! while being read: a file rewritten in place (most editors' default, and `>` in a shell)
+//! passes through empty and half-written states, which parse as valid, shorter rule sets. A
+//! reload that fails keeps the old rules and logs why, so a typo never takes the account down.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::log::Log;
 use crate::rules::{RuleSet, RulesError};
@@ -16,7 +18,11 @@ use crate::server::metrics::Metrics;
 use crate::server::pipeline::Pipeline;
 
 const POLL: Duration = Duration::from_millis(250);
-const CHECK_EVERY: u32 = 4; // polls: about once a second
+/// How long a changed file must keep the same modification time and size before it is loaded:
+/// two polls. Editors write a file within milliseconds; a writer that pauses longer than this
+/// mid-file can still be caught half-way, so such files are best written elsewhere and renamed
+/// into place (the README says so).
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// Reads and parses a rules file; errors carry the file name and line.
 pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
@@ -45,29 +51,54 @@ pub fn watch(
     metrics: Arc<Metrics>,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
-        let mut last = stamp(&path);
-        let mut tick = 0u32;
+        // What was last loaded, and what the file looks like now and since when.
+        let mut loaded = stamp(&path);
+        let (mut seen, mut seen_since) = (loaded, Instant::now());
         while !stop.load(Ordering::Relaxed) {
             thread::sleep(POLL);
-            tick = tick.wrapping_add(1);
-            let forced = hup.swap(false, Ordering::Relaxed);
-            if !forced && !tick.is_multiple_of(CHECK_EVERY) {
-                continue;
-            }
             let now = stamp(&path);
-            if !forced && now == last {
-                continue;
+            if now != seen {
+                (seen, seen_since) = (now, Instant::now());
             }
-            last = now;
-            let why = if forced { "SIGHUP" } else { "file changed" };
-            metrics.reload(reload(&path, pipeline.account(), why, &log));
+            if hup.swap(false, Ordering::Relaxed) {
+                loaded = now;
+                metrics.reload(reload(&path, pipeline.account(), "SIGHUP", &log));
+            } else if now != loaded && seen_since.elapsed() >= SETTLE {
+                // Loaded only if the file did not change while it was read; otherwise the next
+                // polls see the change and wait again.
+                if let Some(set) = load_settled(&path, now) {
+                    loaded = now;
+                    let ok = swap_in(&path, pipeline.account(), set, "file changed", &log);
+                    metrics.reload(ok);
+                }
+            }
         }
     })
 }
 
+/// Loads the file if it still has the stamp `expected` after reading it. `None`: it changed
+/// meanwhile. A parse error is the result (logged by [`swap_in`]), not a reason to wait.
+fn load_settled(
+    path: &Path,
+    expected: Option<(SystemTime, u64)>,
+) -> Option<Result<RuleSet, RulesError>> {
+    let set = load(path);
+    (stamp(path) == expected).then_some(set)
+}
+
 /// Loads the file again and swaps it in (true), or keeps the old rules and says why (false).
 pub fn reload(path: &Path, account: &Account, why: &str, log: &Log) -> bool {
-    match load(path) {
+    swap_in(path, account, load(path), why, log)
+}
+
+fn swap_in(
+    path: &Path,
+    account: &Account,
+    loaded: Result<RuleSet, RulesError>,
+    why: &str,
+    log: &Log,
+) -> bool {
+    match loaded {
         Ok(set) => {
             let n = set.rules().len();
             for w in set.warnings() {

@@ -13,6 +13,7 @@ use crate::server::access::AccessOptions;
 use crate::server::account::Account;
 use crate::server::env::{Env, SystemEnv};
 use crate::server::forward::{self, Forwarder};
+use crate::server::http_log;
 use crate::server::metrics::Metrics;
 use crate::server::monitor::{self, Monitor};
 use crate::server::pipeline::Pipeline;
@@ -23,6 +24,8 @@ use crate::server::store::Limits;
 
 /// How long a stop may take before the process exits anyway (Docker kills after 10 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// Exit code of a stop that had to abandon requests still running after [`SHUTDOWN_GRACE`].
+const EXIT_UNCLEAN_STOP: i32 = 1;
 
 /// Where and how to listen, besides the account.
 #[derive(Debug, Clone)]
@@ -37,6 +40,8 @@ pub struct Listen {
     pub forward: forward::Settings,
     /// The WeChat API, for late answers under `kf` (needs the AppID and AppSecret).
     pub api: Option<crate::api::ApiConfig>,
+    /// Open connections at most (more get a 503); `None`: derived from the descriptor limit.
+    pub max_connections: Option<usize>,
     /// The metrics listener (`/metrics`, and `/tail` when on loopback); `None`: off.
     pub metrics: Option<SocketAddr>,
     /// What the access log shows.
@@ -96,6 +101,13 @@ impl fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
+/// Default cap on open connections. Each holds one descriptor and one thread; half of what the
+/// descriptor limit leaves after 64 for everything else keeps accept (and the 503 it answers
+/// past the cap) from ever running out, and 4096 bounds the threads.
+pub fn default_max_connections(fd_limit: u64) -> usize {
+    (fd_limit.saturating_sub(64) / 2).clamp(16, 4096) as usize
+}
+
 /// Serves `account` until SIGTERM or Ctrl-C, then finishes the requests in flight.
 pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeError> {
     let rule_count = account.rules.current().rules().len();
@@ -108,6 +120,13 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024 would
     // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    // Past the cap new connections get a 503, so a flood of connections makes the server busy
+    // instead of exhausting descriptors or threads. tiny_http reads it when rouille builds it.
+    let max_connections = listen
+        .max_connections
+        .unwrap_or_else(|| default_max_connections(if fd_limit > 0 { fd_limit } else { 1024 }));
+    tiny_http::control::set_max_connections(max_connections);
+    http_log::install(log.clone());
     let env: Arc<dyn Env> = Arc::new(SystemEnv);
     let metrics = Arc::new(Metrics::new());
     let mut forwarder = Forwarder::new(listen.forward.clone(), Arc::clone(&env), log.clone())
@@ -234,7 +253,7 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
         Some(m) => format!("; metrics on http://{}/metrics", m.addr),
     };
     println!(
-        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads + {} for held forwards, {} file descriptors){metrics_note}",
+        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads + {} for held forwards, {} file descriptors, {} connections){metrics_note}",
         env!("CARGO_PKG_VERSION"),
         server.server_addr(),
         path,
@@ -246,6 +265,7 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
         listen.threads,
         pool - listen.threads,
         fd_limit,
+        max_connections,
     );
     let _ = io::stdout().flush();
 
@@ -255,21 +275,29 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
             log.warn("SIGHUP: no rules file to reload; the built-in rules are in use (pass --rules FILE or set WXMP_RULES)");
         }
     }
-    log.info("stopping: no new requests; finishing those in flight");
+    log.info("stopping: no new connections; finishing the requests in flight");
+    // Closes the listeners and idle connections; a connection inside a request finishes it, and
+    // its answer closes it. A live-view reader waiting for news is let go.
+    tiny_http::control::shutdown();
+    if let Some(r) = &recent {
+        r.close();
+    }
     {
         let log = log.clone();
         thread::spawn(move || {
             thread::sleep(SHUTDOWN_GRACE);
             log.warn("requests still running after the grace period; exiting anyway");
-            std::process::exit(0);
+            std::process::exit(EXIT_UNCLEAN_STOP);
         });
+    }
+    // poll_timeout returns at least once per timeout even under load (a tiny_http patch), so
+    // requests that arrived before the stop are still handed out while the last ones finish.
+    while tiny_http::control::open_connections() > 0 {
+        server.poll_timeout(Duration::from_millis(20));
     }
     server.join();
     stop_watcher.store(true, Ordering::Relaxed);
     stop_monitor.store(true, Ordering::Relaxed);
-    if let Some(r) = &recent {
-        r.close();
-    }
     if let Some(m) = monitor {
         m.join();
     }

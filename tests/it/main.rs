@@ -8,6 +8,7 @@ mod docs;
 mod fixtures;
 mod forward;
 mod helpers;
+mod hostile;
 mod http;
 mod interop;
 mod observability;

@@ -108,7 +108,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use client::ClientConnection;
 use connection::Connection;
 use util::MessagesQueue;
 
@@ -117,6 +116,8 @@ pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 /// wxmp patch: read/write timeout on every accepted socket (idle keep-alive, stalled peers).
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
+#[doc(hidden)]
+pub use http1::fuzz_requests;
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
@@ -124,6 +125,8 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+pub mod control;
+mod http1;
 mod request;
 mod response;
 mod ssl;
@@ -145,6 +148,12 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // wxmp patch: when the current run of requests returned by `recv_timeout` began.
+    run_started: std::sync::Mutex<Option<std::time::Instant>>,
+
+    // wxmp patch: lets `control::shutdown` wake this server's accept loop.
+    _listener_entry: control::ListenerEntry,
 }
 
 enum Message {
@@ -290,78 +299,46 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
-
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        // wxmp patch: an idle or stalled peer must not hold a thread forever.
-                        sock.set_timeouts(SOCKET_TIMEOUT);
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
+        // wxmp patch: a fallible spawn (upstream panicked), and an accept loop that outlives any
+        // panic and any error: it owns the listener, so its death closed the port for good while
+        // the process lived on. TLS is not built in this copy, so `ssl` is always `None` here.
+        let max_connections = control::max_connections();
+        debug_assert!(ssl.is_none());
+        thread::Builder::new()
+            .name("tiny_http accept".into())
+            .spawn(move || {
+                let accept = AcceptLoop {
+                    listener: server,
+                    tasks_pool: util::TaskPool::new(),
+                    close: inside_close_trigger,
+                    messages: inside_messages,
+                    open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                    max_connections,
+                    refused_log: control::RateLimitedLog::new(),
+                    error_log: control::RateLimitedLog::new(),
                 };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
-                    Err(e) => {
-                        // wxmp patch: upstream stopped accepting for good on any error, so
-                        // running out of file descriptors (EMFILE) once took the server down.
-                        // Back off briefly and keep listening instead.
-                        log::error!("Error accepting new client: {}", e);
-                        thread::sleep(Duration::from_millis(10));
+                log::debug!("Running accept thread");
+                loop {
+                    let run =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| accept.run()));
+                    match run {
+                        Ok(()) => break,
+                        Err(_) => {
+                            log::error!("the accept loop panicked; restarting it");
+                            thread::sleep(Duration::from_millis(100));
+                        }
                     }
                 }
-            }
-            log::debug!("Terminating accept thread");
-        });
+                log::debug!("Terminating accept thread");
+            })?;
 
         // result
         Ok(Server {
             messages,
             close: close_trigger,
+            _listener_entry: control::register_listener(local_addr.clone()),
             listening_addr: local_addr,
+            run_started: std::sync::Mutex::new(None),
         })
     }
 
@@ -395,8 +372,27 @@ impl Server {
     }
 
     /// Same as `recv()` but doesn't block longer than timeout
+    ///
+    /// wxmp patch: under steady load, at least one `Ok(None)` per `timeout`. rouille's
+    /// `poll_timeout` loops while this returns requests, so upstream's never returned to its
+    /// caller under load, and a server could not be stopped.
     pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
-        match self.messages.pop_timeout(timeout) {
+        {
+            let mut run = self.run_started.lock().unwrap_or_else(|e| e.into_inner());
+            match *run {
+                Some(started) if started.elapsed() >= timeout => {
+                    *run = None;
+                    return Ok(None);
+                }
+                Some(_) => {}
+                None => *run = Some(std::time::Instant::now()),
+            }
+        }
+        let message = self.messages.pop_timeout(timeout);
+        if message.is_none() {
+            *self.run_started.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        match message {
             Some(Message::Error(err)) => Err(err),
             Some(Message::NewRequest(rq)) => Ok(Some(rq)),
             None => Ok(None),
@@ -427,22 +423,107 @@ impl Iterator for IncomingRequests<'_> {
     }
 }
 
+/// Connects briefly to a listener to unblock its accept thread.
+pub(crate) fn wake_accept(listening_addr: &ListenAddr) {
+    let maybe_stream = match listening_addr {
+        ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
+        #[cfg(unix)]
+        ListenAddr::Unix(addr) => match addr.as_pathname() {
+            // TODO: use connect_addr when its stabilized.
+            Some(path) => std::os::unix::net::UnixStream::connect(path).map(Connection::from),
+            None => return,
+        },
+    };
+    if let Ok(stream) = maybe_stream {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// wxmp patch: the accept loop, which survives running out of descriptors or threads and caps
+/// the connections it holds open.
+struct AcceptLoop {
+    listener: Listener,
+    tasks_pool: util::TaskPool,
+    close: Arc<AtomicBool>,
+    messages: Arc<MessagesQueue<Message>>,
+    /// Connections of this server now open.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    max_connections: usize,
+    refused_log: control::RateLimitedLog,
+    error_log: control::RateLimitedLog,
+}
+
+/// The whole answer to a connection over the cap, sent without reading the request.
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 5\r\nRetry-After: 1\r\nConnection: close\r\n\r\nbusy\n";
+
+impl AcceptLoop {
+    fn stopping(&self) -> bool {
+        self.close.load(Relaxed) || control::is_shutting_down()
+    }
+
+    fn run(&self) {
+        let mut backoff = control::Backoff::new();
+        while !self.stopping() {
+            let sock = match self.listener.accept() {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    // EMFILE/ENFILE (no descriptors), ENOBUFS/ENOMEM: the pending connection
+                    // stays queued; wait for descriptors to come back and retry.
+                    self.error_log
+                        .warn(&format_args!("cannot accept a connection: {}", e));
+                    backoff.sleep();
+                    continue;
+                }
+            };
+            backoff.reset();
+            if self.stopping() {
+                break;
+            }
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) >= self.max_connections {
+                busy(&sock);
+                self.refused_log.warn(&format_args!(
+                    "503 Service Unavailable: {} connections open, the most allowed (--max-connections)",
+                    self.max_connections
+                ));
+                continue;
+            }
+            sock.set_timeouts(SOCKET_TIMEOUT);
+            let registration = control::register(sock.clone(), &self.open);
+            let spare = sock.clone();
+            let messages = self.messages.clone();
+            let close = self.close.clone();
+            let mut job = Some((sock, registration));
+            let spawned = self.tasks_pool.spawn(Box::new(move || {
+                if let Some((sock, registration)) = job.take() {
+                    client::serve(sock, registration, messages.clone(), close.clone());
+                }
+            }));
+            if let Err(e) = spawned {
+                busy(&spare);
+                self.error_log.warn(&format_args!(
+                    "503 Service Unavailable: cannot start a thread: {}",
+                    e
+                ));
+                backoff.sleep();
+            }
+        }
+    }
+}
+
+/// Answers 503 without blocking and closes.
+fn busy(sock: &Connection) {
+    use std::io::Write;
+    let _ = sock.set_nonblocking(true);
+    let _ = (&*sock).write(BUSY);
+    let _ = sock.shutdown(Shutdown::Write);
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.close.store(true, Relaxed);
-        // Connect briefly to ourselves to unblock the accept thread
-        let maybe_stream = match &self.listening_addr {
-            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
-            #[cfg(unix)]
-            ListenAddr::Unix(addr) => {
-                // TODO: use connect_addr when its stabilized.
-                let path = addr.as_pathname().unwrap();
-                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
-            }
-        };
-        if let Ok(stream) = maybe_stream {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        wake_accept(&self.listening_addr);
 
         #[cfg(unix)]
         if let ListenAddr::Unix(addr) = &self.listening_addr {

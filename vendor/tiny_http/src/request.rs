@@ -206,7 +206,8 @@ where
             // connection's own thread, so a client trickling its body one byte at a time holds
             // only its own thread, never a request-handler thread. The buffer grows with what
             // actually arrives instead of trusting Content-Length up front.
-            let mut buffer: Vec<u8> = Vec::with_capacity(std::cmp::min::<usize>(content_length, 8192));
+            let mut buffer: Vec<u8> =
+                Vec::with_capacity(std::cmp::min::<usize>(content_length, 8192));
             let read = (&mut source_data)
                 .take(content_length as u64)
                 .read_to_end(&mut buffer)?;
@@ -251,6 +252,37 @@ where
         notify_when_responded: None,
         close_connection,
     })
+}
+
+/// wxmp patch: a request read by a connection's thread (`client.rs`), which has already read
+/// the head and decided how the body is read; responses go to `writer`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn from_connection(
+    method: Method,
+    path: String,
+    version: HTTPVersion,
+    headers: Vec<Header>,
+    remote_addr: Option<SocketAddr>,
+    body: Box<dyn Read + Send + 'static>,
+    body_length: Option<usize>,
+    must_send_continue: bool,
+    writer: Box<dyn Write + Send + 'static>,
+    close: std::sync::Arc<crate::util::CloseHandle>,
+) -> Request {
+    Request {
+        data_reader: Some(body),
+        response_writer: Some(writer),
+        remote_addr,
+        secure: false,
+        method,
+        path,
+        http_version: version,
+        headers,
+        body_length,
+        must_send_continue,
+        notify_when_responded: None,
+        close_connection: Some(close),
+    }
 }
 
 impl Request {
@@ -458,6 +490,12 @@ impl Request {
     {
         let mut writer = self.extract_writer_impl();
 
+        // wxmp patch: while the server stops, every response says the connection ends.
+        let response = if crate::control::is_shutting_down() {
+            response.closing()
+        } else {
+            response
+        };
         let closes = response.closes_connection();
         let do_not_send_body = self.method == Method::Head;
 

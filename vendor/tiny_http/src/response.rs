@@ -254,6 +254,12 @@ where
         self.close
     }
 
+    /// wxmp patch: the same response, ending the connection (`Connection: close`).
+    pub(crate) fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
     /// Adds a header to the list.
     /// Does all the checks.
     pub fn add_header<H>(&mut self, header: H)
@@ -264,8 +270,7 @@ where
 
         // wxmp patch: `Connection: close` is honoured (the connection closes after this
         // response) instead of silently dropped; other connection-level headers still are.
-        if header.field.equiv("Connection") && header.value.as_str().eq_ignore_ascii_case("close")
-        {
+        if header.field.equiv("Connection") && header.value.as_str().eq_ignore_ascii_case("close") {
             self.close = true;
             return;
         }
@@ -416,7 +421,8 @@ where
 
         // wxmp patch: tell the client the connection ends here.
         if self.close {
-            self.headers.push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+            self.headers
+                .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
         }
 
         // preparing headers for transfer

@@ -14,20 +14,30 @@ pub struct TaskPool {
 
 struct Sharing {
     // list of the tasks to be done by worker threads
-    todo: Mutex<VecDeque<Box<dyn FnMut() + Send>>>,
+    todo: Mutex<Todo>,
 
     // condvar that will be notified whenever a task is added to `todo`
     condvar: Condvar,
 
     // number of total worker threads running
     active_tasks: AtomicUsize,
+}
 
-    // number of idle worker threads
-    waiting_tasks: AtomicUsize,
+/// wxmp patch: idle threads are counted under the queue's lock, and a task handed to one takes
+/// it off the count at once. Upstream counted a woken thread as waiting until it ran, so a burst
+/// of connections was queued behind busy threads (long-lived connections) instead of getting
+/// new ones, and waited until some other connection ended.
+struct Todo {
+    tasks: VecDeque<Box<dyn FnMut() + Send>>,
+    /// Threads waiting for a task, less the tasks already queued for them.
+    idle: usize,
 }
 
 /// Minimum number of active threads.
 static MIN_THREADS: usize = 4;
+
+/// wxmp patch: stack size of the pool's threads.
+const STACK_SIZE: usize = 256 * 1024;
 
 struct Registration<'a> {
     nb: &'a AtomicUsize,
@@ -50,15 +60,18 @@ impl TaskPool {
     pub fn new() -> TaskPool {
         let pool = TaskPool {
             sharing: Arc::new(Sharing {
-                todo: Mutex::new(VecDeque::new()),
+                todo: Mutex::new(Todo {
+                    tasks: VecDeque::new(),
+                    idle: 0,
+                }),
                 condvar: Condvar::new(),
                 active_tasks: AtomicUsize::new(0),
-                waiting_tasks: AtomicUsize::new(0),
             }),
         };
 
+        // wxmp patch: spare threads are an optimisation; the pool works without them.
         for _ in 0..MIN_THREADS {
-            pool.add_thread(None)
+            let _ = pool.add_thread(None);
         }
 
         pool
@@ -66,21 +79,27 @@ impl TaskPool {
 
     /// Executes a function in a thread.
     /// If no thread is available, spawns a new one.
-    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
-        let mut queue = self.sharing.todo.lock().unwrap();
+    ///
+    /// wxmp patch: fails (dropping `code`) when the OS refuses a new thread; upstream panicked,
+    /// on the accept thread, which closed the port for good.
+    pub fn spawn(&self, code: Box<dyn FnMut() + Send>) -> std::io::Result<()> {
+        let mut todo = self.sharing.todo.lock().unwrap_or_else(|e| e.into_inner());
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
-            self.add_thread(Some(code));
+        if todo.idle == 0 {
+            drop(todo);
+            self.add_thread(Some(code))
         } else {
-            queue.push_back(code);
+            todo.idle -= 1;
+            todo.tasks.push_back(code);
             self.sharing.condvar.notify_one();
+            Ok(())
         }
     }
 
-    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
+    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) -> std::io::Result<()> {
         let sharing = self.sharing.clone();
 
-        thread::spawn(move || {
+        let body = move || {
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -90,30 +109,35 @@ impl TaskPool {
 
             loop {
                 let mut task: Box<dyn FnMut() + Send> = {
-                    let mut todo = sharing.todo.lock().unwrap();
+                    let mut todo = sharing.todo.lock().unwrap_or_else(|e| e.into_inner());
+                    todo.idle += 1;
 
                     let task;
                     loop {
-                        if let Some(poped_task) = todo.pop_front() {
+                        // A queued task was counted off `idle` when it was queued.
+                        if let Some(poped_task) = todo.tasks.pop_front() {
                             task = poped_task;
                             break;
                         }
-                        let _waiting_guard = Registration::new(&sharing.waiting_tasks);
 
                         let received =
                             if sharing.active_tasks.load(Ordering::Acquire) <= MIN_THREADS {
-                                todo = sharing.condvar.wait(todo).unwrap();
+                                todo = sharing
+                                    .condvar
+                                    .wait(todo)
+                                    .unwrap_or_else(|e| e.into_inner());
                                 true
                             } else {
                                 let (new_lock, waitres) = sharing
                                     .condvar
                                     .wait_timeout(todo, Duration::from_millis(5000))
-                                    .unwrap();
+                                    .unwrap_or_else(|e| e.into_inner());
                                 todo = new_lock;
                                 !waitres.timed_out()
                             };
 
-                        if !received && todo.is_empty() {
+                        if !received && todo.tasks.is_empty() {
+                            todo.idle -= 1;
                             return;
                         }
                     }
@@ -123,7 +147,12 @@ impl TaskPool {
 
                 task();
             }
-        });
+        };
+
+        // wxmp patch: a connection's thread needs little stack (a small one keeps thousands of
+        // connections cheap in address space), and a refused spawn is an error, not a panic.
+        thread::Builder::new().stack_size(STACK_SIZE).spawn(body)?;
+        Ok(())
     }
 }
 
