@@ -99,7 +99,8 @@ impl<R: Write> Write for NotifyOnDrop<R> {
 }
 impl<R> Drop for NotifyOnDrop<R> {
     fn drop(&mut self) {
-        self.sender.send(()).unwrap();
+        // wxmp patch: the connection may be gone, and with it the receiver; nobody to tell.
+        let _ = self.sender.send(());
     }
 }
 
@@ -479,7 +480,8 @@ impl Request {
     {
         let res = self.respond_impl(response);
         if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+            // wxmp patch: no panic when the connection is gone (see NotifyOnDrop).
+            let _ = sender.send(());
         }
         res
     }
@@ -550,7 +552,8 @@ impl Drop for Request {
             let response = Response::empty(500);
             let _ = self.respond_impl(response); // ignoring any potential error
             if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
+                // wxmp patch: no panic when the connection is gone (see NotifyOnDrop).
+                let _ = sender.send(());
             }
         }
     }
