@@ -185,6 +185,13 @@ impl RuleSet {
         &self.warnings
     }
 
+    /// Whether any rule (or the default) hands pushes to the user's own code.
+    pub fn forwards(&self) -> bool {
+        std::iter::once(&self.default)
+            .chain(self.rules.iter().map(|r| &r.action))
+            .any(|a| matches!(a, Action::Forward { .. }))
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
