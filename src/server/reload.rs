@@ -1,6 +1,6 @@
 //! Hot reload of the rules file: polled by modification time and size, and on demand (SIGHUP).
-//! A changed file is loaded only once it has stopped changing for [`SETTLE`] and did not change
-//! while being read: a file rewritten in place (most editors' default, and `>` in a shell)
+//! A changed file is loaded only once it has stopped changing for `SETTLE` (500 ms) and did not
+//! change while being read: a file rewritten in place (most editors' default, and `>` in a shell)
 //! passes through empty and half-written states, which parse as valid, shorter rule sets. A
 //! reload that fails keeps the old rules and logs why, so a typo never takes the account down.
 
