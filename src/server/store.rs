@@ -169,6 +169,12 @@ impl<V> Waiter<V> {
         self.attempt
     }
 
+    /// Names the push (every waiter and the ticket of one push share it) for as long as any of
+    /// them is alive, so work kept beside the store can be found again by any attempt.
+    pub fn push_id(&self) -> usize {
+        Arc::as_ptr(&self.pending) as *const () as usize
+    }
+
     /// Waits up to `timeout` for the answer; `None` if the first attempt failed or took too
     /// long, in which case the caller decides what to answer.
     pub fn wait(&self, timeout: Duration) -> Option<V> {

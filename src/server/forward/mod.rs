@@ -13,15 +13,20 @@
 //!   comes, goes out through the customer-service API ([`LateSender`]).
 //!
 //! Capacity is bounded: past `capacity` calls in flight (or `processes` commands running), a
-//! push gets its fallback at once rather than queueing past its deadline.
+//! push gets its fallback at once rather than queueing past its deadline. Under `stretch` a push
+//! whose last attempt answered the fallback stops counting at once, although its HTTP call runs
+//! on to its cutoff (a blocking read cannot be cut short): otherwise each push would keep its
+//! slot for up to a second after WeChat gave up on it, and a steady 200 held pushes would not
+//! fit in 200.
 
 pub mod command;
 pub mod http;
 pub mod timing;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -271,6 +276,9 @@ pub struct Forwarder {
     in_flight: Arc<AtomicUsize>,
     held: Arc<AtomicUsize>,
     processes: Arc<AtomicUsize>,
+    /// Under `stretch`, the capacity slots of calls in flight, by push: the last attempt gives
+    /// its push's slot back when it answers the fallback, or the call when it ends.
+    slots: Slots,
     /// Handler threads kept for held attempts: what the pool was sized with at start.
     held_cap: usize,
     /// The pool was sized without forwarding in mind, and a forward came: said once.
@@ -297,6 +305,42 @@ impl Drop for Permit {
     }
 }
 
+/// Capacity slots kept beside the retry store, keyed by [`Waiter::push_id`].
+#[derive(Clone, Default)]
+struct Slots(Arc<Mutex<HashMap<usize, Permit>>>);
+
+impl Slots {
+    fn keep(&self, push: usize, permit: Permit) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(push, permit);
+    }
+
+    /// Gives the push's slot back, if it still holds one.
+    fn release(&self, push: usize) {
+        let permit = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&push);
+        drop(permit);
+    }
+}
+
+/// Releases the push's slot when the call ends, however it ends. Declared after the waiter
+/// that keeps the push id alive, so it is dropped first and the id cannot have been reused.
+struct SlotGuard {
+    slots: Slots,
+    push: usize,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.slots.release(self.push);
+    }
+}
+
 impl Forwarder {
     pub fn new(settings: Settings, env: Arc<dyn Env>, log: Log) -> Forwarder {
         let settings_held = settings.held_threads();
@@ -311,6 +355,7 @@ impl Forwarder {
             in_flight: Arc::default(),
             held: Arc::default(),
             processes: Arc::default(),
+            slots: Slots::default(),
             held_cap: settings_held,
             warned_small_pool: AtomicBool::new(false),
         }
@@ -368,8 +413,18 @@ impl Forwarder {
             let settled = ticket.complete(fallback, self.env.now());
             return (settled.value, Attempt::new(1, Delivered::Fallback));
         };
+        // Under `stretch` the slot is kept where the last attempt can give it back; under `kf`
+        // the call may still deliver late, so it keeps the slot until it ends.
+        let permit = match self.settings.late {
+            Late::Stretch => {
+                self.slots.keep(waiter.push_id(), permit);
+                None
+            }
+            Late::Kf => Some(permit),
+        };
         let worker = Worker {
             settings: self.settings.clone(),
+            slots: self.slots.clone(),
             agent: self.agent.clone(),
             late_sender: self.late_sender.clone(),
             observer: self.observer.clone(),
@@ -465,6 +520,8 @@ impl Forwarder {
         }
         let settled = waiter.settle(fallback, self.env.now());
         let delivered = if settled.won {
+            // No attempt can use the call's answer any more (under `kf` nothing is kept here).
+            self.slots.release(waiter.push_id());
             Delivered::Fallback
         } else {
             Delivered::Answer
@@ -482,6 +539,7 @@ impl Attempt {
 /// The part of the forwarder a worker thread takes with it.
 struct Worker {
     settings: Settings,
+    slots: Slots,
     agent: ureq::Agent,
     late_sender: Option<Arc<dyn LateSender>>,
     observer: Option<Observer>,
@@ -510,6 +568,10 @@ impl Worker {
                 Late::Kf => self.settings.kf_wait,
             };
         let probe = ticket.waiter();
+        let _slot = SlotGuard {
+            slots: self.slots.clone(),
+            push: probe.push_id(),
+        };
         let late = self.settings.late;
         let answer = match &job.target {
             Target::Http { url } => http::call(
@@ -539,10 +601,14 @@ impl Worker {
         let reply = match answer {
             Ok(r) => r,
             Err(e) => {
-                self.log
-                    .warn(&format!("forward to {target}: {e}; answering the fallback"));
+                let settled = ticket.complete(job.fallback, self.env.now());
+                let then = if settled.won {
+                    "answering the fallback"
+                } else {
+                    "the push was already answered"
+                };
+                self.log.warn(&format!("forward to {target}: {e}; {then}"));
                 self.count(CallOutcome::Error, started);
-                ticket.complete(job.fallback, self.env.now());
                 return;
             }
         };
@@ -659,6 +725,57 @@ mod tests {
                 .any(|l| l.contains("started without forwarding rules")),
             "{:?}",
             capture.lines()
+        );
+    }
+
+    /// Under `stretch`, the last attempt answering the fallback gives its push's capacity slot
+    /// back at once, while the call still waits on an endpoint that never answers: otherwise a
+    /// steady 200 held pushes would not fit in a capacity of 200.
+    #[test]
+    fn the_last_attempt_gives_the_slot_back_while_the_call_still_runs() {
+        use crate::server::store::{Begin, Key, Limits, MemoryStore, RetryStore};
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let settings = Settings {
+            capacity: 1,
+            late: Late::Stretch,
+            ..Settings::default()
+        };
+        let capture = Arc::new(Capture::default());
+        let f = Forwarder::new(settings, Arc::new(SystemEnv), Log::to(capture));
+        let store = MemoryStore::<Answer>::new(Limits::default());
+        let key = Key::new(&["o", "1"]);
+        let Begin::Fresh(ticket) = store.begin(key.clone(), 0) else {
+            panic!("a new push is fresh")
+        };
+        // The push arrived 10 s ago, so the first attempt's hold is over already; the call's
+        // own cutoff is still 5.5 s away.
+        let arrived = Instant::now() - Duration::from_secs(10);
+        let mut push = job("wait");
+        push.target = Target::Http {
+            url: format!("http://{}/wechat", silent.local_addr().unwrap()),
+        };
+        push.arrived = arrived;
+        let (_, first) = f.start(ticket, push);
+        assert_eq!(first.delivered, Delivered::Held);
+        assert_eq!(f.in_flight(), 1);
+        let Begin::InFlight(_second) = store.begin(key.clone(), 0) else {
+            panic!("a retry joins")
+        };
+        let Begin::InFlight(third) = store.begin(key, 0) else {
+            panic!("a retry joins")
+        };
+        assert_eq!(third.attempt(), ATTEMPTS);
+        let last_arrived = Instant::now() - WECHAT_WAIT;
+        let (answer, last) = f.join(third, last_arrived, job("wait").fallback);
+        assert_eq!(
+            (&*answer.body, last.delivered),
+            ("wait", Delivered::Fallback)
+        );
+        assert_eq!(f.in_flight(), 0, "the slot was given back");
+        assert_eq!(
+            f.stats().calls(CallOutcome::Error),
+            0,
+            "the call is still running"
         );
     }
 
