@@ -46,6 +46,39 @@ pub enum Node {
     Tree(Vec<(String, Node)>),
 }
 
+/// The MsgTypes WeChat pushes to an Official Account: each is a [`Kind`] but `Other`.
+pub const MSG_TYPES: &[&str] = &[
+    "text",
+    "image",
+    "voice",
+    "video",
+    "shortvideo",
+    "location",
+    "link",
+    "miniprogrampage",
+    "event",
+];
+
+/// The events the model reads field by field, in WeChat's spelling: each is an [`Event`] but
+/// `Other`.
+pub const EVENTS: &[&str] = &[
+    "subscribe",
+    "unsubscribe",
+    "SCAN",
+    "LOCATION",
+    "CLICK",
+    "VIEW",
+    "view_miniprogram",
+    "scancode_push",
+    "scancode_waitmsg",
+    "pic_sysphoto",
+    "pic_photo_or_album",
+    "pic_weixin",
+    "location_select",
+    "TEMPLATESENDJOBFINISH",
+    "MASSSENDJOBFINISH",
+];
+
 /// A push's MsgType, with the fields that type carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::template::{Piece, Template};
 use super::{Action, ArticleSpec, KeyMatch, Matcher, ReplySpec, Rule, RuleSet, RulesError, Target};
-use crate::protocol::reply;
+use crate::protocol::{message, reply};
 
 impl RuleSet {
     /// Parses and validates a rules file's text; `file` only names it in errors and warnings.
@@ -157,37 +157,10 @@ fn key_span(text: &str, within: &Range<usize>, key: &str) -> Option<Range<usize>
     None
 }
 
-/// MsgTypes WeChat pushes to an Official Account.
-const MSG_TYPES: &[&str] = &[
-    "text",
-    "image",
-    "voice",
-    "video",
-    "shortvideo",
-    "location",
-    "link",
-    "miniprogrampage",
-    "event",
-];
-
-/// Event names WeChat pushes: those wxmp reads field by field, then others it passes through
-/// (cards, templates, subscriptions, customer service, verification, publishing, Wi-Fi, POIs).
-const EVENTS: &[&str] = &[
-    "subscribe",
-    "unsubscribe",
-    "SCAN",
-    "LOCATION",
-    "CLICK",
-    "VIEW",
-    "view_miniprogram",
-    "scancode_push",
-    "scancode_waitmsg",
-    "pic_sysphoto",
-    "pic_photo_or_album",
-    "pic_weixin",
-    "location_select",
-    "TEMPLATESENDJOBFINISH",
-    "MASSSENDJOBFINISH",
+/// Event names WeChat pushes beside those the message model reads field by field
+/// ([`message::EVENTS`]): passed through as they come (publishing, subscriptions, customer
+/// service, cards, verification, Wi-Fi, POIs).
+const OTHER_EVENTS: &[&str] = &[
     "PUBLISHJOBFINISH",
     "subscribe_msg_popup_event",
     "subscribe_msg_change_event",
@@ -221,15 +194,15 @@ const EVENTS: &[&str] = &[
     "user_info_modified",
 ];
 
-/// A warning for a name that is not one of `known` (compared without case, as the rules match),
-/// suggesting the nearest known name.
-fn unknown_name(what: &str, name: &str, known: &[&str]) -> Option<String> {
-    if known.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+/// A warning for a name that is in none of the `known` lists (compared without case, as the
+/// rules match), suggesting the nearest known name.
+fn unknown_name(what: &str, name: &str, known: &[&[&str]]) -> Option<String> {
+    let known = known.iter().flat_map(|list| list.iter());
+    if known.clone().any(|k| k.eq_ignore_ascii_case(name)) {
         return None;
     }
     let lower = name.to_ascii_lowercase();
     let nearest = known
-        .iter()
         .map(|k| (distance(&lower, &k.to_ascii_lowercase()), *k))
         .min()
         .filter(|(d, _)| *d <= 2)
@@ -294,7 +267,7 @@ fn compile_rule(
     } else if let Some(r) = raw.regex {
         Matcher::Regex(compile_regex(r.get_ref()).map_err(Located::at(r.span()))?)
     } else if let Some(t) = raw.msg_type {
-        if let Some(w) = unknown_name("msg_type", t.get_ref(), MSG_TYPES) {
+        if let Some(w) = unknown_name("msg_type", t.get_ref(), &[message::MSG_TYPES]) {
             notes.push(Located::at(t.span())(w));
         }
         Matcher::MsgType(t.into_inner())
@@ -302,7 +275,7 @@ fn compile_rule(
         let Some(name) = raw.event else {
             return Err(Located::header("a rule needs a matcher"));
         };
-        if let Some(w) = unknown_name("event", name.get_ref(), EVENTS) {
+        if let Some(w) = unknown_name("event", name.get_ref(), &[message::EVENTS, OTHER_EVENTS]) {
             notes.push(Located::at(name.span())(w));
         }
         let key = match (raw.key, raw.key_regex) {

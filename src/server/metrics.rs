@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::protocol::message::{EVENTS, MSG_TYPES};
 use crate::server::store::{Limits, Usage};
 
 /// The content type of the text exposition format.
@@ -459,39 +460,6 @@ fn escape_label(v: &str) -> String {
 fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
 }
-
-/// MsgTypes WeChat pushes to an Official Account; anything else is counted as `other`.
-const MSG_TYPES: &[&str] = &[
-    "text",
-    "image",
-    "voice",
-    "video",
-    "shortvideo",
-    "location",
-    "link",
-    "miniprogrampage",
-    "event",
-];
-
-/// The events wxmp reads field by field (`protocol::message::Event`), in WeChat's spelling;
-/// other event names are counted as `other`, so a label never holds a name from a push.
-const EVENTS: &[&str] = &[
-    "subscribe",
-    "unsubscribe",
-    "SCAN",
-    "LOCATION",
-    "CLICK",
-    "VIEW",
-    "view_miniprogram",
-    "scancode_push",
-    "scancode_waitmsg",
-    "pic_sysphoto",
-    "pic_photo_or_album",
-    "pic_weixin",
-    "location_select",
-    "TEMPLATESENDJOBFINISH",
-    "MASSSENDJOBFINISH",
-];
 
 /// A push's MsgType as a label: one WeChat sends (`text` … `event`) or `other`.
 pub fn msg_type_label(msg_type: &str) -> &'static str {

@@ -108,6 +108,27 @@ fn event_names_compare_case_insensitively() {
     assert_eq!(m.event().map(Event::name), Some("CLICK"));
 }
 
+/// The published lists are exactly what the model reads: each name parses to its own variant,
+/// never to `Other`, and keeps its spelling.
+#[test]
+fn the_published_names_are_the_ones_the_model_reads() {
+    for t in MSG_TYPES.iter().filter(|t| **t != "event") {
+        let xml = format!("<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>{t}</MsgType></xml>");
+        let m = parse(&xml);
+        assert!(!matches!(m.kind, Kind::Other { .. }), "{t}");
+        assert_eq!(m.msg_type(), *t);
+    }
+    for e in EVENTS {
+        let xml = format!("<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>{e}</Event></xml>");
+        let m = parse(&xml);
+        assert!(
+            !matches!(m.event(), Some(Event::Other { .. }) | None),
+            "{e}"
+        );
+        assert_eq!(m.event().map(Event::name), Some(*e));
+    }
+}
+
 #[test]
 fn msg_id_is_read_in_both_spellings() {
     let xml = "<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>TEMPLATESENDJOBFINISH</Event><MsgID>42</MsgID><Status>success</Status></xml>";
