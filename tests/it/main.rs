@@ -12,6 +12,7 @@ mod hostile;
 mod http;
 mod interop;
 mod observability;
+mod pool;
 mod regressions;
 mod rules;
 mod safe_mode;
