@@ -12,6 +12,7 @@ pub mod access;
 pub mod account;
 pub mod env;
 pub mod forward;
+pub mod gate;
 pub mod http_log;
 pub mod metrics;
 pub mod monitor;

@@ -20,6 +20,7 @@ use crate::rules::{Decision, Target};
 use crate::server::account::Account;
 use crate::server::env::Env;
 use crate::server::forward::{self, Forwarder, Settings};
+use crate::server::gate::{Gate, Inside};
 use crate::server::sample::{self, Sample};
 use crate::server::store::{self, Begin, Key, Limits, MemoryStore, RetryStore, Usage, Weigh};
 
@@ -192,7 +193,12 @@ pub struct Pipeline {
     forwarder: Forwarder,
     /// Fill [`Outcome::sample`]: on only while someone can watch (`wxmp tail`).
     samples: bool,
+    /// At most `--threads` pushes at work at once (none: no limit).
+    gate: Option<Gate>,
 }
+
+/// A push's place in the [`Gate`] while it works; given up before it waits on anything.
+type Place<'a> = Option<Inside<'a>>;
 
 impl Pipeline {
     pub fn new(
@@ -207,7 +213,15 @@ impl Pipeline {
             env,
             forwarder,
             samples: false,
+            gate: None,
         }
+    }
+
+    /// At most `n` pushes doing their work at once; a push waiting (a held attempt, a retry
+    /// waiting for its first attempt) does not count. See [`Gate`].
+    pub fn with_workers(mut self, n: usize) -> Pipeline {
+        self.gate = Some(Gate::new(n));
+        self
     }
 
     /// With forwarding set up as configured (the default: `stretch`, logging to stderr).
@@ -272,18 +286,25 @@ impl Pipeline {
             mode: (!push.query.is_encrypted()).then_some(Mode::Plain),
             ..Outcome::default()
         };
-        let result = self.run(push, &mut outcome);
+        let mut place = self.gate.as_ref().map(Gate::enter);
+        let result = self.run(push, &mut outcome, &mut place);
+        drop(place);
         outcome.duration = self.env.monotonic().saturating_duration_since(push.arrived);
         Handled { result, outcome }
     }
 
-    fn run(&self, push: Push<'_>, outcome: &mut Outcome) -> Result<Answer, Rejection> {
+    fn run(
+        &self,
+        push: Push<'_>,
+        outcome: &mut Outcome,
+        place: &mut Place<'_>,
+    ) -> Result<Answer, Rejection> {
         let q = push.query;
         self.check_signature(q)?;
         let clean = xml::sanitize(push.body)?;
         if !q.is_encrypted() {
             let msg = Message::parse_clean(&clean).map_err(not_a_push)?;
-            return Ok(self.answer(msg, None, outcome, push.arrived));
+            return Ok(self.answer(msg, None, outcome, push.arrived, place));
         }
         if let Some(safe) = &self.account.safe {
             // The safe-mode envelope is flat; reading it without the tree parser saves most of
@@ -297,7 +318,7 @@ impl Pipeline {
                     } else {
                         Mode::Safe
                     });
-                    return self.open(q, safe, encrypt, outcome, push.arrived);
+                    return self.open(q, safe, encrypt, outcome, push.arrived, place);
                 }
             }
         }
@@ -308,11 +329,11 @@ impl Pipeline {
         let compat = root.get_child("MsgType").is_some();
         outcome.mode = Some(if compat { Mode::Compat } else { Mode::Safe });
         match &self.account.safe {
-            Some(safe) => self.open(q, safe, &encrypt, outcome, push.arrived),
+            Some(safe) => self.open(q, safe, &encrypt, outcome, push.arrived, place),
             // Compatible mode also carries the plaintext fields: answer those in plaintext.
             None if compat => {
                 let msg = Message::from_element(&root).map_err(not_a_push)?;
-                Ok(self.answer(msg, None, outcome, push.arrived))
+                Ok(self.answer(msg, None, outcome, push.arrived, place))
             }
             None => Err(Rejection::NoAesKey),
         }
@@ -326,6 +347,7 @@ impl Pipeline {
         encrypt: &str,
         outcome: &mut Outcome,
         arrived: Instant,
+        place: &mut Place<'_>,
     ) -> Result<Answer, Rejection> {
         let inner = safe
             .open(
@@ -337,7 +359,7 @@ impl Pipeline {
             )
             .map_err(Rejection::Envelope)?;
         let msg = Message::parse(&inner).map_err(Rejection::Decrypted)?;
-        Ok(self.answer(msg, Some(safe), outcome, arrived))
+        Ok(self.answer(msg, Some(safe), outcome, arrived, place))
     }
 
     /// retry store → rules → render → (seal), or → the user's own code.
@@ -347,6 +369,7 @@ impl Pipeline {
         safe: Option<&SafeMode>,
         outcome: &mut Outcome,
         arrived: Instant,
+        place: &mut Place<'_>,
     ) -> Answer {
         outcome.msg_type = Some(msg.msg_type().to_owned());
         if let Some(e) = msg.event() {
@@ -377,6 +400,7 @@ impl Pipeline {
                     }
                     Some(target) => {
                         let job = self.job(target, &msg, safe, answer, arrived);
+                        place.take();
                         let (answer, attempt) = self.forwarder.start(ticket, job);
                         self.note_forward(outcome, attempt);
                         answer
@@ -387,11 +411,13 @@ impl Pipeline {
                 let decision = self.decide(&msg, outcome);
                 if decision.forward.is_some() {
                     let fallback = self.render(&decision.reply, &msg, safe);
+                    place.take();
                     let (answer, attempt) = self.forwarder.join(waiter, arrived, fallback);
                     outcome.answered = Some(Answered::Joined);
                     self.note_forward(outcome, attempt);
                     return answer;
                 }
+                place.take();
                 match waiter.wait(DUPLICATE_WAIT) {
                     Some(answer) => {
                         outcome.answered = Some(Answered::Joined);

@@ -165,6 +165,7 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     let live_view = listen.metrics.is_some_and(|a| a.ip().is_loopback());
     let pipeline = Arc::new(
         Pipeline::in_memory(account, listen.cache, env)
+            .with_workers(listen.threads)
             .with_forwarder(forwarder)
             .with_samples(live_view),
     );

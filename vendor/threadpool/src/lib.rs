@@ -331,8 +331,7 @@ struct ThreadPoolSharedData {
 // wxmp patch: idle workers wait on a stack, and a job wakes the one that went idle last. Upstream
 // they queue on the job receiver's mutex, which the kernel hands over in turn, so every job ran on
 // the thread idle the longest: a pool sized for many blocked jobs (wxmp keeps hundreds of threads
-// for WeChat's held attempts) then ran its short jobs on hundreds of cold threads, each with its
-// own caches (measured: 4-15% more CPU per request, and a lazy-DFA cache per thread).
+// for WeChat's held attempts) then ran its short jobs on hundreds of cold threads in turn.
 struct Idler {
     thread: thread::Thread,
     // On the stack: cleared by whoever takes it off, before unparking it.
