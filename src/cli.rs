@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use lexopt::prelude::*;
 
 use crate::api::Secret;
-use crate::api_cmd::args::{self as api_args, CmdError, RawCmd};
+use crate::api_cmd::args::{self as api_args, RawCmd};
 use crate::config::RawServe;
-use crate::fake_api::args::{self as fake_args, FakeUsageError, RawFake};
-use crate::send::args::{self as send_args, RawSend, UsageError};
+use crate::fake_api::args::{self as fake_args, RawFake};
+use crate::send::args::{self as send_args, RawSend};
 use crate::tail;
+use crate::usage::UsageError;
 
 pub const USAGE: &str = "\
 wxmp — a fast, single-binary WeChat Official Account (微信公众号) message server
@@ -89,18 +90,6 @@ impl fmt::Display for CliError {
 
 impl From<UsageError> for CliError {
     fn from(e: UsageError) -> Self {
-        CliError(e.0)
-    }
-}
-
-impl From<CmdError> for CliError {
-    fn from(e: CmdError) -> Self {
-        CliError(e.0)
-    }
-}
-
-impl From<FakeUsageError> for CliError {
-    fn from(e: FakeUsageError) -> Self {
         CliError(e.0)
     }
 }

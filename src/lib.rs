@@ -14,14 +14,17 @@
 //!   the random bytes included); nothing here knows HTTP, the clock or the OS random source.
 //! - [`rules`]: the keyword rules file and the decision; imports only `protocol`.
 //! - [`server`]: routes → pipeline → retry store, built from an `Account`.
-//! - [`send`]: the simulator (`wxmp send`); imports only `protocol`.
+//! - [`send`]: the simulator (`wxmp send`); imports only `protocol`, `net` and `usage`.
 //! - [`api`]: the WeChat API client (access_token, menu, customer-service messages); imports
-//!   only `protocol`. [`api_cmd`]: `wxmp menu`, `wxmp kf` and `wxmp token` on top of it (and
-//!   the rules file, for `menu check --rules`).
-//! - [`fake_api`]: `wxmp fake-api`, a stand-in for `api.weixin.qq.com`; imports only `api`
-//!   and `protocol`.
-//! - [`tail`]: the live view's client (`wxmp tail`); imports only `protocol`, and meets the
-//!   server only over HTTP.
+//!   only `protocol` and `net`. [`api_cmd`]: `wxmp menu`, `wxmp kf` and `wxmp token` on top
+//!   of it (and the rules file, for `menu check --rules`).
+//! - [`fake_api`]: `wxmp fake-api`, a stand-in for `api.weixin.qq.com`; imports only `api`,
+//!   `protocol` and `usage`.
+//! - [`tail`]: the live view's client (`wxmp tail`); imports only `protocol`, `net` and
+//!   `usage`, and meets the server only over HTTP.
+//! - [`net`]: why an outgoing HTTP call got no answer, told the same way by every client above
+//!   (the simulator, the forwarder, the API client, `wxmp tail`), and [`usage`]: a subcommand's
+//!   usage error. Neither imports anything of the crate.
 //! - [`cli`], [`config`], [`log`] and `main.rs`: the command line and the process.
 //!
 //! Every request also ends in one access-log record ([`server::access`]), is counted in the
@@ -35,8 +38,10 @@ pub mod cli;
 pub mod config;
 pub mod fake_api;
 pub mod log;
+pub mod net;
 pub mod protocol;
 pub mod rules;
 pub mod send;
 pub mod server;
 pub mod tail;
+pub mod usage;

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+pub use crate::net::{NetError, NetErrorKind};
+
 /// Which API a call was for: errors name it, and quotas differ per API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
@@ -78,42 +80,6 @@ pub enum ApiError {
         url: String,
         problem: String,
     },
-}
-
-/// Why a request got no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetError {
-    pub kind: NetErrorKind,
-    /// The underlying error's text; never the URL.
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetErrorKind {
-    /// The time limit ran out (connecting or waiting for the answer).
-    Timeout,
-    /// The host name did not resolve.
-    Dns,
-    /// The connection was refused or broke, or TLS failed.
-    Connection,
-    /// The URL itself is unusable (a bad `--api-base`).
-    Url,
-}
-
-impl fmt::Display for NetError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
-            NetErrorKind::Timeout => "no answer in time",
-            NetErrorKind::Dns => "the host name does not resolve",
-            NetErrorKind::Connection => "the connection failed",
-            NetErrorKind::Url => "the URL is not usable",
-        };
-        if self.detail.is_empty() {
-            f.write_str(what)
-        } else {
-            write!(f, "{what}: {}", self.detail)
-        }
-    }
 }
 
 impl ApiError {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::api::error::{NetError, NetErrorKind};
+use crate::net::NetError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -60,44 +60,12 @@ impl Transport for Ureq {
             Ok(r) => r,
             // Not a network failure: the caller explains a status other than 200.
             Err(ureq::Error::Status(_, r)) => r,
-            Err(ureq::Error::Transport(t)) => return Err(net_error(&t)),
+            Err(ureq::Error::Transport(t)) => return Err(NetError::from_transport(&t)),
         };
         let status = response.status();
-        let body = response.into_string().map_err(|e| NetError {
-            kind: if is_timeout(&e) {
-                NetErrorKind::Timeout
-            } else {
-                NetErrorKind::Connection
-            },
-            detail: e.to_string(),
-        })?;
+        let body = response
+            .into_string()
+            .map_err(|e| NetError::from_read(&e))?;
         Ok(Answer { status, body })
     }
-}
-
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-    )
-}
-
-/// ureq's `Display` of a transport error starts with the URL, query and all; build the text
-/// from the kind and the cause instead.
-fn net_error(t: &ureq::Transport) -> NetError {
-    let source = std::error::Error::source(t);
-    let io = source.and_then(|s| s.downcast_ref::<std::io::Error>());
-    let kind = match t.kind() {
-        _ if io.is_some_and(is_timeout) => NetErrorKind::Timeout,
-        ureq::ErrorKind::Dns => NetErrorKind::Dns,
-        ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => NetErrorKind::Url,
-        _ => NetErrorKind::Connection,
-    };
-    let detail = match (t.message(), source) {
-        (Some(m), Some(s)) => format!("{m}: {s}"),
-        (Some(m), None) => m.to_owned(),
-        (None, Some(s)) => s.to_string(),
-        (None, None) => t.kind().to_string(),
-    };
-    NetError { kind, detail }
 }

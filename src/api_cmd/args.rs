@@ -1,13 +1,13 @@
 //! The command line of `wxmp menu`, `wxmp kf` and `wxmp token`: raw words and options, then a
 //! validated [`Job`]. Options may come anywhere after the command word.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
 use crate::api::{kf, ApiConfig, Secret};
 use crate::config::{self, ConfigError, RawApi};
+use crate::usage::{self, UsageError};
 
 pub const USAGE: &str = "\
 wxmp menu | kf | token — talk to the WeChat API
@@ -43,25 +43,10 @@ Exit status: 0 done; 1 WeChat refused (the errcode and what to do are printed) o
 reached; 2 usage, file or configuration error. Try them on this machine with wxmp fake-api.
 ";
 
-/// A usage or configuration error (exit 2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CmdError(pub String);
-
-impl fmt::Display for CmdError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<lexopt::Error> for CmdError {
-    fn from(e: lexopt::Error) -> Self {
-        CmdError(e.to_string())
-    }
-}
-
-impl From<ConfigError> for CmdError {
+/// A configuration mistake in a command's flags is a usage error too (exit 2).
+impl From<ConfigError> for UsageError {
     fn from(e: ConfigError) -> Self {
-        CmdError(e.0)
+        UsageError(e.0)
     }
 }
 
@@ -98,7 +83,7 @@ const KF_FIELDS: &[&str] = &[
 ];
 
 /// Parses the rest of the command line after the command word `command`.
-pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, CmdError> {
+pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
     let mut raw = RawCmd {
         words: vec![command.to_owned()],
         ..RawCmd::default()
@@ -111,10 +96,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, CmdErr
             Long("cancel") => raw.cancel = true,
             Long(name) => {
                 let name = name.to_owned();
-                let value = parser
-                    .value()
-                    .map_err(|_| CmdError(format!("--{name} needs a value")))?
-                    .string()?;
+                let value = usage::value(&mut parser, &name)?;
                 match name.as_str() {
                     "appid" => raw.appid = Some(value),
                     "secret" => raw.api.secret = Some(Secret::new(value)),
@@ -124,7 +106,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, CmdErr
                     "rules" => raw.rules = Some(value),
                     f if KF_FIELDS.contains(&f) => raw.fields.push((name, value)),
                     _ => {
-                        return Err(CmdError(format!(
+                        return Err(UsageError(format!(
                             "unknown option --{name} (see wxmp {command} --help)"
                         )))
                     }
@@ -132,7 +114,7 @@ pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, CmdErr
             }
             Value(v) => raw.words.push(v.string()?),
             other => {
-                return Err(CmdError(format!(
+                return Err(UsageError(format!(
                     "{} (see wxmp {command} --help)",
                     other.unexpected()
                 )))
@@ -180,7 +162,7 @@ pub struct TokenJob {
 }
 
 /// Applies the `WXMP_*` variables and validates.
-pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job, CmdError> {
+pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job, UsageError> {
     let words: Vec<&str> = raw.words.iter().map(String::as_str).collect();
     let api = || config::require_api(raw.appid.clone(), raw.api.clone(), env);
     let rules = || {
@@ -190,23 +172,23 @@ pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job,
             .filter(|r| !r.is_empty())
             .map(PathBuf::from)
     };
-    let only = |n: usize, usage: &str| -> Result<(), CmdError> {
+    let only = |n: usize, usage: &str| -> Result<(), UsageError> {
         match words.get(n) {
             None => Ok(()),
-            Some(extra) => Err(CmdError(format!("unexpected {extra:?}; usage: {usage}"))),
+            Some(extra) => Err(UsageError(format!("unexpected {extra:?}; usage: {usage}"))),
         }
     };
     if raw.cancel && words.get(..2) != Some(&["kf", "typing"]) {
-        return Err(CmdError("--cancel belongs to wxmp kf typing".into()));
+        return Err(UsageError("--cancel belongs to wxmp kf typing".into()));
     }
     if (raw.show || raw.fetch) && words.first() != Some(&"token") {
-        return Err(CmdError("--show and --fetch belong to wxmp token".into()));
+        return Err(UsageError("--show and --fetch belong to wxmp token".into()));
     }
     match words.as_slice() {
         ["menu", verb @ ("check" | "push"), rest @ ..] => {
             let usage = format!("wxmp menu {verb} FILE [--rules RULES]");
             let [file] = rest else {
-                return Err(CmdError(format!("menu {verb} needs one FILE; usage: {usage}")));
+                return Err(UsageError(format!("menu {verb} needs one FILE; usage: {usage}")));
             };
             let file = PathBuf::from(file);
             if *verb == "check" {
@@ -230,7 +212,7 @@ pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job,
             only(2, "wxmp menu delete")?;
             Ok(Job::MenuDelete(api()?))
         }
-        ["menu", ..] => Err(CmdError(
+        ["menu", ..] => Err(UsageError(
             "wxmp menu needs check FILE, push FILE, show or delete (see wxmp menu --help)".into(),
         )),
         ["kf", "send", openid, kind, args @ ..] => {
@@ -241,7 +223,7 @@ pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job,
                 api: api()?,
             })
         }
-        ["kf", "send", ..] => Err(CmdError(
+        ["kf", "send", ..] => Err(UsageError(
             "usage: wxmp kf send OPENID text CONTENT (or image, voice, video, music, news; see wxmp kf --help)".into(),
         )),
         ["kf", "typing", openid, ..] => {
@@ -252,7 +234,7 @@ pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job,
                 api: api()?,
             })
         }
-        ["kf", ..] => Err(CmdError(
+        ["kf", ..] => Err(UsageError(
             "wxmp kf needs send OPENID KIND ... or typing OPENID (see wxmp kf --help)".into(),
         )),
         ["token", ..] => {
@@ -268,7 +250,7 @@ pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job,
                 show: raw.show,
             }))
         }
-        _ => Err(CmdError("unknown command (see wxmp --help)".into())),
+        _ => Err(UsageError("unknown command (see wxmp --help)".into())),
     }
 }
 
@@ -276,7 +258,7 @@ fn kf_message(
     kind: &str,
     args: &[&str],
     fields: &[(String, String)],
-) -> Result<kf::Message, CmdError> {
+) -> Result<kf::Message, UsageError> {
     let field = |name: &str| {
         fields
             .iter()
@@ -297,31 +279,31 @@ fn kf_message(
         _ => &[],
     };
     if let Some((n, _)) = fields.iter().find(|(n, _)| !allowed.contains(&n.as_str())) {
-        return Err(CmdError(format!(
+        return Err(UsageError(format!(
             "--{n} does not apply to a {kind} message"
         )));
     }
-    let one = |what: &str| -> Result<String, CmdError> {
+    let one = |what: &str| -> Result<String, UsageError> {
         match args {
             [a] if !a.trim().is_empty() => Ok(a.to_string()),
-            _ => Err(CmdError(format!("{kind} takes one {what}"))),
+            _ => Err(UsageError(format!("{kind} takes one {what}"))),
         }
     };
-    let none = || -> Result<(), CmdError> {
+    let none = || -> Result<(), UsageError> {
         match args.first() {
             None => Ok(()),
-            Some(a) => Err(CmdError(format!("{kind} takes options, not {a:?}"))),
+            Some(a) => Err(UsageError(format!("{kind} takes options, not {a:?}"))),
         }
     };
     let need = |name: &str| {
-        field(name).ok_or_else(|| CmdError(format!("a {kind} message needs --{name}")))
+        field(name).ok_or_else(|| UsageError(format!("a {kind} message needs --{name}")))
     };
     Ok(match kind {
         "text" => {
             // `wxmp kf send o1 text hello world` sends "hello world".
             let content = args.join(" ");
             if content.trim().is_empty() {
-                return Err(CmdError(
+                return Err(UsageError(
                     "text needs CONTENT, e.g. wxmp kf send OPENID text 你好".into(),
                 ));
             }
@@ -359,7 +341,7 @@ fn kf_message(
             })
         }
         other => {
-            return Err(CmdError(format!(
+            return Err(UsageError(format!(
                 "unknown message kind {other:?}: expected text, image, voice, video, music or news"
             )))
         }

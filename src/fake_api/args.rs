@@ -3,6 +3,8 @@
 use lexopt::prelude::*;
 
 use crate::api::Secret;
+use crate::usage;
+pub use crate::usage::UsageError;
 
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 8090;
@@ -34,22 +36,6 @@ message/custom/send and message/custom/typing (printing each message as one line
 GET /fake/stats (request counts as JSON). Point wxmp at it with
 --api-base http://127.0.0.1:PORT (or WXMP_API_BASE).
 ";
-
-/// A usage error (exit 2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FakeUsageError(pub String);
-
-impl std::fmt::Display for FakeUsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<lexopt::Error> for FakeUsageError {
-    fn from(e: lexopt::Error) -> Self {
-        FakeUsageError(e.to_string())
-    }
-}
 
 /// The options as given.
 #[derive(Debug, Clone, Default)]
@@ -93,17 +79,14 @@ pub struct FakeConfig {
 }
 
 /// Parses `wxmp fake-api ...` (the parser is positioned after `fake-api`).
-pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, FakeUsageError> {
+pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
     let mut raw = RawFake::default();
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Parsed::Help),
             Long(name) => {
                 let name = name.to_owned();
-                let value = parser
-                    .value()
-                    .map_err(|_| FakeUsageError(format!("--{name} needs a value")))?
-                    .string()?;
+                let value = usage::value(&mut parser, &name)?;
                 match name.as_str() {
                     "host" => raw.host = Some(value),
                     "port" => raw.port = Some(value),
@@ -112,14 +95,14 @@ pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, FakeUsageError> {
                     "expires-in" => raw.expires_in = Some(value),
                     "fail" => raw.fail.push(value),
                     _ => {
-                        return Err(FakeUsageError(format!(
+                        return Err(UsageError(format!(
                             "unknown option --{name} (see wxmp fake-api --help)"
                         )))
                     }
                 }
             }
             other => {
-                return Err(FakeUsageError(format!(
+                return Err(UsageError(format!(
                     "{} (see wxmp fake-api --help)",
                     other.unexpected()
                 )))
@@ -133,11 +116,11 @@ pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, FakeUsageError> {
 pub fn resolve(
     raw: RawFake,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<FakeConfig, FakeUsageError> {
+) -> Result<FakeConfig, UsageError> {
     let port = match raw.port {
         None => DEFAULT_PORT,
         Some(p) => p.trim().parse().map_err(|_| {
-            FakeUsageError(format!(
+            UsageError(format!(
                 "invalid --port {p:?}: expected a number from 0 to 65535"
             ))
         })?,
@@ -147,7 +130,7 @@ pub fn resolve(
         Some(s) => match s.trim().parse::<u64>() {
             Ok(n) if n > 0 => n,
             _ => {
-                return Err(FakeUsageError(format!(
+                return Err(UsageError(format!(
                     "invalid --expires-in {s:?}: expected seconds, at least 1"
                 )))
             }
@@ -183,9 +166,9 @@ pub fn resolve(
 }
 
 /// `CODE[@PATH][:once|:N]`.
-fn failure(spec: &str) -> Result<Failure, FakeUsageError> {
+fn failure(spec: &str) -> Result<Failure, UsageError> {
     let bad = || {
-        FakeUsageError(format!(
+        UsageError(format!(
             "invalid --fail {spec:?}: expected CODE[@PATH][:once|:N], e.g. 40001:once or 45009@/cgi-bin/menu/create"
         ))
     };

@@ -1,14 +1,14 @@
 //! `wxmp send`'s command line: the raw options, then a validated [`Job`] whose push is built
 //! with the one message model.
 
-use std::fmt;
-
 use lexopt::prelude::*;
 
 use crate::protocol::crypto::AesKey;
 use crate::protocol::envelope::{Mode, SafeMode};
 use crate::protocol::message::{Event, Kind, Message, Numeric, Video};
 use crate::protocol::verify::Token;
+use crate::usage;
+pub use crate::usage::UsageError;
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/weixin";
 /// The token `make run` uses when WXMP_TOKEN is unset, so the two work together out of the box.
@@ -50,22 +50,6 @@ Options:
 Exit status: 0 the reply is one WeChat accepts; 1 it is not, or the server failed or is
 unreachable; 2 usage error.
 ";
-
-/// A usage error (exit 2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageError(pub String);
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<lexopt::Error> for UsageError {
-    fn from(e: lexopt::Error) -> Self {
-        UsageError(e.to_string())
-    }
-}
 
 /// The options as given on the command line (env defaults are applied in [`resolve`]).
 #[derive(Debug, Clone, Default)]
@@ -149,10 +133,7 @@ pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
             Long("xml") => raw.xml = true,
             Long(name) => {
                 let name = name.to_owned();
-                let value = parser
-                    .value()
-                    .map_err(|_| UsageError(format!("--{name} needs a value")))?
-                    .string()?;
+                let value = usage::value(&mut parser, &name)?;
                 let slot = match name.as_str() {
                     "url" => &mut raw.url,
                     "token" => &mut raw.token,

@@ -1,5 +1,6 @@
 //! The HTTP exchange with the server under test.
 
+use crate::net::NetError;
 use crate::send::check::SendError;
 
 /// Status and body, or why there is none.
@@ -21,30 +22,18 @@ pub fn exchange(
     match result {
         Ok(resp) => {
             let status = resp.status();
-            let text = resp
-                .into_string()
-                .map_err(|e| SendError::Unreachable(e.to_string()))?;
+            let text = resp.into_string().map_err(|e| {
+                SendError::Unreachable(format!("{bare}: {}", NetError::from_read(&e).detail))
+            })?;
             Ok((status, text))
         }
         Err(ureq::Error::Status(code, _)) => Err(SendError::Status(code)),
         Err(ureq::Error::Transport(t)) => {
-            let io = std::error::Error::source(&t).and_then(|s| s.downcast_ref::<std::io::Error>());
-            let timed_out = io.is_some_and(|e| {
-                matches!(
-                    e.kind(),
-                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                )
-            }) || t.to_string().contains("timed out");
-            if timed_out {
+            let e = NetError::from_transport(&t);
+            if e.is_timeout() {
                 return Err(SendError::Timeout);
             }
-            let why = match io {
-                Some(e) => e.to_string(),
-                None => t
-                    .message()
-                    .map_or_else(|| t.kind().to_string(), str::to_owned),
-            };
-            Err(SendError::Unreachable(format!("{bare}: {why}")))
+            Err(SendError::Unreachable(format!("{bare}: {}", e.detail)))
         }
     }
 }

@@ -13,12 +13,15 @@
 
 pub mod wire;
 
-use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use lexopt::prelude::*;
+
+use crate::net::NetError;
+use crate::usage;
+pub use crate::usage::UsageError;
 
 pub use wire::{parse_page, Page};
 
@@ -44,22 +47,6 @@ Options:
 Times are UTC, like the server's log. Stop with Ctrl-C.
 Exit status: 1 the listener cannot be reached or does not serve the live view; 2 usage error.
 ";
-
-/// A usage error (exit 2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageError(pub String);
-
-impl fmt::Display for UsageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<lexopt::Error> for UsageError {
-    fn from(e: lexopt::Error) -> Self {
-        UsageError(e.to_string())
-    }
-}
 
 /// The options as given.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,8 +76,10 @@ pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Parsed::Help),
-            Long("metrics-addr") => raw.metrics_addr = Some(value(&mut parser, "metrics-addr")?),
-            Long("history") => raw.history = Some(value(&mut parser, "history")?),
+            Long("metrics-addr") => {
+                raw.metrics_addr = Some(usage::value(&mut parser, "metrics-addr")?)
+            }
+            Long("history") => raw.history = Some(usage::value(&mut parser, "history")?),
             other => {
                 return Err(UsageError(format!(
                     "{} (see wxmp tail --help)",
@@ -100,13 +89,6 @@ pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
         }
     }
     Ok(Parsed::Tail(raw))
-}
-
-fn value(parser: &mut lexopt::Parser, name: &str) -> Result<String, UsageError> {
-    let v: OsString = parser
-        .value()
-        .map_err(|_| UsageError(format!("--{name} needs a value")))?;
-    Ok(v.string()?)
 }
 
 /// Applies `WXMP_METRICS_ADDR` and the defaults, and checks the values.
@@ -153,7 +135,7 @@ fn poll(agent: &ureq::Agent, url: &str) -> Result<Page, PollError> {
         Ok(resp) => {
             let text = resp
                 .into_string()
-                .map_err(|e| PollError::Unreachable(e.to_string()))?;
+                .map_err(|e| PollError::Unreachable(NetError::from_read(&e).detail))?;
             parse_page(&text).map_err(|e| {
                 PollError::Refused(format!(
                     "the answer is not wxmp's live view ({e}); is --metrics-addr the server's metrics listener?"
@@ -171,15 +153,9 @@ fn poll(agent: &ureq::Agent, url: &str) -> Result<Page, PollError> {
         Err(ureq::Error::Status(code, _)) => Err(PollError::Refused(format!(
             "HTTP {code} from the metrics listener"
         ))),
+        // The OS's words ("Connection refused") say it best; ureq's wrap them in the URL.
         Err(ureq::Error::Transport(t)) => {
-            // The OS's words ("Connection refused") say it best; ureq's wrap them in the URL.
-            let io = std::error::Error::source(&t).and_then(|s| s.downcast_ref::<std::io::Error>());
-            Err(PollError::Unreachable(match io {
-                Some(e) => e.to_string(),
-                None => t
-                    .message()
-                    .map_or_else(|| t.kind().to_string(), str::to_owned),
-            }))
+            Err(PollError::Unreachable(NetError::from_transport(&t).detail))
         }
     }
 }
@@ -284,7 +260,7 @@ mod tests {
     use super::*;
 
     fn args(a: &[&str]) -> lexopt::Parser {
-        lexopt::Parser::from_args(a.iter().map(OsString::from).collect::<Vec<_>>())
+        lexopt::Parser::from_args(a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>())
     }
 
     fn no_env(_: &str) -> Option<String> {

@@ -3,8 +3,10 @@
 //! Dependencies point one way: `protocol` (pure WeChat protocol) ← `rules` ← `server`, and
 //! `protocol` ← `send` (the simulator) and `tail` (the live view's client); `protocol` ← `api`
 //! (the API client) ← `fake_api` (its simulator) and ← `api_cmd` (the commands, which may also
-//! read the rules). A module's `crate::` paths are read straight from the source, so an import
-//! that points back up fails here, in `make test`.
+//! read the rules). Beneath the clients and subcommands sit two leaves of their own: `net` (why
+//! an HTTP call got no answer) and `usage` (a subcommand's usage error). A module's `crate::`
+//! paths are read straight from the source, so an import that points back up fails here, in
+//! `make test`.
 
 use std::path::{Path, PathBuf};
 
@@ -44,10 +46,16 @@ fn crate_imports(text: &str) -> Vec<String> {
     found
 }
 
-/// The files under `src/<layer>` and the top-level modules they name.
+/// The files of `src/<layer>/` (or the one file `src/<layer>.rs`) and the top-level modules
+/// they name.
 fn imports_of(layer: &str) -> Vec<(PathBuf, String)> {
     let mut files = Vec::new();
-    rust_files(&src().join(layer), &mut files);
+    let leaf = src().join(format!("{layer}.rs"));
+    if leaf.is_file() {
+        files.push(leaf);
+    } else {
+        rust_files(&src().join(layer), &mut files);
+    }
     assert!(!files.is_empty(), "no files under src/{layer}");
     files
         .into_iter()
@@ -86,36 +94,48 @@ fn rules_import_only_the_protocol() {
 
 #[test]
 fn the_server_never_imports_the_simulator_or_the_command_line() {
-    check_layer("server", &["server", "rules", "protocol", "api", "log"]);
+    check_layer(
+        "server",
+        &["server", "rules", "protocol", "api", "log", "net"],
+    );
 }
 
 #[test]
 fn the_simulator_imports_only_the_protocol() {
-    check_layer("send", &["send", "protocol"]);
+    check_layer("send", &["send", "protocol", "net", "usage"]);
 }
 
 #[test]
 fn the_api_client_imports_only_the_protocol() {
-    check_layer("api", &["api", "protocol"]);
+    check_layer("api", &["api", "protocol", "net"]);
 }
 
 #[test]
 fn the_fake_api_imports_only_api_and_protocol_types() {
-    check_layer("fake_api", &["fake_api", "api", "protocol"]);
+    check_layer("fake_api", &["fake_api", "api", "protocol", "usage"]);
 }
 
 #[test]
 fn the_api_commands_never_import_the_server_or_the_fake() {
     check_layer(
         "api_cmd",
-        &["api_cmd", "api", "config", "rules", "protocol", "log"],
+        &[
+            "api_cmd", "api", "config", "rules", "protocol", "log", "usage",
+        ],
     );
 }
 
 #[test]
 fn the_live_view_client_imports_only_the_protocol() {
     // `wxmp tail` meets the server over HTTP only, never through its types.
-    check_layer("tail", &["tail", "protocol"]);
+    check_layer("tail", &["tail", "protocol", "net", "usage"]);
+}
+
+/// The helpers every client and subcommand shares sit below all of them.
+#[test]
+fn the_shared_client_helpers_import_nothing_of_the_crate() {
+    check_layer("net", &["net"]);
+    check_layer("usage", &["usage"]);
 }
 
 /// Message content for the live view travels in `Outcome::sample`; the code that writes the

@@ -7,6 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::CallError;
+use crate::net::NetError;
 
 /// The largest answer read; a passive reply is a few KiB at most.
 pub const MAX_ANSWER: u64 = 1 << 20;
@@ -75,13 +76,11 @@ pub fn call(
                 .take(MAX_ANSWER + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| {
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                    ) {
+                    let e = NetError::from_read(&e);
+                    if e.is_timeout() {
                         CallError::Timeout
                     } else {
-                        CallError::Io(e.to_string())
+                        CallError::Io(e.detail)
                     }
                 })?;
             if out.len() as u64 > MAX_ANSWER {
@@ -92,20 +91,11 @@ pub fn call(
         Ok(resp) => Err(CallError::Status(resp.status())),
         Err(ureq::Error::Status(code, _)) => Err(CallError::Status(code)),
         Err(ureq::Error::Transport(t)) => {
-            let io = std::error::Error::source(&t).and_then(|s| s.downcast_ref::<std::io::Error>());
-            let timed_out = io.is_some_and(|e| {
-                matches!(
-                    e.kind(),
-                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                )
-            }) || t.to_string().contains("timed out");
-            if timed_out {
+            let e = NetError::from_transport(&t);
+            if e.is_timeout() {
                 Err(CallError::Timeout)
             } else {
-                Err(CallError::Unreachable(match io {
-                    Some(e) => e.to_string(),
-                    None => t.to_string(),
-                }))
+                Err(CallError::Unreachable(e.detail))
             }
         }
     }
