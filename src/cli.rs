@@ -45,6 +45,7 @@ Serve options (each also read from the environment variable shown; a flag wins):
   --forward-capacity N  forwarded pushes in flight   WXMP_FORWARD_CAPACITY [default: 200]
   --forward-processes N commands running at once     WXMP_FORWARD_PROCESSES [default: 16]
   --kf-wait SECS     how long a late answer is awaited (kf)  WXMP_KF_WAIT [default: 60]
+  --replay-window SECS  a signed query's lifetime    WXMP_REPLAY_WINDOW [default: 300; 0 = off]
   --secret SECRET    AppSecret, for the API          WXMP_SECRET   [never printed or logged]
   --api-base URL     the WeChat API's address        WXMP_API_BASE [default: https://api.weixin.qq.com]
   --token-cache FILE where the access_token is kept  WXMP_TOKEN_CACHE [default: ~/.cache/wxmp/, per AppID]
@@ -184,6 +185,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
                     "forward-capacity" => &mut serve.forward_capacity,
                     "forward-processes" => &mut serve.forward_processes,
                     "kf-wait" => &mut serve.kf_wait,
+                    "replay-window" => &mut serve.replay_window,
                     "api-base" => &mut serve.api.api_base,
                     "token-cache" => &mut serve.api.token_cache,
                     "token-endpoint" => &mut serve.api.token_endpoint,

@@ -13,6 +13,7 @@ use crate::protocol::crypto::AesKey;
 use crate::protocol::envelope::SafeMode;
 use crate::protocol::verify::Token;
 use crate::server::forward::{self, http::ForwardSecret, Late};
+use crate::server::replay;
 use crate::server::store::Limits;
 
 pub const DEFAULT_HOST: &str = "0.0.0.0";
@@ -21,6 +22,8 @@ pub const DEFAULT_PATH: &str = crate::server::account::DEFAULT_PATH;
 pub const DEFAULT_CACHE_MB: usize = 32;
 pub const DEFAULT_CACHE_TTL: u64 = 60;
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
+/// The longest replay window accepted: a day. Longer defeats its purpose.
+pub const MAX_REPLAY_WINDOW: u64 = 86_400;
 /// The limit on each API request. WeChat answers in well under a second; 10 s covers a slow
 /// link without letting a dead one hold a late reply (or a terminal) for long.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +46,7 @@ pub struct RawServe {
     pub forward_capacity: Option<String>,
     pub forward_processes: Option<String>,
     pub kf_wait: Option<String>,
+    pub replay_window: Option<String>,
     pub log_format: Option<String>,
     /// `"1"` when the flag was given (or its `=VALUE`).
     pub quiet: Option<String>,
@@ -78,6 +82,9 @@ pub struct Config {
     /// The API client's settings, when both the AppID and the AppSecret are given (the server
     /// can then send customer-service messages).
     pub api: Option<ApiConfig>,
+    /// Seconds a signed query stays good ([`crate::server::replay`]); 0: the timestamp and
+    /// nonce checks are off.
+    pub replay_window: u64,
     /// The log's format: text or JSON.
     pub log_format: Format,
     /// Log refused requests only.
@@ -254,6 +261,25 @@ impl Config {
             processes: forward_processes,
             kf_wait: std::time::Duration::from_secs(kf_wait),
         };
+        let replay_window: u64 = number(
+            pick(raw.replay_window, "WXMP_REPLAY_WINDOW"),
+            "--replay-window / WXMP_REPLAY_WINDOW",
+            replay::DEFAULT_WINDOW,
+        )?;
+        if replay_window > MAX_REPLAY_WINDOW {
+            return Err(ConfigError(format!(
+                "invalid replay window {replay_window} (--replay-window / WXMP_REPLAY_WINDOW): expected 0 (off) to {MAX_REPLAY_WINDOW} seconds"
+            )));
+        }
+        if replay_window == 0 {
+            warnings.push(
+                "--replay-window / WXMP_REPLAY_WINDOW is 0: timestamps and nonces are not checked, so a signed query seen once (a proxy log, a screenshot) signs any plaintext push forever; use 0 only to diagnose a wrong clock".to_owned(),
+            );
+        } else if replay_window < 30 {
+            warnings.push(format!(
+                "--replay-window / WXMP_REPLAY_WINDOW is {replay_window} s: WeChat retries for about 15 s after its first attempt, and any clock skew between WeChat and this server comes off the window; pushes may be refused as stale"
+            ));
+        }
         let log_format = match pick(raw.log_format, "WXMP_LOG_FORMAT") {
             None => Format::Text,
             Some(f) => Format::parse(&f).ok_or_else(|| {
@@ -303,6 +329,7 @@ impl Config {
             },
             forward,
             api,
+            replay_window,
             log_format,
             quiet,
             log_openid,
@@ -692,6 +719,22 @@ mod tests {
             "{:?}",
             c.warnings
         );
+    }
+
+    #[test]
+    fn the_replay_window_defaults_to_five_minutes_and_zero_warns() {
+        let c = Config::resolve(raw_with_token(), &env_of(&[])).unwrap();
+        assert_eq!(c.replay_window, 300);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = Config::resolve(raw_with_token(), &env_of(&[("WXMP_REPLAY_WINDOW", "0")])).unwrap();
+        assert_eq!(c.replay_window, 0);
+        assert!(c.warnings[0].contains("not checked"), "{:?}", c.warnings);
+        let raw = RawServe {
+            replay_window: Some("86401".into()),
+            ..raw_with_token()
+        };
+        let e = Config::resolve(raw, &env_of(&[])).unwrap_err();
+        assert!(e.0.contains("--replay-window / WXMP_REPLAY_WINDOW"), "{e}");
     }
 
     #[test]

@@ -132,6 +132,7 @@ fn serve(raw: RawServe) -> ExitCode {
             quiet: config.quiet,
             full_openid: config.log_openid,
         },
+        replay_window: config.replay_window,
     };
     let log = Log::stderr().with_format(config.log_format);
     for w in &config.warnings {

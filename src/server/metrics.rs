@@ -197,6 +197,25 @@ impl Metric for GaugeFn {
     }
 }
 
+/// A counter read when scraped, from a count kept elsewhere.
+pub struct CounterFn(Box<dyn Fn() -> u64 + Send + Sync>);
+
+impl CounterFn {
+    pub fn new(f: impl Fn() -> u64 + Send + Sync + 'static) -> CounterFn {
+        CounterFn(Box::new(f))
+    }
+}
+
+impl Metric for CounterFn {
+    fn kind(&self) -> &'static str {
+        "counter"
+    }
+
+    fn write(&self, name: &str, labels: &str, out: &mut String) {
+        sample(out, name, labels, "", &(self.0)().to_string());
+    }
+}
+
 /// A histogram of durations, in seconds.
 #[derive(Debug)]
 pub struct Histogram {
@@ -643,6 +662,25 @@ impl Metrics {
             "wxmp_retry_store_limit_bytes",
             "The retry store's byte budget (--cache-mb); the oldest answers are evicted beyond it.",
             GaugeFn::new(move || limits.max_bytes as f64),
+        );
+    }
+
+    /// The replay window's memory: queries remembered, and those evicted early because it was
+    /// full (each could be replayed on a forged body until its timestamp left the window).
+    pub fn watch_replay(
+        &self,
+        entries: impl Fn() -> usize + Send + Sync + 'static,
+        evictions: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        self.registry.register(
+            "wxmp_replay_entries",
+            "Signed queries remembered to refuse a replay on another body (--replay-window).",
+            GaugeFn::new(move || entries() as f64),
+        );
+        self.registry.register(
+            "wxmp_replay_evictions_total",
+            "Signed queries forgotten before their window ended because the memory was full; a rising count means replays could slip through.",
+            CounterFn::new(evictions),
         );
     }
 

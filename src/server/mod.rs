@@ -19,6 +19,7 @@ pub mod monitor;
 pub mod pipeline;
 pub mod recent;
 pub mod reload;
+pub mod replay;
 pub mod routes;
 pub mod run;
 pub mod sample;

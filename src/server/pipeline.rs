@@ -21,11 +21,17 @@ use crate::server::account::Account;
 use crate::server::env::Env;
 use crate::server::forward::{self, Forwarder, Settings};
 use crate::server::gate::{Gate, Inside};
+use crate::server::replay::{Replay, ReplayError};
 use crate::server::sample::{self, Sample};
 use crate::server::store::{self, Begin, Key, Limits, MemoryStore, RetryStore, Usage, Weigh};
 
 /// How long a duplicate waits for the first attempt: WeChat gives up on a push after 5 s.
 const DUPLICATE_WAIT: Duration = Duration::from_millis(4500);
+
+/// Logged at most once an hour ([`crate::server::replay::HINT_EVERY`]) while plaintext pushes
+/// reach a server with an AES key. They are answered, in plaintext, so that a console still in
+/// plaintext mode keeps working while the key is being set up.
+pub const PLAIN_IN_SAFE_MODE: &str = "a plaintext push reached a server with an AES key: the WeChat console is in plaintext mode (明文模式) while this server expects safe mode; it was answered in plaintext. Set 消息加解密方式 to 安全模式 (or 兼容模式) in the console, or drop --aes-key / WXMP_AES_KEY";
 
 /// A finished response body, shared with the retry store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +67,8 @@ pub enum Rejection {
     MissingSignature,
     /// The plain signature does not match: another token, or not WeChat.
     SignatureMismatch,
+    /// Signed, but outside the replay window, or a seen query on another body.
+    Replay(ReplayError),
     /// A URL check without `echostr`.
     MissingEchostr,
     /// The body is not acceptable XML (empty, not UTF-8, a DOCTYPE, malformed, too deep).
@@ -83,6 +91,7 @@ impl fmt::Display for Rejection {
             Rejection::BadQuery(e) => e.fmt(f),
             Rejection::MissingSignature => f.write_str("missing signature, timestamp or nonce"),
             Rejection::SignatureMismatch => f.write_str("signature mismatch"),
+            Rejection::Replay(e) => e.fmt(f),
             Rejection::MissingEchostr => f.write_str("missing echostr"),
             Rejection::Xml(e) => e.fmt(f),
             Rejection::NotAPush(e) => e.fmt(f),
@@ -195,6 +204,10 @@ pub struct Pipeline {
     samples: bool,
     /// At most `--threads` pushes at work at once (none: no limit).
     gate: Option<Gate>,
+    /// The replay window (on by default: a signed query is good for one body, for a while).
+    replay: Replay,
+    /// Where the pipeline's own hints go (requests are logged by `routes`).
+    log: Log,
 }
 
 /// A push's place in the [`Gate`] while it works; given up before it waits on anything.
@@ -214,7 +227,25 @@ impl Pipeline {
             forwarder,
             samples: false,
             gate: None,
+            replay: Replay::default(),
+            log: Log::stderr(),
         }
+    }
+
+    /// With this replay window instead of the default one.
+    pub fn with_replay(mut self, replay: Replay) -> Pipeline {
+        self.replay = replay;
+        self
+    }
+
+    /// With the pipeline's own hints going to `log`.
+    pub fn with_log(mut self, log: Log) -> Pipeline {
+        self.log = log;
+        self
+    }
+
+    pub fn replay(&self) -> &Replay {
+        &self.replay
     }
 
     /// At most `n` pushes doing their work at once; a push waiting (a held attempt, a retry
@@ -266,6 +297,11 @@ impl Pipeline {
     /// Accounts never encrypt echostr, so this is the same in every mode.
     pub fn verify_url(&self, q: &Query) -> Result<String, Rejection> {
         self.check_signature(q)?;
+        if let Some(ts) = &q.timestamp {
+            self.replay
+                .check_time(ts, self.env.now())
+                .map_err(Rejection::Replay)?;
+        }
         q.echostr.clone().ok_or(Rejection::MissingEchostr)
     }
 
@@ -301,8 +337,15 @@ impl Pipeline {
     ) -> Result<Answer, Rejection> {
         let q = push.query;
         self.check_signature(q)?;
+        let now = self.env.now();
+        self.replay
+            .admit(q, push.body, now)
+            .map_err(Rejection::Replay)?;
         let clean = xml::sanitize(push.body)?;
         if !q.is_encrypted() {
+            if self.account.safe.is_some() && self.replay.hint_due(now) {
+                self.log.warn(PLAIN_IN_SAFE_MODE);
+            }
             let msg = Message::parse_clean(&clean).map_err(not_a_push)?;
             return Ok(self.answer(msg, None, outcome, push.arrived, place));
         }

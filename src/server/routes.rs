@@ -84,6 +84,7 @@ fn status_of(f: &Failure) -> (u16, &'static str) {
         Failure::Rejected(
             R::MissingSignature
             | R::SignatureMismatch
+            | R::Replay(_)
             | R::Envelope(
                 EnvelopeError::MissingSignature
                 | EnvelopeError::SignatureMismatch

@@ -19,6 +19,7 @@ use crate::server::monitor::{self, Monitor};
 use crate::server::pipeline::Pipeline;
 use crate::server::recent::Recent;
 use crate::server::reload;
+use crate::server::replay::Replay;
 use crate::server::routes::{self, Service};
 use crate::server::store::Limits;
 
@@ -46,6 +47,8 @@ pub struct Listen {
     pub metrics: Option<SocketAddr>,
     /// What the access log shows.
     pub access: AccessOptions,
+    /// Seconds a signed query stays good; 0: off ([`crate::server::replay`]).
+    pub replay_window: u64,
 }
 
 /// Why the server could not start (`MetricsBind`: the `--metrics-addr` listener's address).
@@ -165,6 +168,8 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     let live_view = listen.metrics.is_some_and(|a| a.ip().is_loopback());
     let pipeline = Arc::new(
         Pipeline::in_memory(account, listen.cache, env)
+            .with_replay(Replay::new(listen.replay_window))
+            .with_log(log.clone())
             .with_workers(listen.threads)
             .with_forwarder(forwarder)
             .with_samples(live_view),
@@ -176,6 +181,10 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     {
         let pipeline = Arc::clone(&pipeline);
         metrics.watch_store(move || pipeline.store_usage(), listen.cache);
+    }
+    {
+        let (a, b) = (Arc::clone(&pipeline), Arc::clone(&pipeline));
+        metrics.watch_replay(move || a.replay().len(), move || b.replay().evictions());
     }
     {
         let (a, b) = (Arc::clone(&pipeline), Arc::clone(&pipeline));

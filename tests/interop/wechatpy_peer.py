@@ -20,8 +20,9 @@ def sign(*parts):
 def main():
     url, token, aes_key, appid = sys.argv[1:5]
     crypto = WeChatCrypto(token, aes_key, appid)
-    timestamp, nonce = str(int(time.time())), "1234567890"
-    for content, expected in (("天气", "北京天气挺好的！"), ("hello 你好 ]]> <&>", "hello 你好 ]]> <&>")):
+    for n, (content, expected) in enumerate((("天气", "北京天气挺好的！"), ("hello 你好 ]]> <&>", "hello 你好 ]]> <&>"))):
+        # A nonce per push, as WeChat does: wxmp refuses a signed query reused on another body.
+        timestamp, nonce = str(int(time.time())), str(1234567890 + n)
         msg_id = str(int(time.time() * 1000))
         plain = (
             "<xml><ToUserName><![CDATA[gh_interop]]></ToUserName>"

@@ -8,9 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wxmp::protocol::verify::{self, Token};
-
-use crate::helpers::{text_xml, NONCE, TS};
+use crate::helpers::{fresh_query, text_xml};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wxmp");
 
@@ -29,6 +27,7 @@ pub fn wxmp(args: &[&str]) -> Command {
         "WXMP_QUIET",
         "WXMP_LOG_OPENID",
         "WXMP_METRICS_ADDR",
+        "WXMP_REPLAY_WINDOW",
     ] {
         c.env_remove(var);
     }
@@ -171,9 +170,9 @@ pub fn http(addr: &str, method: &str, target: &str, body: &[u8]) -> (u16, String
     (status, body)
 }
 
+/// A push's target, signed now with a fresh nonce (the replay window refuses reuse).
 fn signed(token: &str) -> String {
-    let sig = verify::signature(&Token::new(token).unwrap(), TS, NONCE);
-    format!("/weixin?signature={sig}&timestamp={TS}&nonce={NONCE}")
+    format!("/weixin?{}", fresh_query(token))
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::api::{Fake, APPID, SECRET};
 use crate::binary::{eventually, http, tempdir, Server};
-use crate::helpers::{text_of, text_xml, NONCE, TS};
+use crate::helpers::{text_of, text_xml};
 use crate::observability::metrics_addr;
 
 const TOKEN: &str = "fwdtoken";
@@ -372,15 +372,10 @@ fn held_pushes_never_take_the_threads_of_other_requests() {
         r#"{"MsgType":"text","Content":"late"}"#,
     );
     let server = serve(&forward_rules(&ep.url), &["--threads", "2"]);
-    let sig = wxmp::protocol::verify::signature(
-        &wxmp::protocol::verify::Token::new(TOKEN).unwrap(),
-        TS,
-        NONCE,
-    );
-    let target = format!("/weixin?signature={sig}&timestamp={TS}&nonce={NONCE}");
     let holders: Vec<_> = (0..HELD)
         .map(|i| {
-            let (addr, target) = (server.addr.clone(), target.clone());
+            let addr = server.addr.clone();
+            let target = format!("/weixin?{}", crate::helpers::fresh_query(TOKEN));
             thread::spawn(move || {
                 http(
                     &addr,
@@ -404,14 +399,18 @@ fn held_pushes_never_take_the_threads_of_other_requests() {
     for i in 0..20u64 {
         let (status, body) = server.request(
             "POST",
-            &target,
+            &format!("/weixin?{}", crate::helpers::fresh_query(TOKEN)),
             text_xml("o", "static", 5000 + i).as_bytes(),
         );
         assert_eq!(status, 200);
         assert_eq!(text_of(&body), "from a rule");
     }
     assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
-    let (status, body) = server.request("GET", &format!("{target}&echostr=e1"), b"");
+    let (status, body) = server.request(
+        "GET",
+        &format!("/weixin?{}&echostr=e1", crate::helpers::fresh_query(TOKEN)),
+        b"",
+    );
     assert_eq!((status, body.as_str()), (200, "e1"));
     // The held attempts themselves are let go once WeChat would have dropped them.
     for h in holders {

@@ -23,6 +23,28 @@ pub const NOW: u64 = 1_700_000_000;
 pub const TS: &str = "1714036504";
 pub const NONCE: &str = "1514711492";
 
+/// A nonce no other request of this test run has used: the replay window refuses a signed
+/// query seen before on another body.
+pub fn fresh_nonce() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Apart across processes too (the binary tests share servers only within one run).
+    format!("{}{n:06}", std::process::id() % 10_000)
+}
+
+/// `signature=…&timestamp=…&nonce=…` for `token`, made now on the real clock with a fresh
+/// nonce, as WeChat signs each push; for the real binary.
+pub fn fresh_query(token: &str) -> String {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let nonce = fresh_nonce();
+    let sig = verify::signature(&Token::new(token).unwrap(), &ts, &nonce);
+    format!("signature={sig}&timestamp={ts}&nonce={nonce}")
+}
+
 /// A clock the test moves by hand and a counter for random bytes.
 #[derive(Clone)]
 pub struct TestEnv {
@@ -83,8 +105,9 @@ pub fn harness_full(token: &str, safe: Option<SafeMode>, rules: RuleSet) -> Harn
     let account = Account::new(token.clone())
         .with_safe(safe)
         .with_rules(rules);
-    let pipeline = Pipeline::in_memory(account, Limits::default(), Arc::new(env.clone()));
     let log = Arc::new(Capture::default());
+    let pipeline = Pipeline::in_memory(account, Limits::default(), Arc::new(env.clone()))
+        .with_log(Log::to(log.clone()));
     Harness {
         service: Service::new(Arc::new(pipeline), Log::to(log.clone())),
         env,
@@ -126,10 +149,16 @@ impl Harness {
         }
     }
 
-    /// The plain signature query for the fixed timestamp and nonce.
+    /// The plain signature query, as WeChat signs each push: the timestamp from the test's
+    /// clock, a fresh nonce.
     pub fn signed_query(&self) -> String {
-        let sig = verify::signature(&self.token, TS, NONCE);
-        format!("signature={sig}&timestamp={TS}&nonce={NONCE}")
+        self.signed_with(&self.env.now().to_string(), &fresh_nonce())
+    }
+
+    /// The plain signature query for `ts` and `nonce`.
+    pub fn signed_with(&self, ts: &str, nonce: &str) -> String {
+        let sig = verify::signature(&self.token, ts, nonce);
+        format!("signature={sig}&timestamp={ts}&nonce={nonce}")
     }
 
     /// POSTs a body signed as WeChat would in plaintext mode.
@@ -159,7 +188,8 @@ impl Harness {
             key: key.clone(),
             app_id: app_id.into(),
         };
-        let sealed = safe.seal(&self.token, xml, TS, NONCE, b"0123456789abcdef");
+        let (ts, nonce) = (self.env.now().to_string(), fresh_nonce());
+        let sealed = safe.seal(&self.token, xml, &ts, &nonce, b"0123456789abcdef");
         let body = if compat {
             sealed.compat_push_xml(xml)
         } else {
@@ -167,7 +197,7 @@ impl Harness {
         };
         let url = format!(
             "/weixin?{}&openid=o1&encrypt_type=aes&msg_signature={}",
-            self.signed_query(),
+            self.signed_with(&ts, &nonce),
             sealed.msg_signature
         );
         self.call("POST", &url, body.as_bytes())

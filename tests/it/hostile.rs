@@ -13,10 +13,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wxmp::protocol::verify::{self, Token};
-
 use crate::binary::tempdir;
-use crate::helpers::{text_of, text_xml, NONCE, TS};
+use crate::helpers::{text_of, text_xml};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wxmp");
 const TOKEN: &str = "hostile";
@@ -270,9 +268,9 @@ fn push(addr: &str, content: &str, id: u64) -> Option<String> {
     Some(text_of(answer.split_once("\r\n\r\n")?.1))
 }
 
+/// A push's target, signed now with a fresh nonce (the replay window refuses reuse).
 fn signed_target() -> String {
-    let sig = verify::signature(&Token::new(TOKEN).unwrap(), TS, NONCE);
-    format!("/weixin?signature={sig}&timestamp={TS}&nonce={NONCE}")
+    format!("/weixin?{}", crate::helpers::fresh_query(TOKEN))
 }
 
 #[test]
@@ -844,12 +842,11 @@ fn a_rules_file_rewritten_slowly_in_place_is_never_half_loaded() {
     };
     std::fs::write(&file, rules("old").concat()).unwrap();
     let server = Wxmp::start(&["--rules", file.to_str().unwrap()]);
-    let target = signed_target();
     let ask = |id: u64| {
         let (status, body) = crate::binary::http(
             &server.addr,
             "POST",
-            &target,
+            &signed_target(),
             text_xml("o", "k39", id).as_bytes(),
         );
         assert_eq!(status, 200, "{body}");

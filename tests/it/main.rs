@@ -14,6 +14,7 @@ mod interop;
 mod observability;
 mod pool;
 mod regressions;
+mod replay;
 mod rules;
 mod safe_mode;
 mod send;

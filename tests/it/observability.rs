@@ -13,7 +13,7 @@ use wxmp::log::{Capture, Format, Log};
 use wxmp::protocol::crypto::AesKey;
 use wxmp::protocol::envelope::SafeMode;
 use wxmp::protocol::message::{Event, Kind, Message};
-use wxmp::protocol::verify::{self, Token};
+use wxmp::protocol::verify::Token;
 use wxmp::rules::RuleSet;
 use wxmp::server::access::{user_label, AccessOptions};
 use wxmp::server::account::Account;
@@ -23,7 +23,7 @@ use wxmp::server::routes::Service;
 use wxmp::server::store::Limits;
 
 use crate::binary::{eventually, http, tempdir, wxmp, Server};
-use crate::helpers::{text_xml, Harness, TestEnv, NONCE, TS};
+use crate::helpers::{text_xml, Harness, TestEnv};
 
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APPID: &str = "wx2c2769f8efd9abc2";
@@ -265,9 +265,9 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// A push's target, signed now with a fresh nonce (the replay window refuses reuse).
 fn signed(token: &str) -> String {
-    let sig = verify::signature(&Token::new(token).unwrap(), TS, NONCE);
-    format!("/weixin?signature={sig}&timestamp={TS}&nonce={NONCE}")
+    format!("/weixin?{}", crate::helpers::fresh_query(token))
 }
 
 /// The metrics listener's address, from the start-up line.
