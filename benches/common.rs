@@ -43,9 +43,33 @@ pub fn safe_mode() -> SafeMode {
 
 /// `xml` as a safe-mode push: its msg_signature (for the query) and the body.
 pub fn sealed_push(xml: &str, random: &[u8; 16]) -> (String, String) {
-    let sealed = safe_mode().seal(&token(), xml, TIMESTAMP, NONCE, random);
+    sealed_push_at(xml, random, TIMESTAMP, NONCE)
+}
+
+/// `xml` as a safe-mode push signed at `ts` with `nonce`: its msg_signature and the body.
+pub fn sealed_push_at(xml: &str, random: &[u8; 16], ts: &str, nonce: &str) -> (String, String) {
+    let sealed = safe_mode().seal(&token(), xml, ts, nonce, random);
     let body = sealed.push_xml(TO_USER);
     (sealed.msg_signature, body)
+}
+
+/// Seconds since the epoch now: the timestamp a fresh push carries (the server refuses one
+/// outside its replay window).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A timestamp (now) and the `n`th nonce: a query no earlier push used.
+pub fn fresh(n: u64) -> (String, String) {
+    (unix_now().to_string(), n.to_string())
+}
+
+/// `signature=…&timestamp=…&nonce=…` for the bench token.
+pub fn signed_query(ts: &str, nonce: &str) -> String {
+    let sig = wxmp::protocol::verify::signature(&token(), ts, nonce);
+    format!("signature={sig}&timestamp={ts}&nonce={nonce}")
 }
 
 /// `n` regex rules that never match the benchmark texts, in a few common shapes (anchored and

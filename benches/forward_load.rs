@@ -110,17 +110,12 @@ fn hold(addr: &str, token: &str, n: usize, secs: Duration) {
         eprintln!("hold: bad token");
         std::process::exit(2);
     };
-    let (ts, nonce) = ("1700000000", "1320562132");
-    let target = format!(
-        "/weixin?signature={}&timestamp={ts}&nonce={nonce}",
-        verify::signature(&token, ts, nonce)
-    );
     let pushes = Arc::new(AtomicU64::new(0));
     let attempts = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + secs;
     let loops: Vec<_> = (0..n)
         .map(|i| {
-            let (addr, target) = (addr.to_owned(), target.clone());
+            let (addr, token) = (addr.to_owned(), token.clone());
             let (pushes, attempts) = (Arc::clone(&pushes), Arc::clone(&attempts));
             thread::spawn(move || {
                 let mut k = 0u64;
@@ -137,6 +132,17 @@ fn hold(addr: &str, token: &str, n: usize, secs: Duration) {
                     )
                     .with_msg_id(msg_id)
                     .to_xml();
+                    // Signed now, with a nonce of its own, as WeChat signs each push; its
+                    // retries below resend the same query and body, as WeChat's do.
+                    let ts = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                        .to_string();
+                    let nonce = msg_id.to_string();
+                    let target = format!(
+                        "/weixin?signature={}&timestamp={ts}&nonce={nonce}",
+                        verify::signature(&token, &ts, &nonce)
+                    );
                     pushes.fetch_add(1, Ordering::Relaxed);
                     for _ in 0..3 {
                         attempts.fetch_add(1, Ordering::Relaxed);

@@ -2,9 +2,14 @@
 //!
 //! `gen_safe requests PREFIX PARTS COUNT FIRST_ID`: COUNT distinct safe-mode pushes (the W2 text
 //! message, MsgIds FIRST_ID.., encrypted with the official sample key), dealt round-robin into
-//! PREFIX.0 .. PREFIX.{PARTS-1}, one per line as `msg_signature body`. Each wrk thread reads its
-//! own file, so no body is sent twice (wrk's LuaJIT has no AES or SHA-1, and msg_signature
-//! covers the ciphertext).
+//! PREFIX.0 .. PREFIX.{PARTS-1}, one per line as `query body` (the query: signature, timestamp,
+//! nonce and msg_signature). Each wrk thread reads its own file, so no body is sent twice (wrk's
+//! LuaJIT has no AES or SHA-1, and msg_signature covers the ciphertext).
+//!
+//! `gen_safe queries PREFIX PARTS COUNT FIRST_NONCE`: COUNT plain signed queries
+//! (`signature=…&timestamp=…&nonce=…`), timestamped now, nonces FIRST_NONCE.., dealt the same
+//! way. The server's replay window refuses an old timestamp and a query reused on another body,
+//! so every request of a run takes its own, from a pool made just before the run.
 //!
 //! `gen_safe rules N`: prints N regex rules that match none of the benchmark texts.
 //!
@@ -17,7 +22,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wxmp::protocol::query::Query;
-use wxmp::protocol::verify;
 use wxmp::server::account::Account;
 use wxmp::server::env::SystemEnv;
 use wxmp::server::pipeline::{Pipeline, Push};
@@ -36,13 +40,19 @@ fn main() {
             let first: u64 = first.parse().expect("FIRST_ID is a number");
             requests(prefix, parts.max(1), count, first).expect("cannot write the requests");
         }
+        ["queries", prefix, parts, count, first] => {
+            let parts: usize = parts.parse().expect("PARTS is a number");
+            let count: u64 = count.parse().expect("COUNT is a number");
+            let first: u64 = first.parse().expect("FIRST_NONCE is a number");
+            queries(prefix, parts.max(1), count, first).expect("cannot write the queries");
+        }
         ["cache", mb] => {
             let (entries, bytes) = fill_cache(mb.parse().expect("MB is a number"));
             println!("{entries} {bytes}");
         }
         ["rules", n] => print!("{}", common::extra_rules(n.parse().expect("N is a number"))),
         _ => {
-            eprintln!("usage: gen_safe requests PREFIX PARTS COUNT FIRST_ID | gen_safe rules N | gen_safe cache MB");
+            eprintln!("usage: gen_safe requests PREFIX PARTS COUNT FIRST_ID | gen_safe queries PREFIX PARTS COUNT FIRST_NONCE | gen_safe rules N | gen_safe cache MB");
             std::process::exit(2);
         }
     }
@@ -58,9 +68,31 @@ fn requests(prefix: &str, parts: usize, count: u64, first: u64) -> std::io::Resu
         // The random prefix only has to differ per message; it need not be secret here.
         let mut random = [0u8; 16];
         random[..8].copy_from_slice(&msg_id.to_le_bytes());
-        let (sig, body) = common::sealed_push(&xml, &random);
+        // The MsgId is unique, so it makes a unique nonce too.
+        let (ts, nonce) = (common::unix_now().to_string(), msg_id.to_string());
+        let (sig, body) = common::sealed_push_at(&xml, &random, &ts, &nonce);
+        let query = common::signed_query(&ts, &nonce);
         let out = &mut files[(n % parts as u64) as usize];
-        writeln!(out, "{sig} {body}")?;
+        writeln!(out, "{query}&msg_signature={sig} {body}")?;
+    }
+    for mut f in files {
+        f.flush()?;
+    }
+    Ok(())
+}
+
+fn queries(prefix: &str, parts: usize, count: u64, first: u64) -> std::io::Result<()> {
+    let mut files = (0..parts)
+        .map(|i| File::create(format!("{prefix}.{i}")).map(BufWriter::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ts = common::unix_now().to_string();
+    for n in 0..count {
+        let out = &mut files[(n % parts as u64) as usize];
+        writeln!(
+            out,
+            "{}",
+            common::signed_query(&ts, &(first + n).to_string())
+        )?;
     }
     for mut f in files {
         f.flush()?;
@@ -70,13 +102,6 @@ fn requests(prefix: &str, parts: usize, count: u64, first: u64) -> std::io::Resu
 
 fn fill_cache(mb: usize) -> (usize, usize) {
     let token = common::token();
-    let sig = verify::signature(&token, common::TIMESTAMP, common::NONCE);
-    let query = Query::parse(&format!(
-        "signature={sig}&timestamp={}&nonce={}",
-        common::TIMESTAMP,
-        common::NONCE
-    ))
-    .expect("query");
     let limits = Limits {
         max_bytes: mb << 20,
         ..Limits::default()
@@ -89,6 +114,8 @@ fn fill_cache(mb: usize) -> (usize, usize) {
         for _ in 0..BATCH {
             id += 1;
             let body = common::text_message("hello 你好", id);
+            let (ts, nonce) = common::fresh(id);
+            let query = Query::parse(&common::signed_query(&ts, &nonce)).expect("query");
             pipeline
                 .handle_message(Push {
                     query: &query,

@@ -509,8 +509,13 @@ impl<'a> Worker<'a> {
         }
         let user = format!("o_soak_{}", roll % 997);
         let msg_id = self.run_id * 10_000_000_000 + i;
-        let ts = (1_700_000_000 + i).to_string();
-        let nonce = (roll % 1_000_000_007).to_string();
+        // Signed now, with a nonce no other request of the run has (the MsgId is unique), as
+        // WeChat signs each push: the server refuses old timestamps and reused queries.
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
+        let nonce = msg_id.to_string();
         let signed = format!(
             "/weixin?signature={}&timestamp={ts}&nonce={nonce}",
             verify::signature(&self.cfg.token, &ts, &nonce)

@@ -26,12 +26,27 @@ const SHOWN: usize = 10;
 
 struct Config {
     addr: String,
-    target: String,
+    token: Token,
     pid: Option<u32>,
     stop_file: PathBuf,
     idle: usize,
     /// Only these kinds (by name); all when empty.
     kinds: Vec<String>,
+}
+
+impl Config {
+    /// The message path with a query signed now and a nonce of its own, as WeChat signs each
+    /// push (the server refuses old timestamps and reused queries).
+    fn target(&self) -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
+        let nonce = NEXT.fetch_add(1, Ordering::Relaxed).to_string();
+        let sig = verify::signature(&self.token, &ts, &nonce);
+        format!("/weixin?signature={sig}&timestamp={ts}&nonce={nonce}")
+    }
 }
 
 /// One kind of hostile traffic: its name, which finding it is, and one round of it, which
@@ -171,11 +186,9 @@ fn parse_args() -> Result<Config, String> {
         }
     }
     let token = Token::new(&token.ok_or("--token is required")?).map_err(|e| e.to_string())?;
-    let (ts, nonce) = ("1700000000", "42");
-    let sig = verify::signature(&token, ts, nonce);
     Ok(Config {
         addr: addr.ok_or("--addr is required")?,
-        target: format!("/weixin?signature={sig}&timestamp={ts}&nonce={nonce}"),
+        token,
         pid,
         stop_file: stop_file.ok_or("--stop-file is required")?,
         idle,
@@ -278,7 +291,7 @@ fn endless_chunk_size(cfg: &Config) -> Result<(), String> {
     let mut s = connect(cfg)?;
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1",
-        cfg.target
+        cfg.target()
     );
     s.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
     let digits = vec![b'0'; 64 * 1024];
@@ -308,15 +321,15 @@ fn trickled_bodies(cfg: &Config) -> Result<(), String> {
     let heads = [
         format!(
             "POST {} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n",
-            cfg.target
+            cfg.target()
         ),
         format!(
             "POST {} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1000\r\n\r\n",
-            cfg.target
+            cfg.target()
         ),
         format!(
             "POST {} HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: x\r\nContent-Length: 1000\r\n\r\n",
-            cfg.target
+            cfg.target()
         ),
     ];
     let mut conns = Vec::new();

@@ -15,9 +15,11 @@ set -eu
 cd "$(dirname "$0")/.."
 
 SECS="${BENCH_SECONDS:-10}"
+# Signed queries made per second of a run, an upper bound on req/s (running out is reported as
+# repeated bodies, and the server refuses those): every request is signed afresh, as WeChat
+# signs each push, so the figures include the replay window's checks.
+POOL_RATE="${BENCH_POOL_RATE:-60000}"
 TOKEN=benchtoken
-TS=1700000000
-NONCE=1320562132
 ECHOSTR=5837397520665436492
 OPENID=oia2TjjewbmiOUlr6X-1crbLOvLw
 AES_KEY=abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG
@@ -74,9 +76,17 @@ if [ "${BENCH_MICRO:-1}" != 0 ]; then
     cargo bench --bench micro -- --output-format bencher | tee "$raw/micro.txt"
 fi
 
-# Plain-mode signature: sha1 of the sorted, joined token/timestamp/nonce (byte order).
-SIG=$(printf '%s\n' "$TOKEN" "$TS" "$NONCE" | LC_ALL=C sort | tr -d '\n' | sha1sum | cut -c1-40)
-Q="signature=$SIG&timestamp=$TS&nonce=$NONCE"
+# A plain-mode query signed now with a random nonce, for the requests made by hand: sha1 of the
+# sorted, joined token/timestamp/nonce (byte order). The server refuses old timestamps.
+fresh_q() {
+    local ts nonce sig
+    ts=$(date +%s)
+    nonce=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+    sig=$(printf '%s\n' "$TOKEN" "$ts" "$nonce" | LC_ALL=C sort | tr -d '\n' | sha1sum | cut -c1-40)
+    echo "signature=$sig&timestamp=$ts&nonce=$nonce"
+}
+# Nonces of the pools; each pool starts past the last one's.
+POOL_NONCE=1000000000
 check_body="<xml><ToUserName><![CDATA[gh_7f083739789a]]></ToUserName><FromUserName><![CDATA[$OPENID]]></FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[CONTENT]]></Content><MsgId>1</MsgId></xml>"
 
 "$GEN" rules 500 >"$work/rules-500.toml.tail"
@@ -158,10 +168,14 @@ run_wrk() {
     shift 4
     local t=$((conns < WRK_THREADS ? conns : WRK_THREADS))
     local log="$raw/$key.txt"
+    # This run's signed queries, made just before it (text.lua and check.lua read them).
+    local pool_count=$((POOL_RATE * SECS + 2000))
+    "$GEN" queries "$work/pool" "$t" "$pool_count" "$POOL_NONCE"
+    POOL_NONCE=$((POOL_NONCE + pool_count))
     local cpu0 busy0 TIMEFORMAT='%3U %3S'
     cpu0=$(cpu_ticks "$SPID")
     busy0=$(busy_ticks)
-    if ! { time BENCH_LUA_THREADS=$t "${PIN_WRK[@]}" wrk -t"$t" -c"$conns" -d"${SECS}s" --timeout 5s \
+    if ! { time BENCH_POOL="$work/pool" BENCH_LUA_THREADS=$t "${PIN_WRK[@]}" wrk -t"$t" -c"$conns" -d"${SECS}s" --timeout 5s \
         --latency -s "$script" "$url" -- "$@" >"$log" 2>&1; } 2>"$work/wrk-time"; then
         die "wrk failed; see $log"
     fi
@@ -212,28 +226,28 @@ if [ "${BENCH_PIN:-0}" = 1 ] && [ "$cores" -ge 2 ]; then
 fi
 W="http://127.0.0.1"
 LONG_TEXT=$(printf '你好hello %.0s' $(seq 91)) # 1001 bytes
-P="/weixin?$Q&openid=$OPENID"
+P="/weixin?openid=$OPENID"
 
 echo "== wrk: ${SECS}s per run, $THREADS handler threads, wrk -t$WRK_THREADS, $arrangement"
 for c in 50 1; do
     start_wxmp "w2-c$c"
-    expect "$W:$SPORT$P" "hello 你好" "${check_body/CONTENT/hello 你好}"
+    expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
     run_wrk "W2-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
     stop_server
 
     # Right after W2, so the ratio compares neighbouring runs.
     start_server "floor-c$c" "${PIN_SERVER[@]}" "$FLOOR" --port 0 --threads "$THREADS"
-    expect "$W:$SPORT$P" "hello 你好" "${check_body/CONTENT/hello 你好}"
+    expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
     run_wrk "floor-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
     stop_server
 
     start_wxmp "w1-c$c"
-    expect "$W:$SPORT/weixin?$Q&echostr=$ECHOSTR" "$ECHOSTR"
-    run_wrk "W1-c$c" "$c" benches/wrk/common.lua "$W:$SPORT/weixin?$Q&echostr=$ECHOSTR"
+    expect "$W:$SPORT/weixin?$(fresh_q)&echostr=$ECHOSTR" "$ECHOSTR"
+    run_wrk "W1-c$c" "$c" benches/wrk/check.lua "$W:$SPORT/weixin?echostr=$ECHOSTR"
     stop_server
 
     start_wxmp "w3-c$c"
-    expect "$W:$SPORT$P" "北京天气挺好的！" "${check_body/CONTENT/天气}"
+    expect "$W:$SPORT$P&$(fresh_q)" "北京天气挺好的！" "${check_body/CONTENT/天气}"
     run_wrk "W3-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "天气"
     stop_server
 
@@ -241,18 +255,19 @@ for c in 50 1; do
         # Enough distinct safe-mode bodies for the run, sized on W1 (a GET with no body, the
         # cheapest request) rather than W2, which run-to-run noise can put below W4.
         safe_count=$(awk -v r="${RPS[W1-c50]}" -v s="$SECS" 'BEGIN { printf "%d", r * s * 1.2 + 2000 }')
-        "$GEN" requests "$work/safe" "$WRK_THREADS" "$safe_count" 9000000000000000
-        "$GEN" requests "$work/check" 1 1 8000000000000000
-        safe_check_sig=$(cut -d' ' -f1 "$work/check.0")
-        safe_check_body=$(cut -d' ' -f2- "$work/check.0")
     fi
+    # Made just before the run: each push is signed and timestamped when it is sealed.
+    "$GEN" requests "$work/safe" "$WRK_THREADS" "$safe_count" $((9000000000000000 + c * 100000000))
+    "$GEN" requests "$work/check" 1 1 $((8000000000000000 + c))
+    safe_check_query=$(cut -d' ' -f1 "$work/check.0")
+    safe_check_body=$(cut -d' ' -f2- "$work/check.0")
     start_wxmp "w4-c$c" --aes-key "$AES_KEY" --appid "$APPID"
-    expect "$W:$SPORT$P&encrypt_type=aes&msg_signature=$safe_check_sig" "<Encrypt>" "$safe_check_body"
+    expect "$W:$SPORT$P&encrypt_type=aes&$safe_check_query" "<Encrypt>" "$safe_check_body"
     run_wrk "W4-c$c" "$c" benches/wrk/safe.lua "$W:$SPORT$P&encrypt_type=aes" "$work/safe"
     stop_server
 
     start_wxmp "w5-c$c" --rules "$work/rules-500.toml"
-    expect "$W:$SPORT$P" "hello 你好" "${check_body/CONTENT/hello 你好}"
+    expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
     run_wrk "W5-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
     stop_server
 
@@ -260,7 +275,7 @@ for c in 50 1; do
         # Not one of W1-W5: W2 with a 1 KB text, so the reply passes 1 KiB (as long echoes,
         # news and safe-mode replies of longer texts do), where the HTTP layer behaves differently.
         start_wxmp "w2long-c$c"
-        expect "$W:$SPORT$P" "$LONG_TEXT" "${check_body/CONTENT/$LONG_TEXT}"
+        expect "$W:$SPORT$P&$(fresh_q)" "$LONG_TEXT" "${check_body/CONTENT/$LONG_TEXT}"
         run_wrk "W2long-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "$LONG_TEXT"
         stop_server
     fi
@@ -283,7 +298,7 @@ start_endpoint() { # NAME DELAY_MS: leaves the URL in EP_URL and the pid in EP_P
 start_endpoint ep-now 0
 printf '[default]\nreply.forward = "%s"\n' "$EP_URL" >"$work/forward-echo.toml"
 start_wxmp fwd-c50 --rules "$work/forward-echo.toml"
-expect "$W:$SPORT$P" "hello 你好" "${check_body/CONTENT/hello 你好}"
+expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
 run_wrk "FWD-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
 stop_server
 start_endpoint ep-slow 20000
@@ -292,7 +307,7 @@ printf '[[rules]]\ntext = "hold"\nreply.forward = { url = "%s", fallback = { tex
 start_wxmp w2held-c50 --rules "$work/forward-hold.toml"
 # W2 alone on this same server first (its pool keeps threads for held attempts), so the ratio
 # compares like with like, measured a moment apart.
-expect "$W:$SPORT$P" "hello 你好" "${check_body/CONTENT/hello 你好}"
+expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
 run_wrk "W2fwd-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
 HOLD_SECS=$((SECS + 8))
 "$FWD" hold "127.0.0.1:$SPORT" "$TOKEN" 200 "$HOLD_SECS" >"$work/hold.out" 2>&1 &
@@ -301,7 +316,7 @@ hold_pid=$!
 # at any moment (each loop has one push in flight, as WeChat would).
 sleep 6
 held_threads=$(awk '/^Threads:/ { print $2 }' "/proc/$SPID/status")
-expect "$W:$SPORT$P" "hello 你好" "${check_body/CONTENT/hello 你好}"
+expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
 run_wrk "W2held-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
 wait "$hold_pid" || true
 hold_summary=$(cat "$work/hold.out")
@@ -326,11 +341,11 @@ if [ "${BENCH_PEER:-1}" != 0 ] && command -v python3 >/dev/null; then
             SPID=$!
             SPORT=$peer_port
             for _ in $(seq 100); do
-                curl -sf "$W:$SPORT/weixin?$Q&echostr=1" >/dev/null 2>&1 && break
+                curl -sf "$W:$SPORT/weixin?$(fresh_q)&echostr=1" >/dev/null 2>&1 && break
                 kill -0 "$SPID" 2>/dev/null || { cat "$work/peer.err" >&2; die "gunicorn exited at start-up"; }
                 sleep 0.1
             done
-            expect "$W:$SPORT$P" "hello 你好" "${check_body/CONTENT/hello 你好}"
+            expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
             run_wrk "peer-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
             stop_server
         done
@@ -343,7 +358,7 @@ fi
 # 1000 keep-alive connections: WeChat gives up after 5 s, so every request must be answered
 # within that (wrk counts anything slower as a timeout).
 start_wxmp w2-c1000
-expect "$W:$SPORT$P" "hello 你好" "${check_body/CONTENT/hello 你好}"
+expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
 run_wrk "W2-c1000" 1000 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
 c1000_errors=${R[errors]}
 c1000_max_ms=$(awk -v x="${R[max_us]}" 'BEGIN { printf "%.1f", x / 1000 }')
@@ -364,7 +379,7 @@ for mb in 8 32; do
     read -r entries accounted < <("$GEN" cache "$mb")
     start_wxmp "cache-$mb" --cache-mb "$mb"
     # Warm up with URL checks (no cache entries), so threads and buffers exist before the baseline.
-    SECS=2 run_wrk "cache-warm-$mb" 50 benches/wrk/common.lua "$W:$SPORT/weixin?$Q&echostr=$ECHOSTR" >/dev/null
+    SECS=2 run_wrk "cache-warm-$mb" 50 benches/wrk/check.lua "$W:$SPORT/weixin?echostr=$ECHOSTR" >/dev/null
     base=$(rss_kib "$SPID")
     fill_secs=$(awk -v e="$entries" -v r="${RPS[W2-c50]}" 'BEGIN { s = int(2 * e / r) + 2; print (s > 60 ? 60 : s) }')
     SECS=$fill_secs run_wrk "cache-fill-$mb" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好" >/dev/null

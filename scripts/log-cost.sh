@@ -15,12 +15,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 cat >"$work/drive.py" <<'PY'
-import hashlib, http.client, sys
+import hashlib, http.client, sys, time
 port, n = int(sys.argv[1]), int(sys.argv[2])
-token, ts, nonce = "costtoken", "1700000000", "1320562132"
-sig = hashlib.sha1("".join(sorted([token, ts, nonce])).encode()).hexdigest()
+token = "costtoken"
 conn = http.client.HTTPConnection("127.0.0.1", port)
 for i in range(1, n + 1):
+    # Signed now with a nonce of its own: the server refuses old timestamps and reused queries.
+    ts, nonce = str(int(time.time())), str(i)
+    sig = hashlib.sha1("".join(sorted([token, ts, nonce])).encode()).hexdigest()
     body = ("<xml><ToUserName><![CDATA[gh_7f083739789a]]></ToUserName>"
             "<FromUserName><![CDATA[oia2TjjewbmiOUlr6X-1crbLOvLw]]></FromUserName>"
             "<CreateTime>1700000000</CreateTime><MsgType><![CDATA[text]]></MsgType>"

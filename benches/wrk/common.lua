@@ -1,5 +1,5 @@
 -- Shared by the wrk scripts of scripts/bench.sh (loaded with dofile; run wrk from the repo
--- root). Alone it is the script for static requests (W1), to get the summary line.
+-- root).
 
 -- wrk calls setup() for thread i just before init() runs in that thread, so the thread count
 -- cannot be counted here: the script passes it in BENCH_LUA_THREADS.
@@ -10,6 +10,30 @@ function setup(thread)
   thread:set("tid", #threads)
   thread:set("nthreads", nthreads)
   table.insert(threads, thread)
+end
+
+-- Signed queries made by `gen_safe queries` just before the run (the server's replay window
+-- refuses old timestamps and a query reused on another body; LuaJIT has no SHA-1): thread i
+-- reads BENCH_POOL.i, one `signature=…&timestamp=…&nonce=…` per line. Running out wraps around
+-- and counts repeats, which scripts/bench.sh reports.
+repeats = 0 -- requests that resent a query or body (read back by done())
+local pool
+local wrapped = false
+
+function next_line(prefix)
+  if not pool then
+    pool = assert(io.open((prefix or os.getenv("BENCH_POOL")) .. "." .. tid, "r"))
+  end
+  local line = pool:read("*l")
+  if not line then
+    wrapped = true
+    pool:seek("set")
+    line = pool:read("*l")
+  end
+  if wrapped then
+    repeats = repeats + 1
+  end
+  return line
 end
 
 -- 16 digits like WeChat's MsgIds, unique per (thread, counter), so retries never hit the cache.

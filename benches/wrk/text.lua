@@ -1,5 +1,5 @@
 -- W2/W3/W5: a signed plaintext text push (content = first script argument) with a fresh MsgId
--- on every request. The URL carries the precomputed signature.
+-- on every request, each with its own signed query from the pool (appended to the URL).
 dofile("benches/wrk/common.lua")
 
 local content
@@ -12,5 +12,6 @@ end
 
 function request()
   counter = counter + 1
-  return wrk.format("POST", nil, headers, text_message(content, msg_id(tid, counter)))
+  local path = wrk.path .. "&" .. next_line()
+  return wrk.format("POST", path, headers, text_message(content, msg_id(tid, counter)))
 end
