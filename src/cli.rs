@@ -1,20 +1,13 @@
-//! The command line: which subcommand, and the raw option strings (validated later by `config`).
+//! The command line: which subcommand, and its options as given ([`Args`], validated later by
+//! the command: `config` for serve). Every command's options are declared in one table each,
+//! which also writes its `--help`.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::PathBuf;
 
-use lexopt::prelude::*;
+use crate::usage::{self, Args, Parsed, Spec, UsageError};
 
-use crate::api::Secret;
-use crate::api_cmd::args::{self as api_args, RawCmd};
-use crate::config::RawServe;
-use crate::fake_api::args::{self as fake_args, RawFake};
-use crate::send::args::{self as send_args, RawSend};
-use crate::tail;
-use crate::usage::UsageError;
-
-pub const USAGE: &str = "\
+const HEAD: &str = "\
 wxmp — a fast, single-binary WeChat Official Account (微信公众号) message server
 
 Usage:
@@ -29,202 +22,113 @@ Usage:
   wxmp --help | --version
 
 Serve options (each also read from the environment variable shown; a flag wins):
-  --host HOST        address to listen on            WXMP_HOST     [default: 0.0.0.0]
-  --port PORT        port to listen on (0 = any)     WXMP_PORT     [default: 80]
-  --path PATH        message URL path                WXMP_PATH     [default: /weixin]
-  --token TOKEN      Token from the WeChat console   WXMP_TOKEN    [required; 3-32 letters/digits]
-  --aes-key KEY      EncodingAESKey (43 characters)  WXMP_AES_KEY  [safe/compatible mode]
-  --appid APPID      AppID (safe mode and the API)   WXMP_APPID
-  --rules FILE       keyword rules file (TOML)       WXMP_RULES    [default: built-in rules]
-  --threads N        request handler threads         WXMP_THREADS  [default: 4 x cores, 8..64]
-  --cache-mb MB      retry cache memory budget       WXMP_CACHE_MB [default: 32, at least 1]
-  --cache-ttl SECS   how long replies are kept       WXMP_CACHE_TTL [default: 60, at least 30]
-  --max-connections N  open connections (more: 503)  WXMP_MAX_CONNECTIONS [default: open-files limit / 2, at most 4096]
-  --late MODE        late forward answers: stretch | kf  WXMP_LATE [default: stretch]
-  --forward-secret S signs forwarded bodies (HMAC)   WXMP_FORWARD_SECRET
-  --forward-capacity N  forwarded pushes in flight   WXMP_FORWARD_CAPACITY [default: 200]
-  --forward-processes N commands running at once     WXMP_FORWARD_PROCESSES [default: 16]
-  --kf-wait SECS     how long a late answer is awaited (kf)  WXMP_KF_WAIT [default: 60]
-  --replay-window SECS  a signed query's lifetime    WXMP_REPLAY_WINDOW [default: 300; 0 = off]
-  --secret SECRET    AppSecret, for the API          WXMP_SECRET   [never printed or logged]
-  --api-base URL     the WeChat API's address        WXMP_API_BASE [default: https://api.weixin.qq.com]
-  --token-cache FILE where the access_token is kept  WXMP_TOKEN_CACHE [default: ~/.cache/wxmp/, per AppID]
-  --token-endpoint E stable or classic               WXMP_TOKEN_ENDPOINT [default: stable]
-  --log-format FMT   text or json (one object/line)  WXMP_LOG_FORMAT [default: text]
-  --quiet            log refused requests only       WXMP_QUIET
-  --log-openid       log whole OpenIDs, not hashes   WXMP_LOG_OPENID [personal data]
-  --metrics-addr ADDR  /metrics and wxmp tail there  WXMP_METRICS_ADDR [default: off; e.g. 127.0.0.1:9100]
+";
 
+const FOOT: &str = "
+--quiet and --log-openid take no value; their variables take 1/0 (true/false, yes/no, on/off).
 The menu, kf and token commands take --appid and the four API options above too.
 
 Endpoints: PATH (POST pushes, GET the URL check), / (Hello World!), /healthz (ok); the
 metrics listener serves /metrics and /tail, and only there.
 ";
 
+/// `wxmp --help`: the serve options come from their declarations.
+pub fn usage() -> String {
+    format!("{HEAD}{}{FOOT}", usage::help(crate::config::SERVE))
+}
+
 /// What to do.
 #[derive(Debug)]
 pub enum Command {
-    Serve(Box<RawServe>),
+    Serve(Box<Args>),
     CheckRules(PathBuf),
-    Send(Box<RawSend>),
-    SendHelp,
-    /// `wxmp menu`, `wxmp kf`, `wxmp token`.
-    Api(Box<RawCmd>),
-    ApiHelp,
-    FakeApi(Box<RawFake>),
-    FakeApiHelp,
-    Tail(tail::RawTail),
-    TailHelp,
-    Help,
+    Send(Box<Args>),
+    /// `wxmp menu`, `wxmp kf`, `wxmp token`: the command word is the first of the words.
+    Api(Box<Args>),
+    FakeApi(Box<Args>),
+    Tail(Box<Args>),
+    /// Print this help text.
+    Help(String),
     Version,
 }
 
-/// A usage error (exit 2).
-#[derive(Debug)]
-pub struct CliError(pub String);
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<UsageError> for CliError {
-    fn from(e: UsageError) -> Self {
-        CliError(e.0)
-    }
-}
-
-impl From<lexopt::Error> for CliError {
-    fn from(e: lexopt::Error) -> Self {
-        CliError(e.to_string())
-    }
-}
-
 /// Parses the arguments after the program name.
-pub fn parse(args: Vec<OsString>) -> Result<Command, CliError> {
-    let mut parser = lexopt::Parser::from_args(args);
-    let mut serve = RawServe::default();
-    let mut first = true;
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('h') | Long("help") => return Ok(Command::Help),
-            Short('V') | Long("version") => return Ok(Command::Version),
-            Value(v) if first => {
-                let word = v.string()?;
-                match word.as_str() {
-                    "serve" => {}
-                    "help" => return Ok(Command::Help),
-                    "check-rules" => {
-                        let file: PathBuf = parser
-                            .value()
-                            .map_err(|_| CliError("check-rules needs a FILE".into()))?
-                            .into();
-                        if let Some(extra) = parser.next()? {
-                            return Err(CliError(format!("check-rules takes one FILE; {}", extra.unexpected())));
-                        }
-                        return Ok(Command::CheckRules(file));
-                    }
-                    "send" => {
-                        return Ok(match send_args::parse(parser)? {
-                            send_args::Parsed::Help => Command::SendHelp,
-                            send_args::Parsed::Send(raw) => Command::Send(raw),
-                        })
-                    }
-                    "menu" | "kf" | "token" => {
-                        return Ok(match api_args::parse(&word, parser)? {
-                            api_args::Parsed::Help => Command::ApiHelp,
-                            api_args::Parsed::Run(raw) => Command::Api(raw),
-                        })
-                    }
-                    "fake-api" => {
-                        return Ok(match fake_args::parse(parser)? {
-                            fake_args::Parsed::Help => Command::FakeApiHelp,
-                            fake_args::Parsed::Run(raw) => Command::FakeApi(raw),
-                        })
-                    }
-                    "tail" => {
-                        return Ok(match tail::parse(parser).map_err(|e| CliError(e.0))? {
-                            tail::Parsed::Help => Command::TailHelp,
-                            tail::Parsed::Tail(raw) => Command::Tail(raw),
-                        })
-                    }
-                    other => {
-                        return Err(CliError(format!(
-                            "unknown command {other:?}; expected serve, check-rules, send, tail, menu, kf, token or fake-api (see wxmp --help)"
-                        )))
-                    }
+pub fn parse(mut args: Vec<OsString>) -> Result<Command, UsageError> {
+    let word = args
+        .first()
+        .and_then(|a| a.to_str())
+        .filter(|a| !a.starts_with('-'))
+        .map(str::to_owned);
+    let Some(word) = word else {
+        return serve(args);
+    };
+    let rest = args.split_off(1);
+    match word.as_str() {
+        "serve" => serve(rest),
+        "help" => Ok(Command::Help(usage())),
+        "check-rules" => check_rules(lexopt::Parser::from_args(rest)),
+        "send" => command(rest, &crate::send::args::SPEC, crate::send::usage, Command::Send),
+        "fake-api" => command(
+            rest,
+            &crate::fake_api::args::SPEC,
+            crate::fake_api::args::usage,
+            Command::FakeApi,
+        ),
+        "tail" => command(rest, &crate::tail::SPEC, crate::tail::usage, Command::Tail),
+        "menu" | "kf" | "token" => {
+            let spec = crate::api_cmd::args::spec(&word);
+            Ok(match usage::parse(lexopt::Parser::from_args(rest), &spec)? {
+                Parsed::Help => Command::Help(crate::api_cmd::args::usage()),
+                Parsed::Args(mut args) => {
+                    args.words.insert(0, word);
+                    Command::Api(Box::new(args))
                 }
-            }
-            Long(name @ ("quiet" | "log-openid")) => {
-                let slot = if name == "quiet" {
-                    &mut serve.quiet
-                } else {
-                    &mut serve.log_openid
-                };
-                // `--quiet` alone, or `--quiet=0` to override the variable.
-                *slot = Some(match parser.optional_value() {
-                    Some(v) => v.string()?,
-                    None => "1".to_owned(),
-                });
-            }
-            Long(name) => {
-                let slot = match name {
-                    "host" => &mut serve.host,
-                    "port" => &mut serve.port,
-                    "path" => &mut serve.path,
-                    "token" => &mut serve.token,
-                    "aes-key" => &mut serve.aes_key,
-                    "appid" => &mut serve.appid,
-                    "rules" => &mut serve.rules,
-                    "threads" => &mut serve.threads,
-                    "cache-mb" => &mut serve.cache_mb,
-                    "cache-ttl" => &mut serve.cache_ttl,
-                    "late" => &mut serve.late,
-                    "forward-secret" => &mut serve.forward_secret,
-                    "forward-capacity" => &mut serve.forward_capacity,
-                    "forward-processes" => &mut serve.forward_processes,
-                    "kf-wait" => &mut serve.kf_wait,
-                    "replay-window" => &mut serve.replay_window,
-                    "api-base" => &mut serve.api.api_base,
-                    "token-cache" => &mut serve.api.token_cache,
-                    "token-endpoint" => &mut serve.api.token_endpoint,
-                    "secret" => {
-                        let value = parser
-                            .value()
-                            .map_err(|_| CliError("--secret needs a value".into()))?
-                            .string()?;
-                        serve.api.secret = Some(Secret::new(value));
-                        first = false;
-                        continue;
-                    }
-                    "log-format" => &mut serve.log_format,
-                    "metrics-addr" => &mut serve.metrics_addr,
-                    "max-connections" => &mut serve.max_connections,
-                    _ => {
-                        return Err(CliError(format!(
-                            "unknown option --{name} (see wxmp --help)"
-                        )))
-                    }
-                };
-                let name = name.to_owned();
-                *slot = Some(
-                    parser
-                        .value()
-                        .map_err(|_| CliError(format!("--{name} needs a value")))?
-                        .string()?,
-                );
-            }
-            other => {
-                return Err(CliError(format!(
-                    "{} (see wxmp --help)",
-                    other.unexpected()
-                )))
-            }
+            })
         }
-        first = false;
+        other => Err(UsageError(format!(
+            "unknown command {other:?}; expected serve, check-rules, send, tail, menu, kf, token or fake-api (see wxmp --help)"
+        ))),
     }
-    Ok(Command::Serve(Box::new(serve)))
+}
+
+/// A subcommand with its own table of options.
+fn command(
+    rest: Vec<OsString>,
+    spec: &Spec,
+    help: fn() -> String,
+    make: fn(Box<Args>) -> Command,
+) -> Result<Command, UsageError> {
+    Ok(match usage::parse(lexopt::Parser::from_args(rest), spec)? {
+        Parsed::Help => Command::Help(help()),
+        Parsed::Args(args) => make(Box::new(args)),
+    })
+}
+
+fn serve(args: Vec<OsString>) -> Result<Command, UsageError> {
+    // `--version` anywhere among the serve options wins, as `--help` does.
+    if args.iter().any(|a| a == "-V" || a == "--version") {
+        return Ok(Command::Version);
+    }
+    Ok(
+        match usage::parse(lexopt::Parser::from_args(args), &crate::config::SPEC)? {
+            Parsed::Help => Command::Help(usage()),
+            Parsed::Args(args) => Command::Serve(Box::new(args)),
+        },
+    )
+}
+
+fn check_rules(mut parser: lexopt::Parser) -> Result<Command, UsageError> {
+    let file: PathBuf = parser
+        .value()
+        .map_err(|_| UsageError("check-rules needs a FILE".into()))?
+        .into();
+    if let Some(extra) = parser.next()? {
+        return Err(UsageError(format!(
+            "check-rules takes one FILE; {}",
+            extra.unexpected()
+        )));
+    }
+    Ok(Command::CheckRules(file))
 }
 
 #[cfg(test)]
@@ -235,28 +139,52 @@ mod tests {
         a.iter().map(OsString::from).collect()
     }
 
+    fn error(a: &[&str]) -> String {
+        match parse(args(a)) {
+            Err(e) => e.0,
+            Ok(c) => panic!("{a:?} parsed: {c:?}"),
+        }
+    }
+
     #[test]
     fn serve_is_the_default_command() {
         match parse(args(&["--port", "8080", "--token=abc"])).unwrap() {
             Command::Serve(raw) => {
-                assert_eq!(raw.port.as_deref(), Some("8080"));
-                assert_eq!(raw.token.as_deref(), Some("abc"));
+                assert_eq!(raw.get("port").as_deref(), Some("8080"));
+                assert_eq!(raw.get("token").as_deref(), Some("abc"));
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            parse(args(&["serve"])).unwrap(),
+            parse(args(&["serve", "--port", "1"])).unwrap(),
             Command::Serve(_)
         ));
     }
 
     #[test]
     fn help_version_and_check_rules() {
-        assert!(matches!(parse(args(&["--help"])).unwrap(), Command::Help));
+        assert!(
+            matches!(parse(args(&["--help"])).unwrap(), Command::Help(h) if h.contains("WXMP_TOKEN"))
+        );
         assert!(matches!(parse(args(&["-V"])).unwrap(), Command::Version));
+        assert!(matches!(
+            parse(args(&["--port", "1", "--version"])).unwrap(),
+            Command::Version
+        ));
         match parse(args(&["check-rules", "r.toml"])).unwrap() {
             Command::CheckRules(p) => assert_eq!(p, PathBuf::from("r.toml")),
             other => panic!("{other:?}"),
+        }
+        for (command, needle) in [
+            ("send", "wxmp send"),
+            ("tail", "wxmp tail"),
+            ("fake-api", "wxmp fake-api"),
+            ("kf", "wxmp menu | kf | token"),
+        ] {
+            match parse(args(&[command, "--help"])).unwrap() {
+                Command::Help(h) => assert!(h.starts_with(needle), "{h}"),
+                other => panic!("{other:?}"),
+            }
         }
     }
 
@@ -271,40 +199,34 @@ mod tests {
         .unwrap()
         {
             Command::Serve(raw) => {
-                assert_eq!(raw.quiet.as_deref(), Some("1"));
-                assert_eq!(raw.log_openid.as_deref(), Some("0"));
-                assert_eq!(raw.metrics_addr.as_deref(), Some("127.0.0.1:1"));
+                assert_eq!(raw.get("quiet").as_deref(), Some("1"));
+                assert_eq!(raw.get("log-openid").as_deref(), Some("0"));
+                assert_eq!(raw.get("metrics-addr").as_deref(), Some("127.0.0.1:1"));
             }
             other => panic!("{other:?}"),
         }
         match parse(args(&["tail", "--metrics-addr", "127.0.0.1:2"])).unwrap() {
-            Command::Tail(raw) => assert_eq!(raw.metrics_addr.as_deref(), Some("127.0.0.1:2")),
+            Command::Tail(raw) => {
+                assert_eq!(raw.get("metrics-addr").as_deref(), Some("127.0.0.1:2"))
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            parse(args(&["tail", "--help"])).unwrap(),
-            Command::TailHelp
-        ));
     }
 
     #[test]
     fn usage_errors_say_what_is_wrong() {
-        assert!(parse(args(&["--bogus", "1"]))
-            .unwrap_err()
-            .0
-            .contains("--bogus"));
-        assert!(parse(args(&["--port"]))
-            .unwrap_err()
-            .0
-            .contains("--port needs a value"));
-        assert!(parse(args(&["frobnicate"]))
-            .unwrap_err()
-            .0
-            .contains("unknown command"));
-        assert!(parse(args(&["check-rules"]))
-            .unwrap_err()
-            .0
-            .contains("FILE"));
+        assert_eq!(
+            error(&["--bogus", "1"]),
+            "unknown option --bogus (see wxmp --help)"
+        );
+        assert_eq!(error(&["--port"]), "--port needs a value");
+        assert!(error(&["frobnicate"]).contains("unknown command"));
+        assert!(error(&["check-rules"]).contains("FILE"));
+        assert!(error(&["serve", "extra"]).contains("see wxmp --help"));
+        assert_eq!(
+            error(&["kf", "--bogus", "1"]),
+            "unknown option --bogus (see wxmp kf --help)"
+        );
     }
 
     #[test]
@@ -312,21 +234,17 @@ mod tests {
         match parse(args(&["menu", "push", "m.toml", "--api-base", "http://x"])).unwrap() {
             Command::Api(raw) => {
                 assert_eq!(raw.words, ["menu", "push", "m.toml"]);
-                assert_eq!(raw.api.api_base.as_deref(), Some("http://x"));
+                assert_eq!(raw.get("api-base").as_deref(), Some("http://x"));
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            parse(args(&["kf", "--help"])).unwrap(),
-            Command::ApiHelp
-        ));
         assert!(matches!(
             parse(args(&["fake-api", "--port", "0"])).unwrap(),
             Command::FakeApi(_)
         ));
         match parse(args(&["--secret", "s3cr3t", "--appid", "wx1"])).unwrap() {
             Command::Serve(raw) => {
-                assert_eq!(raw.api.secret.as_ref().map(|s| s.expose()), Some("s3cr3t"));
+                assert_eq!(raw.get("secret").as_deref(), Some("s3cr3t"));
                 assert!(!format!("{raw:?}").contains("s3cr3t"));
             }
             other => panic!("{other:?}"),

@@ -1,6 +1,8 @@
-//! Configuration, in two stages: [`RawServe`] and [`RawApi`] hold what the command line and the
-//! environment said (strings), [`Config::resolve`] and [`resolve_api`] validate it once into
-//! plain values. All defaults live here.
+//! The server's configuration, in two stages: [`SERVE`] declares each setting once (flag,
+//! variable, value name, default, range, one line of doc), [`usage::parse`] reads the command
+//! line into [`Args`], and [`Config::resolve`] validates it once into the parts the server
+//! takes: where it listens, the account, the retry cache, the access log, forwarding, the API
+//! and the log format. All defaults live here; nothing here knows the server.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -9,76 +11,114 @@ use std::time::Duration;
 
 use crate::api::{ApiConfig, Secret, TokenEndpoint};
 use crate::log::Format;
-use crate::protocol::crypto::AesKey;
 use crate::protocol::envelope::SafeMode;
 use crate::protocol::verify::Token;
-use crate::server::forward::{self, http::ForwardSecret, Late};
-use crate::server::replay;
-use crate::server::store::Limits;
+use crate::usage::{self, Args, Env, Setting, Spec, UsageError};
 
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 80;
-pub const DEFAULT_PATH: &str = crate::server::account::DEFAULT_PATH;
+/// The path WeChat's samples and most tutorials use.
+pub const DEFAULT_PATH: &str = "/weixin";
 pub const DEFAULT_CACHE_MB: usize = 32;
 pub const DEFAULT_CACHE_TTL: u64 = 60;
 pub const DEFAULT_API_BASE: &str = "https://api.weixin.qq.com";
-/// The longest replay window accepted: a day. Longer defeats its purpose.
-pub const MAX_REPLAY_WINDOW: u64 = 86_400;
 /// The limit on each API request. WeChat answers in well under a second; 10 s covers a slow
 /// link without letting a dead one hold a late reply (or a terminal) for long.
 pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CAPACITY: usize = 200;
+pub const DEFAULT_PROCESSES: usize = 16;
+pub const DEFAULT_KF_WAIT: Duration = Duration::from_secs(60);
+/// Seconds a signed query stays good: WeChat's ~15 s of retries plus clock skew.
+pub const DEFAULT_REPLAY_WINDOW: u64 = 300;
+/// The longest replay window accepted: a day. Longer defeats its purpose.
+pub const MAX_REPLAY_WINDOW: u64 = 86_400;
 
-/// Serve options as given: `None` means "not on the command line".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawServe {
-    pub host: Option<String>,
-    pub port: Option<String>,
-    pub path: Option<String>,
-    pub token: Option<String>,
-    pub aes_key: Option<String>,
-    pub appid: Option<String>,
-    pub rules: Option<String>,
-    pub threads: Option<String>,
-    pub cache_mb: Option<String>,
-    pub cache_ttl: Option<String>,
-    pub late: Option<String>,
-    pub forward_secret: Option<String>,
-    pub forward_capacity: Option<String>,
-    pub forward_processes: Option<String>,
-    pub kf_wait: Option<String>,
-    pub replay_window: Option<String>,
-    pub log_format: Option<String>,
-    /// `"1"` when the flag was given (or its `=VALUE`).
-    pub quiet: Option<String>,
-    pub log_openid: Option<String>,
-    pub metrics_addr: Option<String>,
-    pub max_connections: Option<String>,
-    /// `--secret`, `--api-base`, `--token-cache`, `--token-endpoint` (the AppID is `appid`).
-    pub api: RawApi,
-}
+/// `--appid`, shared by the server and the API commands.
+pub const APPID: Setting = Setting::value(
+    "appid",
+    "APPID",
+    "your AppID: needed with --aes-key and with --secret",
+)
+.env("WXMP_APPID");
+/// `--secret`: the AppSecret, wrapped at once so no `Debug` shows it.
+pub const SECRET: Setting = Setting::value(
+    "secret",
+    "SECRET",
+    "your AppSecret, for the API; never printed or logged",
+)
+.env("WXMP_SECRET")
+.secret();
+pub const API_BASE: Setting = Setting::value(
+    "api-base",
+    "URL",
+    "where the WeChat API is: a proxy, or wxmp fake-api",
+)
+.env("WXMP_API_BASE")
+.default(DEFAULT_API_BASE);
+pub const TOKEN_CACHE: Setting = Setting::value(
+    "token-cache",
+    "FILE",
+    "where the access_token is kept between runs (created 0600)",
+)
+.env("WXMP_TOKEN_CACHE")
+.default("$XDG_CACHE_HOME or ~/.cache, then /wxmp/access_token-APPID.json");
+pub const TOKEN_ENDPOINT: Setting = Setting::value(
+    "token-endpoint",
+    "E",
+    "stable (POST /cgi-bin/stable_token) or classic (GET /cgi-bin/token)",
+)
+.env("WXMP_TOKEN_ENDPOINT")
+.default("stable");
 
-/// The API options as given. The AppSecret is wrapped at once, so no `Debug` shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawApi {
-    pub secret: Option<Secret>,
-    pub api_base: Option<String>,
-    pub token_cache: Option<String>,
-    pub token_endpoint: Option<String>,
-}
+/// Every setting of `wxmp serve`, in the order of `--help` and the README's table.
+#[rustfmt::skip]
+pub const SERVE: &[Setting] = &[
+    Setting::value("host", "HOST", "address to listen on").env("WXMP_HOST").default(DEFAULT_HOST),
+    Setting::value("port", "PORT", "port to listen on; 0 picks a free one").env("WXMP_PORT").default("80").range(0, 65535, ""),
+    Setting::value("path", "PATH", "the message URL path you enter in the console").env("WXMP_PATH").default(DEFAULT_PATH),
+    Setting::value("token", "TOKEN", "the Token from the console (required): 3-32 letters or digits").env("WXMP_TOKEN").secret(),
+    Setting::value("aes-key", "KEY", "the 43-character EncodingAESKey; turns on safe/compatible mode").env("WXMP_AES_KEY").secret(),
+    APPID,
+    Setting::value("rules", "FILE", "keyword rules file (TOML), reloaded when it changes").env("WXMP_RULES").default("built-in rules"),
+    Setting::value("threads", "N", "request-handler threads").env("WXMP_THREADS").default("4 x cores, 8..64").range(1, 1024, ""),
+    Setting::value("cache-mb", "MB", "memory budget of the retry cache").env("WXMP_CACHE_MB").default("32").range(1, u64::MAX, "the retry cache is what gives WeChat's retries the same answer"),
+    Setting::value("cache-ttl", "SECS", "how long replies are kept for retries").env("WXMP_CACHE_TTL").default("60").range(30, u64::MAX, "WeChat retries for about 15 s"),
+    Setting::value("max-connections", "N", "open connections at once; past it a new one gets 503").env("WXMP_MAX_CONNECTIONS").default("(open-files limit - 64) / 2, 16..4096").range(1, 1_000_000, ""),
+    Setting::value("late", "MODE", "a late answer from your own code: stretch (held) or kf (sent)").env("WXMP_LATE").default("kf with --secret, else stretch"),
+    Setting::value("forward-secret", "S", "signs forwarded bodies: X-Wxmp-Signature, HMAC-SHA256").env("WXMP_FORWARD_SECRET").secret(),
+    Setting::value("forward-capacity", "N", "forwarded pushes in flight; past it, the fallback at once").env("WXMP_FORWARD_CAPACITY").default("200").range(1, 10_000, "pushes in flight"),
+    Setting::value("forward-processes", "N", "reply.command programs running at once").env("WXMP_FORWARD_PROCESSES").default("16").range(1, 1024, ""),
+    Setting::value("kf-wait", "SECS", "under kf, how long a late answer is awaited").env("WXMP_KF_WAIT").default("60").range(5, 3600, "seconds"),
+    Setting::value("replay-window", "SECS", "how far a timestamp may be from the clock; 0 turns the checks off").env("WXMP_REPLAY_WINDOW").default("300").range(0, MAX_REPLAY_WINDOW, "seconds; 0 turns the checks off"),
+    SECRET,
+    API_BASE,
+    TOKEN_CACHE,
+    TOKEN_ENDPOINT,
+    Setting::value("log-format", "FMT", "text, or json: one object per line").env("WXMP_LOG_FORMAT").default("text"),
+    Setting::switch("quiet", "log refused requests only").env("WXMP_QUIET").default("off"),
+    Setting::switch("log-openid", "log whole OpenIDs (personal data), not a hash").env("WXMP_LOG_OPENID").default("off"),
+    Setting::value("metrics-addr", "ADDR", "a listener for /metrics and wxmp tail (127.0.0.1:9100)").env("WXMP_METRICS_ADDR").default("off"),
+];
 
-/// A validated configuration.
+/// `wxmp [serve]`'s command line.
+pub const SPEC: Spec = Spec {
+    help: "wxmp --help",
+    settings: SERVE,
+    fields: &[],
+    words: false,
+};
+
+/// What the server is: the parts it takes, each validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-    pub token: Token,
-    pub safe: Option<SafeMode>,
-    pub rules: Option<PathBuf>,
-    pub threads: usize,
+    pub listen: Listen,
+    pub account: AccountConfig,
+    /// The retry store's limits.
     pub cache: Limits,
+    /// What the access log shows.
+    pub access: AccessOptions,
     /// Forwarding to the user's own code (`reply.forward` / `reply.command` in the rules).
-    pub forward: forward::Settings,
+    pub forward: Forward,
     /// The API client's settings, when both the AppID and the AppSecret are given (the server
     /// can then send customer-service messages).
     pub api: Option<ApiConfig>,
@@ -86,30 +126,142 @@ pub struct Config {
     /// nonce checks are off.
     pub replay_window: u64,
     /// The log's format: text or JSON.
-    pub log_format: Format,
-    /// Log refused requests only.
-    pub quiet: bool,
-    /// Show whole OpenIDs in the log and the live view instead of a prefix and a hash.
-    pub log_openid: bool,
-    /// The metrics listener; `None`: off.
-    pub metrics_addr: Option<SocketAddr>,
-    /// `None`: derived from the descriptor limit at start ([`default_max_connections`]).
-    pub max_connections: Option<usize>,
+    pub log: Format,
     /// Settings that are accepted but probably not meant; the server logs them at start.
     pub warnings: Vec<String>,
 }
 
-/// A configuration value that cannot be used; the message names the flag and the variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
+/// Where and how the server listens.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub host: String,
+    pub port: u16,
+    /// Request-handler threads.
+    pub threads: usize,
+    /// Open connections at most (more get a 503); `None`: derived from the descriptor limit at
+    /// start ([`default_max_connections`]).
+    pub max_connections: Option<usize>,
+    /// The metrics listener (`/metrics`, and `/tail` when on loopback); `None`: off.
+    pub metrics: Option<SocketAddr>,
+}
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// The Official Account: where WeChat posts, how pushes are signed and sealed, which rules.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    pub path: String,
+    pub token: Token,
+    /// Safe and compatible mode: the EncodingAESKey and AppID.
+    pub safe: Option<SafeMode>,
+    /// The rules file; `None`: the built-in rules.
+    pub rules: Option<PathBuf>,
+}
+
+/// The retry store's limits, all configurable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Seconds a reply is kept; WeChat's retries span about 15 s.
+    pub ttl_secs: u64,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            ttl_secs: DEFAULT_CACHE_TTL,
+            max_entries: 100_000,
+            max_bytes: DEFAULT_CACHE_MB << 20,
+        }
     }
 }
 
-impl std::error::Error for ConfigError {}
+/// How the access log treats requests and users (`--quiet`, `--log-openid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccessOptions {
+    /// Log refused requests only, as wxmp did before it had an access log.
+    pub quiet: bool,
+    /// Show whole OpenIDs instead of a prefix and a hash.
+    pub full_openid: bool,
+}
+
+/// What to do when the user's code answers after the first attempt's 5 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Late {
+    /// Hold WeChat's retries open and answer on the one that is open when the answer comes.
+    Stretch,
+    /// Answer the fallback in time and send the late answer as a customer-service message.
+    Kf,
+}
+
+impl Late {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Late::Stretch => "stretch",
+            Late::Kf => "kf",
+        }
+    }
+}
+
+/// The secret that signs forwarded bodies (`--forward-secret`); `Debug` is redacted.
+#[derive(Clone)]
+pub struct ForwardSecret(Vec<u8>);
+
+impl ForwardSecret {
+    pub fn new(secret: &str) -> ForwardSecret {
+        ForwardSecret(secret.as_bytes().to_vec())
+    }
+
+    /// The key bytes, for the HMAC.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ForwardSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ForwardSecret(***)")
+    }
+}
+
+/// How forwarding behaves.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub late: Late,
+    /// Signs every forwarded body with `X-Wxmp-Signature` when set.
+    pub secret: Option<ForwardSecret>,
+    /// Pushes whose call is in flight at once.
+    pub capacity: usize,
+    /// Commands running at once (each is a process).
+    pub processes: usize,
+    /// Under `kf`, how long a late answer is awaited.
+    pub kf_wait: Duration,
+}
+
+impl Default for Forward {
+    fn default() -> Self {
+        Forward {
+            late: Late::Stretch,
+            secret: None,
+            capacity: DEFAULT_CAPACITY,
+            processes: DEFAULT_PROCESSES,
+            kf_wait: DEFAULT_KF_WAIT,
+        }
+    }
+}
+
+impl Forward {
+    /// Handler threads that may be held by forwarded attempts at once, on top of the threads
+    /// that do the server's own work: under `stretch` a push holds one attempt at a time, two
+    /// for the `SLACK` while one retry takes over from the previous attempt.
+    pub fn held_threads(&self) -> usize {
+        self.capacity.saturating_mul(2)
+    }
+
+    /// The threads kept for held attempts when the rules at start do not forward: enough for a
+    /// forwarding rule added by a reload to work, few enough that a server that never forwards
+    /// does not pay for hundreds of idle threads (measured: 10–15% of its throughput).
+    pub const RESERVE: usize = 32;
+}
 
 /// Default request-handler threads: enough to keep both cores busy while some requests wait on
 /// a duplicate or a slow client, few enough to keep memory small.
@@ -118,237 +270,179 @@ pub fn default_threads() -> usize {
     (cores * 4).clamp(8, 64)
 }
 
-pub use crate::server::run::default_max_connections;
+/// Default cap on open connections. Each holds one descriptor and one thread; half of what the
+/// descriptor limit leaves after 64 for everything else keeps accept (and the 503 it answers
+/// past the cap) from ever running out, and 4096 bounds the threads.
+pub fn default_max_connections(fd_limit: u64) -> usize {
+    (fd_limit.saturating_sub(64) / 2).clamp(16, 4096) as usize
+}
 
 impl Config {
+    /// The configuration that `wxmp serve ARGS...` would run with, in one step (for tests and
+    /// for code that embeds the server).
+    pub fn from_args<I>(args: I, env: Env<'_>) -> Result<Config, UsageError>
+    where
+        I: IntoIterator,
+        I::Item: Into<std::ffi::OsString>,
+    {
+        match usage::parse(lexopt::Parser::from_args(args), &SPEC)? {
+            usage::Parsed::Args(args) => Config::resolve(args, env),
+            usage::Parsed::Help => Err(UsageError("--help is not a setting".into())),
+        }
+    }
+
     /// Flags win over the environment (`env` looks a `WXMP_*` variable up), which wins over the
     /// defaults.
-    pub fn resolve(
-        raw: RawServe,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        let pick =
-            |flag: Option<String>, var: &str| flag.or_else(|| env(var)).filter(|v| !v.is_empty());
-        let host = pick(raw.host, "WXMP_HOST").unwrap_or_else(|| DEFAULT_HOST.to_owned());
-        let port = match pick(raw.port, "WXMP_PORT") {
-            None => DEFAULT_PORT,
-            Some(p) => p.parse().map_err(|_| {
-                ConfigError(format!(
-                    "invalid port {p:?} (--port / WXMP_PORT): expected a number from 0 to 65535"
-                ))
-            })?,
-        };
-        let path = pick(raw.path, "WXMP_PATH").unwrap_or_else(|| DEFAULT_PATH.to_owned());
-        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
-            return Err(ConfigError(format!(
-                "invalid path {path:?} (--path / WXMP_PATH): it must start with '/', like /weixin"
-            )));
-        }
-        if path == "/" || path == "/healthz" {
-            return Err(ConfigError(format!(
-                "invalid path {path:?} (--path / WXMP_PATH): / and /healthz are taken; use e.g. /weixin"
-            )));
-        }
-        let token = pick(raw.token, "WXMP_TOKEN").ok_or_else(|| {
-            ConfigError("no token: pass --token TOKEN or set WXMP_TOKEN (the Token from the WeChat console)".into())
-        })?;
-        let token = Token::new(&token)
-            .map_err(|e| ConfigError(format!("invalid token (--token / WXMP_TOKEN): {e}")))?;
+    pub fn resolve(args: Args, env: Env<'_>) -> Result<Config, UsageError> {
+        let args = args.with_env(env);
         let mut warnings = Vec::new();
-        let api = resolve_api(raw.appid.clone(), raw.api, env)?;
-        let safe = match (pick(raw.aes_key, "WXMP_AES_KEY"), pick(raw.appid, "WXMP_APPID")) {
-            // With an AppSecret the AppID is meant: the API needs it.
-            (None, Some(_)) if api.is_some() => None,
-            (None, Some(_)) => {
-                warnings.push(
-                    "--appid / WXMP_APPID is set without --aes-key / WXMP_AES_KEY: the AppID is only used in safe and compatible mode, which need the EncodingAESKey too; pushes are handled in plaintext".to_owned(),
-                );
-                None
-            }
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError(
-                    "an AES key needs an AppID: pass --appid or set WXMP_APPID (safe mode checks and signs with both)".into(),
-                ))
-            }
-            (Some(key), Some(app_id)) => Some(SafeMode {
-                key: AesKey::from_encoding_aes_key(key.trim())
-                    .map_err(|e| ConfigError(format!("invalid AES key (--aes-key / WXMP_AES_KEY): {e}")))?,
-                app_id,
-            }),
-        };
-        let rules = pick(raw.rules, "WXMP_RULES").map(PathBuf::from);
-        let threads = number(
-            pick(raw.threads, "WXMP_THREADS"),
-            "--threads / WXMP_THREADS",
-            default_threads(),
-        )?;
-        if !(1..=1024).contains(&threads) {
-            return Err(ConfigError(format!(
-                "invalid thread count {threads} (--threads / WXMP_THREADS): expected 1 to 1024"
-            )));
-        }
-        let cache_mb: usize = number(
-            pick(raw.cache_mb, "WXMP_CACHE_MB"),
-            "--cache-mb / WXMP_CACHE_MB",
-            DEFAULT_CACHE_MB,
-        )?;
-        if cache_mb == 0 {
-            return Err(ConfigError(
-                "invalid cache size 0 (--cache-mb / WXMP_CACHE_MB): the retry cache is what gives WeChat's retries the same answer; use at least 1 (MB)".into(),
-            ));
-        }
-        let cache_ttl: u64 = number(
-            pick(raw.cache_ttl, "WXMP_CACHE_TTL"),
-            "--cache-ttl / WXMP_CACHE_TTL",
-            DEFAULT_CACHE_TTL,
-        )?;
-        if cache_ttl < 30 {
-            return Err(ConfigError(format!(
-                "invalid cache TTL {cache_ttl} (--cache-ttl / WXMP_CACHE_TTL): WeChat retries for about 15 s; use at least 30"
-            )));
-        }
-        // `kf` needs the customer-service API, so it is the default only with an AppSecret.
-        let late = match pick(raw.late, "WXMP_LATE").as_deref() {
-            None if api.is_some() => Late::Kf,
-            None | Some("stretch") => Late::Stretch,
-            Some("kf") if api.is_none() => {
-                return Err(ConfigError(
-                    "--late kf (WXMP_LATE) sends late answers through the customer-service API, which needs --appid and --secret (WXMP_APPID, WXMP_SECRET); without them use --late stretch".into(),
-                ))
-            }
-            Some("kf") => Late::Kf,
-            Some(other) => {
-                return Err(ConfigError(format!(
-                    "invalid late strategy {other:?} (--late / WXMP_LATE): expected stretch or kf"
-                )))
-            }
-        };
-        let forward_capacity: usize = number(
-            pick(raw.forward_capacity, "WXMP_FORWARD_CAPACITY"),
-            "--forward-capacity / WXMP_FORWARD_CAPACITY",
-            forward::DEFAULT_CAPACITY,
-        )?;
-        if !(1..=10_000).contains(&forward_capacity) {
-            return Err(ConfigError(format!(
-                "invalid forward capacity {forward_capacity} (--forward-capacity / WXMP_FORWARD_CAPACITY): expected 1 to 10000 pushes in flight"
-            )));
-        }
-        let forward_processes: usize = number(
-            pick(raw.forward_processes, "WXMP_FORWARD_PROCESSES"),
-            "--forward-processes / WXMP_FORWARD_PROCESSES",
-            forward::DEFAULT_PROCESSES,
-        )?;
-        if !(1..=1024).contains(&forward_processes) {
-            return Err(ConfigError(format!(
-                "invalid process limit {forward_processes} (--forward-processes / WXMP_FORWARD_PROCESSES): expected 1 to 1024"
-            )));
-        }
-        let kf_wait: u64 = number(
-            pick(raw.kf_wait, "WXMP_KF_WAIT"),
-            "--kf-wait / WXMP_KF_WAIT",
-            forward::DEFAULT_KF_WAIT.as_secs(),
-        )?;
-        if !(5..=3600).contains(&kf_wait) {
-            return Err(ConfigError(format!(
-                "invalid kf wait {kf_wait} (--kf-wait / WXMP_KF_WAIT): expected 5 to 3600 seconds"
-            )));
-        }
-        let forward = forward::Settings {
-            late,
-            secret: pick(raw.forward_secret, "WXMP_FORWARD_SECRET").map(|s| ForwardSecret::new(&s)),
-            capacity: forward_capacity,
-            processes: forward_processes,
-            kf_wait: std::time::Duration::from_secs(kf_wait),
-        };
-        let replay_window: u64 = number(
-            pick(raw.replay_window, "WXMP_REPLAY_WINDOW"),
-            "--replay-window / WXMP_REPLAY_WINDOW",
-            replay::DEFAULT_WINDOW,
-        )?;
-        if replay_window > MAX_REPLAY_WINDOW {
-            return Err(ConfigError(format!(
-                "invalid replay window {replay_window} (--replay-window / WXMP_REPLAY_WINDOW): expected 0 (off) to {MAX_REPLAY_WINDOW} seconds"
-            )));
-        }
-        if replay_window == 0 {
-            warnings.push(
-                "--replay-window / WXMP_REPLAY_WINDOW is 0: timestamps and nonces are not checked, so a signed query seen once (a proxy log, a screenshot) signs any plaintext push forever; use 0 only to diagnose a wrong clock".to_owned(),
-            );
-        } else if replay_window < 30 {
-            warnings.push(format!(
-                "--replay-window / WXMP_REPLAY_WINDOW is {replay_window} s: WeChat retries for about 15 s after its first attempt, and any clock skew between WeChat and this server comes off the window; pushes may be refused as stale"
-            ));
-        }
-        let log_format = match pick(raw.log_format, "WXMP_LOG_FORMAT") {
+        let api = resolve_api(&args, env)?;
+        let account = account(&args, api.is_some(), &mut warnings)?;
+        let listen = listen(&args, &mut warnings)?;
+        let forward = forward(&args, api.is_some())?;
+        let replay_window = replay_window(&args, &mut warnings)?;
+        let cache_mb: usize = args.number("cache-mb", DEFAULT_CACHE_MB)?;
+        let log = match args.get("log-format") {
             None => Format::Text,
             Some(f) => Format::parse(&f).ok_or_else(|| {
-                ConfigError(format!(
+                UsageError(format!(
                     "invalid log format {f:?} (--log-format / WXMP_LOG_FORMAT): expected text or json"
                 ))
             })?,
         };
-        let quiet = switch(pick(raw.quiet, "WXMP_QUIET"), "--quiet / WXMP_QUIET")?;
-        let log_openid = switch(
-            pick(raw.log_openid, "WXMP_LOG_OPENID"),
-            "--log-openid / WXMP_LOG_OPENID",
-        )?;
-        let metrics_addr = match pick(raw.metrics_addr, "WXMP_METRICS_ADDR") {
-            None => None,
-            Some(a) => Some(a.trim().parse::<SocketAddr>().map_err(|_| {
-                ConfigError(format!(
-                    "invalid address {a:?} (--metrics-addr / WXMP_METRICS_ADDR): expected IP:PORT, like 127.0.0.1:9100"
-                ))
-            })?),
-        };
-        if let Some(addr) = metrics_addr.filter(|a| !a.ip().is_loopback()) {
-            warnings.push(format!(
-                "--metrics-addr / WXMP_METRICS_ADDR {addr} is not a loopback address: anyone who can reach it can read /metrics, and the live view (wxmp tail) is off because it shows message content; use 127.0.0.1:PORT unless a scraper elsewhere needs it"
-            ));
-        }
-        let max_connections = pick(raw.max_connections, "WXMP_MAX_CONNECTIONS")
-            .map(|v| number(Some(v), "--max-connections / WXMP_MAX_CONNECTIONS", 0usize))
-            .transpose()?;
-        if let Some(n) = max_connections.filter(|n| !(1..=1_000_000).contains(n)) {
-            return Err(ConfigError(format!(
-                "invalid connection limit {n} (--max-connections / WXMP_MAX_CONNECTIONS): expected 1 to 1000000"
-            )));
-        }
         Ok(Config {
-            host,
-            port,
-            path,
-            token,
-            safe,
-            rules,
-            threads,
+            listen,
+            account,
             cache: Limits {
-                ttl_secs: cache_ttl,
+                ttl_secs: args.number("cache-ttl", DEFAULT_CACHE_TTL)?,
                 max_entries: Limits::default().max_entries,
                 max_bytes: cache_mb.saturating_mul(1 << 20),
+            },
+            access: AccessOptions {
+                quiet: args.switch("quiet")?,
+                full_openid: args.switch("log-openid")?,
             },
             forward,
             api,
             replay_window,
-            log_format,
-            quiet,
-            log_openid,
-            metrics_addr,
-            max_connections,
+            log,
             warnings,
         })
     }
 }
 
-/// The API settings from `--appid` and the [`RawApi`] options (each falling back to its
-/// `WXMP_*` variable): `None` when neither an AppID nor an AppSecret is given, or only an
-/// AppID (safe mode uses it alone); an error for an AppSecret without an AppID.
-pub fn resolve_api(
-    appid: Option<String>,
-    raw: RawApi,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<ApiConfig>, ConfigError> {
-    let parts = api_parts(appid, raw, env)?;
+fn account(
+    args: &Args,
+    api: bool,
+    warnings: &mut Vec<String>,
+) -> Result<AccountConfig, UsageError> {
+    let path = args.get("path").unwrap_or_else(|| DEFAULT_PATH.to_owned());
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        return Err(UsageError(format!(
+            "invalid path {path:?} (--path / WXMP_PATH): it must start with '/', like /weixin"
+        )));
+    }
+    if path == "/" || path == "/healthz" {
+        return Err(UsageError(format!(
+            "invalid path {path:?} (--path / WXMP_PATH): / and /healthz are taken; use e.g. /weixin"
+        )));
+    }
+    let token = args.get("token").ok_or_else(|| {
+        UsageError(
+            "no token: pass --token TOKEN or set WXMP_TOKEN (the Token from the WeChat console)"
+                .into(),
+        )
+    })?;
+    let token = Token::new(&token)
+        .map_err(|e| UsageError(format!("invalid token (--token / WXMP_TOKEN): {e}")))?;
+    let (key, app_id) = (args.get("aes-key"), args.get("appid"));
+    // With an AppSecret the AppID is meant: the API needs it.
+    if key.is_none() && app_id.is_some() && !api {
+        warnings.push(
+            "--appid / WXMP_APPID is set without --aes-key / WXMP_AES_KEY: the AppID is only used in safe and compatible mode, which need the EncodingAESKey too; pushes are handled in plaintext".to_owned(),
+        );
+    }
+    Ok(AccountConfig {
+        path,
+        token,
+        safe: usage::safe_mode(key, app_id)?,
+        rules: args.get("rules").map(PathBuf::from),
+    })
+}
+
+fn listen(args: &Args, warnings: &mut Vec<String>) -> Result<Listen, UsageError> {
+    let metrics = match args.get("metrics-addr") {
+        None => None,
+        Some(a) => Some(a.trim().parse::<SocketAddr>().map_err(|_| {
+            UsageError(format!(
+                "invalid address {a:?} (--metrics-addr / WXMP_METRICS_ADDR): expected IP:PORT, like 127.0.0.1:9100"
+            ))
+        })?),
+    };
+    if let Some(addr) = metrics.filter(|a| !a.ip().is_loopback()) {
+        warnings.push(format!(
+            "--metrics-addr / WXMP_METRICS_ADDR {addr} is not a loopback address: anyone who can reach it can read /metrics, and the live view (wxmp tail) is off because it shows message content; use 127.0.0.1:PORT unless a scraper elsewhere needs it"
+        ));
+    }
+    let max_connections = match args.get("max-connections") {
+        None => None,
+        Some(_) => Some(args.number("max-connections", 0usize)?),
+    };
+    Ok(Listen {
+        host: args.get("host").unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+        port: args.number("port", DEFAULT_PORT)?,
+        threads: args.number("threads", default_threads())?,
+        max_connections,
+        metrics,
+    })
+}
+
+fn replay_window(args: &Args, warnings: &mut Vec<String>) -> Result<u64, UsageError> {
+    let window = args.number("replay-window", DEFAULT_REPLAY_WINDOW)?;
+    if window == 0 {
+        warnings.push(
+            "--replay-window / WXMP_REPLAY_WINDOW is 0: timestamps and nonces are not checked, so a signed query seen once (a proxy log, a screenshot) signs any plaintext push forever; use 0 only to diagnose a wrong clock".to_owned(),
+        );
+    } else if window < 30 {
+        warnings.push(format!(
+            "--replay-window / WXMP_REPLAY_WINDOW is {window} s: WeChat retries for about 15 s after its first attempt, and any clock skew between WeChat and this server comes off the window; pushes may be refused as stale"
+        ));
+    }
+    Ok(window)
+}
+
+fn forward(args: &Args, api: bool) -> Result<Forward, UsageError> {
+    // `kf` needs the customer-service API, so it is the default only with an AppSecret.
+    let late = match args.get("late").as_deref() {
+        None if api => Late::Kf,
+        None | Some("stretch") => Late::Stretch,
+        Some("kf") if !api => {
+            return Err(UsageError(
+                "--late kf (WXMP_LATE) sends late answers through the customer-service API, which needs --appid and --secret (WXMP_APPID, WXMP_SECRET); without them use --late stretch".into(),
+            ))
+        }
+        Some("kf") => Late::Kf,
+        Some(other) => {
+            return Err(UsageError(format!(
+                "invalid late strategy {other:?} (--late / WXMP_LATE): expected stretch or kf"
+            )))
+        }
+    };
+    Ok(Forward {
+        late,
+        secret: args.get("forward-secret").map(|s| ForwardSecret::new(&s)),
+        capacity: args.number("forward-capacity", DEFAULT_CAPACITY)?,
+        processes: args.number("forward-processes", DEFAULT_PROCESSES)?,
+        kf_wait: Duration::from_secs(args.number("kf-wait", DEFAULT_KF_WAIT.as_secs())?),
+    })
+}
+
+/// The API settings from `--appid`, `--secret`, `--api-base`, `--token-cache` and
+/// `--token-endpoint` (each falling back to its `WXMP_*` variable, already in `args`): `None`
+/// when neither an AppID nor an AppSecret is given, or only an AppID (safe mode uses it
+/// alone); an error for an AppSecret without an AppID. `env` gives the cache's default place.
+pub fn resolve_api(args: &Args, env: Env<'_>) -> Result<Option<ApiConfig>, UsageError> {
+    let parts = api_parts(args, env)?;
     match (parts.app_id, parts.secret) {
         (Some(app_id), Some(secret)) => Ok(Some(ApiConfig {
             app_id,
@@ -358,7 +452,7 @@ pub fn resolve_api(
             token_endpoint: parts.token_endpoint,
             timeout: API_TIMEOUT,
         })),
-        (None, Some(_)) => Err(ConfigError(
+        (None, Some(_)) => Err(UsageError(
             "an AppSecret needs its AppID: pass --appid or set WXMP_APPID (both are under 设置与开发 → 基本配置)".into(),
         )),
         _ => Ok(None),
@@ -366,19 +460,14 @@ pub fn resolve_api(
 }
 
 /// For the commands that call the API: the AppID and the AppSecret are both required.
-pub fn require_api(
-    appid: Option<String>,
-    raw: RawApi,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ApiConfig, ConfigError> {
-    let has_secret =
-        raw.secret.is_some() || env("WXMP_SECRET").is_some_and(|s| !s.trim().is_empty());
-    match resolve_api(appid, raw, env)? {
+pub fn require_api(args: &Args, env: Env<'_>) -> Result<ApiConfig, UsageError> {
+    let has_secret = args.get("secret").is_some_and(|s| !s.trim().is_empty());
+    match resolve_api(args, env)? {
         Some(c) => Ok(c),
-        None if has_secret => Err(ConfigError(
+        None if has_secret => Err(UsageError(
             "no AppID: pass --appid or set WXMP_APPID (设置与开发 → 基本配置, or the test account's page)".into(),
         )),
-        None => Err(ConfigError(
+        None => Err(UsageError(
             "no AppSecret: pass --secret or set WXMP_SECRET (设置与开发 → 基本配置 → AppSecret, or the test account's appsecret)".into(),
         )),
     }
@@ -386,15 +475,12 @@ pub fn require_api(
 
 /// Where the token of an AppID is cached, without needing the AppSecret (`wxmp token`).
 pub fn token_cache_of(
-    appid: Option<String>,
-    raw: RawApi,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(String, String, Option<PathBuf>), ConfigError> {
-    let parts = api_parts(appid, raw, env)?;
+    args: &Args,
+    env: Env<'_>,
+) -> Result<(String, String, Option<PathBuf>), UsageError> {
+    let parts = api_parts(args, env)?;
     let app_id = parts.app_id.ok_or_else(|| {
-        ConfigError(
-            "no AppID: pass --appid or set WXMP_APPID (the token cache is per AppID)".into(),
-        )
+        UsageError("no AppID: pass --appid or set WXMP_APPID (the token cache is per AppID)".into())
     })?;
     Ok((app_id, parts.api_base, parts.token_cache))
 }
@@ -407,43 +493,36 @@ struct ApiParts {
     token_endpoint: TokenEndpoint,
 }
 
-fn api_parts(
-    appid: Option<String>,
-    raw: RawApi,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<ApiParts, ConfigError> {
-    let pick =
-        |flag: Option<String>, var: &str| flag.or_else(|| env(var)).filter(|v| !v.is_empty());
-    let app_id = pick(appid, "WXMP_APPID").map(|a| a.trim().to_owned());
+fn api_parts(args: &Args, env: Env<'_>) -> Result<ApiParts, UsageError> {
+    let app_id = args.get("appid").map(|a| a.trim().to_owned());
     // Secrets pasted from a file often end in a newline.
-    let secret = raw
-        .secret
-        .map(|s| s.expose().to_owned())
-        .or_else(|| env("WXMP_SECRET"))
+    let secret = args
+        .get("secret")
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .map(Secret::new);
-    let api_base =
-        pick(raw.api_base, "WXMP_API_BASE").unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
+    let api_base = args
+        .get("api-base")
+        .unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
     let api_base = api_base.trim().trim_end_matches('/').to_owned();
     let host = api_base
         .strip_prefix("https://")
         .or_else(|| api_base.strip_prefix("http://"));
     if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', ' '])) {
-        return Err(ConfigError(format!(
+        return Err(UsageError(format!(
             "invalid API base {api_base:?} (--api-base / WXMP_API_BASE): expected http(s)://HOST[:PORT], like {DEFAULT_API_BASE} or http://127.0.0.1:9000 for wxmp fake-api"
         )));
     }
-    let token_endpoint = match pick(raw.token_endpoint, "WXMP_TOKEN_ENDPOINT").as_deref() {
+    let token_endpoint = match args.get("token-endpoint").as_deref() {
         None | Some("stable") => TokenEndpoint::Stable,
         Some("classic") => TokenEndpoint::Classic,
         Some(other) => {
-            return Err(ConfigError(format!(
+            return Err(UsageError(format!(
                 "invalid token endpoint {other:?} (--token-endpoint / WXMP_TOKEN_ENDPOINT): expected stable (POST /cgi-bin/stable_token, the default) or classic (GET /cgi-bin/token)"
             )))
         }
     };
-    let token_cache = match pick(raw.token_cache, "WXMP_TOKEN_CACHE") {
+    let token_cache = match args.get("token-cache") {
         Some(path) => Some(PathBuf::from(path)),
         None => app_id.as_deref().and_then(|a| default_token_cache(a, env)),
     };
@@ -458,7 +537,7 @@ fn api_parts(
 
 /// `$XDG_CACHE_HOME/wxmp/access_token-APPID.json`, else `~/.cache/wxmp/…`; `None` when neither
 /// variable gives an absolute directory (the token is then kept in memory only).
-pub fn default_token_cache(app_id: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+pub fn default_token_cache(app_id: &str, env: Env<'_>) -> Option<PathBuf> {
     let absolute = |v: String| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
     let base = env("XDG_CACHE_HOME")
         .and_then(absolute)
@@ -481,40 +560,14 @@ pub fn default_token_cache(app_id: &str, env: &dyn Fn(&str) -> Option<String>) -
     )
 }
 
-/// An on/off setting: a flag sets `"1"`; a variable says 1/0, true/false, yes/no or on/off.
-fn switch(value: Option<String>, what: &str) -> Result<bool, ConfigError> {
-    let Some(v) = value else {
-        return Ok(false);
-    };
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError(format!(
-            "invalid value {v:?} for {what}: expected 1 or 0 (true/false, yes/no, on/off)"
-        ))),
-    }
-}
-
-fn number<T: std::str::FromStr>(
-    value: Option<String>,
-    what: &str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| {
-            ConfigError(format!(
-                "invalid value {v:?} for {what}: expected a whole number"
-            ))
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::Parsed;
 
-    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    type Pairs = &'static [(&'static str, &'static str)];
+
+    fn env_of(pairs: Pairs) -> impl Fn(&str) -> Option<String> {
         move |k| {
             pairs
                 .iter()
@@ -523,107 +576,98 @@ mod tests {
         }
     }
 
-    fn raw_with_token() -> RawServe {
-        RawServe {
-            token: Some("tok123".into()),
-            ..RawServe::default()
+    fn args(a: &[&str]) -> Args {
+        match usage::parse(lexopt::Parser::from_args(a.iter().copied()), &SPEC) {
+            Ok(Parsed::Args(args)) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn resolve(a: &[&str], env: Pairs) -> Result<Config, UsageError> {
+        Config::resolve(args(a), &env_of(env))
+    }
+
+    /// With a token, so that only what is under test can fail.
+    fn with_token(a: &[&str], env: Pairs) -> Result<Config, UsageError> {
+        let mut all = vec!["--token", "tok123"];
+        all.extend_from_slice(a);
+        resolve(&all, env)
+    }
+
+    fn error(a: &[&str]) -> String {
+        match with_token(a, &[]) {
+            Err(e) => e.0,
+            Ok(c) => panic!("{a:?} accepted: {c:?}"),
         }
     }
 
     #[test]
     fn defaults_apply() {
-        let c = Config::resolve(raw_with_token(), &env_of(&[])).unwrap();
+        let c = with_token(&[], &[]).unwrap();
         assert_eq!(
-            (c.host.as_str(), c.port, c.path.as_str()),
+            (
+                c.listen.host.as_str(),
+                c.listen.port,
+                c.account.path.as_str()
+            ),
             ("0.0.0.0", 80, "/weixin")
         );
-        assert!(c.safe.is_none());
+        assert!(c.account.safe.is_none());
+        assert_eq!(c.cache, Limits::default());
         assert_eq!(c.cache.max_bytes, 32 << 20);
+        assert_eq!(c.listen.threads, default_threads());
+        assert_eq!(c.forward.capacity, DEFAULT_CAPACITY);
+        assert_eq!(c.forward.late, Late::Stretch);
     }
 
     #[test]
     fn flag_wins_over_env() {
-        let raw = RawServe {
-            port: Some("9000".into()),
-            ..RawServe::default()
-        };
-        let c = Config::resolve(
-            raw,
-            &env_of(&[("WXMP_PORT", "8080"), ("WXMP_TOKEN", "envtok")]),
+        let c = resolve(
+            &["--port", "9000"],
+            &[("WXMP_PORT", "8080"), ("WXMP_TOKEN", "envtok")],
         )
         .unwrap();
-        assert_eq!(c.port, 9000);
-        assert_eq!(c.token.expose(), "envtok");
+        assert_eq!(c.listen.port, 9000);
+        assert_eq!(c.account.token.expose(), "envtok");
     }
 
     #[test]
     fn missing_token_names_flag_and_variable() {
-        let e = Config::resolve(RawServe::default(), &env_of(&[])).unwrap_err();
+        let e = resolve(&[], &[]).unwrap_err();
         assert!(e.0.contains("--token") && e.0.contains("WXMP_TOKEN"), "{e}");
     }
 
     #[test]
     fn invalid_values_are_named() {
-        let bad_port = RawServe {
-            port: Some("eighty".into()),
-            ..raw_with_token()
-        };
-        assert!(Config::resolve(bad_port, &env_of(&[]))
-            .unwrap_err()
-            .0
-            .contains("--port"));
-        let bad_path = RawServe {
-            path: Some("weixin".into()),
-            ..raw_with_token()
-        };
-        assert!(Config::resolve(bad_path, &env_of(&[]))
-            .unwrap_err()
-            .0
-            .contains("--path"));
-        let key_only = RawServe {
-            aes_key: Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
-            ..raw_with_token()
-        };
-        assert!(Config::resolve(key_only, &env_of(&[]))
-            .unwrap_err()
-            .0
-            .contains("--appid"));
-        let short_key = RawServe {
-            aes_key: Some("short".into()),
-            appid: Some("wx1".into()),
-            ..raw_with_token()
-        };
-        let e = Config::resolve(short_key, &env_of(&[])).unwrap_err();
-        assert!(e.0.contains("--aes-key") && e.0.contains("43"), "{e}");
-        let threads = RawServe {
-            threads: Some("0".into()),
-            ..raw_with_token()
-        };
-        assert!(Config::resolve(threads, &env_of(&[]))
-            .unwrap_err()
-            .0
-            .contains("--threads"));
-        let connections = RawServe {
-            max_connections: Some("0".into()),
-            ..raw_with_token()
-        };
-        assert!(Config::resolve(connections, &env_of(&[]))
-            .unwrap_err()
-            .0
-            .contains("--max-connections"));
+        for (a, needle) in [
+            (&["--port", "eighty"][..], "--port / WXMP_PORT"),
+            (&["--path", "weixin"], "--path"),
+            (
+                &["--aes-key", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"],
+                "--appid",
+            ),
+            (&["--aes-key", "short", "--appid", "wx1"], "43"),
+            (&["--threads", "0"], "--threads / WXMP_THREADS"),
+            (&["--threads", "1025"], "from 1 to 1024"),
+            (&["--max-connections", "0"], "--max-connections"),
+            (&["--cache-ttl", "29"], "at least 30"),
+            (&["--forward-capacity", "10001"], "--forward-capacity"),
+            (&["--forward-processes", "0"], "--forward-processes"),
+            (&["--kf-wait", "4"], "5 to 3600"),
+            (&["--late", "soon"], "--late / WXMP_LATE"),
+            (&["--late", "kf"], "needs --appid and --secret"),
+        ] {
+            let e = error(a);
+            assert!(e.contains(needle), "{a:?}: {e}");
+        }
     }
 
     #[test]
     fn the_connection_cap_defaults_from_the_descriptor_limit() {
-        let c =
-            Config::resolve(raw_with_token(), &env_of(&[("WXMP_MAX_CONNECTIONS", "")])).unwrap();
-        assert_eq!(c.max_connections, None);
-        let c = Config::resolve(
-            raw_with_token(),
-            &env_of(&[("WXMP_MAX_CONNECTIONS", "300")]),
-        )
-        .unwrap();
-        assert_eq!(c.max_connections, Some(300));
+        let c = with_token(&[], &[("WXMP_MAX_CONNECTIONS", "")]).unwrap();
+        assert_eq!(c.listen.max_connections, None);
+        let c = with_token(&[], &[("WXMP_MAX_CONNECTIONS", "300")]).unwrap();
+        assert_eq!(c.listen.max_connections, Some(300));
         assert_eq!(default_max_connections(256), 96);
         assert_eq!(default_max_connections(1024), 480);
         assert_eq!(default_max_connections(1 << 20), 4096);
@@ -632,88 +676,52 @@ mod tests {
 
     #[test]
     fn an_appid_alone_is_a_warning_and_a_zero_cache_an_error() {
-        let appid_only = RawServe {
-            appid: Some("wx1".into()),
-            ..raw_with_token()
-        };
-        let c = Config::resolve(appid_only, &env_of(&[])).unwrap();
-        assert!(c.safe.is_none());
+        let c = with_token(&["--appid", "wx1"], &[]).unwrap();
+        assert!(c.account.safe.is_none());
         assert!(c.warnings[0].contains("--aes-key"), "{:?}", c.warnings);
-        let zero = RawServe {
-            cache_mb: Some("0".into()),
-            ..raw_with_token()
-        };
-        let e = Config::resolve(zero, &env_of(&[])).unwrap_err();
-        assert!(
-            e.0.contains("--cache-mb") && e.0.contains("at least 1"),
-            "{e}"
-        );
+        let e = error(&["--cache-mb", "0"]);
+        assert!(e.contains("--cache-mb") && e.contains("at least 1"), "{e}");
     }
 
     #[test]
     fn observability_settings_are_validated_once() {
-        let c = Config::resolve(raw_with_token(), &env_of(&[])).unwrap();
+        let c = with_token(&[], &[]).unwrap();
         assert_eq!(
-            (c.log_format, c.quiet, c.log_openid, c.metrics_addr),
-            (Format::Text, false, false, None)
+            (c.log, c.access, c.listen.metrics),
+            (Format::Text, AccessOptions::default(), None)
         );
-        let c = Config::resolve(
-            raw_with_token(),
-            &env_of(&[
+        let c = with_token(
+            &[],
+            &[
                 ("WXMP_LOG_FORMAT", "JSON"),
                 ("WXMP_QUIET", "yes"),
                 ("WXMP_LOG_OPENID", "1"),
                 ("WXMP_METRICS_ADDR", "127.0.0.1:9100"),
-            ]),
+            ],
         )
         .unwrap();
         assert_eq!(
-            (c.log_format, c.quiet, c.log_openid),
+            (c.log, c.access.quiet, c.access.full_openid),
             (Format::Json, true, true)
         );
-        assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.listen.metrics, Some("127.0.0.1:9100".parse().unwrap()));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         // A flag wins over the variable.
-        let raw = RawServe {
-            quiet: Some("0".into()),
-            ..raw_with_token()
-        };
         assert!(
-            !Config::resolve(raw, &env_of(&[("WXMP_QUIET", "1")]))
+            !with_token(&["--quiet=0"], &[("WXMP_QUIET", "1")])
                 .unwrap()
+                .access
                 .quiet
         );
-        for (raw, named) in [
-            (
-                RawServe {
-                    log_format: Some("yaml".into()),
-                    ..raw_with_token()
-                },
-                "--log-format",
-            ),
-            (
-                RawServe {
-                    quiet: Some("maybe".into()),
-                    ..raw_with_token()
-                },
-                "--quiet",
-            ),
-            (
-                RawServe {
-                    metrics_addr: Some("localhost".into()),
-                    ..raw_with_token()
-                },
-                "--metrics-addr",
-            ),
+        for (a, named) in [
+            (&["--log-format", "yaml"][..], "--log-format"),
+            (&["--quiet=maybe"], "--quiet"),
+            (&["--metrics-addr", "localhost"], "--metrics-addr"),
         ] {
-            let e = Config::resolve(raw, &env_of(&[])).unwrap_err();
-            assert!(e.0.contains(named), "{e}");
+            let e = error(a);
+            assert!(e.contains(named), "{e}");
         }
-        let open = RawServe {
-            metrics_addr: Some("0.0.0.0:9100".into()),
-            ..raw_with_token()
-        };
-        let c = Config::resolve(open, &env_of(&[])).unwrap();
+        let c = with_token(&["--metrics-addr", "0.0.0.0:9100"], &[]).unwrap();
         assert!(
             c.warnings[0].contains("not a loopback address"),
             "{:?}",
@@ -723,62 +731,64 @@ mod tests {
 
     #[test]
     fn the_replay_window_defaults_to_five_minutes_and_zero_warns() {
-        let c = Config::resolve(raw_with_token(), &env_of(&[])).unwrap();
+        let c = with_token(&[], &[]).unwrap();
         assert_eq!(c.replay_window, 300);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-        let c = Config::resolve(raw_with_token(), &env_of(&[("WXMP_REPLAY_WINDOW", "0")])).unwrap();
+        let c = with_token(&[], &[("WXMP_REPLAY_WINDOW", "0")]).unwrap();
         assert_eq!(c.replay_window, 0);
         assert!(c.warnings[0].contains("not checked"), "{:?}", c.warnings);
-        let raw = RawServe {
-            replay_window: Some("86401".into()),
-            ..raw_with_token()
-        };
-        let e = Config::resolve(raw, &env_of(&[])).unwrap_err();
-        assert!(e.0.contains("--replay-window / WXMP_REPLAY_WINDOW"), "{e}");
+        let e = error(&["--replay-window", "86401"]);
+        assert!(e.contains("--replay-window / WXMP_REPLAY_WINDOW"), "{e}");
     }
 
     #[test]
     fn safe_mode_accepts_the_official_sample_key() {
-        let raw = RawServe {
-            aes_key: Some("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into()),
-            appid: Some("wx2c2769f8efd9abc2".into()),
-            ..raw_with_token()
-        };
-        let c = Config::resolve(raw, &env_of(&[])).unwrap();
-        assert_eq!(c.safe.unwrap().app_id, "wx2c2769f8efd9abc2");
+        let c = with_token(
+            &[
+                "--aes-key",
+                "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+                "--appid",
+                "wx2c2769f8efd9abc2",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.account.safe.unwrap().app_id, "wx2c2769f8efd9abc2");
     }
 
     #[test]
     fn debug_output_never_shows_secrets() {
-        let raw = RawServe {
-            aes_key: Some("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into()),
-            appid: Some("wx1".into()),
-            ..raw_with_token()
-        };
-        let shown = format!("{:?}", Config::resolve(raw, &env_of(&[])).unwrap());
-        assert!(
-            !shown.contains("tok123") && !shown.contains("abcdefghij"),
-            "{shown}"
-        );
-    }
-
-    fn with_secret(raw: RawServe) -> RawServe {
-        RawServe {
-            appid: Some("wx1".into()),
-            api: RawApi {
-                secret: Some(Secret::new("appsecret123")),
-                ..RawApi::default()
-            },
-            ..raw
+        let a = [
+            "--token",
+            "tok123",
+            "--aes-key",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+            "--appid",
+            "wx1",
+            "--secret",
+            "appsecret123",
+            "--forward-secret",
+            "fwdsecret",
+        ];
+        let shown = format!("{:?}", args(&a));
+        let config = format!("{:?}", resolve(&a, &[]).unwrap());
+        for shown in [shown, config] {
+            for secret in ["tok123", "abcdefghij", "appsecret123", "fwdsecret"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
         }
     }
 
     #[test]
     fn an_appid_with_a_secret_configures_the_api_without_a_warning() {
-        let env = env_of(&[("HOME", "/home/u")]);
-        let c = Config::resolve(with_secret(raw_with_token()), &env).unwrap();
+        let c = with_token(
+            &["--appid", "wx1", "--secret", "appsecret123"],
+            &[("HOME", "/home/u")],
+        )
+        .unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-        assert!(c.safe.is_none());
+        assert!(c.account.safe.is_none());
+        assert_eq!(c.forward.late, Late::Kf);
         let api = c.api.unwrap();
         assert_eq!(api.app_id, "wx1");
         assert_eq!(api.api_base, DEFAULT_API_BASE);
@@ -799,7 +809,7 @@ mod tests {
             ("WXMP_TOKEN_ENDPOINT", "classic"),
             ("XDG_CACHE_HOME", "/xdg"),
         ]);
-        let c = require_api(None, RawApi::default(), &env).unwrap();
+        let c = require_api(&args(&[]).with_env(&env), &env).unwrap();
         assert_eq!(c.app_id, "wxenv");
         assert_eq!(c.api_base, "http://127.0.0.1:9000");
         assert_eq!(c.token_endpoint, TokenEndpoint::Classic);
@@ -807,12 +817,15 @@ mod tests {
             c.token_cache.as_deref(),
             Some(Path::new("/xdg/wxmp/access_token-wxenv.json"))
         );
-        let flags = RawApi {
-            token_cache: Some("/tmp/t.json".into()),
-            api_base: Some("https://proxy.example".into()),
-            ..RawApi::default()
-        };
-        let c = require_api(Some("wx../x".into()), flags, &env).unwrap();
+        let flags = args(&[
+            "--appid",
+            "wx../x",
+            "--token-cache",
+            "/tmp/t.json",
+            "--api-base",
+            "https://proxy.example",
+        ]);
+        let c = require_api(&flags.with_env(&env), &env).unwrap();
         assert_eq!(c.api_base, "https://proxy.example");
         assert_eq!(c.token_cache.as_deref(), Some(Path::new("/tmp/t.json")));
         assert_eq!(
@@ -825,47 +838,29 @@ mod tests {
     #[test]
     fn api_mistakes_name_the_flag_and_the_variable() {
         let no_env = env_of(&[]);
-        let e = require_api(Some("wx1".into()), RawApi::default(), &no_env).unwrap_err();
-        assert!(
-            e.0.contains("--secret") && e.0.contains("WXMP_SECRET"),
-            "{e}"
-        );
-        let secret_only = RawApi {
-            secret: Some(Secret::new("s")),
-            ..RawApi::default()
+        let api_error = |a: &[&str]| match require_api(&args(a), &no_env) {
+            Err(e) => e.0,
+            Ok(c) => panic!("{a:?} accepted: {c:?}"),
         };
-        let e = require_api(None, secret_only.clone(), &no_env).unwrap_err();
-        assert!(e.0.contains("--appid") && e.0.contains("WXMP_APPID"), "{e}");
-        let serve = RawServe {
-            api: secret_only,
-            ..raw_with_token()
-        };
-        assert!(Config::resolve(serve, &no_env)
-            .unwrap_err()
-            .0
-            .contains("--appid"));
-        for (raw, needle) in [
+        let e = api_error(&["--appid", "wx1"]);
+        assert!(e.contains("--secret") && e.contains("WXMP_SECRET"), "{e}");
+        let e = api_error(&["--secret", "s"]);
+        assert!(e.contains("--appid") && e.contains("WXMP_APPID"), "{e}");
+        assert!(error(&["--secret", "s"]).contains("--appid"));
+        for (a, needle) in [
             (
-                RawApi {
-                    api_base: Some("api.weixin.qq.com".into()),
-                    ..RawApi::default()
-                },
+                &["--api-base", "api.weixin.qq.com"][..],
                 "--api-base / WXMP_API_BASE",
             ),
             (
-                RawApi {
-                    token_endpoint: Some("fast".into()),
-                    ..RawApi::default()
-                },
+                &["--token-endpoint", "fast"],
                 "--token-endpoint / WXMP_TOKEN_ENDPOINT",
             ),
         ] {
-            let raw = RawApi {
-                secret: Some(Secret::new("s")),
-                ..raw
-            };
-            let e = require_api(Some("wx1".into()), raw, &no_env).unwrap_err();
-            assert!(e.0.contains(needle), "{e}");
+            let mut all = vec!["--appid", "wx1", "--secret", "s"];
+            all.extend_from_slice(a);
+            let e = api_error(&all);
+            assert!(e.contains(needle), "{e}");
         }
     }
 }

@@ -3,13 +3,11 @@
 
 use std::path::PathBuf;
 
-use lexopt::prelude::*;
+use crate::api::{kf, ApiConfig};
+use crate::config;
+use crate::usage::{self, Args, Env, Setting, Spec, UsageError};
 
-use crate::api::{kf, ApiConfig, Secret};
-use crate::config::{self, ConfigError, RawApi};
-use crate::usage::{self, UsageError};
-
-pub const USAGE: &str = "\
+const HEAD: &str = "\
 wxmp menu | kf | token — talk to the WeChat API
 
 Usage:
@@ -31,45 +29,44 @@ Usage:
                                          prints the token itself (alone on stdout)
 
 Options (each also read from the environment variable shown; a flag wins):
-  --appid APPID          AppID                        WXMP_APPID
-  --secret SECRET        AppSecret (never printed)    WXMP_SECRET
-  --api-base URL         the API's address            WXMP_API_BASE  [default: https://api.weixin.qq.com]
-  --token-cache FILE     where the token is kept      WXMP_TOKEN_CACHE
-                         [default: $XDG_CACHE_HOME or ~/.cache, /wxmp/access_token-APPID.json]
-  --token-endpoint E     stable or classic            WXMP_TOKEN_ENDPOINT  [default: stable]
-  --rules FILE           rules file for menu check    WXMP_RULES
+";
 
+const FOOT: &str = "
 Exit status: 0 done; 1 WeChat refused (the errcode and what to do are printed) or could not be
 reached; 2 usage, file or configuration error. Try them on this machine with wxmp fake-api.
 ";
 
-/// A configuration mistake in a command's flags is a usage error too (exit 2).
-impl From<ConfigError> for UsageError {
-    fn from(e: ConfigError) -> Self {
-        UsageError(e.0)
+/// The options of `wxmp menu`, `kf` and `token`: the server's API settings, and their own.
+#[rustfmt::skip]
+pub const SETTINGS: &[Setting] = &[
+    config::APPID,
+    config::SECRET,
+    config::API_BASE,
+    config::TOKEN_CACHE,
+    config::TOKEN_ENDPOINT,
+    Setting::value("rules", "FILE", "rules file, for menu check and push").env("WXMP_RULES"),
+    Setting::switch("fetch", "wxmp token: get a token if none is cached"),
+    Setting::switch("show", "wxmp token: print the token itself"),
+    Setting::switch("cancel", "wxmp kf typing: end \"typing...\""),
+];
+
+/// The command line of `wxmp COMMAND` (`menu`, `kf` or `token`).
+pub fn spec(command: &str) -> Spec {
+    Spec {
+        help: match command {
+            "menu" => "wxmp menu --help",
+            "kf" => "wxmp kf --help",
+            _ => "wxmp token --help",
+        },
+        settings: SETTINGS,
+        fields: KF_FIELDS,
+        words: true,
     }
 }
 
-/// The words and options as given.
-#[derive(Debug, Clone, Default)]
-pub struct RawCmd {
-    /// `menu push FILE`, `kf send OPENID text hello`, `token`.
-    pub words: Vec<String>,
-    pub appid: Option<String>,
-    pub api: RawApi,
-    pub rules: Option<String>,
-    pub show: bool,
-    pub fetch: bool,
-    pub cancel: bool,
-    /// `wxmp kf send` message options (`--title`, `--url`, ...), by name.
-    pub fields: Vec<(String, String)>,
-}
-
-/// What `wxmp menu|kf|token ...` asked for.
-#[derive(Debug)]
-pub enum Parsed {
-    Help,
-    Run(Box<RawCmd>),
+/// `wxmp menu --help` (and `kf`, `token`).
+pub fn usage() -> String {
+    format!("{HEAD}{}{FOOT}", usage::help(SETTINGS))
 }
 
 const KF_FIELDS: &[&str] = &[
@@ -81,48 +78,6 @@ const KF_FIELDS: &[&str] = &[
     "music-url",
     "hq-music-url",
 ];
-
-/// Parses the rest of the command line after the command word `command`.
-pub fn parse(command: &str, mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
-    let mut raw = RawCmd {
-        words: vec![command.to_owned()],
-        ..RawCmd::default()
-    };
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('h') | Long("help") => return Ok(Parsed::Help),
-            Long("show") => raw.show = true,
-            Long("fetch") => raw.fetch = true,
-            Long("cancel") => raw.cancel = true,
-            Long(name) => {
-                let name = name.to_owned();
-                let value = usage::value(&mut parser, &name)?;
-                match name.as_str() {
-                    "appid" => raw.appid = Some(value),
-                    "secret" => raw.api.secret = Some(Secret::new(value)),
-                    "api-base" => raw.api.api_base = Some(value),
-                    "token-cache" => raw.api.token_cache = Some(value),
-                    "token-endpoint" => raw.api.token_endpoint = Some(value),
-                    "rules" => raw.rules = Some(value),
-                    f if KF_FIELDS.contains(&f) => raw.fields.push((name, value)),
-                    _ => {
-                        return Err(UsageError(format!(
-                            "unknown option --{name} (see wxmp {command} --help)"
-                        )))
-                    }
-                }
-            }
-            Value(v) => raw.words.push(v.string()?),
-            other => {
-                return Err(UsageError(format!(
-                    "{} (see wxmp {command} --help)",
-                    other.unexpected()
-                )))
-            }
-        }
-    }
-    Ok(Parsed::Run(Box::new(raw)))
-}
 
 /// A ready-to-run command.
 #[derive(Debug)]
@@ -162,26 +117,26 @@ pub struct TokenJob {
 }
 
 /// Applies the `WXMP_*` variables and validates.
-pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job, UsageError> {
+pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
+    let raw = raw.with_env(env);
     let words: Vec<&str> = raw.words.iter().map(String::as_str).collect();
-    let api = || config::require_api(raw.appid.clone(), raw.api.clone(), env);
-    let rules = || {
-        raw.rules
-            .clone()
-            .or_else(|| env("WXMP_RULES"))
-            .filter(|r| !r.is_empty())
-            .map(PathBuf::from)
-    };
+    let api = || config::require_api(&raw, env);
+    let rules = || raw.get("rules").map(PathBuf::from);
+    let (cancel, show, fetch) = (
+        raw.switch("cancel")?,
+        raw.switch("show")?,
+        raw.switch("fetch")?,
+    );
     let only = |n: usize, usage: &str| -> Result<(), UsageError> {
         match words.get(n) {
             None => Ok(()),
             Some(extra) => Err(UsageError(format!("unexpected {extra:?}; usage: {usage}"))),
         }
     };
-    if raw.cancel && words.get(..2) != Some(&["kf", "typing"]) {
+    if cancel && words.get(..2) != Some(&["kf", "typing"]) {
         return Err(UsageError("--cancel belongs to wxmp kf typing".into()));
     }
-    if (raw.show || raw.fetch) && words.first() != Some(&"token") {
+    if (show || fetch) && words.first() != Some(&"token") {
         return Err(UsageError("--show and --fetch belong to wxmp token".into()));
     }
     match words.as_slice() {
@@ -216,7 +171,11 @@ pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job,
             "wxmp menu needs check FILE, push FILE, show or delete (see wxmp menu --help)".into(),
         )),
         ["kf", "send", openid, kind, args @ ..] => {
-            let message = kf_message(kind, args, &raw.fields)?;
+            let fields: Vec<(String, String)> = KF_FIELDS
+                .iter()
+                .flat_map(|f| raw.all(f).into_iter().map(|v| (f.to_string(), v)))
+                .collect();
+            let message = kf_message(kind, args, &fields)?;
             Ok(Job::KfSend {
                 openid: openid.to_string(),
                 message,
@@ -230,7 +189,7 @@ pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job,
             only(3, "wxmp kf typing OPENID [--cancel]")?;
             Ok(Job::KfTyping {
                 openid: openid.to_string(),
-                cancel: raw.cancel,
+                cancel,
                 api: api()?,
             })
         }
@@ -239,15 +198,14 @@ pub fn resolve(raw: RawCmd, env: &dyn Fn(&str) -> Option<String>) -> Result<Job,
         )),
         ["token", ..] => {
             only(1, "wxmp token [--fetch] [--show]")?;
-            let (app_id, api_base, cache) =
-                config::token_cache_of(raw.appid.clone(), raw.api.clone(), env)?;
-            let fetch = if raw.fetch { Some(api()?) } else { None };
+            let (app_id, api_base, cache) = config::token_cache_of(&raw, env)?;
+            let fetch = if fetch { Some(api()?) } else { None };
             Ok(Job::Token(TokenJob {
                 app_id,
                 api_base,
                 cache,
                 fetch,
-                show: raw.show,
+                show,
             }))
         }
         _ => Err(UsageError("unknown command (see wxmp --help)".into())),
@@ -352,12 +310,15 @@ fn kf_message(
 mod tests {
     use super::*;
 
-    fn parsed(args: &[&str]) -> RawCmd {
+    fn parsed(args: &[&str]) -> Args {
         let (first, rest) = args.split_first().unwrap();
         let parser = lexopt::Parser::from_args(rest.iter().map(|s| s.to_string()));
-        match parse(first, parser).unwrap() {
-            Parsed::Run(raw) => *raw,
-            Parsed::Help => panic!("help"),
+        match usage::parse(parser, &spec(first)).unwrap() {
+            usage::Parsed::Args(mut raw) => {
+                raw.words.insert(0, first.to_string());
+                raw
+            }
+            usage::Parsed::Help => panic!("help"),
         }
     }
 

@@ -1,10 +1,8 @@
 //! `wxmp fake-api`'s command line: raw options, then a validated [`FakeConfig`].
 
-use lexopt::prelude::*;
-
 use crate::api::Secret;
-use crate::usage;
 pub use crate::usage::UsageError;
+use crate::usage::{self, Args, Env, Setting, Spec};
 
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 8090;
@@ -14,21 +12,18 @@ pub const DEFAULT_SECRET: &str = "fakesecret";
 /// WeChat's tokens live 2 hours.
 pub const DEFAULT_EXPIRES_IN: u64 = 7200;
 
-pub const USAGE: &str = "\
+const HEAD: &str = "\
 wxmp fake-api — play api.weixin.qq.com on this machine: tokens, the menu, customer service
 
 Usage: wxmp fake-api [OPTIONS]
 
 Options:
-  --host HOST        address to listen on              [default: 127.0.0.1]
-  --port PORT        port to listen on (0 = any)       [default: 8090]
-  --appid APPID      the AppID it accepts              [default: WXMP_APPID, else wxfake0000000000]
-  --secret SECRET    the AppSecret it accepts          [default: WXMP_SECRET, else fakesecret]
-  --expires-in SECS  how long its tokens live          [default: 7200]
-  --fail SPEC        answer with an errcode: CODE[@PATH][:once|:N], repeatable
-                     e.g. --fail 40001:once, --fail 40164, --fail 45009@/cgi-bin/menu/create
-                     Without @PATH, 40013, 40125 and 40243 hit token requests, 40164, 61004
-                     and 89503 every request, and any other code the API calls (not tokens).
+";
+
+const FOOT: &str = "
+--fail SPEC is CODE[@PATH][:once|:N], repeatable; e.g. --fail 40001:once, --fail 40164,
+--fail 45009@/cgi-bin/menu/create. Without @PATH, 40013, 40125 and 40243 hit token requests,
+40164, 61004 and 89503 every request, and any other code the API calls (not tokens).
 
 It serves POST /cgi-bin/stable_token, GET /cgi-bin/token (each call invalidates the previous
 token), menu/create, menu/get, menu/delete (keeping the menu it was given),
@@ -37,29 +32,35 @@ GET /fake/stats (request counts as JSON). Point wxmp at it with
 --api-base http://127.0.0.1:PORT (or WXMP_API_BASE).
 ";
 
-/// The options as given.
-#[derive(Debug, Clone, Default)]
-pub struct RawFake {
-    pub host: Option<String>,
-    pub port: Option<String>,
-    pub appid: Option<String>,
-    pub secret: Option<Secret>,
-    pub expires_in: Option<String>,
-    pub fail: Vec<String>,
-}
+/// `wxmp fake-api`'s options.
+#[rustfmt::skip]
+pub const SETTINGS: &[Setting] = &[
+    Setting::value("host", "HOST", "address to listen on").default(DEFAULT_HOST),
+    Setting::value("port", "PORT", "port to listen on (0 = any)").default("8090").range(0, 65535, ""),
+    Setting::value("appid", "APPID", "the AppID it accepts").env("WXMP_APPID").default(DEFAULT_APPID),
+    Setting::value("secret", "SECRET", "the AppSecret it accepts").env("WXMP_SECRET").default(DEFAULT_SECRET).secret(),
+    Setting::value("expires-in", "SECS", "how long its tokens live").default("7200").range(1, u64::MAX, ""),
+    Setting::value("fail", "SPEC", "answer with an errcode (see below)"),
+];
 
-/// What `wxmp fake-api ...` asked for.
-#[derive(Debug)]
-pub enum Parsed {
-    Help,
-    Run(Box<RawFake>),
+/// `wxmp fake-api`'s command line.
+pub const SPEC: Spec = Spec {
+    help: "wxmp fake-api --help",
+    settings: SETTINGS,
+    fields: &[],
+    words: false,
+};
+
+/// `wxmp fake-api --help`.
+pub fn usage() -> String {
+    format!("{HEAD}{}{FOOT}", usage::help(SETTINGS))
 }
 
 /// One injected failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub errcode: i64,
-    /// Only requests to this path; `None`: the code's usual place (see [`USAGE`]).
+    /// Only requests to this path; `None`: the code's usual place (see [`usage`]).
     pub path: Option<String>,
     /// How many more times; `None`: always.
     pub remaining: Option<u64>,
@@ -78,84 +79,28 @@ pub struct FakeConfig {
     pub fail: Vec<Failure>,
 }
 
-/// Parses `wxmp fake-api ...` (the parser is positioned after `fake-api`).
-pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
-    let mut raw = RawFake::default();
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('h') | Long("help") => return Ok(Parsed::Help),
-            Long(name) => {
-                let name = name.to_owned();
-                let value = usage::value(&mut parser, &name)?;
-                match name.as_str() {
-                    "host" => raw.host = Some(value),
-                    "port" => raw.port = Some(value),
-                    "appid" => raw.appid = Some(value),
-                    "secret" => raw.secret = Some(Secret::new(value)),
-                    "expires-in" => raw.expires_in = Some(value),
-                    "fail" => raw.fail.push(value),
-                    _ => {
-                        return Err(UsageError(format!(
-                            "unknown option --{name} (see wxmp fake-api --help)"
-                        )))
-                    }
-                }
-            }
-            other => {
-                return Err(UsageError(format!(
-                    "{} (see wxmp fake-api --help)",
-                    other.unexpected()
-                )))
-            }
-        }
-    }
-    Ok(Parsed::Run(Box::new(raw)))
-}
-
 /// Applies defaults (flags, then `WXMP_APPID` / `WXMP_SECRET`, then built-ins) and validates.
-pub fn resolve(
-    raw: RawFake,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<FakeConfig, UsageError> {
-    let port = match raw.port {
-        None => DEFAULT_PORT,
-        Some(p) => p.trim().parse().map_err(|_| {
-            UsageError(format!(
-                "invalid --port {p:?}: expected a number from 0 to 65535"
-            ))
-        })?,
-    };
-    let expires_in = match raw.expires_in {
-        None => DEFAULT_EXPIRES_IN,
-        Some(s) => match s.trim().parse::<u64>() {
-            Ok(n) if n > 0 => n,
-            _ => {
-                return Err(UsageError(format!(
-                    "invalid --expires-in {s:?}: expected seconds, at least 1"
-                )))
-            }
-        },
-    };
+pub fn resolve(raw: Args, env: Env<'_>) -> Result<FakeConfig, UsageError> {
+    let raw = raw.with_env(env);
+    let port = raw.number("port", DEFAULT_PORT)?;
+    let expires_in = raw.number("expires-in", DEFAULT_EXPIRES_IN)?;
     let app_id = raw
-        .appid
-        .or_else(|| env("WXMP_APPID"))
+        .get("appid")
         .filter(|a| !a.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_APPID.to_owned());
     let given = raw
-        .secret
-        .map(|s| s.expose().to_owned())
-        .or_else(|| env("WXMP_SECRET"))
+        .get("secret")
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty());
     let default_secret = given.is_none();
     let secret = Secret::new(given.unwrap_or_else(|| DEFAULT_SECRET.to_owned()));
     let fail = raw
-        .fail
+        .all("fail")
         .iter()
         .map(|s| failure(s))
         .collect::<Result<_, _>>()?;
     Ok(FakeConfig {
-        host: raw.host.unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+        host: raw.get("host").unwrap_or_else(|| DEFAULT_HOST.to_owned()),
         port,
         app_id: app_id.trim().to_owned(),
         secret,
@@ -199,11 +144,18 @@ fn failure(spec: &str) -> Result<Failure, UsageError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    pub(crate) fn args(a: &[&str]) -> Args {
+        match usage::parse(lexopt::Parser::from_args(a.iter().copied()), &SPEC) {
+            Ok(usage::Parsed::Args(a)) => a,
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -230,18 +182,14 @@ mod tests {
 
     #[test]
     fn defaults_and_the_environment() {
-        let c = resolve(RawFake::default(), &no_env).unwrap();
+        let c = resolve(args(&[]), &no_env).unwrap();
         assert_eq!((c.port, c.app_id.as_str()), (DEFAULT_PORT, DEFAULT_APPID));
         assert!(c.default_secret);
         let env = |k: &str| (k == "WXMP_SECRET").then(|| "mine".to_owned());
-        let c = resolve(RawFake::default(), &env).unwrap();
+        let c = resolve(args(&[]), &env).unwrap();
         assert!(!c.default_secret);
         assert_eq!(c.secret.expose(), "mine");
-        let raw = RawFake {
-            expires_in: Some("0".into()),
-            ..RawFake::default()
-        };
-        assert!(resolve(raw, &no_env)
+        assert!(resolve(args(&["--expires-in", "0"]), &no_env)
             .unwrap_err()
             .0
             .contains("--expires-in"));

@@ -342,15 +342,14 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_api::args::{resolve, RawFake};
+    use crate::fake_api::args::{resolve, tests::args};
 
     fn platform(fail: &[&str], expires_in: &str) -> Platform {
-        let raw = RawFake {
-            fail: fail.iter().map(|s| s.to_string()).collect(),
-            expires_in: Some(expires_in.into()),
-            ..RawFake::default()
-        };
-        Platform::new(resolve(raw, &|_| None).unwrap(), 7)
+        let mut a = vec!["--expires-in", expires_in];
+        for f in fail {
+            a.extend(["--fail", f]);
+        }
+        Platform::new(resolve(args(&a), &|_| None).unwrap(), 7)
     }
 
     fn call(p: &Platform, method: &str, path: &str, query: &str, body: &str, now_s: u64) -> Value {

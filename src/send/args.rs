@@ -1,14 +1,11 @@
 //! `wxmp send`'s command line: the raw options, then a validated [`Job`] whose push is built
 //! with the one message model.
 
-use lexopt::prelude::*;
-
-use crate::protocol::crypto::AesKey;
 use crate::protocol::envelope::{Mode, SafeMode};
 use crate::protocol::message::{Event, Kind, Message, Numeric, Video};
 use crate::protocol::verify::Token;
-use crate::usage;
 pub use crate::usage::UsageError;
+use crate::usage::{self, Args, Env, Setting, Spec};
 
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/weixin";
 /// The token `make run` uses when WXMP_TOKEN is unset, so the two work together out of the box.
@@ -16,7 +13,7 @@ pub const DEV_TOKEN: &str = "devtoken";
 pub const DEFAULT_FROM: &str = "o_wxmp_send";
 pub const DEFAULT_TO: &str = "gh_wxmp_send";
 
-pub const USAGE: &str = "\
+const HEAD: &str = "\
 wxmp send — play the WeChat platform against a server, without a phone
 
 Usage: wxmp send [OPTIONS] KIND [ARGS]
@@ -34,47 +31,40 @@ Kinds:
   file FILE.xml               send any XML body as it is (signed; encrypted in safe mode)
 
 Options:
-  --url URL          server message URL            [default: http://127.0.0.1:8080/weixin]
-  --token TOKEN      token                          [default: WXMP_TOKEN, else devtoken]
-  --aes-key KEY      EncodingAESKey                 [default: WXMP_AES_KEY]
-  --appid APPID      AppID                          [default: WXMP_APPID]
-  --mode MODE        plain | compat | safe          [default: safe with a key, else plain]
-  --from OPENID      the user (FromUserName)        [default: o_wxmp_send]
-  --to GH_ID         the account (ToUserName)       [default: gh_wxmp_send]
-  --msg-id ID        MsgId                          [default: random]
-  --repeat N         send the same push N times, as WeChat's retries do, and compare replies
-  --retries N        like WeChat: abandon an attempt after 5 s and send it again, N tries in all
-                     (WeChat makes 3)                [default: 1]
-  --xml              print the (decrypted) reply XML instead of the summary
+";
 
+const FOOT: &str = "
 Exit status: 0 the reply is one WeChat accepts; 1 it is not, or the server failed or is
 unreachable; 2 usage error.
 ";
 
-/// The options as given on the command line (env defaults are applied in [`resolve`]).
-#[derive(Debug, Clone, Default)]
-pub struct RawSend {
-    pub url: Option<String>,
-    pub token: Option<String>,
-    pub aes_key: Option<String>,
-    pub appid: Option<String>,
-    pub mode: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub msg_id: Option<String>,
-    pub repeat: Option<String>,
-    pub retries: Option<String>,
-    pub xml: bool,
-    pub kind: Vec<String>,
-    /// Per-kind options (`--lat`, `--key`, ...), by name.
-    pub fields: Vec<(String, String)>,
-}
+/// `wxmp send`'s options.
+#[rustfmt::skip]
+pub const SETTINGS: &[Setting] = &[
+    Setting::value("url", "URL", "server message URL").default(DEFAULT_URL),
+    Setting::value("token", "TOKEN", "the server's Token").env("WXMP_TOKEN").default(DEV_TOKEN).secret(),
+    Setting::value("aes-key", "KEY", "EncodingAESKey").env("WXMP_AES_KEY").secret(),
+    Setting::value("appid", "APPID", "AppID").env("WXMP_APPID"),
+    Setting::value("mode", "MODE", "plain | compat | safe").default("safe with a key, else plain"),
+    Setting::value("from", "OPENID", "the user (FromUserName)").default(DEFAULT_FROM),
+    Setting::value("to", "GH_ID", "the account (ToUserName)").default(DEFAULT_TO),
+    Setting::value("msg-id", "ID", "MsgId").default("random"),
+    Setting::value("repeat", "N", "send the same push N times, as WeChat's retries do").default("1").range(1, 100, ""),
+    Setting::value("retries", "N", "like WeChat: a new try after 5 s, N tries in all").default("1").range(1, 10, "WeChat makes 3 tries"),
+    Setting::switch("xml", "print the (decrypted) reply XML instead of the summary"),
+];
 
-/// What `wxmp send ...` asked for.
-#[derive(Debug)]
-pub enum Parsed {
-    Help,
-    Send(Box<RawSend>),
+/// `wxmp send`'s command line: the options, a message's fields, and the KIND and its words.
+pub const SPEC: Spec = Spec {
+    help: "wxmp send --help",
+    settings: SETTINGS,
+    fields: KIND_FIELDS,
+    words: true,
+};
+
+/// `wxmp send --help`.
+pub fn usage() -> String {
+    format!("{HEAD}{}{FOOT}", usage::help(SETTINGS))
 }
 
 /// What to send.
@@ -124,84 +114,14 @@ const KIND_FIELDS: &[&str] = &[
     "precision",
 ];
 
-/// Parses `wxmp send ...` (the parser is positioned after `send`).
-pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
-    let mut raw = RawSend::default();
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('h') | Long("help") => return Ok(Parsed::Help),
-            Long("xml") => raw.xml = true,
-            Long(name) => {
-                let name = name.to_owned();
-                let value = usage::value(&mut parser, &name)?;
-                let slot = match name.as_str() {
-                    "url" => &mut raw.url,
-                    "token" => &mut raw.token,
-                    "aes-key" => &mut raw.aes_key,
-                    "appid" => &mut raw.appid,
-                    "mode" => &mut raw.mode,
-                    "from" => &mut raw.from,
-                    "to" => &mut raw.to,
-                    "msg-id" => &mut raw.msg_id,
-                    "repeat" => &mut raw.repeat,
-                    "retries" => &mut raw.retries,
-                    other if KIND_FIELDS.contains(&other) => {
-                        raw.fields.push((name, value));
-                        continue;
-                    }
-                    _ => {
-                        return Err(UsageError(format!(
-                            "unknown option --{name} (see wxmp send --help)"
-                        )))
-                    }
-                };
-                *slot = Some(value);
-            }
-            Value(v) => raw.kind.push(v.string()?),
-            other => {
-                return Err(UsageError(format!(
-                    "{} (see wxmp send --help)",
-                    other.unexpected()
-                )))
-            }
-        }
-    }
-    Ok(Parsed::Send(Box::new(raw)))
-}
-
-fn field(raw: &RawSend, name: &str) -> Option<String> {
-    raw.fields
-        .iter()
-        .rev()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.clone())
-}
-
 /// Applies defaults (flags, then `WXMP_*` variables, then built-ins) and validates.
-pub fn resolve(raw: RawSend, env: &dyn Fn(&str) -> Option<String>) -> Result<Job, UsageError> {
-    let pick =
-        |flag: Option<String>, var: &str| flag.or_else(|| env(var)).filter(|v| !v.is_empty());
-    let token = pick(raw.token.clone(), "WXMP_TOKEN").unwrap_or_else(|| DEV_TOKEN.to_owned());
+pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
+    let raw = raw.with_env(env);
+    let token = raw.get("token").unwrap_or_else(|| DEV_TOKEN.to_owned());
     let token = Token::new(&token)
         .map_err(|e| UsageError(format!("invalid token (--token / WXMP_TOKEN): {e}")))?;
-    let safe = match (
-        pick(raw.aes_key.clone(), "WXMP_AES_KEY"),
-        pick(raw.appid.clone(), "WXMP_APPID"),
-    ) {
-        (None, _) => None,
-        (Some(_), None) => {
-            return Err(UsageError(
-                "an AES key needs an AppID: pass --appid or set WXMP_APPID".into(),
-            ))
-        }
-        (Some(k), Some(app_id)) => Some(SafeMode {
-            key: AesKey::from_encoding_aes_key(k.trim()).map_err(|e| {
-                UsageError(format!("invalid AES key (--aes-key / WXMP_AES_KEY): {e}"))
-            })?,
-            app_id,
-        }),
-    };
-    let mode = match raw.mode.as_deref() {
+    let safe: Option<SafeMode> = usage::safe_mode(raw.get("aes-key"), raw.get("appid"))?;
+    let mode = match raw.get("mode").as_deref() {
         None if safe.is_some() => Mode::Safe,
         None | Some("plain") => Mode::Plain,
         Some("compat") => Mode::Compat,
@@ -217,32 +137,12 @@ pub fn resolve(raw: RawSend, env: &dyn Fn(&str) -> Option<String>) -> Result<Job
             "--mode {mode} needs --aes-key and --appid (or WXMP_AES_KEY and WXMP_APPID)"
         )));
     }
-    let repeat = match raw.repeat.as_deref() {
-        None => 1,
-        Some(n) => match n.parse::<usize>() {
-            Ok(n) if (1..=100).contains(&n) => n,
-            _ => {
-                return Err(UsageError(format!(
-                    "invalid --repeat {n:?}: expected 1 to 100"
-                )))
-            }
-        },
-    };
-    let retries = match raw.retries.as_deref() {
-        None => 1,
-        Some(n) => match n.parse::<usize>() {
-            Ok(n) if (1..=10).contains(&n) => n,
-            _ => {
-                return Err(UsageError(format!(
-                    "invalid --retries {n:?}: expected 1 to 10 (WeChat makes 3 tries)"
-                )))
-            }
-        },
-    };
-    let from = raw.from.clone().unwrap_or_else(|| DEFAULT_FROM.into());
-    let to = raw.to.clone().unwrap_or_else(|| DEFAULT_TO.into());
+    let repeat = raw.number("repeat", 1usize)?;
+    let retries = raw.number("retries", 1usize)?;
+    let from = raw.get("from").unwrap_or_else(|| DEFAULT_FROM.into());
+    let to = raw.get("to").unwrap_or_else(|| DEFAULT_TO.into());
     let payload = payload(&raw, &from, &to)?;
-    let url = raw.url.clone().unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let url = raw.get("url").unwrap_or_else(|| DEFAULT_URL.to_owned());
     // https:// works too (rustls, built-in roots), so a public ngrok address can be tested.
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(UsageError(format!(
@@ -256,18 +156,18 @@ pub fn resolve(raw: RawSend, env: &dyn Fn(&str) -> Option<String>) -> Result<Job
         mode,
         from,
         to,
-        msg_id: raw.msg_id.clone(),
+        msg_id: raw.get("msg-id"),
         repeat,
         retries,
-        xml: raw.xml,
+        xml: raw.switch("xml")?,
         payload,
     })
 }
 
-fn payload(raw: &RawSend, from: &str, to: &str) -> Result<Payload, UsageError> {
-    let f =
-        |name: &str, default: &str| Some(field(raw, name).unwrap_or_else(|| default.to_owned()));
-    let (kind, args) = match raw.kind.split_first() {
+fn payload(raw: &Args, from: &str, to: &str) -> Result<Payload, UsageError> {
+    let field = |name: &str| raw.get(name);
+    let f = |name: &str, default: &str| Some(field(name).unwrap_or_else(|| default.to_owned()));
+    let (kind, args) = match raw.words.split_first() {
         Some((k, rest)) => (k.as_str(), rest),
         None => return Err(UsageError("a KIND is needed: verify, text, image, voice, video, shortvideo, location, link, event or file (see wxmp send --help)".into())),
     };
@@ -285,14 +185,7 @@ fn payload(raw: &RawSend, from: &str, to: &str) -> Result<Payload, UsageError> {
             ))),
         }
     };
-    let number = |name: &str| -> Result<Option<Numeric<f64>>, UsageError> {
-        match field(raw, name) {
-            Some(v) if v.trim().parse::<f64>().is_err() => {
-                Err(UsageError(format!("--{name} {v:?} is not a number")))
-            }
-            v => Ok(v.map(|v| Numeric::from_text(&v))),
-        }
-    };
+    let number = |name: &str| number(raw, name);
     let push = |kind: Kind| Ok(Payload::Push(Box::new(Message::new(to, from, 0, kind))));
     match kind {
         "verify" => {
@@ -322,7 +215,7 @@ fn payload(raw: &RawSend, from: &str, to: &str) -> Result<Payload, UsageError> {
             push(Kind::Voice {
                 media_id: f("media-id", "wxmp_send_media"),
                 format: f("format", "amr"),
-                recognition: field(raw, "recognition"),
+                recognition: field("recognition"),
             })
         }
         "video" | "shortvideo" => {
@@ -357,23 +250,7 @@ fn payload(raw: &RawSend, from: &str, to: &str) -> Result<Payload, UsageError> {
                 url: f("link-url", "https://example.com/"),
             })
         }
-        "event" => {
-            let name = one_arg("event NAME")?;
-            let location = if name.eq_ignore_ascii_case("LOCATION") {
-                let (Some(lat), Some(lng)) = (number("lat")?, number("lng")?) else {
-                    return Err(UsageError("event LOCATION needs --lat and --lng".into()));
-                };
-                Some((lat, lng, f("precision", "30.000000")))
-            } else {
-                None
-            };
-            push(Kind::Event(event(
-                &name,
-                field(raw, "key"),
-                field(raw, "ticket"),
-                location,
-            )))
-        }
+        "event" => push(Kind::Event(event_from(raw, &one_arg("event NAME")?)?)),
         "file" => {
             let path = one_arg("FILE")?;
             let xml = std::fs::read_to_string(&path)
@@ -384,6 +261,33 @@ fn payload(raw: &RawSend, from: &str, to: &str) -> Result<Payload, UsageError> {
             "unknown KIND {other:?} (see wxmp send --help)"
         ))),
     }
+}
+
+/// A number given as `--name`, as WeChat writes it.
+fn number(raw: &Args, name: &str) -> Result<Option<Numeric<f64>>, UsageError> {
+    match raw.get(name) {
+        Some(v) if v.trim().parse::<f64>().is_err() => {
+            Err(UsageError(format!("--{name} {v:?} is not a number")))
+        }
+        v => Ok(v.map(|v| Numeric::from_text(&v))),
+    }
+}
+
+/// `wxmp send event NAME` with its options (`--key`, `--ticket`, and for LOCATION `--lat`,
+/// `--lng`, `--precision`).
+fn event_from(raw: &Args, name: &str) -> Result<Event, UsageError> {
+    let location = if name.eq_ignore_ascii_case("LOCATION") {
+        let (Some(lat), Some(lng)) = (number(raw, "lat")?, number(raw, "lng")?) else {
+            return Err(UsageError("event LOCATION needs --lat and --lng".into()));
+        };
+        let precision = raw
+            .get("precision")
+            .unwrap_or_else(|| "30.000000".to_owned());
+        Some((lat, lng, Some(precision)))
+    } else {
+        None
+    };
+    Ok(event(name, raw.get("key"), raw.get("ticket"), location))
 }
 
 /// The event named `name` (any case, as the server compares) with the fields the command line
@@ -429,11 +333,11 @@ fn event(
 pub(crate) mod tests {
     use super::*;
 
-    /// The raw options of `wxmp send KIND...` with nothing else given.
-    pub(crate) fn raw(kind: &[&str]) -> RawSend {
-        RawSend {
-            kind: kind.iter().map(|s| s.to_string()).collect(),
-            ..RawSend::default()
+    /// `wxmp send ARGS...` as parsed.
+    pub(crate) fn raw(args: &[&str]) -> Args {
+        match usage::parse(lexopt::Parser::from_args(args.iter().copied()), &SPEC) {
+            Ok(usage::Parsed::Args(a)) => a,
+            other => panic!("{other:?}"),
         }
     }
 
@@ -481,7 +385,7 @@ pub(crate) mod tests {
 
     #[test]
     fn usage_errors_are_clear() {
-        let err = |r: RawSend| resolve(r, &no_env).unwrap_err().0;
+        let err = |r: Args| resolve(r, &no_env).unwrap_err().0;
         assert!(err(raw(&[])).contains("a KIND is needed"));
         assert!(err(raw(&["dance"])).contains("unknown KIND"));
         assert!(err(raw(&["text"])).contains("needs CONTENT"));
@@ -492,25 +396,11 @@ pub(crate) mod tests {
             }
         );
         assert!(err(raw(&["location"])).contains("--lat and --lng"));
-        assert!(err(RawSend {
-            mode: Some("safe".into()),
-            ..raw(&["verify"])
-        })
-        .contains("--aes-key"));
-        assert!(err(RawSend {
-            repeat: Some("0".into()),
-            ..raw(&["verify"])
-        })
-        .contains("--repeat"));
-        assert!(err(RawSend {
-            url: Some("ftp://x".into()),
-            ..raw(&["verify"])
-        })
-        .contains("--url"));
-        let tunnel = RawSend {
-            url: Some("https://ab12.ngrok-free.app/weixin".into()),
-            ..raw(&["verify"])
-        };
+        assert!(err(raw(&["verify", "--mode", "safe"])).contains("--aes-key"));
+        assert!(err(raw(&["verify", "--repeat", "0"])).contains("--repeat"));
+        assert!(err(raw(&["verify", "--retries", "11"])).contains("WeChat makes 3 tries"));
+        assert!(err(raw(&["verify", "--url", "ftp://x"])).contains("--url"));
+        let tunnel = raw(&["verify", "--url", "https://ab12.ngrok-free.app/weixin"]);
         assert_eq!(
             resolve(tunnel, &no_env).unwrap().url,
             "https://ab12.ngrok-free.app/weixin"
@@ -519,11 +409,7 @@ pub(crate) mod tests {
 
     #[test]
     fn events_come_out_typed() {
-        let mut r = raw(&["event", "subscribe"]);
-        r.fields = vec![
-            ("key".into(), "qrscene_42".into()),
-            ("ticket".into(), "T".into()),
-        ];
+        let r = raw(&["event", "subscribe", "--key", "qrscene_42", "--ticket", "T"]);
         let j = resolve(r, &no_env).unwrap();
         assert_eq!(
             kind_of(&j),
@@ -532,8 +418,7 @@ pub(crate) mod tests {
                 ticket: Some("T".into())
             })
         );
-        let mut r = raw(&["event", "location"]);
-        r.fields = vec![("lat".into(), "1".into()), ("lng".into(), "2.5".into())];
+        let r = raw(&["event", "location", "--lat", "1", "--lng", "2.5"]);
         let j = resolve(r, &no_env).unwrap();
         assert_eq!(
             kind_of(&j),

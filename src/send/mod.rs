@@ -11,7 +11,7 @@ pub mod http;
 
 use std::time::Instant;
 
-pub use args::{Job, Payload, RawSend, UsageError, DEFAULT_URL, DEV_TOKEN, USAGE};
+pub use args::{usage, Job, Payload, UsageError, DEFAULT_URL, DEV_TOKEN};
 pub use check::{check_reply, summary, Checked, SendError, TIMEOUT};
 
 use crate::protocol::envelope::Mode;
@@ -275,11 +275,13 @@ mod tests {
             ),
         ];
         for (kind, fields, msg_type) in cases {
-            let mut r = raw(&kind);
-            r.fields = fields
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect();
+            let mut args: Vec<String> = kind.iter().map(|k| k.to_string()).collect();
+            for (name, value) in &fields {
+                args.push(format!("--{name}"));
+                args.push(value.to_string());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let r = raw(&args);
             let j = resolve(r, &no_env).unwrap();
             let xml = j.push_xml(1_700_000_000, "42");
             let m = Message::parse(&xml).unwrap_or_else(|e| panic!("{kind:?}: {e}: {xml}"));
@@ -311,10 +313,16 @@ mod tests {
     const APPID: &str = "wx2c2769f8efd9abc2";
 
     fn safe_job() -> Job {
-        let mut r = raw(&["text", "hi"]);
-        r.aes_key = Some(KEY.into());
-        r.appid = Some(APPID.into());
-        r.token = Some("spamtest".into());
+        let r = raw(&[
+            "text",
+            "hi",
+            "--aes-key",
+            KEY,
+            "--appid",
+            APPID,
+            "--token",
+            "spamtest",
+        ]);
         resolve(r, &no_env).unwrap()
     }
 

@@ -19,14 +19,8 @@ use crate::server::metrics::{event_label, msg_type_label, Metrics};
 use crate::server::pipeline::{Answered, Decided, Outcome};
 use crate::server::sample::quoted;
 
-/// How the access log treats requests and users (`--quiet`, `--log-openid`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AccessOptions {
-    /// Log refused requests only, as wxmp did before it had an access log.
-    pub quiet: bool,
-    /// Show whole OpenIDs instead of a prefix and a hash.
-    pub full_openid: bool,
-}
+/// What the access log shows is configuration (`--quiet`, `--log-openid`).
+pub use crate::config::AccessOptions;
 
 /// One request, as the access log and the metrics see it.
 #[derive(Debug, Clone, Copy)]

@@ -3,13 +3,14 @@
 //! accounts can later share one process.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::config::AccountConfig;
 use crate::protocol::envelope::SafeMode;
 use crate::protocol::verify::Token;
 use crate::rules::{RuleSet, SharedRules};
 
-/// The path WeChat's samples and most tutorials use.
-pub const DEFAULT_PATH: &str = "/weixin";
+pub use crate::config::DEFAULT_PATH;
 
 #[derive(Debug)]
 pub struct Account {
@@ -18,8 +19,8 @@ pub struct Account {
     pub token: Token,
     /// Safe and compatible mode: the EncodingAESKey and AppID.
     pub safe: Option<SafeMode>,
-    /// The rules in force; a reload swaps them.
-    pub rules: SharedRules,
+    /// The rules in force; a reload swaps them (the watcher holds them too).
+    pub rules: Arc<SharedRules>,
     /// The file the rules came from, when not the built-in ones (watched for changes).
     pub rules_file: Option<PathBuf>,
 }
@@ -31,8 +32,19 @@ impl Account {
             path: DEFAULT_PATH.to_owned(),
             token,
             safe: None,
-            rules: SharedRules::new(RuleSet::builtin()),
+            rules: Arc::new(SharedRules::new(RuleSet::builtin())),
             rules_file: None,
+        }
+    }
+
+    /// The account `config` describes, answering with `rules` (loaded from `config.rules`).
+    pub fn configured(config: AccountConfig, rules: RuleSet) -> Account {
+        Account {
+            path: config.path,
+            token: config.token,
+            safe: config.safe,
+            rules: Arc::new(SharedRules::new(rules)),
+            rules_file: config.rules,
         }
     }
 
@@ -42,7 +54,7 @@ impl Account {
     }
 
     pub fn with_rules(mut self, rules: RuleSet) -> Account {
-        self.rules = SharedRules::new(rules);
+        self.rules = Arc::new(SharedRules::new(rules));
         self
     }
 

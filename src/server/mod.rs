@@ -1,6 +1,7 @@
 //! The server: HTTP in ([`routes`]), the pipeline in the middle ([`pipeline`]), the retry store
 //! beside it ([`store`]), built from an [`account::Account`] with an injected clock and random
-//! source ([`mod@env`]); [`run`] owns the process's life and [`reload`] watches the rules file.
+//! source ([`mod@env`]); [`build`] wires it from a [`crate::config::Config`] and [`Server::run`]
+//! owns the process's life ([`run`]), while [`reload`] watches the rules file.
 //! Seeing what it does: one [`access`] record per request (logged and counted in [`metrics`]),
 //! and the live view's buffer ([`recent`], fed by the pipeline's content [`sample`]s), both
 //! served by [`monitor`] on the metrics listener.
@@ -24,3 +25,5 @@ pub mod routes;
 pub mod run;
 pub mod sample;
 pub mod store;
+
+pub use run::{build, ServeError, Server};

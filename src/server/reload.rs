@@ -12,10 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::log::Log;
-use crate::rules::{RuleSet, RulesError};
-use crate::server::account::Account;
+use crate::rules::{RuleSet, RulesError, SharedRules};
 use crate::server::metrics::Metrics;
-use crate::server::pipeline::Pipeline;
 
 const POLL: Duration = Duration::from_millis(250);
 /// How long a changed file must keep the same modification time and size before it is loaded:
@@ -40,40 +38,58 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-/// Watches `path` until `stop` is set; `hup` asks for an immediate reload. Each reload is
-/// counted in `metrics` by outcome.
-pub fn watch(
-    path: PathBuf,
-    pipeline: Arc<Pipeline>,
-    hup: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    log: Log,
-    metrics: Arc<Metrics>,
-) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
-        // What was last loaded, and what the file looks like now and since when.
-        let mut loaded = stamp(&path);
-        let (mut seen, mut seen_since) = (loaded, Instant::now());
-        while !stop.load(Ordering::Relaxed) {
-            thread::sleep(POLL);
-            let now = stamp(&path);
-            if now != seen {
-                (seen, seen_since) = (now, Instant::now());
-            }
-            if hup.swap(false, Ordering::Relaxed) {
-                loaded = now;
-                metrics.reload(reload(&path, pipeline.account(), "SIGHUP", &log));
-            } else if now != loaded && seen_since.elapsed() >= SETTLE {
-                // Loaded only if the file did not change while it was read; otherwise the next
-                // polls see the change and wait again.
-                if let Some(set) = load_settled(&path, now) {
-                    loaded = now;
-                    let ok = swap_in(&path, pipeline.account(), set, "file changed", &log);
-                    metrics.reload(ok);
+/// What the watcher needs besides the rules it swaps.
+pub struct Watch {
+    /// The rules file; `None`: the built-in rules are in use, and SIGHUP only says so.
+    pub file: Option<PathBuf>,
+    /// Set by SIGHUP: reload now.
+    pub hup: Arc<AtomicBool>,
+    /// Set when the server stops.
+    pub stop: Arc<AtomicBool>,
+    pub log: Log,
+    /// Each reload is counted by outcome.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Watches the rules file until `stop` is set, swapping good versions into `rules`. SIGHUP is
+/// decided here alone: a reload now with a file, a warning without one.
+pub fn watch(rules: Arc<SharedRules>, w: Watch) -> thread::JoinHandle<()> {
+    thread::spawn(move || match &w.file {
+        Some(path) => follow(path, &rules, &w),
+        None => {
+            while !w.stop.load(Ordering::Relaxed) {
+                thread::sleep(POLL);
+                if w.hup.swap(false, Ordering::Relaxed) {
+                    w.log.warn("SIGHUP: no rules file to reload; the built-in rules are in use (pass --rules FILE or set WXMP_RULES)");
                 }
             }
         }
     })
+}
+
+fn follow(path: &Path, rules: &SharedRules, w: &Watch) {
+    // What was last loaded, and what the file looks like now and since when.
+    let mut loaded = stamp(path);
+    let (mut seen, mut seen_since) = (loaded, Instant::now());
+    while !w.stop.load(Ordering::Relaxed) {
+        thread::sleep(POLL);
+        let now = stamp(path);
+        if now != seen {
+            (seen, seen_since) = (now, Instant::now());
+        }
+        if w.hup.swap(false, Ordering::Relaxed) {
+            loaded = now;
+            w.metrics.reload(reload(path, rules, "SIGHUP", &w.log));
+        } else if now != loaded && seen_since.elapsed() >= SETTLE {
+            // Loaded only if the file did not change while it was read; otherwise the next
+            // polls see the change and wait again.
+            if let Some(set) = load_settled(path, now) {
+                loaded = now;
+                let ok = swap_in(path, rules, set, "file changed", &w.log);
+                w.metrics.reload(ok);
+            }
+        }
+    }
 }
 
 /// Loads the file if it still has the stamp `expected` after reading it. `None`: it changed
@@ -87,13 +103,13 @@ fn load_settled(
 }
 
 /// Loads the file again and swaps it in (true), or keeps the old rules and says why (false).
-pub fn reload(path: &Path, account: &Account, why: &str, log: &Log) -> bool {
-    swap_in(path, account, load(path), why, log)
+pub fn reload(path: &Path, rules: &SharedRules, why: &str, log: &Log) -> bool {
+    swap_in(path, rules, load(path), why, log)
 }
 
 fn swap_in(
     path: &Path,
-    account: &Account,
+    rules: &SharedRules,
     loaded: Result<RuleSet, RulesError>,
     why: &str,
     log: &Log,
@@ -104,7 +120,7 @@ fn swap_in(
             for w in set.warnings() {
                 log.warn(&format!("rules: {w}"));
             }
-            account.rules.replace(set);
+            rules.replace(set);
             log.info(&format!(
                 "rules reloaded ({why}): {n} rules from {}",
                 path.display()

@@ -37,7 +37,7 @@ use crate::log::utc;
 use crate::protocol::query::Query;
 
 /// Seconds a signed query stays good: WeChat's ~15 s of retries plus clock skew.
-pub const DEFAULT_WINDOW: u64 = 300;
+pub const DEFAULT_WINDOW: u64 = crate::config::DEFAULT_REPLAY_WINDOW;
 /// Queries remembered at most. Each costs about 100 bytes, so the cap is about 10 MB: a
 /// sustained 330 pushes per second for the whole default window.
 pub const DEFAULT_CAPACITY: usize = 100_000;

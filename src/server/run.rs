@@ -1,4 +1,6 @@
-//! The server's life: bind, install signal handlers, watch the rules file, serve, stop.
+//! The composition root: [`build`] wires the server's parts from a [`Config`] without touching
+//! the network, and [`Server::run`] owns the process's life: the descriptor limit, binding,
+//! signals, the rules watcher, the poll loop and the grace period of a stop.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -8,8 +10,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::config::{default_max_connections, Config, Listen};
 use crate::log::Log;
-use crate::server::access::AccessOptions;
+use crate::rules::{RuleSet, RulesError};
 use crate::server::account::Account;
 use crate::server::env::{Env, SystemEnv};
 use crate::server::forward::{self, Forwarder};
@@ -18,37 +21,33 @@ use crate::server::metrics::Metrics;
 use crate::server::monitor::{self, Monitor};
 use crate::server::pipeline::Pipeline;
 use crate::server::recent::Recent;
-use crate::server::reload;
+use crate::server::reload::{self, Watch};
 use crate::server::replay::Replay;
 use crate::server::routes::{self, Service};
-use crate::server::store::Limits;
 
 /// How long a stop may take before the process exits anyway (Docker kills after 10 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// Exit code of a stop that had to abandon requests still running after [`SHUTDOWN_GRACE`].
 const EXIT_UNCLEAN_STOP: i32 = 1;
 
-/// Where and how to listen, besides the account.
-#[derive(Debug, Clone)]
-pub struct Listen {
-    pub host: String,
-    pub port: u16,
-    /// Request-handler threads.
-    pub threads: usize,
-    /// The retry store's limits.
-    pub cache: Limits,
-    /// Forwarding to the user's own code.
-    pub forward: forward::Settings,
-    /// The WeChat API, for late answers under `kf` (needs the AppID and AppSecret).
-    pub api: Option<crate::api::ApiConfig>,
-    /// Open connections at most (more get a 503); `None`: derived from the descriptor limit.
-    pub max_connections: Option<usize>,
-    /// The metrics listener (`/metrics`, and `/tail` when on loopback); `None`: off.
-    pub metrics: Option<SocketAddr>,
-    /// What the access log shows.
-    pub access: AccessOptions,
-    /// Seconds a signed query stays good; 0: off ([`crate::server::replay`]).
-    pub replay_window: u64,
+/// A server, wired and not yet listening.
+pub struct Server {
+    /// Where and how to listen.
+    pub listen: Listen,
+    /// What every handler thread runs: routing, the access log, the metrics, the live view.
+    pub service: Arc<Service>,
+    /// The account's pipeline, shared with the service (and read by the metrics).
+    pub pipeline: Arc<Pipeline>,
+    pub metrics: Arc<Metrics>,
+    /// The live view's buffer; only behind a loopback metrics listener, because it shows
+    /// message content.
+    pub recent: Option<Arc<Recent>>,
+    /// Handler threads: `listen.threads` for the server's own work plus room for the attempts
+    /// that forwarding holds open (each waits on a condition variable, a few KiB of stack), so
+    /// a slow endpoint can never take the threads that static rules, the URL check and
+    /// /healthz need.
+    pub pool: usize,
+    log: Log,
 }
 
 /// Why the server could not start (`MetricsBind`: the `--metrics-addr` listener's address).
@@ -104,83 +103,48 @@ impl fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
-/// Default cap on open connections. Each holds one descriptor and one thread; half of what the
-/// descriptor limit leaves after 64 for everything else keeps accept (and the 503 it answers
-/// past the cap) from ever running out, and 4096 bounds the threads.
-pub fn default_max_connections(fd_limit: u64) -> usize {
-    (fd_limit.saturating_sub(64) / 2).clamp(16, 4096) as usize
-}
-
-/// Serves `account` until SIGTERM or Ctrl-C, then finishes the requests in flight.
-pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeError> {
-    let rule_count = account.rules.current().rules().len();
-    for w in account.rules.current().warnings() {
+/// Wires the parts `config` describes: loads the rules, builds the forwarder, the API client,
+/// the pipeline, the metrics and the service, and logs the configuration's warnings. Binds
+/// nothing, so it can be tested.
+pub fn build(config: Config, log: Log) -> Result<Server, RulesError> {
+    let rules = match &config.account.rules {
+        Some(path) => reload::load(path)?,
+        None => RuleSet::builtin(),
+    };
+    for w in &config.warnings {
+        log.warn(w);
+    }
+    for w in rules.warnings() {
         log.warn(&format!("rules: {w}"));
     }
-    let rules_file = account.rules_file.clone();
-    let path = account.path.clone();
-    let safe = account.safe.is_some();
-    // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024 would
-    // refuse connections long before 1000 clients. Raise it to the hard limit, as Go does.
-    let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
-    // Past the cap new connections get a 503, so a flood of connections makes the server busy
-    // instead of exhausting descriptors or threads. tiny_http reads it when rouille builds it.
-    let max_connections = listen
-        .max_connections
-        .unwrap_or_else(|| default_max_connections(if fd_limit > 0 { fd_limit } else { 1024 }));
-    tiny_http::control::set_max_connections(max_connections);
-    http_log::install(log.clone());
     let env: Arc<dyn Env> = Arc::new(SystemEnv);
     let metrics = Arc::new(Metrics::new());
     // Held attempts are handler threads blocked on a condition variable; hundreds of idle ones
     // cost a server that never forwards 10-15% of its throughput, so the pool grows for them
     // only when the rules at start forward (a reload that adds forwarding gets a small reserve).
-    let held_threads = if account.rules.current().forwards() {
-        listen.forward.held_threads()
+    let held_threads = if rules.forwards() {
+        config.forward.held_threads()
     } else {
-        forward::Settings::RESERVE.min(listen.forward.held_threads())
+        forward::Settings::RESERVE.min(config.forward.held_threads())
     };
-    let mut forwarder = Forwarder::new(listen.forward.clone(), Arc::clone(&env), log.clone())
-        .with_held_threads(held_threads)
-        .with_observer({
-            let metrics = Arc::clone(&metrics);
-            Arc::new(move |outcome: forward::CallOutcome, took| {
-                metrics.forward(outcome.as_str(), took)
-            })
-        });
-    if let Some(api) = listen.api.clone() {
-        let client = Arc::new(crate::api::Client::new(api));
-        {
-            let (calls, expiry) = (Arc::clone(&client), Arc::clone(&client));
-            metrics.watch_api(
-                move || calls.stats().calls,
-                move || {
-                    expiry.token_expires_at().map(|at| {
-                        at.duration_since(SystemTime::now())
-                            .map_or(0.0, |d| d.as_secs_f64())
-                    })
-                },
-            );
-        }
-        forwarder = forwarder.with_late_sender(client);
-    }
+    let forwarder = forwarder(&config, held_threads, Arc::clone(&env), &log, &metrics);
     // The live view shows message content, so it exists only behind a loopback listener.
-    let live_view = listen.metrics.is_some_and(|a| a.ip().is_loopback());
+    let live_view = config.listen.metrics.is_some_and(|a| a.ip().is_loopback());
     let pipeline = Arc::new(
-        Pipeline::in_memory(account, listen.cache, env)
-            .with_replay(Replay::new(listen.replay_window))
-            .with_log(log.clone())
-            .with_workers(listen.threads)
-            .with_forwarder(forwarder)
-            .with_samples(live_view),
+        Pipeline::in_memory(
+            Account::configured(config.account, rules),
+            config.cache,
+            env,
+        )
+        .with_replay(Replay::new(config.replay_window))
+        .with_log(log.clone())
+        .with_workers(config.listen.threads)
+        .with_forwarder(forwarder)
+        .with_samples(live_view),
     );
-    // The handler pool: `threads` for the server's own work, plus room for the attempts that
-    // forwarding holds open (each waits on a condition variable, a few KiB of stack), so a slow
-    // endpoint can never take the threads that static rules, the URL check and /healthz need.
-    let pool = listen.threads + held_threads;
     {
         let pipeline = Arc::clone(&pipeline);
-        metrics.watch_store(move || pipeline.store_usage(), listen.cache);
+        metrics.watch_store(move || pipeline.store_usage(), config.cache);
     }
     {
         let (a, b) = (Arc::clone(&pipeline), Arc::clone(&pipeline));
@@ -201,19 +165,173 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
     });
     let service = Arc::new(
         Service::new(Arc::clone(&pipeline), log.clone())
-            .with_access(listen.access)
+            .with_access(config.access)
             .with_metrics(Arc::clone(&metrics))
             .with_recent(recent.clone()),
     );
-    let handler = {
-        let service = Arc::clone(&service);
-        move |req: &rouille::Request| routes::handle(&service, req)
-    };
-    let addr = format!("{}:{}", listen.host, listen.port);
-    let server = match rouille::Server::new((listen.host.as_str(), listen.port), handler) {
-        Ok(s) => s.pool_size(pool),
-        Err(e) => {
-            return Err(match e.downcast::<io::Error>() {
+    Ok(Server {
+        pool: config.listen.threads + held_threads,
+        listen: config.listen,
+        service,
+        pipeline,
+        metrics,
+        recent,
+        log,
+    })
+}
+
+/// The forwarder, counting its calls in `metrics`; with the API configured, late answers can go
+/// out as customer-service messages.
+fn forwarder(
+    config: &Config,
+    held_threads: usize,
+    env: Arc<dyn Env>,
+    log: &Log,
+    metrics: &Arc<Metrics>,
+) -> Forwarder {
+    let mut forwarder = Forwarder::new(config.forward.clone(), env, log.clone())
+        .with_held_threads(held_threads)
+        .with_observer({
+            let metrics = Arc::clone(metrics);
+            Arc::new(move |outcome: forward::CallOutcome, took| {
+                metrics.forward(outcome.as_str(), took)
+            })
+        });
+    if let Some(api) = config.api.clone() {
+        let client = Arc::new(crate::api::Client::new(api));
+        let (calls, expiry) = (Arc::clone(&client), Arc::clone(&client));
+        metrics.watch_api(
+            move || calls.stats().calls,
+            move || {
+                expiry.token_expires_at().map(|at| {
+                    at.duration_since(SystemTime::now())
+                        .map_or(0.0, |d| d.as_secs_f64())
+                })
+            },
+        );
+        forwarder = forwarder.with_late_sender(client);
+    }
+    forwarder
+}
+
+/// The flags the signal handlers set.
+struct Signals {
+    /// SIGTERM or SIGINT: stop.
+    term: Arc<AtomicBool>,
+    /// SIGHUP: reload the rules (the watcher decides what that means).
+    hup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServeError> {
+        let signals = Signals {
+            term: Arc::new(AtomicBool::new(false)),
+            hup: Arc::new(AtomicBool::new(false)),
+        };
+        for (signal, flag) in [
+            (signal_hook::consts::SIGTERM, &signals.term),
+            (signal_hook::consts::SIGINT, &signals.term),
+            (signal_hook::consts::SIGHUP, &signals.hup),
+        ] {
+            // A second Ctrl-C while stopping exits at once.
+            if signal != signal_hook::consts::SIGHUP {
+                let _ =
+                    signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag));
+            }
+            signal_hook::flag::register(signal, Arc::clone(flag)).map_err(ServeError::Signals)?;
+        }
+        Ok(signals)
+    }
+}
+
+/// What the start-up line reports besides the configuration.
+struct Started {
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+    fd_limit: u64,
+    max_connections: usize,
+}
+
+impl Server {
+    /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
+    pub fn run(self) -> Result<(), ServeError> {
+        // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024
+        // would refuse connections long before 1000 clients. Raise it to the hard limit, as Go
+        // does.
+        let fd_limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+        // Past the cap new connections get a 503, so a flood of connections makes the server
+        // busy instead of exhausting descriptors or threads. tiny_http reads it when rouille
+        // builds it.
+        let max_connections = self
+            .listen
+            .max_connections
+            .unwrap_or_else(|| default_max_connections(if fd_limit > 0 { fd_limit } else { 1024 }));
+        tiny_http::control::set_max_connections(max_connections);
+        http_log::install(self.log.clone());
+        let server = self.bind()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let monitor = match self.listen.metrics {
+            None => None,
+            Some(addr) => {
+                let m = Monitor {
+                    metrics: Arc::clone(&self.metrics),
+                    recent: self.recent.clone(),
+                };
+                Some(
+                    monitor::spawn(addr, m, Arc::clone(&stop))
+                        .map_err(|error| ServeError::MetricsBind(addr, error))?,
+                )
+            }
+        };
+        let signals = Signals::install()?;
+        let account = self.pipeline.account();
+        let watcher = reload::watch(
+            Arc::clone(&account.rules),
+            Watch {
+                file: account.rules_file.clone(),
+                hup: Arc::clone(&signals.hup),
+                stop: Arc::clone(&stop),
+                log: self.log.clone(),
+                metrics: Arc::clone(&self.metrics),
+            },
+        );
+        println!(
+            "{}",
+            self.banner(&Started {
+                addr: server.server_addr(),
+                metrics: monitor.as_ref().map(|m| m.addr),
+                fd_limit,
+                max_connections,
+            })
+        );
+        let _ = io::stdout().flush();
+        while !signals.term.load(Ordering::Relaxed) {
+            server.poll_timeout(Duration::from_millis(100));
+        }
+        self.stop(server);
+        stop.store(true, Ordering::Relaxed);
+        if let Some(m) = monitor {
+            m.join();
+        }
+        let _ = watcher.join();
+        self.log.info("stopped");
+        Ok(())
+    }
+
+    /// The public listener, handing each request to the service on a pool of `self.pool`.
+    fn bind(
+        &self,
+    ) -> Result<
+        rouille::Server<impl Fn(&rouille::Request) -> rouille::Response + Send + Sync + 'static>,
+        ServeError,
+    > {
+        let service = Arc::clone(&self.service);
+        let handler = move |req: &rouille::Request| routes::handle(&service, req);
+        let (host, port) = (self.listen.host.as_str(), self.listen.port);
+        let addr = format!("{host}:{port}");
+        match rouille::Server::new((host, port), handler) {
+            Ok(s) => Ok(s.pool_size(self.pool)),
+            Err(e) => Err(match e.downcast::<io::Error>() {
                 Ok(error) => ServeError::Bind {
                     addr,
                     error: *error,
@@ -222,107 +340,142 @@ pub fn serve(listen: Listen, account: Account, log: Log) -> Result<(), ServeErro
                     addr,
                     error: other.to_string(),
                 },
-            })
+            }),
         }
-    };
-
-    let stop_monitor = Arc::new(AtomicBool::new(false));
-    let monitor = match listen.metrics {
-        None => None,
-        Some(addr) => {
-            let m = Monitor {
-                metrics: Arc::clone(&metrics),
-                recent: recent.clone(),
-            };
-            Some(
-                monitor::spawn(addr, m, Arc::clone(&stop_monitor))
-                    .map_err(|error| ServeError::MetricsBind(addr, error))?,
-            )
-        }
-    };
-
-    let term = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    for (signal, flag) in [
-        (signal_hook::consts::SIGTERM, &term),
-        (signal_hook::consts::SIGINT, &term),
-        (signal_hook::consts::SIGHUP, &hup),
-    ] {
-        // A second Ctrl-C while stopping exits at once.
-        if signal != signal_hook::consts::SIGHUP {
-            let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag));
-        }
-        signal_hook::flag::register(signal, Arc::clone(flag)).map_err(ServeError::Signals)?;
     }
-    let stop_watcher = Arc::new(AtomicBool::new(false));
-    let watcher = rules_file.clone().map(|file| {
-        reload::watch(
-            file,
-            Arc::clone(&pipeline),
-            Arc::clone(&hup),
-            Arc::clone(&stop_watcher),
-            log.clone(),
-            Arc::clone(&metrics),
+
+    /// The one line printed at start: never the token or the key.
+    fn banner(&self, started: &Started) -> String {
+        let account = self.pipeline.account();
+        let metrics_note = match started.metrics {
+            None => String::new(),
+            Some(addr) if self.recent.is_some() => {
+                format!("; metrics and wxmp tail on http://{addr}")
+            }
+            Some(addr) => format!("; metrics on http://{addr}/metrics"),
+        };
+        format!(
+            "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads + {} for held forwards, {} file descriptors, {} connections){metrics_note}",
+            env!("CARGO_PKG_VERSION"),
+            started.addr,
+            account.path,
+            if account.safe.is_some() { "on" } else { "off" },
+            account.rules.current().rules().len(),
+            account
+                .rules_file
+                .as_ref()
+                .map_or("built in".to_owned(), |p| format!("from {}", p.display())),
+            self.listen.threads,
+            self.pool - self.listen.threads,
+            started.fd_limit,
+            started.max_connections,
         )
-    });
-
-    let metrics_note = match &monitor {
-        None => String::new(),
-        Some(m) if live_view => format!("; metrics and wxmp tail on http://{}", m.addr),
-        Some(m) => format!("; metrics on http://{}/metrics", m.addr),
-    };
-    println!(
-        "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads + {} for held forwards, {} file descriptors, {} connections){metrics_note}",
-        env!("CARGO_PKG_VERSION"),
-        server.server_addr(),
-        path,
-        if safe { "on" } else { "off" },
-        rule_count,
-        rules_file
-            .as_ref()
-            .map_or("built in".to_owned(), |p| format!("from {}", p.display())),
-        listen.threads,
-        pool - listen.threads,
-        fd_limit,
-        max_connections,
-    );
-    let _ = io::stdout().flush();
-
-    while !term.load(Ordering::Relaxed) {
-        server.poll_timeout(Duration::from_millis(100));
-        if rules_file.is_none() && hup.swap(false, Ordering::Relaxed) {
-            log.warn("SIGHUP: no rules file to reload; the built-in rules are in use (pass --rules FILE or set WXMP_RULES)");
-        }
     }
-    log.info("stopping: no new connections; finishing the requests in flight");
-    // Closes the listeners and idle connections; a connection inside a request finishes it, and
-    // its answer closes it. A live-view reader waiting for news is let go.
-    tiny_http::control::shutdown();
-    if let Some(r) = &recent {
-        r.close();
-    }
+
+    /// Stops taking connections and finishes the requests in flight, exiting the process if
+    /// they outlast the grace period.
+    fn stop<H>(&self, server: rouille::Server<H>)
+    where
+        H: Fn(&rouille::Request) -> rouille::Response + Send + Sync + 'static,
     {
-        let log = log.clone();
-        thread::spawn(move || {
-            thread::sleep(SHUTDOWN_GRACE);
-            log.warn("requests still running after the grace period; exiting anyway");
-            std::process::exit(EXIT_UNCLEAN_STOP);
-        });
+        self.log
+            .info("stopping: no new connections; finishing the requests in flight");
+        // Closes the listeners and idle connections; a connection inside a request finishes
+        // it, and its answer closes it. A live-view reader waiting for news is let go.
+        tiny_http::control::shutdown();
+        if let Some(r) = &self.recent {
+            r.close();
+        }
+        {
+            let log = self.log.clone();
+            thread::spawn(move || {
+                thread::sleep(SHUTDOWN_GRACE);
+                log.warn("requests still running after the grace period; exiting anyway");
+                std::process::exit(EXIT_UNCLEAN_STOP);
+            });
+        }
+        // poll_timeout returns at least once per timeout even under load (a tiny_http patch),
+        // so requests that arrived before the stop are still handed out while the last ones
+        // finish.
+        while tiny_http::control::open_connections() > 0 {
+            server.poll_timeout(Duration::from_millis(20));
+        }
+        server.join();
     }
-    // poll_timeout returns at least once per timeout even under load (a tiny_http patch), so
-    // requests that arrived before the stop are still handed out while the last ones finish.
-    while tiny_http::control::open_connections() > 0 {
-        server.poll_timeout(Duration::from_millis(20));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Capture;
+
+    fn config(args: &[&str]) -> Config {
+        Config::from_args(args.iter().copied(), &|_| None).unwrap()
     }
-    server.join();
-    stop_watcher.store(true, Ordering::Relaxed);
-    stop_monitor.store(true, Ordering::Relaxed);
-    if let Some(m) = monitor {
-        m.join();
+
+    fn fake(method: &str, url: &str) -> rouille::Request {
+        rouille::Request::fake_http(method, url, vec![], vec![])
     }
-    if let Some(w) = watcher {
-        let _ = w.join();
+
+    #[test]
+    fn a_server_is_built_from_a_config_without_binding_a_port() {
+        let capture = Arc::new(Capture::default());
+        let log = Log::to(capture.clone());
+        // Port 1 would need root to bind: building must not try.
+        let server = build(
+            config(&[
+                "--token",
+                "tok123",
+                "--port",
+                "1",
+                "--path",
+                "/wx",
+                "--threads",
+                "3",
+                "--appid",
+                "wx1",
+            ]),
+            log,
+        )
+        .unwrap();
+        assert_eq!(server.listen.port, 1);
+        assert_eq!(server.pool, 3 + forward::Settings::RESERVE);
+        assert!(server.recent.is_none(), "no metrics listener, no live view");
+        assert_eq!(server.pipeline.account().path, "/wx");
+        // The configuration's warnings are logged once, at build.
+        assert!(
+            capture
+                .lines()
+                .iter()
+                .any(|l| l.contains("--appid / WXMP_APPID is set without")),
+            "{:?}",
+            capture.lines()
+        );
+        // It answers through the service, with no socket in between.
+        let health = routes::handle(&server.service, &fake("GET", "/healthz"));
+        assert_eq!(health.status_code, 200);
+        let echo = routes::handle(&server.service, &fake("GET", "/wx?echostr=x"));
+        assert_eq!(echo.status_code, 403, "an unsigned URL check is refused");
     }
-    log.info("stopped");
-    Ok(())
+
+    #[test]
+    fn a_broken_rules_file_fails_the_build_and_a_loopback_listener_gets_the_live_view() {
+        let dir = std::env::temp_dir().join(format!("wxmp-build-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[[rule]]\nkeyword = \"x\"\nreply.txt = \"y\"\n").unwrap();
+        let bad = bad.display().to_string();
+        let log = Log::to(Arc::new(Capture::default()));
+        let e = build(config(&["--token", "tok123", "--rules", &bad]), log.clone())
+            .err()
+            .expect("a broken rules file is refused");
+        assert!(e.to_string().contains("bad.toml"), "{e}");
+        let server = build(
+            config(&["--token", "tok123", "--metrics-addr", "127.0.0.1:1"]),
+            log,
+        )
+        .unwrap();
+        assert!(server.recent.is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

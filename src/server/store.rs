@@ -42,24 +42,8 @@ impl Key {
     }
 }
 
-/// Limits, all configurable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Seconds a reply is kept; WeChat's retries span about 15 s.
-    pub ttl_secs: u64,
-    pub max_entries: usize,
-    pub max_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            ttl_secs: 60,
-            max_entries: 100_000,
-            max_bytes: 32 << 20,
-        }
-    }
-}
+/// The store's limits are configuration (`--cache-mb`, `--cache-ttl`).
+pub use crate::config::Limits;
 
 /// What a store holds: anything with a known size. Cloning must be cheap (an `Arc`).
 pub trait Weigh: Clone {

@@ -17,11 +17,9 @@ use std::fmt;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use lexopt::prelude::*;
-
 use crate::net::NetError;
-use crate::usage;
-pub use crate::usage::UsageError;
+use crate::usage::{self, Args, Env, Setting, Spec};
+pub use crate::usage::{Parsed, UsageError};
 
 pub use wire::{parse_page, Page};
 
@@ -30,7 +28,7 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:9100";
 /// Earlier lines shown when starting.
 pub const DEFAULT_HISTORY: usize = 10;
 
-pub const USAGE: &str = "\
+const HEAD: &str = "\
 wxmp tail — watch a running server's pushes live: what arrived and what was answered
 
 Usage: wxmp tail [--metrics-addr ADDR] [--history N]
@@ -41,25 +39,31 @@ WXMP_METRICS_ADDR) on a loopback address, e.g.
   wxmp tail                                  in another
 
 Options:
-  --metrics-addr ADDR  the server's metrics listener  [default: WXMP_METRICS_ADDR, else 127.0.0.1:9100]
-  --history N          earlier pushes to show first    [default: 10, at most 256]
+";
 
+const FOOT: &str = "
 Times are UTC, like the server's log. Stop with Ctrl-C.
 Exit status: 1 the listener cannot be reached or does not serve the live view; 2 usage error.
 ";
 
-/// The options as given.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawTail {
-    pub metrics_addr: Option<String>,
-    pub history: Option<String>,
-}
+/// `wxmp tail`'s options.
+#[rustfmt::skip]
+pub const SETTINGS: &[Setting] = &[
+    Setting::value("metrics-addr", "ADDR", "the server's metrics listener").env("WXMP_METRICS_ADDR").default(DEFAULT_ADDR),
+    Setting::value("history", "N", "earlier pushes to show first, at most 256").default("10"),
+];
 
-/// What `wxmp tail ...` asked for.
-#[derive(Debug)]
-pub enum Parsed {
-    Help,
-    Tail(RawTail),
+/// `wxmp tail`'s command line.
+pub const SPEC: Spec = Spec {
+    help: "wxmp tail --help",
+    settings: SETTINGS,
+    fields: &[],
+    words: false,
+};
+
+/// `wxmp tail --help`.
+pub fn usage() -> String {
+    format!("{HEAD}{}{FOOT}", usage::help(SETTINGS))
 }
 
 /// A ready-to-run tail.
@@ -70,32 +74,11 @@ pub struct Job {
     pub history: usize,
 }
 
-/// Parses `wxmp tail ...` (the parser is positioned after `tail`).
-pub fn parse(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
-    let mut raw = RawTail::default();
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('h') | Long("help") => return Ok(Parsed::Help),
-            Long("metrics-addr") => {
-                raw.metrics_addr = Some(usage::value(&mut parser, "metrics-addr")?)
-            }
-            Long("history") => raw.history = Some(usage::value(&mut parser, "history")?),
-            other => {
-                return Err(UsageError(format!(
-                    "{} (see wxmp tail --help)",
-                    other.unexpected()
-                )))
-            }
-        }
-    }
-    Ok(Parsed::Tail(raw))
-}
-
 /// Applies `WXMP_METRICS_ADDR` and the defaults, and checks the values.
-pub fn resolve(raw: RawTail, env: &dyn Fn(&str) -> Option<String>) -> Result<Job, UsageError> {
+pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
+    let raw = raw.with_env(env);
     let addr = raw
-        .metrics_addr
-        .or_else(|| env("WXMP_METRICS_ADDR"))
+        .get("metrics-addr")
         .filter(|a| !a.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
     let addr = addr.trim();
@@ -108,14 +91,7 @@ pub fn resolve(raw: RawTail, env: &dyn Fn(&str) -> Option<String>) -> Result<Job
             "invalid address {addr:?} (--metrics-addr / WXMP_METRICS_ADDR): expected HOST:PORT, like 127.0.0.1:9100"
         )));
     }
-    let history = match raw.history {
-        None => DEFAULT_HISTORY,
-        Some(h) => h.trim().parse::<usize>().map_err(|_| {
-            UsageError(format!(
-                "invalid value {h:?} for --history: expected a whole number"
-            ))
-        })?,
-    };
+    let history: usize = raw.number("history", DEFAULT_HISTORY)?;
     Ok(Job {
         base: format!("http://{host}"),
         history: history.min(256),
@@ -259,6 +235,10 @@ fn say(stdout: &std::io::Stdout, text: &str) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn parse(p: lexopt::Parser) -> Result<Parsed, UsageError> {
+        usage::parse(p, &SPEC)
+    }
+
     fn args(a: &[&str]) -> lexopt::Parser {
         lexopt::Parser::from_args(a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>())
     }
@@ -269,7 +249,7 @@ mod tests {
 
     #[test]
     fn the_address_comes_from_the_flag_the_variable_or_the_default() {
-        let Parsed::Tail(raw) = parse(args(&[])).unwrap() else {
+        let Parsed::Args(raw) = parse(args(&[])).unwrap() else {
             panic!()
         };
         assert_eq!(
@@ -278,7 +258,7 @@ mod tests {
         );
         let env = |k: &str| (k == "WXMP_METRICS_ADDR").then(|| "127.0.0.1:9200".to_owned());
         assert_eq!(resolve(raw, &env).unwrap().base, "http://127.0.0.1:9200");
-        let Parsed::Tail(raw) = parse(args(&["--metrics-addr", "http://[::1]:9300/"])).unwrap()
+        let Parsed::Args(raw) = parse(args(&["--metrics-addr", "http://[::1]:9300/"])).unwrap()
         else {
             panic!()
         };
@@ -317,14 +297,14 @@ mod tests {
     #[test]
     fn usage_errors_name_the_option() {
         assert!(parse(args(&["--bogus"])).unwrap_err().0.contains("--bogus"));
-        let Parsed::Tail(raw) = parse(args(&["--metrics-addr", "9100"])).unwrap() else {
+        let Parsed::Args(raw) = parse(args(&["--metrics-addr", "9100"])).unwrap() else {
             panic!()
         };
         assert!(resolve(raw, &no_env)
             .unwrap_err()
             .0
             .contains("--metrics-addr"));
-        let Parsed::Tail(raw) = parse(args(&["--history", "many"])).unwrap() else {
+        let Parsed::Args(raw) = parse(args(&["--history", "many"])).unwrap() else {
             panic!()
         };
         assert!(resolve(raw, &no_env).unwrap_err().0.contains("--history"));

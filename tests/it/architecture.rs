@@ -4,7 +4,9 @@
 //! `protocol` ← `send` (the simulator) and `tail` (the live view's client); `protocol` ← `api`
 //! (the API client) ← `fake_api` (its simulator) and ← `api_cmd` (the commands, which may also
 //! read the rules). Beneath the clients and subcommands sit two leaves of their own: `net` (why
-//! an HTTP call got no answer) and `usage` (a subcommand's usage error). A module's `crate::`
+//! an HTTP call got no answer) and `usage` (the declarations of settings, their parser, and the
+//! usage error); `config` (the server's settings, validated) sits on `usage` and is what
+//! `server` is built from, never the other way round. A module's `crate::`
 //! paths are read straight from the source, so an import that points back up fails here, in
 //! `make test`.
 
@@ -96,8 +98,15 @@ fn rules_import_only_the_protocol() {
 fn the_server_never_imports_the_simulator_or_the_command_line() {
     check_layer(
         "server",
-        &["server", "rules", "protocol", "api", "log", "net"],
+        &["server", "rules", "protocol", "api", "log", "net", "config"],
     );
+}
+
+/// The configuration is what the server is built from, so it cannot know the server: its
+/// defaults and the shapes of its parts live in `config` (`server::build` takes a `Config`).
+#[test]
+fn the_configuration_never_imports_the_server() {
+    check_layer("config", &["config", "api", "log", "protocol", "usage"]);
 }
 
 #[test]
@@ -135,7 +144,8 @@ fn the_live_view_client_imports_only_the_protocol() {
 #[test]
 fn the_shared_client_helpers_import_nothing_of_the_crate() {
     check_layer("net", &["net"]);
-    check_layer("usage", &["usage"]);
+    // `usage` knows the protocol only to build safe mode from a key and an AppID.
+    check_layer("usage", &["usage", "protocol"]);
 }
 
 /// Message content for the live view travels in `Outcome::sample`; the code that writes the

@@ -5,23 +5,48 @@ fn read(name: &str) -> String {
     std::fs::read_to_string(format!("{}/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
+/// The README's configuration table is the declarations of `wxmp serve`'s settings, row by
+/// row: a row out of place, missing or stale fails here. The message carries the table as it
+/// should read, to paste in.
 #[test]
-fn readme_table_lists_every_serve_flag_and_variable() {
+fn readme_configuration_table_is_the_serve_declarations() {
     let readme = read("README.md");
-    let options: Vec<&str> = wxmp::cli::USAGE
+    let expected = wxmp::usage::readme_table(wxmp::config::SERVE);
+    let found: Vec<&str> = readme
         .lines()
-        .skip_while(|l| !l.starts_with("Serve options"))
-        .filter_map(|l| l.trim_start().strip_prefix("--"))
+        .skip_while(|l| *l != expected[0])
+        .take_while(|l| l.starts_with('|'))
         .collect();
-    assert!(options.len() >= 10, "{options:?}");
-    for line in options {
-        let flag = format!("`--{}", line.split_whitespace().next().unwrap());
-        let var = line
-            .split_whitespace()
-            .find(|w| w.starts_with("WXMP_"))
-            .unwrap();
-        assert!(readme.contains(&flag), "README lacks {flag}");
-        assert!(readme.contains(&format!("`{var}`")), "README lacks {var}");
+    assert!(
+        found == expected,
+        "README's configuration table differs from the declarations in src/config.rs; it should read:\n{}\n",
+        expected.join("\n")
+    );
+    // Exactly one such table, and every row of it in one block.
+    assert_eq!(readme.matches(&expected[0]).count(), 1);
+    for setting in wxmp::config::SERVE {
+        let rows = readme.matches(&format!("\n| `--{} ", setting.long)).count()
+            + readme
+                .matches(&format!("\n| `--{}` ", setting.long))
+                .count();
+        assert_eq!(rows, 1, "--{} has one row", setting.long);
+    }
+}
+
+/// `wxmp --help` is written from the same declarations: each flag, then its variable.
+#[test]
+fn serve_help_lists_every_setting_with_its_variable() {
+    let help = wxmp::cli::usage();
+    for setting in wxmp::config::SERVE {
+        let flag = format!("  --{}", setting.long);
+        let at = help
+            .lines()
+            .position(|l| l == flag || l.starts_with(&format!("{flag} ")))
+            .unwrap_or_else(|| panic!("--help lacks --{}:\n{help}", setting.long));
+        let entry: Vec<&str> = help.lines().skip(at).take(2).collect();
+        if let Some(var) = setting.env {
+            assert!(entry.join("\n").contains(var), "{entry:?}");
+        }
     }
 }
 

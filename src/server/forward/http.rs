@@ -12,29 +12,18 @@ use crate::net::NetError;
 /// The largest answer read; a passive reply is a few KiB at most.
 pub const MAX_ANSWER: u64 = 1 << 20;
 
-/// The secret that signs forwarded bodies (`--forward-secret`); `Debug` is redacted.
-#[derive(Clone)]
-pub struct ForwardSecret(Vec<u8>);
+/// The secret that signs forwarded bodies is configuration (`--forward-secret`).
+pub use crate::config::ForwardSecret;
 
 impl ForwardSecret {
-    pub fn new(secret: &str) -> ForwardSecret {
-        ForwardSecret(secret.as_bytes().to_vec())
-    }
-
     /// `sha256=<hex HMAC-SHA256 of body>`, the `X-Wxmp-Signature` header.
     pub fn sign(&self, body: &[u8]) -> Option<String> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).ok()?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.expose()).ok()?;
         mac.update(body);
         Some(format!(
             "sha256={}",
             hex::encode(mac.finalize().into_bytes())
         ))
-    }
-}
-
-impl std::fmt::Debug for ForwardSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ForwardSecret(***)")
     }
 }
 

@@ -37,26 +37,12 @@ use crate::rules::Target;
 use crate::server::env::Env;
 use crate::server::pipeline::Answer;
 use crate::server::store::{Ticket, Waiter};
-use http::ForwardSecret;
 use timing::{ATTEMPTS, MARGIN, SLACK, STRETCH_LIMIT, WECHAT_WAIT};
 
-/// What to do when the user's code answers after the first attempt's 5 s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Late {
-    /// Hold WeChat's retries open and answer on the one that is open when the answer comes.
-    Stretch,
-    /// Answer the fallback in time and send the late answer as a customer-service message.
-    Kf,
-}
-
-impl Late {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Late::Stretch => "stretch",
-            Late::Kf => "kf",
-        }
-    }
-}
+/// The strategy for late answers and the limits are configuration (`--late`, `--forward-*`).
+pub use crate::config::{
+    Forward as Settings, Late, DEFAULT_CAPACITY, DEFAULT_KF_WAIT, DEFAULT_PROCESSES,
+};
 
 /// Sends a late answer through WeChat's customer-service API (`kf`).
 pub trait LateSender: Send + Sync {
@@ -73,50 +59,6 @@ impl LateSender for crate::api::Client {
             Some(msg) => self.send_custom(openid, &msg).map_err(|e| e.to_string()),
         }
     }
-}
-
-/// How forwarding behaves; all of it from the command line or `WXMP_*` variables.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub late: Late,
-    /// Signs every forwarded body with `X-Wxmp-Signature` when set.
-    pub secret: Option<ForwardSecret>,
-    /// Pushes whose call is in flight at once.
-    pub capacity: usize,
-    /// Commands running at once (each is a process).
-    pub processes: usize,
-    /// Under `kf`, how long a late answer is awaited.
-    pub kf_wait: Duration,
-}
-
-pub const DEFAULT_CAPACITY: usize = 200;
-pub const DEFAULT_PROCESSES: usize = 16;
-pub const DEFAULT_KF_WAIT: Duration = Duration::from_secs(60);
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            late: Late::Stretch,
-            secret: None,
-            capacity: DEFAULT_CAPACITY,
-            processes: DEFAULT_PROCESSES,
-            kf_wait: DEFAULT_KF_WAIT,
-        }
-    }
-}
-
-impl Settings {
-    /// Handler threads that may be held by forwarded attempts at once, on top of the threads
-    /// that do the server's own work: under `stretch` a push holds one attempt at a time, two
-    /// for the `SLACK` while one retry takes over from the previous attempt.
-    pub fn held_threads(&self) -> usize {
-        self.capacity.saturating_mul(2)
-    }
-
-    /// The threads kept for held attempts when the rules at start do not forward: enough for a
-    /// forwarding rule added by a reload to work, few enough that a server that never forwards
-    /// does not pay for hundreds of idle threads (measured: 10–15% of its throughput).
-    pub const RESERVE: usize = 32;
 }
 
 /// Why a call to the user's code gave no usable answer.
