@@ -23,9 +23,11 @@
 //! - [`tail`]: the live view's client (`wxmp tail`); imports only `protocol`, `net` and
 //!   `usage`, and meets the server only over HTTP.
 //! - [`net`]: why an outgoing HTTP call got no answer, told the same way by every client above
-//!   (the simulator, the forwarder, the API client, `wxmp tail`), and [`usage`]: a subcommand's
-//!   usage error. Neither imports anything of the crate.
-//! - [`cli`], [`config`], [`log`] and `main.rs`: the command line and the process.
+//!   (the simulator, the forwarder, the API client, `wxmp tail`); it imports nothing of the
+//!   crate. [`usage`]: every command's settings, declared once each, their parser and help, and
+//!   the one usage error; it imports only `protocol` (to build safe mode from a key).
+//! - [`config`]: the server's settings validated into the parts [`server::build`] takes; it
+//!   never imports `server`. [`cli`], [`log`] and `main.rs`: the command line and the process.
 //!
 //! Every request also ends in one access-log record ([`server::access`]), is counted in the
 //! Prometheus metrics ([`server::metrics`], served with the live view's buffer

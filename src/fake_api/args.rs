@@ -60,7 +60,7 @@ pub fn usage() -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub errcode: i64,
-    /// Only requests to this path; `None`: the code's usual place (see [`usage`]).
+    /// Only requests to this path; `None`: the code's usual place (see [`usage()`]).
     pub path: Option<String>,
     /// How many more times; `None`: always.
     pub remaining: Option<u64>,
