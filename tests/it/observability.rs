@@ -601,6 +601,14 @@ fn a_metrics_address_in_use_exits_2_naming_the_flag() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("IP:PORT"));
+    // `wxmp tail` words its usage errors like every command (it said `wxmp tail:`).
+    let o = wxmp(&["tail", "--history", "many"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.starts_with("wxmp: invalid value \"many\" for --history"),
+        "{e}"
+    );
 }
 
 /// `--quiet` is today's behaviour: the real binary logs refusals only, JSON or not.

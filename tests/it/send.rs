@@ -412,6 +412,8 @@ fn usage_errors_exit_2() {
     ] {
         let o = send("http://127.0.0.1:1/weixin", args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        // One prefix for a usage error, whichever command made it (it was `wxmp send:`).
+        assert!(stderr(&o).starts_with("wxmp: "), "{args:?}: {}", stderr(&o));
     }
     let o = Command::new(env!("CARGO_BIN_EXE_wxmp"))
         .args(["send", "--help"])
