@@ -150,6 +150,7 @@ pub struct Spec {
 #[derive(Clone, Default)]
 pub struct Args {
     settings: &'static [Setting],
+    fields: &'static [&'static str],
     given: Vec<(&'static str, String)>,
     from_env: Vec<(&'static str, String)>,
     pub words: Vec<String>,
@@ -186,6 +187,7 @@ pub fn parse(mut parser: lexopt::Parser, spec: &Spec) -> Result<Parsed, UsageErr
     let see = spec.help;
     let mut args = Args {
         settings: spec.settings,
+        fields: spec.fields,
         ..Args::default()
     };
     while let Some(arg) = parser.next()? {
@@ -248,8 +250,15 @@ impl Args {
             .map_or_else(|| format!("--{name}"), Setting::names)
     }
 
+    /// Whether the command declares `name`. Asked only in debug builds, where a misspelt name
+    /// in a command's code fails its tests instead of reading as "not given".
+    fn declares(&self, name: &str) -> bool {
+        self.setting(name).is_some() || self.fields.contains(&name)
+    }
+
     /// The flag's last value, else its variable's; an empty value counts as not given.
     pub fn get(&self, name: &str) -> Option<String> {
+        debug_assert!(self.declares(name), "--{name} is not declared");
         let last = |list: &[(&'static str, String)]| {
             list.iter()
                 .rev()
@@ -263,16 +272,12 @@ impl Args {
 
     /// Every value the flag was given, in order (a repeatable flag).
     pub fn all(&self, name: &str) -> Vec<String> {
+        debug_assert!(self.declares(name), "--{name} is not declared");
         self.given
             .iter()
             .filter(|(n, _)| *n == name)
             .map(|(_, v)| v.clone())
             .collect()
-    }
-
-    /// Whether the flag itself was given (not its variable).
-    pub fn given(&self, name: &str) -> bool {
-        self.given.iter().any(|(n, _)| *n == name)
     }
 
     /// A whole number within the declared range, or `default` when not given.
@@ -526,6 +531,13 @@ mod tests {
             .unwrap_err()
             .0
             .contains("--quiet / WXMP_QUIET"));
+    }
+
+    /// A command's code asking for a setting it never declared is a bug its tests catch.
+    #[test]
+    #[should_panic(expected = "--prot is not declared")]
+    fn a_misspelt_name_fails_in_tests() {
+        let _ = args(&[], &[]).unwrap().get("prot");
     }
 
     #[test]
