@@ -33,6 +33,23 @@ fn readme_configuration_table_is_the_serve_declarations() {
     }
 }
 
+/// The errors table quotes the usage errors as the code words them.
+#[test]
+fn readme_errors_table_quotes_the_usage_errors() {
+    let readme = read("README.md");
+    let no_env = |_: &str| None;
+    for args in [
+        &["--token", "tok123", "--threads", "0"][..],
+        &["--prot", "80"],
+        &["--port"],
+    ] {
+        let e = wxmp::config::Config::from_args(args.iter().copied(), &no_env)
+            .expect_err("refused");
+        let line = format!("wxmp: {e}");
+        assert!(readme.contains(&line), "README lacks {line:?}");
+    }
+}
+
 /// `wxmp --help` is written from the same declarations: each flag, then its variable.
 #[test]
 fn serve_help_lists_every_setting_with_its_variable() {
