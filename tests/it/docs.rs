@@ -43,8 +43,8 @@ fn readme_errors_table_quotes_the_usage_errors() {
         &["--prot", "80"],
         &["--port"],
     ] {
-        let e = wxmp::config::Config::from_args(args.iter().copied(), &no_env)
-            .expect_err("refused");
+        let e =
+            wxmp::config::Config::from_args(args.iter().copied(), &no_env).expect_err("refused");
         let line = format!("wxmp: {e}");
         assert!(readme.contains(&line), "README lacks {line:?}");
     }
