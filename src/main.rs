@@ -82,11 +82,16 @@ fn serve(args: Args, env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
         Err(e) => return fail(e),
     };
     let log = Log::stderr().with_format(config.log);
-    match server::build(config, log) {
-        Err(e) => fail(e),
+    // The log's lines (the configuration's warnings first) come before the error that ends it.
+    let failed = |e: &dyn Display| {
+        log.flush(server::run::EXIT_FLUSH);
+        fail(e)
+    };
+    match server::build(config, log.clone()) {
+        Err(e) => failed(&e),
         Ok(server) => match server.run() {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
+            Err(e) => failed(&e),
         },
     }
 }

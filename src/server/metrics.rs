@@ -634,6 +634,15 @@ impl Metrics {
         );
     }
 
+    /// The log lines the stderr queue dropped, read at each scrape from the log's own count.
+    pub fn watch_log(&self, dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+        self.registry.register(
+            "wxmp_log_lines_dropped_total",
+            "Log lines dropped because stderr was not read fast enough and the log queue was full (or stderr refused them); requests are never held up for the log.",
+            CounterFn::new(dropped),
+        );
+    }
+
     /// Where more metrics are registered (the retry store's gauges at start, for example).
     pub fn registry(&self) -> &Registry {
         &self.registry

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{default_max_connections, Config, Listen};
 use crate::log::Log;
@@ -27,6 +27,9 @@ use crate::server::routes::{self, Service};
 
 /// How long a stop may take before the process exits anyway (Docker kills after 10 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// How long the last lines may take to reach stderr when the process exits on an error or after
+/// the grace period: a stderr nobody reads must not hold the exit up.
+pub const EXIT_FLUSH: Duration = Duration::from_millis(500);
 /// Exit code of a stop that had to abandon requests still running after [`SHUTDOWN_GRACE`].
 const EXIT_UNCLEAN_STOP: i32 = 1;
 
@@ -119,6 +122,10 @@ pub fn build(config: Config, log: Log) -> Result<Server, RulesError> {
     }
     let env: Arc<dyn Env> = Arc::new(SystemEnv);
     let metrics = Arc::new(Metrics::new());
+    {
+        let log = log.clone();
+        metrics.watch_log(move || log.dropped());
+    }
     // Held attempts are handler threads blocked on a condition variable; hundreds of idle ones
     // cost a server that never forwards 10-15% of its throughput, so the pool grows for them
     // only when the rules at start forward (a reload that adds forwarding gets a small reserve).
@@ -308,6 +315,7 @@ impl Server {
         while !signals.term.load(Ordering::Relaxed) {
             server.poll_timeout(Duration::from_millis(100));
         }
+        let stopping = Instant::now();
         self.stop(server);
         stop.store(true, Ordering::Relaxed);
         if let Some(m) = monitor {
@@ -315,6 +323,13 @@ impl Server {
         }
         let _ = watcher.join();
         self.log.info("stopped");
+        // What is queued is written within the grace period; a stderr nobody reads keeps the
+        // rest.
+        self.log.flush(
+            SHUTDOWN_GRACE
+                .saturating_sub(EXIT_FLUSH)
+                .saturating_sub(stopping.elapsed()),
+        );
         Ok(())
     }
 
@@ -391,6 +406,7 @@ impl Server {
             thread::spawn(move || {
                 thread::sleep(SHUTDOWN_GRACE);
                 log.warn("requests still running after the grace period; exiting anyway");
+                log.flush(EXIT_FLUSH);
                 std::process::exit(EXIT_UNCLEAN_STOP);
             });
         }

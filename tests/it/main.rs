@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod http;
 mod interop;
+mod log_queue;
 mod observability;
 mod pool;
 mod regressions;
