@@ -121,7 +121,11 @@ impl Recent {
                 ring.lines.pop_front();
             }
         }
-        self.arrived.notify_all();
+        // A reader counts itself in `waiting` before it waits, under the lock this push took
+        // after it; with no reader waiting, the wake-up (a futex call) is saved on every push.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.arrived.notify_all();
+        }
     }
 
     /// The lines after `ask.after`, waiting up to `ask.wait` for one when there are none.
