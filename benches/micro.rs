@@ -18,7 +18,7 @@ use wxmp::protocol::xml;
 use wxmp::rules::RuleSet;
 use wxmp::server::account::Account;
 use wxmp::server::env::SystemEnv;
-use wxmp::server::pipeline::{retry_key, Answer, Pipeline, Push};
+use wxmp::server::pipeline::{retry_key, Answer, Pipeline, Push, Sealing};
 use wxmp::server::store::{Begin, Limits, MemoryStore, RetryStore};
 
 #[path = "common.rs"]
@@ -215,7 +215,7 @@ fn dedup(c: &mut Criterion) {
     let key_of = |id: u64| {
         retry_key(
             &Message::parse(&common::text_message("x", id)).unwrap(),
-            false,
+            Sealing::Plain,
         )
         .unwrap()
     };

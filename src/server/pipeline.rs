@@ -3,6 +3,7 @@
 //! instant, and gets back the answer (or a typed [`Rejection`]) with an [`Outcome`] record of
 //! what happened, which the log and the metrics read.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use crate::protocol::message::{Message, ParseError};
 use crate::protocol::query::{Query, QueryError};
 use crate::protocol::reply::{Answering, Reply};
 use crate::protocol::verify::{self, Token};
-use crate::protocol::xml::{self, child_text, XmlError};
+use crate::protocol::xml::{self, child_text, Clean, XmlError};
 use crate::rules::{Decision, Target};
 use crate::server::account::Account;
 use crate::server::env::Env;
@@ -23,7 +24,9 @@ use crate::server::forward::{self, Forwarder, Settings};
 use crate::server::gate::{Gate, Inside};
 use crate::server::replay::{Replay, ReplayError};
 use crate::server::sample::{self, Sample};
-use crate::server::store::{self, Begin, Key, Limits, MemoryStore, RetryStore, Usage, Weigh};
+pub use crate::server::store::Answer;
+use crate::server::store::{self, Begin, Key, Limits, MemoryStore, RetryStore, Ticket, Usage};
+use xmltree::Element;
 
 /// How long a duplicate waits for the first attempt: WeChat gives up on a push after 5 s.
 const DUPLICATE_WAIT: Duration = Duration::from_millis(4500);
@@ -32,30 +35,6 @@ const DUPLICATE_WAIT: Duration = Duration::from_millis(4500);
 /// reach a server with an AES key. They are answered, in plaintext, so that a console still in
 /// plaintext mode keeps working while the key is being set up.
 pub const PLAIN_IN_SAFE_MODE: &str = "a plaintext push reached a server with an AES key: the WeChat console is in plaintext mode (明文模式) while this server expects safe mode; it was answered in plaintext. Set 消息加解密方式 to 安全模式 (or 兼容模式) in the console, or drop --aes-key / WXMP_AES_KEY";
-
-/// A finished response body, shared with the retry store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub body: Arc<str>,
-    /// True for XML (a reply or an encrypted envelope), false for the plain `success`.
-    pub xml: bool,
-}
-
-impl Answer {
-    /// The plain `success`: WeChat asks for it unencrypted, even in safe mode.
-    pub fn success() -> Answer {
-        Answer {
-            body: Arc::from("success"),
-            xml: false,
-        }
-    }
-}
-
-impl Weigh for Answer {
-    fn weight(&self) -> usize {
-        self.body.len()
-    }
-}
 
 /// Why a request was refused. `routes` maps each variant to one HTTP status; the `Display` text
 /// goes to the log, a short fixed text to the peer.
@@ -152,6 +131,18 @@ pub enum Decided {
     Default,
 }
 
+impl Decided {
+    fn of(d: &Decision) -> Decided {
+        match d.rule {
+            Some(m) => Decided::Rule {
+                index: m.index,
+                line: m.line,
+            },
+            None => Decided::Default,
+        }
+    }
+}
+
 /// What happened to one push, for the access log and the metrics. Fields stay `None` when the
 /// pipeline stopped before learning them.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -197,7 +188,7 @@ pub struct Handled {
 /// Everything a push needs, built once at start-up from an [`Account`].
 pub struct Pipeline {
     account: Account,
-    store: Arc<dyn RetryStore<Answer>>,
+    store: Arc<dyn RetryStore<Answer, Plan>>,
     env: Arc<dyn Env>,
     forwarder: Forwarder,
     /// Fill [`Outcome::sample`]: on only while someone can watch (`wxmp tail`).
@@ -210,13 +201,84 @@ pub struct Pipeline {
     log: Log,
 }
 
+/// What the first attempt at a push decided, kept with its in-flight entry in the retry store
+/// so that a retry joining it answers the same way without running the rules again (a reload
+/// between the attempts changes nothing for this push).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The rules' reply, rendered: the answer, or the fallback of a forwarded push.
+    fallback: Answer,
+    /// The push went to the user's own code.
+    forward: bool,
+    decided: Decided,
+    reply: &'static str,
+}
+
 /// A push's place in the [`Gate`] while it works; given up before it waits on anything.
 type Place<'a> = Option<Inside<'a>>;
+
+/// Who a reply goes to: the push's `FromUserName` (the user) from its `ToUserName` (the
+/// Official Account). Named, so the two cannot be swapped.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
+    pub user: &'a str,
+    pub account: &'a str,
+}
+
+impl<'a> Recipient<'a> {
+    /// The sender of `msg`, answered from the account it wrote to.
+    pub fn of(msg: &'a Message) -> Recipient<'a> {
+        Recipient {
+            user: msg.from_user(),
+            account: msg.to_user(),
+        }
+    }
+}
+
+/// Whether the answers to a push are sealed (safe and compatible mode with a key) or plain:
+/// their bytes differ, so the retry store keeps them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealing {
+    Plain,
+    Sealed,
+}
+
+/// How the replies to one push are written: sealed or not, and to whom.
+#[derive(Clone, Copy)]
+struct Writer<'a> {
+    token: &'a Token,
+    safe: Option<&'a SafeMode>,
+    env: &'a dyn Env,
+    to: Recipient<'a>,
+}
+
+/// What the envelope said: the mode, and where the push is.
+struct Incoming<'c> {
+    mode: Mode,
+    body: Body<'c>,
+}
+
+enum Body<'c> {
+    /// A plaintext push: the whole (clean) body.
+    Plain,
+    /// Compatible mode without a key: the plaintext fields beside `Encrypt`, already parsed.
+    Tree(Element),
+    /// The `Encrypt` field, to open with the account's key.
+    Sealed(Cow<'c, str>),
+}
+
+/// One push at work: what it brought, what happened so far, and its place in the gate.
+struct Attempt<'a> {
+    pipeline: &'a Pipeline,
+    push: Push<'a>,
+    outcome: Outcome,
+    place: Place<'a>,
+}
 
 impl Pipeline {
     pub fn new(
         account: Account,
-        store: Arc<dyn RetryStore<Answer>>,
+        store: Arc<dyn RetryStore<Answer, Plan>>,
         env: Arc<dyn Env>,
     ) -> Pipeline {
         let forwarder = Forwarder::new(Settings::default(), Arc::clone(&env), Log::stderr());
@@ -318,80 +380,67 @@ impl Pipeline {
 
     /// A message push: the body to answer with, and what happened.
     pub fn handle_message(&self, push: Push<'_>) -> Handled {
-        let mut outcome = Outcome {
-            mode: (!push.query.is_encrypted()).then_some(Mode::Plain),
-            ..Outcome::default()
+        let encrypted = push.query.is_encrypted();
+        let mut attempt = Attempt {
+            pipeline: self,
+            push,
+            outcome: Outcome {
+                mode: (!encrypted).then_some(Mode::Plain),
+                ..Outcome::default()
+            },
+            place: self.gate.as_ref().map(Gate::enter),
         };
-        let mut place = self.gate.as_ref().map(Gate::enter);
-        let result = self.run(push, &mut outcome, &mut place);
-        drop(place);
+        let result = attempt.run(encrypted);
+        let Attempt { mut outcome, .. } = attempt;
         outcome.duration = self.env.monotonic().saturating_duration_since(push.arrived);
         Handled { result, outcome }
     }
 
-    fn run(
+    /// Decides plain, compatible or safe, once, and finds the push in the body. The safe-mode
+    /// envelope is flat; reading it without the tree parser saves most of safe mode's cost
+    /// (xml-rs lexes the long base64 field one char at a time). Anything but a plain flat
+    /// document goes through the parser.
+    fn envelope<'c>(
         &self,
-        push: Push<'_>,
-        outcome: &mut Outcome,
-        place: &mut Place<'_>,
-    ) -> Result<Answer, Rejection> {
-        let q = push.query;
-        self.check_signature(q)?;
-        let now = self.env.now();
-        self.replay
-            .admit(q, push.body, now)
-            .map_err(Rejection::Replay)?;
-        let clean = xml::sanitize(push.body)?;
-        if !q.is_encrypted() {
-            if self.account.safe.is_some() && self.replay.hint_due(now) {
-                self.log.warn(PLAIN_IN_SAFE_MODE);
-            }
-            let msg = Message::parse_clean(&clean).map_err(not_a_push)?;
-            return Ok(self.answer(msg, None, outcome, push.arrived, place));
+        encrypted: bool,
+        clean: &'c Clean<'_>,
+    ) -> Result<Incoming<'c>, Rejection> {
+        if !encrypted {
+            return Ok(Incoming {
+                mode: Mode::Plain,
+                body: Body::Plain,
+            });
         }
-        if let Some(safe) = &self.account.safe {
-            // The safe-mode envelope is flat; reading it without the tree parser saves most of
-            // safe mode's cost (xml-rs lexes the long base64 field one char at a time). Anything
-            // but a plain flat document goes through the parser below.
-            if let Some(fields) = xml::flat_fields(&clean) {
+        let flat = self
+            .account
+            .safe
+            .as_ref()
+            .and_then(|_| xml::flat_fields(clean))
+            .and_then(|fields| {
                 let field = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-                if let Some(encrypt) = field("Encrypt") {
-                    outcome.mode = Some(if field("MsgType").is_some() {
-                        Mode::Compat
-                    } else {
-                        Mode::Safe
-                    });
-                    return self.open(q, safe, encrypt, outcome, push.arrived, place);
-                }
+                Some((field("Encrypt")?, field("MsgType").is_some()))
+            });
+        let (encrypt, compat, tree) = match flat {
+            Some((encrypt, compat)) => (Cow::Borrowed(encrypt), compat, None),
+            None => {
+                let root = xml::parse(clean)?;
+                let encrypt = child_text(&root, "Encrypt").ok_or(Rejection::NoEncrypt)?;
+                let compat = root.get_child("MsgType").is_some();
+                (Cow::Owned(encrypt), compat, Some(root))
             }
-        }
-        let root = xml::parse(&clean)?;
-        let Some(encrypt) = child_text(&root, "Encrypt") else {
-            return Err(Rejection::NoEncrypt);
         };
-        let compat = root.get_child("MsgType").is_some();
-        outcome.mode = Some(if compat { Mode::Compat } else { Mode::Safe });
-        match &self.account.safe {
-            Some(safe) => self.open(q, safe, &encrypt, outcome, push.arrived, place),
-            // Compatible mode also carries the plaintext fields: answer those in plaintext.
-            None if compat => {
-                let msg = Message::from_element(&root).map_err(not_a_push)?;
-                Ok(self.answer(msg, None, outcome, push.arrived, place))
-            }
-            None => Err(Rejection::NoAesKey),
-        }
+        let mode = if compat { Mode::Compat } else { Mode::Safe };
+        let body = match tree {
+            // Compatible mode also carries the plaintext fields: without a key, answer those
+            // in plaintext.
+            Some(root) if compat && self.account.safe.is_none() => Body::Tree(root),
+            _ => Body::Sealed(encrypt),
+        };
+        Ok(Incoming { mode, body })
     }
 
-    /// Opens the envelope and answers the push inside.
-    fn open(
-        &self,
-        q: &Query,
-        safe: &SafeMode,
-        encrypt: &str,
-        outcome: &mut Outcome,
-        arrived: Instant,
-        place: &mut Place<'_>,
-    ) -> Result<Answer, Rejection> {
+    /// Opens the envelope: the push inside.
+    fn open(&self, q: &Query, safe: &SafeMode, encrypt: &str) -> Result<Message, Rejection> {
         let inner = safe
             .open(
                 &self.account.token,
@@ -401,105 +450,14 @@ impl Pipeline {
                 q.msg_signature.as_deref(),
             )
             .map_err(Rejection::Envelope)?;
-        let msg = Message::parse(&inner).map_err(Rejection::Decrypted)?;
-        Ok(self.answer(msg, Some(safe), outcome, arrived, place))
-    }
-
-    /// retry store → rules → render → (seal), or → the user's own code.
-    fn answer(
-        &self,
-        msg: Message,
-        safe: Option<&SafeMode>,
-        outcome: &mut Outcome,
-        arrived: Instant,
-        place: &mut Place<'_>,
-    ) -> Answer {
-        outcome.msg_type = Some(msg.msg_type().to_owned());
-        if let Some(e) = msg.event() {
-            outcome.event = Some(e.name().to_owned());
-            outcome.event_key = e.event_key().map(str::to_owned);
-        }
-        outcome.from_user = msg.from_user_name.clone();
-        if self.samples {
-            outcome.sample = Some(Box::new(Sample::of(&msg)));
-        }
-        let begin = match retry_key(&msg, safe.is_some()) {
-            Some(key) => self.store.begin(key, self.env.now()),
-            // Nothing identifies its retries; it is still answered, once per attempt.
-            None => Begin::Fresh(store::detached()),
-        };
-        match begin {
-            Begin::Cached(answer) => {
-                outcome.answered = Some(Answered::Cached);
-                answer
-            }
-            Begin::Fresh(ticket) => {
-                let decision = self.decide(&msg, outcome);
-                let answer = self.render(&decision.reply, &msg, safe);
-                match decision.forward {
-                    None => {
-                        ticket.complete(answer.clone(), self.env.now());
-                        answer
-                    }
-                    Some(target) => {
-                        let job = self.job(target, &msg, safe, answer, arrived);
-                        place.take();
-                        let (answer, attempt) = self.forwarder.start(ticket, job);
-                        self.note_forward(outcome, attempt);
-                        answer
-                    }
-                }
-            }
-            Begin::InFlight(waiter) => {
-                let decision = self.decide(&msg, outcome);
-                if decision.forward.is_some() {
-                    let fallback = self.render(&decision.reply, &msg, safe);
-                    place.take();
-                    let (answer, attempt) = self.forwarder.join(waiter, arrived, fallback);
-                    outcome.answered = Some(Answered::Joined);
-                    self.note_forward(outcome, attempt);
-                    return answer;
-                }
-                place.take();
-                match waiter.wait(DUPLICATE_WAIT) {
-                    Some(answer) => {
-                        outcome.answered = Some(Answered::Joined);
-                        answer
-                    }
-                    // The first attempt failed or hung: answer this one ourselves.
-                    None => self.render(&decision.reply, &msg, safe),
-                }
-            }
-        }
-    }
-
-    fn note_forward(&self, outcome: &mut Outcome, attempt: forward::Attempt) {
-        let said = match attempt.delivered {
-            // The user's code chose the reply; the fallback's type says nothing.
-            forward::Delivered::Answer => Some("the answer of your code"),
-            forward::Delivered::Held => Some("nothing yet: held for WeChat's retry"),
-            forward::Delivered::Fallback => None,
-        };
-        if let Some(said) = said {
-            outcome.reply = None;
-            if let Some(s) = outcome.sample.as_mut() {
-                s.reply = Some(said.to_owned());
-            }
-        }
-        outcome.forward = Some(attempt);
+        Message::parse(&inner).map_err(Rejection::Decrypted)
     }
 
     /// The rules' decision, noted in the outcome.
     fn decide(&self, msg: &Message, outcome: &mut Outcome) -> Decision {
         let mut decision = self.account.rules.current().decide(msg);
         outcome.answered = Some(Answered::Fresh);
-        outcome.decided = Some(match decision.rule {
-            Some(m) => Decided::Rule {
-                index: m.index,
-                line: m.line,
-            },
-            None => Decided::Default,
-        });
+        outcome.decided = Some(Decided::of(&decision));
         outcome.reply = Some(decision.reply.msg_type());
         if let Some(s) = outcome.sample.as_mut() {
             s.reply = Some(sample::reply(&decision.reply));
@@ -508,15 +466,13 @@ impl Pipeline {
         decision
     }
 
-    fn render(&self, reply: &Reply, msg: &Message, safe: Option<&SafeMode>) -> Answer {
-        render(
-            &self.account.token,
+    fn writer<'m>(&'m self, msg: &'m Message, safe: Option<&'m SafeMode>) -> Writer<'m> {
+        Writer {
+            token: &self.account.token,
             safe,
-            &*self.env,
-            reply,
-            msg.from_user(),
-            msg.to_user(),
-        )
+            env: &*self.env,
+            to: Recipient::of(msg),
+        }
     }
 
     /// Everything a forward worker needs, owned.
@@ -545,7 +501,17 @@ impl Pipeline {
                 Answering::Message
             },
             render: Box::new(move |reply| {
-                render(&token, safe.as_ref(), &*env, reply, &user, &account)
+                let to = Recipient {
+                    user: &user,
+                    account: &account,
+                };
+                Writer {
+                    token: &token,
+                    safe: safe.as_ref(),
+                    env: &*env,
+                    to,
+                }
+                .render(reply)
             }),
             fallback,
             arrived,
@@ -553,45 +519,185 @@ impl Pipeline {
     }
 }
 
-/// A reply as the body to send: `success` as it is, anything else rendered to `user` from
-/// `account` and, in safe mode, sealed.
-fn render(
-    token: &Token,
-    safe: Option<&SafeMode>,
-    env: &dyn Env,
-    reply: &Reply,
-    user: &str,
-    account: &str,
-) -> Answer {
-    if *reply == Reply::Success {
-        // WeChat asks for a plain `success`, unencrypted, even in safe mode.
-        return Answer::success();
+impl Attempt<'_> {
+    /// verify → envelope → (open) → parse → [`Attempt::answer`].
+    fn run(&mut self, encrypted: bool) -> Result<Answer, Rejection> {
+        let pipeline = self.pipeline;
+        let q = self.push.query;
+        pipeline.check_signature(q)?;
+        let now = pipeline.env.now();
+        pipeline
+            .replay
+            .admit(q, self.push.body, now)
+            .map_err(Rejection::Replay)?;
+        let clean = xml::sanitize(self.push.body)?;
+        if !encrypted && pipeline.account.safe.is_some() && pipeline.replay.hint_due(now) {
+            pipeline.log.warn(PLAIN_IN_SAFE_MODE);
+        }
+        let incoming = pipeline.envelope(encrypted, &clean)?;
+        self.outcome.mode = Some(incoming.mode);
+        let (msg, safe) = match incoming.body {
+            Body::Plain => (Message::parse_clean(&clean).map_err(not_a_push)?, None),
+            Body::Tree(root) => (Message::from_element(&root).map_err(not_a_push)?, None),
+            Body::Sealed(encrypt) => {
+                let safe = pipeline.account.safe.as_ref().ok_or(Rejection::NoAesKey)?;
+                (pipeline.open(q, safe, &encrypt)?, Some(safe))
+            }
+        };
+        Ok(self.answer(&msg, safe))
     }
-    let now = env.now();
-    let xml = reply.render(user, account, now);
-    let body = match safe {
-        None => xml,
-        Some(safe) => seal(token, safe, env, &xml, now),
-    };
-    Answer {
-        body: Arc::from(body),
-        xml: true,
+
+    /// retry store → rules → render → (seal), or → the user's own code.
+    fn answer(&mut self, msg: &Message, safe: Option<&SafeMode>) -> Answer {
+        let pipeline = self.pipeline;
+        self.note_push(msg);
+        let sealing = if safe.is_some() {
+            Sealing::Sealed
+        } else {
+            Sealing::Plain
+        };
+        let begin = match retry_key(msg, sealing) {
+            Some(key) => pipeline.store.begin(key, pipeline.env.now()),
+            // Nothing identifies its retries; it is still answered, once per attempt.
+            None => Begin::Fresh(store::detached()),
+        };
+        let writer = pipeline.writer(msg, safe);
+        match begin {
+            Begin::Cached(answer) => {
+                self.outcome.answered = Some(Answered::Cached);
+                answer
+            }
+            Begin::Fresh(ticket) => self.fresh(ticket, msg, writer),
+            Begin::InFlight(waiter) => {
+                // The first attempt decided (or is deciding) right now; an attempt whose first
+                // failed before deciding is the first to decide.
+                let deadline = pipeline.env.monotonic() + DUPLICATE_WAIT;
+                match waiter.plan(DUPLICATE_WAIT) {
+                    Some(plan) => self.join(waiter, plan, deadline),
+                    None => self.fresh(store::detached(), msg, writer),
+                }
+            }
+        }
+    }
+
+    fn note_push(&mut self, msg: &Message) {
+        let o = &mut self.outcome;
+        o.msg_type = Some(msg.msg_type().to_owned());
+        if let Some(e) = msg.event() {
+            o.event = Some(e.name().to_owned());
+            o.event_key = e.event_key().map(str::to_owned);
+        }
+        o.from_user = msg.from_user_name.clone();
+        if self.pipeline.samples {
+            o.sample = Some(Box::new(Sample::of(msg)));
+        }
+    }
+
+    /// The first attempt: decides, leaves its plan for the retries, and answers or forwards.
+    fn fresh(&mut self, ticket: Ticket<Answer, Plan>, msg: &Message, writer: Writer<'_>) -> Answer {
+        let pipeline = self.pipeline;
+        let decision = pipeline.decide(msg, &mut self.outcome);
+        let answer = writer.render(&decision.reply);
+        ticket.plan(Plan {
+            fallback: answer.clone(),
+            forward: decision.forward.is_some(),
+            decided: Decided::of(&decision),
+            reply: decision.reply.msg_type(),
+        });
+        let Some(target) = decision.forward else {
+            ticket.complete(answer.clone(), pipeline.env.now());
+            return answer;
+        };
+        let job = pipeline.job(target, msg, writer.safe, answer, self.push.arrived);
+        self.place.take();
+        let (answer, attempt) = pipeline.forwarder.start(ticket, job);
+        self.note_forward(attempt);
+        answer
+    }
+
+    /// A retry while the first attempt works: answers as the first attempt decided.
+    fn join(
+        &mut self,
+        waiter: store::Waiter<Answer, Plan>,
+        plan: Plan,
+        deadline: Instant,
+    ) -> Answer {
+        let pipeline = self.pipeline;
+        let o = &mut self.outcome;
+        o.decided = Some(plan.decided);
+        o.reply = Some(plan.reply);
+        o.answered = Some(Answered::Joined);
+        self.place.take();
+        if plan.forward {
+            let (answer, attempt) =
+                pipeline
+                    .forwarder
+                    .join(waiter, self.push.arrived, plan.fallback);
+            self.note_forward(attempt);
+            return answer;
+        }
+        let left = deadline.saturating_duration_since(pipeline.env.monotonic());
+        match waiter.wait(left) {
+            Some(answer) => answer,
+            // The first attempt failed or hung: answer this one with what it decided.
+            None => {
+                self.outcome.answered = Some(Answered::Fresh);
+                plan.fallback
+            }
+        }
+    }
+
+    fn note_forward(&mut self, attempt: forward::Attempt) {
+        let said = match attempt.delivered {
+            // The user's code chose the reply; the fallback's type says nothing.
+            forward::Delivered::Answer => Some("the answer of your code"),
+            forward::Delivered::Held => Some("nothing yet: held for WeChat's retry"),
+            forward::Delivered::Fallback => None,
+        };
+        if let Some(said) = said {
+            self.outcome.reply = None;
+            if let Some(s) = self.outcome.sample.as_mut() {
+                s.reply = Some(said.to_owned());
+            }
+        }
+        self.outcome.forward = Some(attempt);
     }
 }
 
-/// Encrypts and signs a reply into the safe-mode envelope.
-fn seal(token: &Token, safe: &SafeMode, env: &dyn Env, xml: &str, now: u64) -> String {
-    // One call to the random source (a system call) for the IV prefix and the nonce.
-    let mut bytes = [0u8; 24];
-    env.fill_random(&mut bytes);
-    let (random, nonce_bytes) = bytes.split_at(16);
-    let random: [u8; 16] = random.try_into().unwrap_or_default();
-    let nonce_bytes: [u8; 8] = nonce_bytes.try_into().unwrap_or_default();
-    // WeChat's own nonces are decimal digits; keep to that shape.
-    let nonce = (u64::from_le_bytes(nonce_bytes) % 10_000_000_000).to_string();
-    let timestamp = now.to_string();
-    safe.seal(token, xml, &timestamp, &nonce, &random)
-        .reply_xml(now, &nonce)
+impl Writer<'_> {
+    /// A reply as the body to send: `success` as it is, anything else rendered to the
+    /// recipient and, in safe mode, sealed.
+    fn render(&self, reply: &Reply) -> Answer {
+        if *reply == Reply::Success {
+            // WeChat asks for a plain `success`, unencrypted, even in safe mode.
+            return Answer::success();
+        }
+        let now = self.env.now();
+        let xml = reply.render(self.to.user, self.to.account, now);
+        let body = match self.safe {
+            None => xml,
+            Some(safe) => self.seal(safe, &xml, now),
+        };
+        Answer {
+            body: Arc::from(body),
+            xml: true,
+        }
+    }
+
+    /// Encrypts and signs a reply into the safe-mode envelope.
+    fn seal(&self, safe: &SafeMode, xml: &str, now: u64) -> String {
+        // One call to the random source (a system call) for the IV prefix and the nonce.
+        let mut bytes = [0u8; 24];
+        self.env.fill_random(&mut bytes);
+        let (random, nonce_bytes) = bytes.split_at(16);
+        let random: [u8; 16] = random.try_into().unwrap_or_default();
+        let nonce_bytes: [u8; 8] = nonce_bytes.try_into().unwrap_or_default();
+        // WeChat's own nonces are decimal digits; keep to that shape.
+        let nonce = (u64::from_le_bytes(nonce_bytes) % 10_000_000_000).to_string();
+        let timestamp = now.to_string();
+        safe.seal(self.token, xml, &timestamp, &nonce, &random)
+            .reply_xml(now, &nonce)
+    }
 }
 
 fn not_a_push(e: ParseError) -> Rejection {
@@ -605,8 +711,11 @@ fn not_a_push(e: ParseError) -> Rejection {
 /// collides across users), (FromUserName, CreateTime, Event, EventKey) for events. Plain and
 /// encrypted answers are kept apart, since the stored bytes differ. `None` for a push that
 /// cannot be told apart from another (no MsgId, not an event).
-pub fn retry_key(msg: &Message, encrypted: bool) -> Option<Key> {
-    let mode = if encrypted { "E" } else { "P" };
+pub fn retry_key(msg: &Message, sealing: Sealing) -> Option<Key> {
+    let mode = match sealing {
+        Sealing::Sealed => "E",
+        Sealing::Plain => "P",
+    };
     let from = msg.from_user();
     Some(match msg.event() {
         Some(e) => {
@@ -651,18 +760,18 @@ mod tests {
     #[test]
     fn msg_id_alone_does_not_collide_across_users() {
         assert_ne!(
-            retry_key(&text("u1", "1"), false),
-            retry_key(&text("u2", "1"), false)
+            retry_key(&text("u1", "1"), Sealing::Plain),
+            retry_key(&text("u2", "1"), Sealing::Plain)
         );
         assert_eq!(
-            retry_key(&text("u1", "1"), false),
-            retry_key(&text("u1", "1"), false)
+            retry_key(&text("u1", "1"), Sealing::Plain),
+            retry_key(&text("u1", "1"), Sealing::Plain)
         );
     }
 
     #[test]
     fn events_are_keyed_by_user_time_name_and_key() {
-        let k = |m: &Message| retry_key(m, false);
+        let k = |m: &Message| retry_key(m, Sealing::Plain);
         assert_eq!(k(&click("u1", 100, "K")), k(&click("u1", 100, "K")));
         assert_ne!(k(&click("u1", 100, "K")), k(&click("u1", 100, "OTHER")));
         assert_ne!(k(&click("u1", 100, "K")), k(&click("u1", 101, "K")));
@@ -673,12 +782,15 @@ mod tests {
     fn a_message_without_msg_id_is_not_deduplicated() {
         let mut m = text("u", "1");
         m.msg_id = None;
-        assert_eq!(retry_key(&m, false), None);
+        assert_eq!(retry_key(&m, Sealing::Plain), None);
     }
 
     #[test]
     fn plain_and_encrypted_answers_are_kept_apart() {
         let m = text("u", "1");
-        assert_ne!(retry_key(&m, false), retry_key(&m, true));
+        assert_ne!(
+            retry_key(&m, Sealing::Plain),
+            retry_key(&m, Sealing::Sealed)
+        );
     }
 }

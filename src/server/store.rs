@@ -1,6 +1,7 @@
 //! The retry store: WeChat waits 5 s for an answer, then sends the same push again (up to three
 //! times). A retry must get the same reply bytes as the first attempt (the first answer may have
-//! been lost on the way back) and must not run the rule again.
+//! been lost on the way back) and must not run the rule again: what the first attempt decided
+//! (its *plan*, [`Ticket::plan`]) waits with the in-flight entry for the retries that join it.
 //!
 //! [`RetryStore`] is the interface the pipeline uses: [`RetryStore::begin`] says whether a push
 //! is new (and hands out an owned [`Ticket`] to answer it), answered (the bytes), or being
@@ -18,6 +19,30 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// A finished response body, what the retry store keeps for WeChat's retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub body: Arc<str>,
+    /// True for XML (a reply or an encrypted envelope), false for the plain `success`.
+    pub xml: bool,
+}
+
+impl Answer {
+    /// The plain `success`: WeChat asks for it unencrypted, even in safe mode.
+    pub fn success() -> Answer {
+        Answer {
+            body: Arc::from("success"),
+            xml: false,
+        }
+    }
+}
+
+impl Weigh for Answer {
+    fn weight(&self) -> usize {
+        self.body.len()
+    }
+}
 
 const SHARDS: usize = 16;
 /// Bookkeeping per entry beyond the key and value bytes (map slot, queue slot, Arc headers).
@@ -59,22 +84,23 @@ pub struct Usage {
     pub bytes: usize,
 }
 
-/// Remembers answers to pushes so that WeChat's retries get the same bytes.
-pub trait RetryStore<V>: Send + Sync {
+/// Remembers answers to pushes so that WeChat's retries get the same bytes. `P` is the first
+/// attempt's plan, handed to the retries that join it while it works.
+pub trait RetryStore<V, P = ()>: Send + Sync {
     /// Looks `key` up at time `now` (Unix seconds) and claims it when it is new.
-    fn begin(&self, key: Key, now: u64) -> Begin<V>;
+    fn begin(&self, key: Key, now: u64) -> Begin<V, P>;
     fn usage(&self) -> Usage;
     fn limits(&self) -> Limits;
 }
 
 /// The answer to "have we seen this push?".
-pub enum Begin<V> {
+pub enum Begin<V, P = ()> {
     /// First sighting: handle it, then call [`Ticket::complete`].
-    Fresh(Ticket<V>),
+    Fresh(Ticket<V, P>),
     /// Seen and answered: send these bytes again.
     Cached(V),
-    /// Being handled right now: [`Waiter::wait`] for the result.
-    InFlight(Waiter<V>),
+    /// Being handled right now: [`Waiter::plan`] and [`Waiter::wait`] for the result.
+    InFlight(Waiter<V, P>),
 }
 
 /// The outcome of settling a push: whether this answer was the first, and the answer in force
@@ -88,24 +114,29 @@ pub struct Settled<V> {
 /// A push being answered, as a store implements it: shared by the attempt that answers it (its
 /// [`Ticket`]) and the retries that wait for it ([`Waiter`]). The first answer settles it; a
 /// later one is told it lost, so a late answer can be sent another way or dropped.
-pub trait Pending<V>: Send + Sync {
+pub trait Pending<V, P = ()>: Send + Sync {
     /// Settles with `value` at `now` (Unix seconds) unless something settled it first.
     fn settle(&self, value: V, now: u64) -> Settled<V>;
     /// Forgets the push (its handler failed): waiters are released without an answer.
     fn abandon(&self);
     /// Waits up to `timeout` for the answer; `None` if it was abandoned or is still pending.
     fn wait(&self, timeout: Duration) -> Option<V>;
+    /// Keeps the first attempt's plan for the attempts that join it.
+    fn set_plan(&self, plan: P);
+    /// Waits up to `timeout` for the plan; `None` if the push was abandoned or settled before
+    /// one was made, or none came in time.
+    fn plan(&self, timeout: Duration) -> Option<P>;
 }
 
 /// The right (and duty) to answer a push first. Owned, so the work can move to another thread.
 /// Dropping it without completing (the handler failed) forgets the push and releases waiters.
-pub struct Ticket<V> {
-    pending: Arc<dyn Pending<V>>,
+pub struct Ticket<V, P = ()> {
+    pending: Arc<dyn Pending<V, P>>,
     done: bool,
 }
 
-impl<V> Ticket<V> {
-    pub fn new(pending: Arc<dyn Pending<V>>) -> Ticket<V> {
+impl<V, P> Ticket<V, P> {
+    pub fn new(pending: Arc<dyn Pending<V, P>>) -> Ticket<V, P> {
         Ticket {
             pending,
             done: false,
@@ -119,8 +150,14 @@ impl<V> Ticket<V> {
         self.pending.settle(value, now)
     }
 
+    /// Leaves what this attempt decided where the retries that join it find it
+    /// ([`Waiter::plan`]), so they answer as it does instead of deciding again.
+    pub fn plan(&self, plan: P) {
+        self.pending.set_plan(plan);
+    }
+
     /// A way for the first attempt itself to wait for the answer, once the work has moved on.
-    pub fn waiter(&self) -> Waiter<V> {
+    pub fn waiter(&self) -> Waiter<V, P> {
         Waiter {
             pending: Arc::clone(&self.pending),
             attempt: 1,
@@ -128,7 +165,7 @@ impl<V> Ticket<V> {
     }
 }
 
-impl<V> Drop for Ticket<V> {
+impl<V, P> Drop for Ticket<V, P> {
     fn drop(&mut self) {
         if !self.done {
             self.pending.abandon();
@@ -138,13 +175,13 @@ impl<V> Drop for Ticket<V> {
 
 /// An attempt waiting for a push's answer: a retry, or the first attempt after handing its
 /// ticket to a worker.
-pub struct Waiter<V> {
-    pending: Arc<dyn Pending<V>>,
+pub struct Waiter<V, P = ()> {
+    pending: Arc<dyn Pending<V, P>>,
     attempt: u32,
 }
 
-impl<V> Waiter<V> {
-    pub fn new(pending: Arc<dyn Pending<V>>, attempt: u32) -> Waiter<V> {
+impl<V, P> Waiter<V, P> {
+    pub fn new(pending: Arc<dyn Pending<V, P>>, attempt: u32) -> Waiter<V, P> {
         Waiter { pending, attempt }
     }
 
@@ -165,6 +202,12 @@ impl<V> Waiter<V> {
         self.pending.wait(timeout)
     }
 
+    /// What the first attempt decided, waiting up to `timeout` for it to decide; `None` when it
+    /// failed (or answered) before it made a plan.
+    pub fn plan(&self, timeout: Duration) -> Option<P> {
+        self.pending.plan(timeout)
+    }
+
     /// Settles the push with `value` unless it was answered meanwhile (the last attempt giving
     /// up: from then on, retries get `value` and a late answer loses).
     pub fn settle(&self, value: V, now: u64) -> Settled<V> {
@@ -174,25 +217,25 @@ impl<V> Waiter<V> {
 
 /// A ticket for a push no store can recognise again (no MsgId, not an event): its attempts
 /// cannot be joined, but the first one can still hand its work to another thread and wait.
-pub fn detached<V: Clone + Send + 'static>() -> Ticket<V> {
+pub fn detached<V: Clone + Send + 'static, P: Clone + Send + 'static>() -> Ticket<V, P> {
     Ticket::new(Arc::new(Loose {
-        state: Mutex::new(CellState::Waiting),
+        cell: Mutex::new(Cell::default()),
         ready: Condvar::new(),
     }))
 }
 
 /// The in-process store: sharded, bounded, shared by reference or `Arc`.
-pub struct MemoryStore<V: Weigh> {
-    inner: Arc<Inner<V>>,
+pub struct MemoryStore<V: Weigh, P = ()> {
+    inner: Arc<Inner<V, P>>,
 }
 
-struct Inner<V> {
-    shards: Vec<Mutex<Shard<V>>>,
+struct Inner<V, P> {
+    shards: Vec<Mutex<Shard<V, P>>>,
     limits: Limits,
 }
 
-struct Shard<V> {
-    map: HashMap<Key, Slot<V>>,
+struct Shard<V, P> {
+    map: HashMap<Key, Slot<V, P>>,
     /// Insertion order, for expiry and eviction; the generation tells a stale queue entry from a
     /// newer entry under the same key.
     order: VecDeque<(Key, u64)>,
@@ -200,10 +243,10 @@ struct Shard<V> {
     next_gen: u64,
 }
 
-enum Slot<V> {
+enum Slot<V, P> {
     Pending {
         gen: u64,
-        pending: Arc<MemoryPending<V>>,
+        pending: Arc<MemoryPending<V, P>>,
         /// WeChat's attempts seen so far for this push.
         attempts: u32,
     },
@@ -215,7 +258,7 @@ enum Slot<V> {
     },
 }
 
-impl<V> Slot<V> {
+impl<V, P> Slot<V, P> {
     fn gen(&self) -> u64 {
         match self {
             Slot::Pending { gen, .. } | Slot::Done { gen, .. } => *gen,
@@ -229,23 +272,38 @@ enum CellState<V> {
     Abandoned,
 }
 
+/// Where a push's answer and its first attempt's plan meet the waiters.
+struct Cell<V, P> {
+    state: CellState<V>,
+    plan: Option<P>,
+}
+
+impl<V, P> Default for Cell<V, P> {
+    fn default() -> Self {
+        Cell {
+            state: CellState::Waiting,
+            plan: None,
+        }
+    }
+}
+
 /// [`MemoryStore`]'s pending push: where the ticket's answer meets the waiters.
-struct MemoryPending<V> {
-    inner: Arc<Inner<V>>,
+struct MemoryPending<V, P> {
+    inner: Arc<Inner<V, P>>,
     key: Key,
     gen: u64,
-    state: Mutex<CellState<V>>,
+    cell: Mutex<Cell<V, P>>,
     ready: Condvar,
 }
 
 /// The pending push of [`detached`]: the same meeting point without a map behind it.
-struct Loose<V> {
-    state: Mutex<CellState<V>>,
+struct Loose<V, P> {
+    cell: Mutex<Cell<V, P>>,
     ready: Condvar,
 }
 
-impl<V: Weigh> MemoryStore<V> {
-    pub fn new(limits: Limits) -> MemoryStore<V> {
+impl<V: Weigh, P> MemoryStore<V, P> {
+    pub fn new(limits: Limits) -> MemoryStore<V, P> {
         MemoryStore {
             inner: Arc::new(Inner {
                 shards: (0..SHARDS)
@@ -264,8 +322,12 @@ impl<V: Weigh> MemoryStore<V> {
     }
 }
 
-impl<V: Weigh + Send + Sync + 'static> RetryStore<V> for MemoryStore<V> {
-    fn begin(&self, key: Key, now: u64) -> Begin<V> {
+impl<V, P> RetryStore<V, P> for MemoryStore<V, P>
+where
+    V: Weigh + Send + Sync + 'static,
+    P: Clone + Send + Sync + 'static,
+{
+    fn begin(&self, key: Key, now: u64) -> Begin<V, P> {
         let mut shard = self.inner.lock(key.shard());
         shard.expire(now, &self.inner.limits);
         let gen = shard.next_gen;
@@ -276,7 +338,7 @@ impl<V: Weigh + Send + Sync + 'static> RetryStore<V> for MemoryStore<V> {
                     pending, attempts, ..
                 } => {
                     *attempts = attempts.saturating_add(1);
-                    let pending: Arc<dyn Pending<V>> = pending.clone();
+                    let pending: Arc<dyn Pending<V, P>> = pending.clone();
                     Begin::InFlight(Waiter::new(pending, *attempts))
                 }
             },
@@ -285,7 +347,7 @@ impl<V: Weigh + Send + Sync + 'static> RetryStore<V> for MemoryStore<V> {
                     inner: Arc::clone(&self.inner),
                     key,
                     gen,
-                    state: Mutex::new(CellState::Waiting),
+                    cell: Mutex::new(Cell::default()),
                     ready: Condvar::new(),
                 });
                 v.insert(Slot::Pending {
@@ -319,8 +381,8 @@ impl<V: Weigh + Send + Sync + 'static> RetryStore<V> for MemoryStore<V> {
     }
 }
 
-impl<V> Inner<V> {
-    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard<V>> {
+impl<V, P> Inner<V, P> {
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard<V, P>> {
         // No code path panics while holding a shard lock; if one ever did, the map is still
         // consistent enough to keep serving.
         self.shards[shard % SHARDS]
@@ -336,7 +398,7 @@ impl<V> Inner<V> {
     }
 }
 
-impl<V: Weigh> Shard<V> {
+impl<V: Weigh, P> Shard<V, P> {
     /// Drops expired entries from the front of the queue.
     fn expire(&mut self, now: u64, limits: &Limits) {
         while let Some((key, gen)) = self.order.front() {
@@ -371,10 +433,10 @@ impl<V: Weigh> Shard<V> {
     }
 }
 
-impl<V: Weigh + Send + Sync> Pending<V> for MemoryPending<V> {
+impl<V: Weigh + Send + Sync, P: Clone + Send + Sync> Pending<V, P> for MemoryPending<V, P> {
     fn settle(&self, value: V, now: u64) -> Settled<V> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &*state {
+        let mut cell = lock(&self.cell);
+        match &cell.state {
             CellState::Done(first) => {
                 return Settled {
                     won: false,
@@ -410,14 +472,14 @@ impl<V: Weigh + Send + Sync> Pending<V> for MemoryPending<V> {
                 }
             }
         }
-        *state = CellState::Done(value.clone());
+        cell.state = CellState::Done(value.clone());
         self.ready.notify_all();
         Settled { won: true, value }
     }
 
     fn abandon(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !matches!(*state, CellState::Waiting) {
+        let mut cell = lock(&self.cell);
+        if !matches!(cell.state, CellState::Waiting) {
             return;
         }
         {
@@ -428,26 +490,34 @@ impl<V: Weigh + Send + Sync> Pending<V> for MemoryPending<V> {
                 }
             }
         }
-        *state = CellState::Abandoned;
+        cell.state = CellState::Abandoned;
         self.ready.notify_all();
     }
 
     fn wait(&self, timeout: Duration) -> Option<V> {
-        wait_on(&self.state, &self.ready, timeout)
+        wait_on(&self.cell, &self.ready, timeout)
+    }
+
+    fn set_plan(&self, plan: P) {
+        set_plan(&self.cell, &self.ready, plan);
+    }
+
+    fn plan(&self, timeout: Duration) -> Option<P> {
+        plan_of(&self.cell, &self.ready, timeout)
     }
 }
 
-impl<V: Clone + Send> Pending<V> for Loose<V> {
+impl<V: Clone + Send, P: Clone + Send> Pending<V, P> for Loose<V, P> {
     fn settle(&self, value: V, _now: u64) -> Settled<V> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match &*state {
+        let mut cell = lock(&self.cell);
+        match &cell.state {
             CellState::Done(first) => Settled {
                 won: false,
                 value: first.clone(),
             },
             CellState::Abandoned => Settled { won: false, value },
             CellState::Waiting => {
-                *state = CellState::Done(value.clone());
+                cell.state = CellState::Done(value.clone());
                 self.ready.notify_all();
                 Settled { won: true, value }
             }
@@ -455,27 +525,55 @@ impl<V: Clone + Send> Pending<V> for Loose<V> {
     }
 
     fn abandon(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(*state, CellState::Waiting) {
-            *state = CellState::Abandoned;
+        let mut cell = lock(&self.cell);
+        if matches!(cell.state, CellState::Waiting) {
+            cell.state = CellState::Abandoned;
             self.ready.notify_all();
         }
     }
 
     fn wait(&self, timeout: Duration) -> Option<V> {
-        wait_on(&self.state, &self.ready, timeout)
+        wait_on(&self.cell, &self.ready, timeout)
+    }
+
+    fn set_plan(&self, plan: P) {
+        set_plan(&self.cell, &self.ready, plan);
+    }
+
+    fn plan(&self, timeout: Duration) -> Option<P> {
+        plan_of(&self.cell, &self.ready, timeout)
     }
 }
 
-fn wait_on<V: Clone>(state: &Mutex<CellState<V>>, ready: &Condvar, timeout: Duration) -> Option<V> {
-    let guard = state.lock().unwrap_or_else(|p| p.into_inner());
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding a cell's lock; if something did, the cell is still whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn wait_on<V: Clone, P>(cell: &Mutex<Cell<V, P>>, ready: &Condvar, timeout: Duration) -> Option<V> {
     let (guard, _) = ready
-        .wait_timeout_while(guard, timeout, |s| matches!(s, CellState::Waiting))
+        .wait_timeout_while(lock(cell), timeout, |c| {
+            matches!(c.state, CellState::Waiting)
+        })
         .unwrap_or_else(|p| p.into_inner());
-    match &*guard {
+    match &guard.state {
         CellState::Done(v) => Some(v.clone()),
         CellState::Waiting | CellState::Abandoned => None,
     }
+}
+
+fn set_plan<V, P>(cell: &Mutex<Cell<V, P>>, ready: &Condvar, plan: P) {
+    lock(cell).plan = Some(plan);
+    ready.notify_all();
+}
+
+fn plan_of<V, P: Clone>(cell: &Mutex<Cell<V, P>>, ready: &Condvar, timeout: Duration) -> Option<P> {
+    let (guard, _) = ready
+        .wait_timeout_while(lock(cell), timeout, |c| {
+            c.plan.is_none() && matches!(c.state, CellState::Waiting)
+        })
+        .unwrap_or_else(|p| p.into_inner());
+    guard.plan.clone()
 }
 
 #[cfg(test)]
@@ -692,12 +790,42 @@ mod tests {
 
     #[test]
     fn a_detached_ticket_hands_its_answer_to_its_own_waiter() {
-        let t = detached::<Arc<str>>();
+        let t = detached::<Arc<str>, ()>();
         let w = t.waiter();
         thread::spawn(move || t.complete("done".into(), 1))
             .join()
             .unwrap();
         assert_eq!(w.wait(Duration::from_secs(5)).as_deref(), Some("done"));
+    }
+
+    #[test]
+    fn a_retry_finds_the_first_attempts_plan_and_none_when_it_failed_first() {
+        let c: MemoryStore<Arc<str>, &'static str> = MemoryStore::new(Limits::default());
+        let k = key("1");
+        let Begin::Fresh(t) = c.begin(k.clone(), 1) else {
+            panic!("a new push is fresh")
+        };
+        let Begin::InFlight(early) = c.begin(k.clone(), 1) else {
+            panic!("a retry joins")
+        };
+        // A retry that came before the plan waits for it.
+        let waiting = thread::spawn(move || early.plan(Duration::from_secs(10)));
+        t.plan("rule 2");
+        assert_eq!(waiting.join().unwrap(), Some("rule 2"));
+        let Begin::InFlight(late) = c.begin(k.clone(), 1) else {
+            panic!("a retry joins")
+        };
+        assert_eq!(late.plan(Duration::ZERO), Some("rule 2"));
+        // A first attempt that fails before it decides leaves its retries no plan, at once.
+        let k2 = key("2");
+        let Begin::Fresh(t2) = c.begin(k2.clone(), 1) else {
+            panic!("a new push is fresh")
+        };
+        let Begin::InFlight(orphan) = c.begin(k2, 1) else {
+            panic!("a retry joins")
+        };
+        drop(t2);
+        assert_eq!(orphan.plan(Duration::from_secs(600)), None);
     }
 
     #[test]

@@ -269,3 +269,275 @@ fn rust_version_is_what_the_lockfile_needs() {
     let claim = format!("({}.{} or newer)", needed.0, needed.1);
     assert!(readme.contains(&claim), "README should say {claim}");
 }
+
+/// `src/a/b.rs` and `src/a/b/mod.rs` are module `a::b`; `lib.rs` is the root.
+fn module_of(file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src()).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The text without comments and without its `#[cfg(test)]` modules (inline, by brace
+/// matching), and the names of test modules kept in files of their own (`mod tests;`).
+fn without_tests(text: &str) -> (String, Vec<String>) {
+    let code: Vec<&str> = text
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect();
+    let (mut out, mut external, mut depth) = (String::new(), Vec::new(), None::<i64>);
+    let mut test_attr = false;
+    for line in code {
+        if let Some(d) = depth.as_mut() {
+            *d += line.matches('{').count() as i64 - line.matches('}').count() as i64;
+            if *d <= 0 {
+                depth = None;
+            }
+            continue;
+        }
+        let trimmed = line.trim();
+        if trimmed == "#[cfg(test)]" {
+            test_attr = true;
+            continue;
+        }
+        if test_attr && trimmed.starts_with("mod ") {
+            if let Some(name) = trimmed
+                .strip_prefix("mod ")
+                .and_then(|r| r.strip_suffix(';'))
+            {
+                external.push(name.trim().to_owned());
+            } else {
+                let d = line.matches('{').count() as i64 - line.matches('}').count() as i64;
+                depth = (d > 0).then_some(d);
+            }
+            test_attr = false;
+            continue;
+        }
+        test_attr = false;
+        out.push_str(line);
+        out.push('\n');
+    }
+    (out, external)
+}
+
+/// Every path a `crate::` path in `code` names, groups expanded:
+/// `crate::a::{b, c::{D, e}}` is `a::b`, `a::c::D` and `a::c::e`.
+fn crate_paths(code: &str) -> Vec<Vec<String>> {
+    fn tree(s: &[char], i: &mut usize, prefix: &[String], out: &mut Vec<Vec<String>>) {
+        let mut path = prefix.to_vec();
+        loop {
+            while s.get(*i).is_some_and(|c| c.is_whitespace()) {
+                *i += 1;
+            }
+            if s.get(*i) == Some(&'{') {
+                *i += 1;
+                loop {
+                    tree(s, i, &path, out);
+                    while s.get(*i).is_some_and(|c| c.is_whitespace()) {
+                        *i += 1;
+                    }
+                    match s.get(*i) {
+                        Some(',') => *i += 1,
+                        Some('}') => {
+                            *i += 1;
+                            return;
+                        }
+                        _ => return,
+                    }
+                    while s.get(*i).is_some_and(|c| c.is_whitespace()) {
+                        *i += 1;
+                    }
+                    if s.get(*i) == Some(&'}') {
+                        *i += 1;
+                        return;
+                    }
+                }
+            }
+            let start = *i;
+            while s.get(*i).is_some_and(|c| c.is_alphanumeric() || *c == '_') {
+                *i += 1;
+            }
+            let word: String = s[start..*i].iter().collect();
+            if word.is_empty() {
+                break;
+            }
+            path.push(word);
+            if s.get(*i) == Some(&':') && s.get(*i + 1) == Some(&':') {
+                *i += 2;
+            } else {
+                break;
+            }
+        }
+        out.push(path);
+    }
+    let chars: Vec<char> = code.chars().collect();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 7 <= chars.len() {
+        let is_crate = chars[at..at + 7].iter().collect::<String>() == "crate::"
+            && (at == 0 || !(chars[at - 1].is_alphanumeric() || chars[at - 1] == '_'));
+        if is_crate {
+            let mut i = at + 7;
+            tree(&chars, &mut i, &[], &mut out);
+            at = i.max(at + 1);
+        } else {
+            at += 1;
+        }
+    }
+    out
+}
+
+/// Which file each file imports through `crate::` paths (test modules left out): a path
+/// points at the file of the deepest module it names.
+fn file_graph() -> Vec<(String, Vec<String>)> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    files.retain(|f| f.file_name().is_some_and(|n| n != "main.rs"));
+    let texts: Vec<(PathBuf, String, Vec<String>)> = files
+        .iter()
+        .map(|f| {
+            let (code, tests) = without_tests(&std::fs::read_to_string(f).unwrap());
+            (f.clone(), code, tests)
+        })
+        .collect();
+    // Test modules kept in files of their own are not part of the graph either.
+    let test_files: Vec<Vec<String>> = texts
+        .iter()
+        .flat_map(|(f, _, tests)| {
+            let parent = module_of(f);
+            tests.iter().map(move |t| {
+                let mut m = parent.clone();
+                m.push(t.clone());
+                m
+            })
+        })
+        .collect();
+    let modules: Vec<Vec<String>> = texts
+        .iter()
+        .map(|(f, _, _)| module_of(f))
+        .filter(|m| !test_files.contains(m))
+        .collect();
+    texts
+        .iter()
+        .filter(|(f, _, _)| modules.contains(&module_of(f)))
+        .map(|(f, code, _)| {
+            let me = module_of(f);
+            let mut to: Vec<String> = crate_paths(code)
+                .into_iter()
+                .filter_map(|p| {
+                    (1..=p.len())
+                        .rev()
+                        .map(|n| p[..n].to_vec())
+                        .find(|m| modules.contains(m))
+                })
+                .filter(|m| *m != me)
+                .map(|m| m.join("::"))
+                .collect();
+            to.sort();
+            to.dedup();
+            (me.join("::"), to)
+        })
+        .collect()
+}
+
+/// A cycle in `graph`, as the files along it, if there is one.
+fn find_cycle(graph: &[(String, Vec<String>)]) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &[(String, Vec<String>)],
+        state: &mut std::collections::HashMap<String, bool>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        match state.get(node) {
+            // On the stack: the path from there back to here is a cycle.
+            Some(false) => {
+                let from = stack.iter().position(|n| n == node).unwrap_or(0);
+                let mut cycle = stack[from..].to_vec();
+                cycle.push(node.to_owned());
+                return Some(cycle);
+            }
+            Some(true) => return None,
+            None => {}
+        }
+        state.insert(node.to_owned(), false);
+        stack.push(node.to_owned());
+        let next = graph
+            .iter()
+            .find(|(n, _)| n == node)
+            .map(|(_, to)| to.as_slice())
+            .unwrap_or_default();
+        for to in next {
+            if let Some(c) = visit(to, graph, state, stack) {
+                return Some(c);
+            }
+        }
+        stack.pop();
+        state.insert(node.to_owned(), true);
+        None
+    }
+    let mut state = std::collections::HashMap::new();
+    graph
+        .iter()
+        .find_map(|(n, _)| visit(n, graph, &mut state, &mut Vec::new()))
+}
+
+/// No two files of `src/` import each other, however indirectly: dependencies point one way
+/// inside the layers too (`server::pipeline` → `server::forward` → `server::store`).
+#[test]
+fn no_import_cycle_between_files() {
+    let graph = file_graph();
+    assert!(
+        graph.len() > 50,
+        "the graph covers the crate: {} files",
+        graph.len()
+    );
+    let edges = |from: &str| {
+        graph
+            .iter()
+            .find(|(n, _)| n == from)
+            .map(|(_, to)| to.clone())
+            .unwrap_or_default()
+    };
+    // The check reads grouped imports: pipeline's `use crate::server::{…}` lines name these.
+    for to in ["server::forward", "server::store", "protocol::envelope"] {
+        assert!(
+            edges("server::pipeline").iter().any(|t| t == to),
+            "server::pipeline → {to} not seen: {:?}",
+            edges("server::pipeline")
+        );
+    }
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("import cycle between files: {}", cycle.join(" → "));
+    }
+}
+
+#[test]
+fn the_cycle_check_sees_a_cycle_and_grouped_paths() {
+    let g = |edges: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
+        edges
+            .iter()
+            .map(|(n, to)| (n.to_string(), to.iter().map(|t| t.to_string()).collect()))
+            .collect()
+    };
+    assert_eq!(
+        find_cycle(&g(&[("a", &["b"]), ("b", &["c"]), ("c", &[])])),
+        None
+    );
+    assert_eq!(
+        find_cycle(&g(&[("a", &["b"]), ("b", &["c"]), ("c", &["a"])])),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    let paths = crate_paths("use crate::a::{b, c::{D, e}};\nlet x = crate::f::g();");
+    let joined: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
+    assert_eq!(joined, ["a::b", "a::c::D", "a::c::e", "f::g"]);
+    let (code, external) = without_tests(
+        "use crate::a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n}\n#[cfg(test)]\nmod more;\nuse crate::c;\n",
+    );
+    assert_eq!(crate_paths(&code).len(), 2, "{code}");
+    assert_eq!(external, ["more"]);
+}

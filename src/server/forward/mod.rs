@@ -25,7 +25,7 @@ pub mod timing;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -35,8 +35,7 @@ use crate::protocol::json;
 use crate::protocol::reply::{Answering, Reply};
 use crate::rules::Target;
 use crate::server::env::Env;
-use crate::server::pipeline::Answer;
-use crate::server::store::{Ticket, Waiter};
+use crate::server::store::{Answer, Ticket, Waiter};
 use timing::{ATTEMPTS, MARGIN, SLACK, STRETCH_LIMIT, WECHAT_WAIT};
 
 /// The strategy for late answers and the limits are configuration (`--late`, `--forward-*`).
@@ -170,22 +169,6 @@ pub struct Attempt {
     pub delivered: Delivered,
 }
 
-/// Counts of calls by outcome, for the metrics.
-#[derive(Debug, Default)]
-pub struct Stats {
-    by_outcome: [AtomicU64; 5],
-}
-
-impl Stats {
-    pub fn calls(&self, outcome: CallOutcome) -> u64 {
-        self.by_outcome[outcome as usize].load(Ordering::Relaxed)
-    }
-
-    fn count(&self, outcome: CallOutcome) {
-        self.by_outcome[outcome as usize].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// A push to forward: everything the worker needs, owned.
 pub struct Job {
     pub target: Target,
@@ -213,7 +196,6 @@ pub struct Forwarder {
     observer: Option<Observer>,
     env: Arc<dyn Env>,
     log: Log,
-    stats: Arc<Stats>,
     /// Calls in flight, attempts held, commands running: bounded counts.
     in_flight: Arc<AtomicUsize>,
     held: Arc<AtomicUsize>,
@@ -293,7 +275,6 @@ impl Forwarder {
             observer: None,
             env,
             log,
-            stats: Arc::default(),
             in_flight: Arc::default(),
             held: Arc::default(),
             processes: Arc::default(),
@@ -336,13 +317,9 @@ impl Forwarder {
         &self.settings
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-
     /// The first attempt of a forwarded push: starts the call and waits for its answer until
     /// this attempt's deadline.
-    pub fn start(&self, ticket: Ticket<Answer>, job: Job) -> (Answer, Attempt) {
+    pub fn start<P: 'static>(&self, ticket: Ticket<Answer, P>, job: Job) -> (Answer, Attempt) {
         let waiter = ticket.waiter();
         let arrived = job.arrived;
         let fallback = job.fallback.clone();
@@ -372,7 +349,6 @@ impl Forwarder {
             observer: self.observer.clone(),
             env: Arc::clone(&self.env),
             log: self.log.clone(),
-            stats: Arc::clone(&self.stats),
             processes: Arc::clone(&self.processes),
         };
         let spawned = thread::Builder::new()
@@ -393,16 +369,15 @@ impl Forwarder {
     }
 
     fn count(&self, outcome: CallOutcome, took: Duration) {
-        self.stats.count(outcome);
         if let Some(o) = &self.observer {
             o(outcome, took);
         }
     }
 
     /// A retry of a forwarded push: joins the call in flight.
-    pub fn join(
+    pub fn join<P>(
         &self,
-        waiter: Waiter<Answer>,
+        waiter: Waiter<Answer, P>,
         arrived: Instant,
         fallback: Answer,
     ) -> (Answer, Attempt) {
@@ -410,9 +385,9 @@ impl Forwarder {
     }
 
     /// Waits for the answer until this attempt's deadline; then answers as the strategy says.
-    fn hold(
+    fn hold<P>(
         &self,
-        waiter: &Waiter<Answer>,
+        waiter: &Waiter<Answer, P>,
         arrived: Instant,
         fallback: Answer,
     ) -> (Answer, Attempt) {
@@ -487,13 +462,11 @@ struct Worker {
     observer: Option<Observer>,
     env: Arc<dyn Env>,
     log: Log,
-    stats: Arc<Stats>,
     processes: Arc<AtomicUsize>,
 }
 
 impl Worker {
     fn count(&self, outcome: CallOutcome, started: Instant) {
-        self.stats.count(outcome);
         if let Some(o) = &self.observer {
             o(
                 outcome,
@@ -502,7 +475,7 @@ impl Worker {
         }
     }
 
-    fn run(self, ticket: Ticket<Answer>, job: Job) {
+    fn run<P>(self, ticket: Ticket<Answer, P>, job: Job) {
         let started = self.env.monotonic();
         let cutoff = job.arrived
             + match self.settings.late {
@@ -623,6 +596,14 @@ mod tests {
     use crate::server::env::SystemEnv;
     use crate::server::store::detached;
 
+    /// The outcomes `f` reports to its observer (the metrics, in the server).
+    fn observed(f: Forwarder) -> (Forwarder, Arc<Mutex<Vec<CallOutcome>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::clone(&seen);
+        let f = f.with_observer(Arc::new(move |o, _| s.lock().unwrap().push(o)));
+        (f, seen)
+    }
+
     fn job(fallback: &str) -> Job {
         Job {
             // Nothing listens on port 9 of loopback: the call fails at once.
@@ -653,7 +634,7 @@ mod tests {
         )
         .with_held_threads(0);
         let started = Instant::now();
-        let (answer, attempt) = f.start(detached(), job("fallback"));
+        let (answer, attempt) = f.start(detached::<Answer, ()>(), job("fallback"));
         assert_eq!(&*answer.body, "fallback");
         assert_eq!(attempt, Attempt::new(1, Delivered::Fallback));
         assert!(
@@ -683,7 +664,11 @@ mod tests {
             ..Settings::default()
         };
         let capture = Arc::new(Capture::default());
-        let f = Forwarder::new(settings, Arc::new(SystemEnv), Log::to(capture));
+        let (f, seen) = observed(Forwarder::new(
+            settings,
+            Arc::new(SystemEnv),
+            Log::to(capture),
+        ));
         let store = MemoryStore::<Answer>::new(Limits::default());
         let key = Key::new(&["o", "1"]);
         let Begin::Fresh(ticket) = store.begin(key.clone(), 0) else {
@@ -714,11 +699,7 @@ mod tests {
             ("wait", Delivered::Fallback)
         );
         assert_eq!(f.in_flight(), 0, "the slot was given back");
-        assert_eq!(
-            f.stats().calls(CallOutcome::Error),
-            0,
-            "the call is still running"
-        );
+        assert_eq!(*seen.lock().unwrap(), vec![], "the call is still running");
     }
 
     #[test]
@@ -728,14 +709,18 @@ mod tests {
             capacity: 1,
             ..Settings::default()
         };
-        let f = Forwarder::new(settings, Arc::new(SystemEnv), Log::to(capture.clone()));
+        let (f, seen) = observed(Forwarder::new(
+            settings,
+            Arc::new(SystemEnv),
+            Log::to(capture.clone()),
+        ));
         // Take the one slot by hand, as a call in flight would.
         let _busy = Permit::take(&f.in_flight, 1).unwrap();
-        let (answer, attempt) = f.start(detached(), job("busy"));
+        let (answer, attempt) = f.start(detached::<Answer, ()>(), job("busy"));
         assert_eq!(
             (&*answer.body, attempt.delivered),
             ("busy", Delivered::Fallback)
         );
-        assert_eq!(f.stats().calls(CallOutcome::Fallback), 1);
+        assert_eq!(*seen.lock().unwrap(), vec![CallOutcome::Fallback]);
     }
 }
