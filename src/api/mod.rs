@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 pub use error::{ApiError, Call};
 use http::{Method, Transport};
-use token::{AccessToken, Held, Tokens};
+use token::{AccessToken, Held, Refresh, Tokens};
 
 use crate::protocol::query::percent_encode;
 
@@ -245,7 +245,7 @@ impl Client {
 
     fn fresh_token(&self) -> Result<AccessToken, ApiError> {
         self.tokens
-            .get(&|| self.clock.now(), &|force| self.fetch_token(force))
+            .get(&|| self.clock.now(), &|refresh| self.fetch_token(refresh))
     }
 
     /// One API call; a rejected token is replaced and the call retried, once.
@@ -256,8 +256,8 @@ impl Client {
             Err(e) if e.errcode().is_some_and(error::is_token_rejection) => {
                 let fresh = self
                     .tokens
-                    .replace(&token, &|| self.clock.now(), &|force| {
-                        self.fetch_token(force)
+                    .replace(&token, &|| self.clock.now(), &|refresh| {
+                        self.fetch_token(refresh)
                     })?;
                 self.request(call, method, &fresh, body.as_deref())
             }
@@ -332,7 +332,7 @@ impl Client {
         Ok(value)
     }
 
-    fn fetch_token(&self, force: bool) -> Result<Held, ApiError> {
+    fn fetch_token(&self, refresh: Refresh) -> Result<Held, ApiError> {
         if let Ok(mut s) = self.stats.lock() {
             s.token_fetches += 1;
         }
@@ -345,7 +345,7 @@ impl Client {
                     "grant_type": "client_credential",
                     "appid": c.app_id,
                     "secret": c.secret.expose(),
-                    "force_refresh": force,
+                    "force_refresh": refresh == Refresh::Force,
                 });
                 self.exchange(
                     Call::Token,

@@ -227,8 +227,17 @@ pub struct Tokens {
     notes: Mutex<Vec<String>>,
 }
 
-/// How to fetch: `force` asks for a new token even if the current one is valid.
-pub type Fetch<'a> = dyn Fn(bool) -> Result<Held, ApiError> + 'a;
+/// Whether a fetch may return the token WeChat holds or must get a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// The current token is fine if WeChat still holds one.
+    IfNeeded,
+    /// A new token, even if the current one is valid (WeChat refused it).
+    Force,
+}
+
+/// How to fetch a token.
+pub type Fetch<'a> = dyn Fn(Refresh) -> Result<Held, ApiError> + 'a;
 
 impl Tokens {
     pub fn new(app_id: &str, api_base: &str, cache: Option<PathBuf>) -> Tokens {
@@ -273,9 +282,9 @@ impl Tokens {
             return Ok(h.token);
         }
         if let Some(h) = self.cached().filter(|h| h.is_fresh(now())) {
-            return Ok(self.keep(h, false));
+            return Ok(self.hold(h));
         }
-        Ok(self.keep(fetch(false)?, true))
+        Ok(self.hold_fetched(fetch(Refresh::IfNeeded)?))
     }
 
     /// A replacement for `rejected`, which WeChat refused: another caller's newer token if there
@@ -292,9 +301,9 @@ impl Tokens {
             return Ok(h.token);
         }
         if let Some(h) = self.cached().filter(newer) {
-            return Ok(self.keep(h, false));
+            return Ok(self.hold(h));
         }
-        Ok(self.keep(fetch(true)?, true))
+        Ok(self.hold_fetched(fetch(Refresh::Force)?))
     }
 
     fn cached(&self) -> Option<Held> {
@@ -308,14 +317,18 @@ impl Tokens {
         }
     }
 
-    fn keep(&self, held: Held, write: bool) -> AccessToken {
-        if write {
-            if let Some(path) = &self.cache {
-                if let Err(e) = write_cache(path, &self.app_id, &held) {
-                    self.note(e.to_string());
-                }
+    /// Holds a token just fetched, and writes it to the cache file for the next process.
+    fn hold_fetched(&self, held: Held) -> AccessToken {
+        if let Some(path) = &self.cache {
+            if let Err(e) = write_cache(path, &self.app_id, &held) {
+                self.note(e.to_string());
             }
         }
+        self.hold(held)
+    }
+
+    /// Holds a token in memory (one read from the cache file is not written back).
+    fn hold(&self, held: Held) -> AccessToken {
         let token = held.token.clone();
         *lock(&self.held) = Some(held);
         token
@@ -377,9 +390,9 @@ mod tests {
             self.clock.fetch_add(secs, Ordering::SeqCst);
         }
 
-        fn fetch(&self, force: bool) -> Result<Held, ApiError> {
+        fn fetch(&self, refresh: Refresh) -> Result<Held, ApiError> {
             let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
-            if force {
+            if refresh == Refresh::Force {
                 self.forced.fetch_add(1, Ordering::SeqCst);
             }
             Ok(held(&format!("t{n}"), self.now(), self.lifetime))
