@@ -475,6 +475,22 @@ impl Message {
         }
     }
 
+    /// Where the MsgType stands in [`MSG_TYPES`]; `None` for [`Kind::Other`].
+    pub fn msg_type_index(&self) -> Option<usize> {
+        Some(match &self.kind {
+            Kind::Text { .. } => 0,
+            Kind::Image { .. } => 1,
+            Kind::Voice { .. } => 2,
+            Kind::Video(_) => 3,
+            Kind::ShortVideo(_) => 4,
+            Kind::Location { .. } => 5,
+            Kind::Link { .. } => 6,
+            Kind::MiniProgramPage { .. } => 7,
+            Kind::Event(_) => 8,
+            Kind::Other { .. } => return None,
+        })
+    }
+
     /// `FromUserName`, or `""` when absent.
     pub fn from_user(&self) -> &str {
         self.from_user_name.as_deref().unwrap_or("")
@@ -531,6 +547,28 @@ impl Event {
             Event::MassSendJobFinish { .. } => "MASSSENDJOBFINISH",
             Event::Other { event, .. } => event,
         }
+    }
+
+    /// Where the event stands in [`EVENTS`]; `None` for [`Event::Other`].
+    pub fn index(&self) -> Option<usize> {
+        Some(match self {
+            Event::Subscribe { .. } => 0,
+            Event::Unsubscribe => 1,
+            Event::Scan { .. } => 2,
+            Event::Location { .. } => 3,
+            Event::Click { .. } => 4,
+            Event::View { .. } => 5,
+            Event::ViewMiniprogram { .. } => 6,
+            Event::ScancodePush(_) => 7,
+            Event::ScancodeWaitmsg(_) => 8,
+            Event::PicSysphoto(_) => 9,
+            Event::PicPhotoOrAlbum(_) => 10,
+            Event::PicWeixin(_) => 11,
+            Event::LocationSelect { .. } => 12,
+            Event::TemplateSendJobFinish { .. } => 13,
+            Event::MassSendJobFinish { .. } => 14,
+            Event::Other { .. } => return None,
+        })
     }
 
     /// The `EventKey`, for the events that carry one.

@@ -7,8 +7,10 @@
 //!
 //! Label values are `&'static str`, so a label can only take values written in this program:
 //! an OpenID, an EventKey or any other text from a push cannot become a label, and every label
-//! set stays bounded. Unknown MsgType and Event names are folded into `other` before they get
-//! here ([`msg_type_label`], [`event_label`]).
+//! set stays bounded. The request counters are [`Grid`]s: the typed outcome (a MsgType's
+//! place in the message model's list, an [`Answered`], a [`CallOutcome`]) says where to
+//! count, so counting a request searches no label by name. Unknown MsgType and Event names
+//! count as `other`.
 //!
 //! # Adding a metric
 //! Add a field to [`Metrics`], register it in [`Metrics::new`] (name, help, and the metric),
@@ -46,7 +48,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::protocol::envelope::Mode;
 use crate::protocol::message::{EVENTS, MSG_TYPES};
+use crate::server::forward::CallOutcome;
+use crate::server::pipeline::{Answered, Name, PushKind};
 use crate::server::store::{Limits, Usage};
 
 /// The content type of the text exposition format.
@@ -288,6 +293,96 @@ impl Metric for Histogram {
     }
 }
 
+/// Counters over fixed lists of label values, found by position: one atomic per combination,
+/// no lock and no search by string when counting.
+pub struct Grid {
+    label_names: &'static [&'static str],
+    /// Each label's values, in the order its positions count.
+    values: Vec<Vec<&'static str>>,
+    counts: Box<[AtomicU64]>,
+    /// Expose every combination from the start (a rate over a series that appears late misses
+    /// its first increase); otherwise only those counted.
+    preset: bool,
+}
+
+impl Grid {
+    /// `values[i]` lists the values of `label_names[i]`.
+    pub fn new(label_names: &'static [&'static str], values: Vec<Vec<&'static str>>) -> Grid {
+        let cells = values.iter().map(Vec::len).product();
+        Grid {
+            label_names,
+            values,
+            counts: (0..cells).map(|_| AtomicU64::new(0)).collect(),
+            preset: false,
+        }
+    }
+
+    /// Exposes every combination at 0 before its first event.
+    pub fn preset(mut self) -> Grid {
+        self.preset = true;
+        self
+    }
+
+    fn cell(&self, at: &[usize]) -> Option<&AtomicU64> {
+        let mut i = 0;
+        for (dim, values) in self.values.iter().enumerate() {
+            let p = *at.get(dim)?;
+            if p >= values.len() {
+                return None;
+            }
+            i = i * values.len() + p;
+        }
+        self.counts.get(i)
+    }
+
+    /// Counts one at `at`, one position per label (out of range: not counted).
+    pub fn inc(&self, at: &[usize]) {
+        if let Some(c) = self.cell(at) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The count at `at`.
+    pub fn get(&self, at: &[usize]) -> u64 {
+        self.cell(at).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+impl Metric for Grid {
+    fn kind(&self) -> &'static str {
+        "counter"
+    }
+
+    fn write(&self, name: &str, _labels: &str, out: &mut String) {
+        let mut rows: Vec<(Vec<&'static str>, u64)> = Vec::new();
+        for (i, c) in self.counts.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            if n == 0 && !self.preset {
+                continue;
+            }
+            let mut key = Vec::with_capacity(self.values.len());
+            let mut rest = i;
+            for values in self.values.iter().rev() {
+                key.push(values.get(rest % values.len()).copied().unwrap_or(""));
+                rest /= values.len();
+            }
+            key.reverse();
+            rows.push((key, n));
+        }
+        rows.sort();
+        for (values, n) in rows {
+            let mut labels = String::new();
+            for (i, (n, v)) in self.label_names.iter().zip(&values).enumerate() {
+                if i > 0 {
+                    labels.push(',');
+                }
+                let _ = write!(labels, "{n}=\"{}\"", escape_label(v));
+            }
+            sample(out, name, &labels, "", &n.to_string());
+        }
+    }
+}
+
 type Child<M> = (Vec<&'static str>, Arc<M>);
 
 /// One metric per combination of label values (`requests{class="2xx",mode="plain"}`).
@@ -480,41 +575,26 @@ fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-/// A push's MsgType as a label: one WeChat sends (`text` … `event`) or `other`.
-pub fn msg_type_label(msg_type: &str) -> &'static str {
-    MSG_TYPES
-        .iter()
-        .find(|t| t.eq_ignore_ascii_case(msg_type))
-        .copied()
-        .unwrap_or("other")
-}
-
-/// An Event name as a label: one of the events wxmp knows (any case in, WeChat's spelling out)
-/// or `other`.
-pub fn event_label(event: &str) -> &'static str {
-    EVENTS
-        .iter()
-        .find(|e| e.eq_ignore_ascii_case(event))
-        .copied()
-        .unwrap_or("other")
-}
+/// `wxmp_http_requests_total`'s classes and modes, in [`Metrics::request`]'s order.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const MODES: [&str; 4] = ["plain", "compat", "safe", "none"];
 
 /// The server's metrics. Handles are public so the parts that see an event update them; the
 /// README's Metrics section lists each one.
 pub struct Metrics {
     registry: Registry,
-    /// Every request on the public port, by status class and mode.
-    pub requests: Arc<Family<Counter>>,
-    /// Pushes that were read, by MsgType and Event.
-    pub pushes: Arc<Family<Counter>>,
+    /// Every request on the public port, by status class and mode ([`Metrics::request`]).
+    pub requests: Arc<Grid>,
+    /// Pushes that were read, by MsgType and Event ([`Metrics::push`]).
+    pub pushes: Arc<Grid>,
     /// From a push's arrival to its answer, for answered pushes.
     pub push_duration: Arc<Histogram>,
-    /// Answered pushes, by fresh / cached / joined.
-    pub answers: Arc<Family<Counter>>,
+    /// Answered pushes, by fresh / cached / joined ([`Metrics::answered`]).
+    pub answers: Arc<Grid>,
     /// Rules-file reloads, by outcome.
     pub reloads: Arc<Family<Counter>>,
     /// Calls to the user's own code (`reply.forward` / `reply.command`), by how they ended.
-    pub forwards: Arc<Family<Counter>>,
+    pub forwards: Arc<Grid>,
     /// How long those calls took, from start to answer (or failure).
     pub forward_duration: Arc<Histogram>,
 }
@@ -541,12 +621,18 @@ impl Metrics {
         let requests = registry.register(
             "wxmp_http_requests_total",
             "Requests on the public port, by status class (2xx, 4xx, 5xx) and mode (plain, compat, safe; none for requests that are not pushes).",
-            Family::counters(&["class", "mode"]),
+            Grid::new(&["class", "mode"], vec![CLASSES.to_vec(), MODES.to_vec()]),
         );
         let pushes = registry.register(
             "wxmp_pushes_total",
             "Pushes read, by MsgType and Event (empty for messages); unknown names are counted as other.",
-            Family::counters(&["msg_type", "event"]),
+            Grid::new(
+                &["msg_type", "event"],
+                vec![
+                    MSG_TYPES.iter().copied().chain(["other"]).collect(),
+                    [""].into_iter().chain(EVENTS.iter().copied()).chain(["other"]).collect(),
+                ],
+            ),
         );
         let push_duration = registry.register(
             "wxmp_push_duration_seconds",
@@ -556,7 +642,7 @@ impl Metrics {
         let answers = registry.register(
             "wxmp_answers_total",
             "Answered pushes: fresh (decided now), cached (a retry answered from the retry store), joined (a retry that took the answer of the attempt in flight).",
-            Family::counters(&["answered"]).preset(&[&["fresh"], &["cached"], &["joined"]]),
+            Grid::new(&["answered"], vec![Answered::ALL.map(Answered::as_str).to_vec()]).preset(),
         );
         let reloads = registry.register(
             "wxmp_rules_reloads_total",
@@ -566,13 +652,8 @@ impl Metrics {
         let forwards = registry.register(
             "wxmp_forward_calls_total",
             "Calls to your own code, by outcome: on_time (answered within the first attempt), late_stretched (answered on a retry WeChat held open), late_kf (sent later as a customer-service message), fallback (the fallback stood: too late, or no capacity), error (the call failed or its answer was refused).",
-            Family::counters(&["outcome"]).preset(&[
-                &["on_time"],
-                &["late_stretched"],
-                &["late_kf"],
-                &["fallback"],
-                &["error"],
-            ]),
+            Grid::new(&["outcome"], vec![CallOutcome::ALL.map(CallOutcome::as_str).to_vec()])
+                .preset(),
         );
         let forward_duration = registry.register(
             "wxmp_forward_call_duration_seconds",
@@ -592,9 +673,38 @@ impl Metrics {
     }
 
     /// A finished call to the user's own code.
-    pub fn forward(&self, outcome: &'static str, took: Duration) {
-        self.forwards.with(&[outcome]).inc();
+    pub fn forward(&self, outcome: CallOutcome, took: Duration) {
+        self.forwards.inc(&[outcome as usize]);
         self.forward_duration.observe(took);
+    }
+
+    /// A request on the public port: its status class, and its mode when it was a push.
+    pub fn request(&self, status: u16, mode: Option<Mode>) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        let mode = match mode {
+            Some(Mode::Plain) => 0,
+            Some(Mode::Compat) => 1,
+            Some(Mode::Safe) => 2,
+            None => 3,
+        };
+        self.requests.inc(&[class, mode]);
+    }
+
+    /// A push that was read, by its MsgType and Event.
+    pub fn push(&self, kind: &PushKind) {
+        let other_type = MSG_TYPES.len();
+        let event = match &kind.event {
+            None => 0,
+            Some(Name::Listed(i)) => i + 1,
+            Some(Name::Other(_)) => EVENTS.len() + 1,
+        };
+        self.pushes
+            .inc(&[kind.msg_type_label().unwrap_or(other_type), event]);
+    }
+
+    /// An answered push, by how it was answered.
+    pub fn answered(&self, a: Answered) {
+        self.answers.inc(&[a as usize]);
     }
 
     /// Forwarding's bounded counts, read at each scrape.
@@ -800,12 +910,49 @@ mod tests {
     }
 
     #[test]
-    fn unknown_names_fold_into_other() {
-        assert_eq!(msg_type_label("TEXT"), "text");
-        assert_eq!(msg_type_label("o'brien"), "other");
-        assert_eq!(event_label("scan"), "SCAN");
-        assert_eq!(event_label("user_get_card"), "other");
-        assert_eq!(event_label(""), "other");
+    fn pushes_are_counted_by_their_place_and_unknown_names_as_other() {
+        use crate::protocol::message::Message;
+        let m = Metrics::new();
+        for xml in [
+            "<xml><MsgType>TEXT</MsgType></xml>",
+            "<xml><MsgType>o'brien</MsgType></xml>",
+            "<xml><MsgType>event</MsgType><Event>scan</Event></xml>",
+            "<xml><MsgType>event</MsgType><Event>user_get_card</Event></xml>",
+            "<xml><MsgType>event</MsgType></xml>",
+            "<xml><MsgType>text</MsgType></xml>",
+        ] {
+            m.push(&PushKind::of(&Message::parse(xml).unwrap()));
+        }
+        let text = m.render();
+        for line in [
+            "wxmp_pushes_total{msg_type=\"event\",event=\"SCAN\"} 1\n",
+            "wxmp_pushes_total{msg_type=\"event\",event=\"other\"} 2\n",
+            "wxmp_pushes_total{msg_type=\"other\",event=\"\"} 1\n",
+            "wxmp_pushes_total{msg_type=\"text\",event=\"\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert_eq!(text.matches("wxmp_pushes_total{").count(), 4, "{text}");
+    }
+
+    #[test]
+    fn a_grid_renders_like_a_family_sorted_by_its_values() {
+        let r = Registry::default();
+        let g = r.register(
+            "g_total",
+            "G.",
+            Grid::new(&["x", "y"], vec![vec!["b", "a"], vec!["", "q"]]),
+        );
+        g.inc(&[0, 1]);
+        g.inc(&[1, 0]);
+        g.inc(&[1, 0]);
+        g.inc(&[2, 0]);
+        assert_eq!(g.get(&[1, 0]), 2);
+        assert_eq!(
+            r.render(),
+            "# HELP g_total G.\n# TYPE g_total counter\n\
+             g_total{x=\"a\",y=\"\"} 2\ng_total{x=\"b\",y=\"q\"} 1\n"
+        );
     }
 
     #[test]

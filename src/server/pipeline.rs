@@ -12,7 +12,7 @@ use crate::log::Log;
 use crate::protocol::crypto::CryptoError;
 use crate::protocol::envelope::{EnvelopeError, Mode, SafeMode};
 use crate::protocol::json;
-use crate::protocol::message::{Message, ParseError};
+use crate::protocol::message::{Event, Message, ParseError, EVENTS, MSG_TYPES};
 use crate::protocol::query::{Query, QueryError};
 use crate::protocol::reply::{Answering, Reply};
 use crate::protocol::verify::{self, Token};
@@ -115,6 +115,9 @@ pub enum Answered {
 }
 
 impl Answered {
+    /// Every way, in the order the metrics count them.
+    pub const ALL: [Answered; 3] = [Answered::Fresh, Answered::Cached, Answered::Joined];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Answered::Fresh => "fresh",
@@ -148,9 +151,8 @@ impl Decided {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Outcome {
     pub mode: Option<Mode>,
-    pub msg_type: Option<String>,
-    pub event: Option<String>,
-    pub event_key: Option<String>,
+    /// What kind of push it was, once it was read.
+    pub push: Option<PushKind>,
     /// The user's OpenID (`FromUserName`); the log hashes it unless told otherwise.
     pub from_user: Option<String>,
     pub decided: Option<Decided>,
@@ -167,6 +169,69 @@ pub struct Outcome {
     /// unless the pipeline was built [`Pipeline::with_samples`]). Message content: `routes`
     /// takes it out before anything else reads the outcome, so the log never sees it.
     pub sample: Option<Box<Sample>>,
+}
+
+/// A MsgType or Event name from a push: one the message model lists, by its place in
+/// [`MSG_TYPES`] or [`EVENTS`], or another, as sent. Words and metric labels come from it;
+/// nothing searches for them again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Name {
+    Listed(usize),
+    Other(Box<str>),
+}
+
+impl Name {
+    fn of(index: Option<usize>, sent: &str) -> Name {
+        match index {
+            Some(i) => Name::Listed(i),
+            None => Name::Other(sent.into()),
+        }
+    }
+
+    fn text(&self, list: &'static [&'static str]) -> &str {
+        match self {
+            Name::Listed(i) => list.get(*i).copied().unwrap_or(""),
+            Name::Other(sent) => sent,
+        }
+    }
+}
+
+/// What kind of push: its MsgType, and for an event its Event and EventKey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushKind {
+    pub msg_type: Name,
+    pub event: Option<Name>,
+    pub event_key: Option<String>,
+}
+
+impl PushKind {
+    pub fn of(msg: &Message) -> PushKind {
+        let event = msg.event();
+        PushKind {
+            msg_type: Name::of(msg.msg_type_index(), msg.msg_type()),
+            event: event.map(|e| Name::of(e.index(), e.name())),
+            event_key: event.and_then(Event::event_key).map(str::to_owned),
+        }
+    }
+
+    /// The MsgType as WeChat names it, or as sent.
+    pub fn msg_type(&self) -> &str {
+        self.msg_type.text(MSG_TYPES)
+    }
+
+    /// The Event in WeChat's spelling, or as sent.
+    pub fn event(&self) -> Option<&str> {
+        self.event.as_ref().map(|e| e.text(EVENTS))
+    }
+
+    /// The MsgType's place in [`MSG_TYPES`] for the metrics: an unlisted name that is a listed
+    /// one in another case counts as that one; `None` counts as `other`.
+    pub fn msg_type_label(&self) -> Option<usize> {
+        match &self.msg_type {
+            Name::Listed(i) => Some(*i),
+            Name::Other(sent) => MSG_TYPES.iter().position(|t| t.eq_ignore_ascii_case(sent)),
+        }
+    }
 }
 
 /// A push as the HTTP layer hands it over.
@@ -582,11 +647,7 @@ impl Attempt<'_> {
 
     fn note_push(&mut self, msg: &Message) {
         let o = &mut self.outcome;
-        o.msg_type = Some(msg.msg_type().to_owned());
-        if let Some(e) = msg.event() {
-            o.event = Some(e.name().to_owned());
-            o.event_key = e.event_key().map(str::to_owned);
-        }
+        o.push = Some(PushKind::of(msg));
         o.from_user = msg.from_user_name.clone();
         if self.pipeline.samples {
             o.sample = Some(Box::new(Sample::of(msg)));
@@ -740,7 +801,7 @@ pub fn retry_key(msg: &Message, sealing: Sealing) -> Option<Key> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::message::{Event, Kind};
+    use crate::protocol::message::Kind;
 
     fn text(from: &str, id: &str) -> Message {
         Message::new("gh", from, 100, Kind::Text { content: None }).with_msg_id(id)

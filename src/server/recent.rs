@@ -26,8 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::log::utc;
 use crate::protocol::envelope::Mode;
-use crate::server::access::{decided_text, write_kind, Access};
-use crate::server::pipeline::Answered;
+use crate::server::access::{write_answer, write_kind, EventKey, Record, What, URL_CHECK_PASSED};
 use crate::server::sample::Sample;
 
 /// Lines kept.
@@ -194,29 +193,32 @@ impl Page {
 /// One request in words, content included: `12:01:03 text from oAbc…(a1f3c2) "天气" → rule 1
 /// (line 2): text "北京天气挺好的！" 0.4 ms`. `now` is Unix seconds (shown as UTC, like the log);
 /// the user is shown as the log shows it.
-pub fn line(now: u64, a: &Access<'_>, sample: Option<&Sample>) -> String {
+pub fn line(now: u64, a: &Record<'_>, sample: Option<&Sample>) -> String {
     let time = utc(now);
     let time = time.get(11..19).unwrap_or(&time);
-    let ms = a.duration.as_secs_f64() * 1000.0;
+    let ms = a.millis();
     // Two decimals below a millisecond, where most pushes are.
     let ms = if ms < 1.0 {
         format!("{ms:.2} ms")
     } else {
         format!("{ms:.1} ms")
     };
-    let Some(o) = a.outcome.filter(|_| a.reason.is_none()) else {
-        let what = match (a.reason, a.url_check) {
-            (Some(reason), _) => format!(" {reason}"),
-            (None, true) => " URL check passed, echostr sent back".into(),
-            (None, false) => String::new(),
-        };
-        return format!("{time} {} {} {}{what} {ms}", a.method, a.path, a.status);
+    let o = match (a.reason, a.what) {
+        (None, What::Push(o)) => o,
+        (reason, what) => {
+            let what = match (reason, what) {
+                (Some(reason), _) => format!(" {reason}"),
+                (None, What::UrlCheck) => format!(" {URL_CHECK_PASSED}"),
+                (None, _) => String::new(),
+            };
+            return format!("{time} {} {} {}{what} {ms}", a.method, a.path, a.status);
+        }
     };
     let mut out = String::with_capacity(160);
     out.push_str(time);
     out.push(' ');
     // The EventKey comes with the sample, beside the QR code's scene.
-    write_kind(&mut out, o, false);
+    write_kind(&mut out, o.push.as_ref(), EventKey::Hidden);
     if let Some(u) = a.user {
         let _ = write!(out, " from {u}");
     }
@@ -224,21 +226,11 @@ pub fn line(now: u64, a: &Access<'_>, sample: Option<&Sample>) -> String {
         let _ = write!(out, " {said}");
     }
     out.push_str(" → ");
-    match o.answered {
-        Some(Answered::Fresh) | None => {
-            let _ = write!(
-                out,
-                "{}: {}",
-                o.decided.map_or("?".into(), decided_text),
-                sample
-                    .and_then(|s| s.reply.as_deref())
-                    .or(o.reply)
-                    .unwrap_or("?")
-            );
-        }
-        Some(Answered::Cached) => out.push_str("the cached answer (a retry)"),
-        Some(Answered::Joined) => out.push_str("the answer of the attempt in flight (a retry)"),
-    }
+    write_answer(
+        &mut out,
+        o,
+        sample.and_then(|s| s.reply.as_deref()).or(o.reply),
+    );
     let _ = write!(out, " {ms}");
     if let Some(mode) = o.mode.filter(|m| *m != Mode::Plain) {
         let _ = write!(out, " ({mode} mode)");

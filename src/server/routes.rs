@@ -1,7 +1,7 @@
 //! The HTTP edge: turns a rouille request into calls on the [`Pipeline`] and the results into
 //! responses. The only place that maps failures to status codes (`status_of`). Every request
-//! ends in one [`Access`] record, which is logged and counted, and (for the message path) one
-//! line in the live view's buffer.
+//! ends in one [`Record`], built here once, which is logged, counted and (for the message
+//! path) written as one line in the live view's buffer.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -11,9 +11,9 @@ use rouille::{Request, Response};
 use crate::log::Log;
 use crate::protocol::envelope::EnvelopeError;
 use crate::protocol::query::Query;
-use crate::server::access::{user_label, Access, AccessOptions};
+use crate::server::access::{reply_context, user_label, AccessOptions, Record, Shown, What};
 use crate::server::metrics::Metrics;
-use crate::server::pipeline::{Decided, Outcome, Pipeline, Push, Rejection};
+use crate::server::pipeline::{Outcome, Pipeline, Push, Rejection};
 use crate::server::recent::{self, Recent};
 
 /// Largest body accepted; WeChat's pushes are a few hundred bytes.
@@ -120,6 +120,15 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// What `dispatch` saw, for the record.
+enum Seen {
+    /// A push, and what the pipeline recorded.
+    Push(Outcome),
+    /// A URL check that passed.
+    UrlCheck,
+    Other,
+}
+
 /// Handles one request. Never panics on request data; every request is logged (refusals with
 /// their reason) and counted.
 pub fn handle(service: &Service, req: &Request) -> Response {
@@ -127,72 +136,88 @@ pub fn handle(service: &Service, req: &Request) -> Response {
     let arrived = env.monotonic();
     let raw_url = req.raw_url();
     let (path, raw_query) = raw_url.split_once('?').unwrap_or((raw_url, ""));
-    let (result, mut outcome) = dispatch(service, req, path, raw_query, arrived);
+    let (result, mut seen) = dispatch(service, req, path, raw_query, arrived);
     // Message content leaves the outcome here, for the live view only; the log and the metrics
     // read what is left.
-    let sample = outcome.as_mut().and_then(|o| o.sample.take());
-    if let Some(o) = &outcome {
+    let sample = match &mut seen {
+        Seen::Push(o) => o.sample.take(),
+        Seen::UrlCheck | Seen::Other => None,
+    };
+    if let Seen::Push(o) = &seen {
         for w in &o.warnings {
             service.log.warn(&format!("{}: {w}", reply_context(o)));
         }
     }
     let (resp, reason) = match result {
         Ok(resp) => (resp, None),
-        Err(failure) => {
-            let (status, body) = status_of(&failure);
-            let mut resp = Response::text(format!("{body}\n")).with_status_code(status);
-            if let Failure::MethodNotAllowed(allow) = failure {
-                resp = resp.with_unique_header("Allow", allow);
-            }
-            if status == 413 {
-                // The rest of an oversized body is never read; don't reuse the connection.
-                resp = resp.with_unique_header("Connection", "close");
-            }
-            (resp, Some(failure.to_string()))
-        }
+        Err(failure) => (refusal(&failure), Some(failure.to_string())),
     };
     // The path is logged only up to the query: the query holds signatures, not secrets, but it
     // is noise; the body is never logged.
     let (method, shown_path) = (printable(req.method()), printable(path));
+    let what = match &seen {
+        Seen::Push(o) => What::Push(o),
+        Seen::UrlCheck => What::UrlCheck,
+        Seen::Other => What::Other,
+    };
+    let outcome = match what {
+        What::Push(o) => Some(o),
+        What::UrlCheck | What::Other => None,
+    };
+    let shown = if service.access.full_openid {
+        Shown::Full
+    } else {
+        Shown::Hashed
+    };
     // Hashing the OpenID is the record's dearest part: only when a line will show it.
     let user = outcome
-        .as_ref()
         .and_then(|o| o.from_user.as_deref())
         .filter(|_| !service.access.quiet || service.recent.is_some())
-        .map(|u| user_label(u, service.access.full_openid));
-    let access = Access {
+        .map(|u| user_label(u, shown));
+    let record = Record {
         method: &method,
         path: &shown_path,
         status: resp.status_code,
         reason: reason.as_deref(),
-        duration: outcome.as_ref().map_or_else(
+        duration: outcome.map_or_else(
             || env.monotonic().saturating_duration_since(arrived),
             |o| o.duration,
         ),
-        url_check: resp.status_code == 200
-            && req.method() == "GET"
-            && path == service.pipeline.account().path,
-        outcome: outcome.as_ref(),
+        what,
         user: user.as_deref(),
     };
-    access.log(&service.log, service.access);
-    access.count(&service.metrics);
+    record.log(&service.log, service.access);
+    record.count(&service.metrics);
     if let Some(recent) = &service.recent {
-        if access.outcome.is_some() || access.url_check || access.status >= 400 {
-            recent.push(recent::line(env.now(), &access, sample.as_deref()));
+        if !matches!(record.what, What::Other) || record.status >= 400 {
+            recent.push(recent::line(env.now(), &record, sample.as_deref()));
         }
     }
     resp
 }
 
-/// The response, and for a push what the pipeline recorded.
+/// The response to a refused request: its status and short fixed body.
+fn refusal(failure: &Failure) -> Response {
+    let (status, body) = status_of(failure);
+    let mut resp = Response::text(format!("{body}\n")).with_status_code(status);
+    if let Failure::MethodNotAllowed(allow) = failure {
+        resp = resp.with_unique_header("Allow", *allow);
+    }
+    if status == 413 {
+        // The rest of an oversized body is never read; don't reuse the connection.
+        resp = resp.with_unique_header("Connection", "close");
+    }
+    resp
+}
+
+/// The response, and what the request was.
 fn dispatch(
     service: &Service,
     req: &Request,
     path: &str,
     raw_query: &str,
     arrived: std::time::Instant,
-) -> (Result<Response, Failure>, Option<Outcome>) {
+) -> (Result<Response, Failure>, Seen) {
     let method = req.method();
     let fixed = |text: &'static str| match method {
         "GET" | "HEAD" => Ok(Response::text(text)),
@@ -205,17 +230,19 @@ fn dispatch(
         p if p == pipeline.account().path => {
             let query = match Query::parse(raw_query) {
                 Ok(q) => q,
-                Err(e) => return (Err(Rejection::BadQuery(e).into()), None),
+                Err(e) => return (Err(Rejection::BadQuery(e).into()), Seen::Other),
             };
             match method {
-                "GET" => pipeline
-                    .verify_url(&query)
-                    .map(Response::text)
-                    .map_err(Failure::from),
+                "GET" => {
+                    return match pipeline.verify_url(&query) {
+                        Ok(echostr) => (Ok(Response::text(echostr)), Seen::UrlCheck),
+                        Err(r) => (Err(r.into()), Seen::Other),
+                    }
+                }
                 "POST" => {
                     let body = match read_body(req) {
                         Ok(b) => b,
-                        Err(f) => return (Err(f), None),
+                        Err(f) => return (Err(f), Seen::Other),
                     };
                     let handled = pipeline.handle_message(Push {
                         query: &query,
@@ -230,26 +257,14 @@ fn dispatch(
                         };
                         Response::from_data(content_type, answer.body.as_bytes().to_vec())
                     });
-                    return (result.map_err(Failure::from), Some(handled.outcome));
+                    return (result.map_err(Failure::from), Seen::Push(handled.outcome));
                 }
                 _ => Err(Failure::MethodNotAllowed("GET, POST")),
             }
         }
         _ => Err(Failure::NotFound),
     };
-    (result, None)
-}
-
-/// "reply to text (rule 2, line 6)": which push and which rule a reply warning is about.
-fn reply_context(o: &Outcome) -> String {
-    let what = o.event.as_deref().or(o.msg_type.as_deref()).unwrap_or("?");
-    match o.decided {
-        Some(Decided::Rule { index, line }) => {
-            format!("reply to {what} (rule {index}, line {line})")
-        }
-        Some(Decided::Default) => format!("reply to {what} (the default)"),
-        None => format!("reply to {what}"),
-    }
+    (result, Seen::Other)
 }
 
 /// Reads at most `MAX_BODY + 1` bytes: enough to tell "too large" without reading more.

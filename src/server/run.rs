@@ -200,9 +200,7 @@ fn forwarder(
         .with_held_threads(held_threads)
         .with_observer({
             let metrics = Arc::clone(metrics);
-            Arc::new(move |outcome: forward::CallOutcome, took| {
-                metrics.forward(outcome.as_str(), took)
-            })
+            Arc::new(move |outcome: forward::CallOutcome, took| metrics.forward(outcome, took))
         });
     if let Some(api) = config.api.clone() {
         let client = Arc::new(crate::api::Client::new(api));

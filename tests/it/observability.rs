@@ -15,7 +15,7 @@ use wxmp::protocol::envelope::SafeMode;
 use wxmp::protocol::message::{Event, Kind, Message};
 use wxmp::protocol::verify::Token;
 use wxmp::rules::RuleSet;
-use wxmp::server::access::{user_label, AccessOptions};
+use wxmp::server::access::{user_label, AccessOptions, Shown};
 use wxmp::server::account::Account;
 use wxmp::server::pipeline::Pipeline;
 use wxmp::server::recent::{Ask, Recent};
@@ -104,7 +104,7 @@ fn every_request_leaves_one_line_with_the_push_and_how_it_was_answered() {
     assert_eq!(h.call("GET", "/nothing", b"").status, 404);
     let lines = h.log.lines();
     assert_eq!(lines.len(), 6, "{lines:#?}");
-    let user = user_label(OPENID, false);
+    let user = user_label(OPENID, Shown::Hashed);
     for (line, want) in lines.iter().zip([
         " INFO GET /weixin 200 URL check passed, echostr sent back ".to_owned(),
         format!(" INFO POST /weixin 200 plain text from {user} → rule 1 (line 2): text, fresh "),
@@ -149,7 +149,7 @@ fn json_lines_are_one_object_each_with_the_same_record() {
         ("msg_type", "event".into()),
         ("event", "subscribe".into()),
         ("event_key", "qrscene_42".into()),
-        ("user", user_label(OPENID, false).into()),
+        ("user", user_label(OPENID, Shown::Hashed).into()),
         ("decided", "default".into()),
         ("reply", "success".into()),
         ("answered", "fresh".into()),
@@ -192,7 +192,7 @@ fn content_and_secrets_never_reach_the_log_in_either_format() {
                 "{format:?} log shows {secret:?}:\n{log}"
             );
         }
-        assert!(log.contains(&user_label(OPENID, false)), "{log}");
+        assert!(log.contains(&user_label(OPENID, Shown::Hashed)), "{log}");
         let view = tail_lines(&recent).join("\n");
         assert!(
             view.contains(&format!("\"{said}\" → default: text \"{said}\"")),
@@ -498,7 +498,7 @@ fn wxmp_tail_prints_each_push_and_its_answer_as_it_arrives() {
         })
     };
     let shown = |needle: &str| eventually(10, || seen.lock().unwrap().contains(needle));
-    let user = user_label(OPENID, false);
+    let user = user_label(OPENID, Shown::Hashed);
     // What came before the tail started (its history), then a push while it watches.
     assert!(
         shown(&format!(

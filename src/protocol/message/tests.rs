@@ -117,6 +117,7 @@ fn the_published_names_are_the_ones_the_model_reads() {
         let m = parse(&xml);
         assert!(!matches!(m.kind, Kind::Other { .. }), "{t}");
         assert_eq!(m.msg_type(), *t);
+        assert_eq!(m.msg_type_index().map(|i| MSG_TYPES[i]), Some(*t));
     }
     for e in EVENTS {
         let xml = format!("<xml><ToUserName>a</ToUserName><FromUserName>b</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>{e}</Event></xml>");
@@ -126,7 +127,17 @@ fn the_published_names_are_the_ones_the_model_reads() {
             "{e}"
         );
         assert_eq!(m.event().map(Event::name), Some(*e));
+        assert_eq!(
+            m.event().and_then(Event::index).map(|i| EVENTS[i]),
+            Some(*e)
+        );
     }
+    let event = parse("<xml><MsgType>event</MsgType></xml>");
+    assert_eq!(event.msg_type_index().map(|i| MSG_TYPES[i]), Some("event"));
+    assert_eq!(
+        parse("<xml><MsgType>dance</MsgType></xml>").msg_type_index(),
+        None
+    );
 }
 
 #[test]
