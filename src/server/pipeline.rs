@@ -539,49 +539,6 @@ impl Pipeline {
             to: Recipient::of(msg),
         }
     }
-
-    /// Everything a forward worker needs, owned.
-    fn job(
-        &self,
-        target: Target,
-        msg: &Message,
-        safe: Option<&SafeMode>,
-        fallback: Answer,
-        arrived: Instant,
-    ) -> forward::Job {
-        let (token, safe, env) = (
-            self.account.token.clone(),
-            safe.cloned(),
-            Arc::clone(&self.env),
-        );
-        let (user, account) = (msg.from_user().to_owned(), msg.to_user().to_owned());
-        let openid = user.clone();
-        forward::Job {
-            target,
-            body: serde_json::to_vec(&json::push_json(msg)).unwrap_or_default(),
-            openid,
-            answering: if msg.event().is_some() {
-                Answering::Event
-            } else {
-                Answering::Message
-            },
-            render: Box::new(move |reply| {
-                let to = Recipient {
-                    user: &user,
-                    account: &account,
-                };
-                Writer {
-                    token: &token,
-                    safe: safe.as_ref(),
-                    env: &*env,
-                    to,
-                }
-                .render(reply)
-            }),
-            fallback,
-            arrived,
-        }
-    }
 }
 
 impl Attempt<'_> {
@@ -669,7 +626,7 @@ impl Attempt<'_> {
             ticket.complete(answer.clone(), pipeline.env.now());
             return answer;
         };
-        let job = pipeline.job(target, msg, writer.safe, answer, self.push.arrived);
+        let job = self.job(target, msg, writer, answer);
         self.place.take();
         let (answer, attempt) = pipeline.forwarder.start(ticket, job);
         self.note_forward(attempt);
@@ -705,6 +662,49 @@ impl Attempt<'_> {
                 self.outcome.answered = Some(Answered::Fresh);
                 plan.fallback
             }
+        }
+    }
+
+    /// Everything a forward worker needs, owned: the push as JSON, and how to write the
+    /// replies to it.
+    fn job(
+        &self,
+        target: Target,
+        msg: &Message,
+        writer: Writer<'_>,
+        fallback: Answer,
+    ) -> forward::Job {
+        let (token, safe, env) = (
+            writer.token.clone(),
+            writer.safe.cloned(),
+            Arc::clone(&self.pipeline.env),
+        );
+        let (user, account) = (writer.to.user.to_owned(), writer.to.account.to_owned());
+        let openid = user.clone();
+        forward::Job {
+            target,
+            body: serde_json::to_vec(&json::push_json(msg)).unwrap_or_default(),
+            openid,
+            answering: if msg.event().is_some() {
+                Answering::Event
+            } else {
+                Answering::Message
+            },
+            render: Box::new(move |reply| {
+                let to = Recipient {
+                    user: &user,
+                    account: &account,
+                };
+                Writer {
+                    token: &token,
+                    safe: safe.as_ref(),
+                    env: &*env,
+                    to,
+                }
+                .render(reply)
+            }),
+            fallback,
+            arrived: self.push.arrived,
         }
     }
 

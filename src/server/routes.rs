@@ -135,8 +135,8 @@ pub fn handle(service: &Service, req: &Request) -> Response {
     let env = service.pipeline.env();
     let arrived = env.monotonic();
     let raw_url = req.raw_url();
-    let (path, raw_query) = raw_url.split_once('?').unwrap_or((raw_url, ""));
-    let (result, mut seen) = dispatch(service, req, path, raw_query, arrived);
+    let (path, query) = raw_url.split_once('?').unwrap_or((raw_url, ""));
+    let (result, mut seen) = dispatch(service, req, Url { path, query }, arrived);
     // Message content leaves the outcome here, for the live view only; the log and the metrics
     // read what is left.
     let sample = match &mut seen {
@@ -210,12 +210,18 @@ fn refusal(failure: &Failure) -> Response {
     resp
 }
 
+/// A request's URL, split once: the path, and the raw query after `?`.
+#[derive(Clone, Copy)]
+struct Url<'a> {
+    path: &'a str,
+    query: &'a str,
+}
+
 /// The response, and what the request was.
 fn dispatch(
     service: &Service,
     req: &Request,
-    path: &str,
-    raw_query: &str,
+    url: Url<'_>,
     arrived: std::time::Instant,
 ) -> (Result<Response, Failure>, Seen) {
     let method = req.method();
@@ -224,11 +230,11 @@ fn dispatch(
         _ => Err(Failure::MethodNotAllowed("GET, HEAD")),
     };
     let pipeline = &service.pipeline;
-    let result = match path {
+    let result = match url.path {
         "/" => fixed("Hello World!"),
         "/healthz" => fixed("ok"),
         p if p == pipeline.account().path => {
-            let query = match Query::parse(raw_query) {
+            let query = match Query::parse(url.query) {
                 Ok(q) => q,
                 Err(e) => return (Err(Rejection::BadQuery(e).into()), Seen::Other),
             };
