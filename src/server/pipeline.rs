@@ -1,7 +1,12 @@
-//! The request pipeline, free of HTTP: verify → (open the envelope) → parse → retry store →
-//! rules → render → (seal). `routes` calls in with the query, the body bytes and the arrival
-//! instant, and gets back the answer (or a typed [`Rejection`]) with an [`Outcome`] record of
-//! what happened, which the log and the metrics read.
+//! The request pipeline, free of HTTP: verify → envelope (plain, compatible or safe, decided
+//! once) → (open) → parse → retry store → rules → render → (seal). `routes` calls in with the
+//! query, the body bytes and the arrival instant, and gets back the answer (or a typed
+//! [`Rejection`]) with an [`Outcome`] record of what happened, which the log and the metrics
+//! read. A push at work is one value (its push, its outcome so far, its place in the gate),
+//! and its replies are written by one writer to one [`Recipient`].
+//!
+//! The rules run once per push: the first attempt leaves its [`Plan`] with its in-flight entry
+//! in the retry store, and a retry that joins it answers from the plan.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -155,6 +160,7 @@ pub struct Outcome {
     pub push: Option<PushKind>,
     /// The user's OpenID (`FromUserName`); the log hashes it unless told otherwise.
     pub from_user: Option<String>,
+    /// Which rule decided; for a joined retry, the first attempt's.
     pub decided: Option<Decided>,
     pub answered: Option<Answered>,
     /// The reply's MsgType (`success` for the empty answer).
