@@ -598,7 +598,8 @@ impl Attempt<'_> {
             Begin::Fresh(ticket) => self.fresh(ticket, msg, writer),
             Begin::InFlight(waiter) => {
                 // The first attempt decided (or is deciding) right now; an attempt whose first
-                // failed before deciding is the first to decide.
+                // failed before deciding is the first to decide. Waiting, it works no more.
+                self.place.take();
                 let deadline = pipeline.env.monotonic() + DUPLICATE_WAIT;
                 match waiter.plan(DUPLICATE_WAIT) {
                     Some(plan) => self.join(waiter, plan, deadline),
@@ -651,7 +652,6 @@ impl Attempt<'_> {
         o.decided = Some(plan.decided);
         o.reply = Some(plan.reply);
         o.answered = Some(Answered::Joined);
-        self.place.take();
         if plan.forward {
             let (answer, attempt) =
                 pipeline
@@ -859,5 +859,85 @@ mod tests {
             retry_key(&m, Sealing::Plain),
             retry_key(&m, Sealing::Sealed)
         );
+    }
+
+    use crate::protocol::verify::Token;
+    use crate::server::env::SystemEnv;
+    use crate::server::replay::Replay;
+
+    /// A retry store whose every push is a retry, joining the first attempt its closure makes.
+    struct Retries(Box<dyn Fn() -> store::Waiter<Answer, Plan> + Send + Sync>);
+
+    impl RetryStore<Answer, Plan> for Retries {
+        fn begin(&self, _key: Key, _now: u64) -> Begin<Answer, Plan> {
+            Begin::InFlight((self.0)())
+        }
+        fn usage(&self) -> Usage {
+            Usage::default()
+        }
+        fn limits(&self) -> Limits {
+            Limits::default()
+        }
+    }
+
+    /// A signed text push through a pipeline whose store makes it a retry of `first`.
+    fn retried(first: impl Fn() -> store::Waiter<Answer, Plan> + Send + Sync + 'static) -> Handled {
+        let token = Token::new("unit").unwrap();
+        let pipeline = Pipeline::new(
+            Account::new(token.clone()),
+            Arc::new(Retries(Box::new(first))),
+            Arc::new(SystemEnv),
+        )
+        .with_replay(Replay::new(0));
+        let sig = verify::signature(&token, "1", "2");
+        let query = Query::parse(&format!("signature={sig}&timestamp=1&nonce=2")).unwrap();
+        let body = text("u", "1").to_xml();
+        pipeline.handle_message(Push {
+            query: &query,
+            body: body.as_bytes(),
+            arrived: Instant::now(),
+        })
+    }
+
+    #[test]
+    fn a_joined_retry_takes_the_first_attempts_plan_and_answer_and_decides_nothing() {
+        let handled = retried(|| {
+            let first = store::detached::<Answer, Plan>();
+            first.plan(Plan {
+                fallback: Answer::success(),
+                forward: false,
+                decided: Decided::Rule { index: 9, line: 99 },
+                reply: "news",
+            });
+            let waiter = first.waiter();
+            first.complete(
+                Answer {
+                    body: Arc::from("first"),
+                    xml: true,
+                },
+                0,
+            );
+            waiter
+        });
+        assert_eq!(handled.result.map(|a| a.body), Ok(Arc::from("first")));
+        let o = handled.outcome;
+        assert_eq!(o.answered, Some(Answered::Joined));
+        assert_eq!(o.decided, Some(Decided::Rule { index: 9, line: 99 }));
+        assert_eq!(o.reply, Some("news"));
+        assert!(o.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_retry_whose_first_attempt_failed_before_deciding_decides_itself() {
+        let handled = retried(|| {
+            let first = store::detached::<Answer, Plan>();
+            let waiter = first.waiter();
+            drop(first);
+            waiter
+        });
+        assert!(handled.result.is_ok());
+        let o = handled.outcome;
+        assert_eq!(o.answered, Some(Answered::Fresh));
+        assert!(o.decided.is_some());
     }
 }
