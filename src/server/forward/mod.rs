@@ -633,8 +633,15 @@ mod tests {
             Log::to(capture.clone()),
         )
         .with_held_threads(0);
+        // An endpoint that never answers: the call cannot settle the push before the attempt
+        // does (a call that failed at once could, and the attempt would deliver its answer).
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut push = job("fallback");
+        push.target = Target::Http {
+            url: format!("http://{}/wechat", silent.local_addr().unwrap()),
+        };
         let started = Instant::now();
-        let (answer, attempt) = f.start(detached::<Answer, ()>(), job("fallback"));
+        let (answer, attempt) = f.start(detached::<Answer, ()>(), push);
         assert_eq!(&*answer.body, "fallback");
         assert_eq!(attempt, Attempt::new(1, Delivered::Fallback));
         assert!(
