@@ -103,13 +103,7 @@ impl Metric for ErrcodeCounts {
             *by_label.entry(label).or_default() += n;
         }
         for (label, n) in by_label {
-            sample(
-                out,
-                name,
-                &format!("errcode=\"{label}\""),
-                "",
-                &n.to_string(),
-            );
+            sample(out, name, &format!("errcode=\"{label}\""), &n.to_string());
         }
     }
 }
@@ -155,7 +149,7 @@ impl Metric for Counter {
     }
 
     fn write(&self, name: &str, labels: &str, out: &mut String) {
-        sample(out, name, labels, "", &self.get().to_string());
+        sample(out, name, labels, &self.get().to_string());
     }
 }
 
@@ -179,7 +173,7 @@ impl Metric for Gauge {
     }
 
     fn write(&self, name: &str, labels: &str, out: &mut String) {
-        sample(out, name, labels, "", &number(self.get()));
+        sample(out, name, labels, &number(self.get()));
     }
 }
 
@@ -198,7 +192,7 @@ impl Metric for GaugeFn {
     }
 
     fn write(&self, name: &str, labels: &str, out: &mut String) {
-        sample(out, name, labels, "", &number((self.0)()));
+        sample(out, name, labels, &number((self.0)()));
     }
 }
 
@@ -217,7 +211,7 @@ impl Metric for CounterFn {
     }
 
     fn write(&self, name: &str, labels: &str, out: &mut String) {
-        sample(out, name, labels, "", &(self.0)().to_string());
+        sample(out, name, labels, &(self.0)().to_string());
     }
 }
 
@@ -272,22 +266,16 @@ impl Metric for Histogram {
         for (i, c) in self.counts.iter().enumerate() {
             cumulative += c.load(Ordering::Relaxed);
             let le = self.bounds.get(i).map_or("+Inf".to_owned(), |b| number(*b));
-            sample(
-                out,
-                &bucket,
-                labels,
-                &format!("{sep}le=\"{le}\""),
-                &cumulative.to_string(),
-            );
+            let labels = format!("{labels}{sep}le=\"{le}\"");
+            sample(out, &bucket, &labels, &cumulative.to_string());
         }
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        sample(out, &format!("{name}_sum"), labels, "", &number(sum));
+        sample(out, &format!("{name}_sum"), labels, &number(sum));
         // The count is the +Inf bucket, so the two always agree.
         sample(
             out,
             &format!("{name}_count"),
             labels,
-            "",
             &cumulative.to_string(),
         );
     }
@@ -378,7 +366,7 @@ impl Metric for Grid {
                 }
                 let _ = write!(labels, "{n}=\"{}\"", escape_label(v));
             }
-            sample(out, name, &labels, "", &n.to_string());
+            sample(out, name, &labels, &n.to_string());
         }
     }
 }
@@ -539,12 +527,12 @@ impl Registry {
     }
 }
 
-fn sample(out: &mut String, name: &str, labels: &str, extra: &str, value: &str) {
+/// One sample line: `name{labels} value`, or `name value` without labels.
+fn sample(out: &mut String, name: &str, labels: &str, value: &str) {
     out.push_str(name);
-    if !labels.is_empty() || !extra.is_empty() {
+    if !labels.is_empty() {
         out.push('{');
         out.push_str(labels);
-        out.push_str(extra);
         out.push('}');
     }
     out.push(' ');
