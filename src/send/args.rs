@@ -7,7 +7,10 @@ use crate::protocol::verify::Token;
 pub use crate::usage::UsageError;
 use crate::usage::{self, Args, Env, Setting, Spec};
 
+/// Where `make run` serves when no `WXMP_HOST`/`WXMP_PORT`/`WXMP_PATH` says otherwise.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/weixin";
+/// WeChat tries a push three times, each attempt abandoned after 5 s.
+pub const WECHAT_TRIES: usize = 3;
 /// The token `make run` uses when WXMP_TOKEN is unset, so the two work together out of the box.
 pub const DEV_TOKEN: &str = "devtoken";
 pub const DEFAULT_FROM: &str = "o_wxmp_send";
@@ -41,7 +44,7 @@ unreachable; 2 usage error.
 /// `wxmp send`'s options.
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
-    Setting::value("url", "URL", "server message URL").default(DEFAULT_URL),
+    Setting::value("url", "URL", "server message URL").default("from WXMP_HOST, WXMP_PORT and WXMP_PATH, else http://127.0.0.1:8080/weixin"),
     Setting::value("token", "TOKEN", "the server's Token").env("WXMP_TOKEN").default(DEV_TOKEN).secret(),
     Setting::value("aes-key", "KEY", "EncodingAESKey").env("WXMP_AES_KEY").secret(),
     Setting::value("appid", "APPID", "AppID").env("WXMP_APPID"),
@@ -50,7 +53,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::value("to", "GH_ID", "the account (ToUserName)").default(DEFAULT_TO),
     Setting::value("msg-id", "ID", "MsgId").default("random"),
     Setting::value("repeat", "N", "send the same push N times, as WeChat's retries do").default("1").range(1, 100, ""),
-    Setting::value("retries", "N", "like WeChat: a new try after 5 s, N tries in all").default("1").range(1, 10, "WeChat makes 3 tries"),
+    Setting::value("retries", "N", "like WeChat: the same push again after 5 s, N tries in all; 1 = a single attempt").default("3, as WeChat").range(1, 10, "WeChat makes 3 tries"),
     Setting::switch("xml", "print the (decrypted) reply XML instead of the summary"),
 ];
 
@@ -138,11 +141,14 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
         )));
     }
     let repeat = raw.number("repeat", 1usize)?;
-    let retries = raw.number("retries", 1usize)?;
+    let retries = raw.number("retries", WECHAT_TRIES)?;
     let from = raw.get("from").unwrap_or_else(|| DEFAULT_FROM.into());
     let to = raw.get("to").unwrap_or_else(|| DEFAULT_TO.into());
     let payload = payload(&raw, &from, &to)?;
-    let url = raw.get("url").unwrap_or_else(|| DEFAULT_URL.to_owned());
+    let url = match raw.get("url") {
+        Some(url) => url,
+        None => server_url(env)?,
+    };
     // https:// works too (rustls, built-in roots), so a public ngrok address can be tested.
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(UsageError(format!(
@@ -162,6 +168,35 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
         xml: raw.switch("xml")?,
         payload,
     })
+}
+
+/// The message URL of a server started with the same `WXMP_*` variables in this shell, as
+/// `make run` starts it (port 8080 unless `WXMP_PORT` says otherwise). A server listening on
+/// every address (`0.0.0.0`, `::`) is called on loopback.
+fn server_url(env: Env<'_>) -> Result<String, UsageError> {
+    let var = |name: &str| {
+        env(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let host = match var("WXMP_HOST").as_deref() {
+        None | Some("0.0.0.0") => "127.0.0.1".to_owned(),
+        Some("::" | "[::]") => "[::1]".to_owned(),
+        Some(h) if h.contains(':') && !h.starts_with('[') => format!("[{h}]"),
+        Some(h) => h.to_owned(),
+    };
+    let port = match var("WXMP_PORT") {
+        None => 8080,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(UsageError(format!(
+                "WXMP_PORT={p:?} does not name the server's port: pass --url http://HOST:PORT/PATH"
+            ))),
+        },
+    };
+    let path = var("WXMP_PATH").unwrap_or_else(|| "/weixin".to_owned());
+    let slash = if path.starts_with('/') { "" } else { "/" };
+    Ok(format!("http://{host}:{port}{slash}{path}"))
 }
 
 fn payload(raw: &Args, from: &str, to: &str) -> Result<Payload, UsageError> {
@@ -368,6 +403,56 @@ pub(crate) mod tests {
                 content: Some("天气".into())
             }
         );
+    }
+
+    /// Regression (issue 19): `make run PORT=8081` then `wxmp send` still called :8080, though
+    /// the README says send reads the same `WXMP_*` variables as the server.
+    #[test]
+    fn the_default_url_follows_the_servers_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let url = |pairs| resolve(raw(&["verify"]), &env(pairs)).map(|j| j.url);
+        assert_eq!(url(&[]).unwrap(), DEFAULT_URL);
+        assert_eq!(
+            url(&[("WXMP_PORT", "8081")]).unwrap(),
+            "http://127.0.0.1:8081/weixin"
+        );
+        assert_eq!(
+            url(&[
+                ("WXMP_HOST", "0.0.0.0"),
+                ("WXMP_PORT", "9"),
+                ("WXMP_PATH", "/wx")
+            ])
+            .unwrap(),
+            "http://127.0.0.1:9/wx"
+        );
+        assert_eq!(
+            url(&[("WXMP_HOST", "::1"), ("WXMP_PATH", "wx")]).unwrap(),
+            "http://[::1]:8080/wx"
+        );
+        assert_eq!(
+            url(&[("WXMP_HOST", "::")]).unwrap(),
+            "http://[::1]:8080/weixin"
+        );
+        assert!(url(&[("WXMP_PORT", "0")]).unwrap_err().0.contains("--url"));
+        // --url wins.
+        let given = raw(&["--url", "http://example.com/x", "verify"]);
+        assert_eq!(
+            resolve(given, &env(&[("WXMP_PORT", "1")])).unwrap().url,
+            "http://example.com/x"
+        );
+    }
+
+    #[test]
+    fn a_push_is_tried_three_times_like_wechat_unless_told() {
+        assert_eq!(job(&["text", "x"]).retries, 3);
+        assert_eq!(job(&["--retries", "1", "text", "x"]).retries, 1);
     }
 
     #[test]

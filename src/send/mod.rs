@@ -170,7 +170,8 @@ pub fn run(job: &Job) -> u8 {
                     String::new()
                 };
                 let enc = if checked.encrypted { ", encrypted" } else { "" };
-                let tries = if job.retries > 1 {
+                // The first attempt answering is the normal case; say so only when it did not.
+                let tries = if tries > 1 {
                     format!("attempt {tries} of {}, ", job.retries)
                 } else {
                     String::new()
@@ -207,8 +208,8 @@ pub fn run(job: &Job) -> u8 {
     0
 }
 
-/// Posts the push; with `--retries`, as WeChat does: an attempt unanswered after 5 s is
-/// abandoned (its connection closed) and the same push is sent again. The status, the body and
+/// Posts the push as WeChat does (`--retries`, 3 by default): an attempt unanswered after 5 s
+/// is abandoned (its connection closed) and the same query and body are sent again. The status, the body and
 /// which attempt answered.
 fn post_like_wechat(
     agent: &ureq::Agent,

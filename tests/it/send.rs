@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -398,8 +399,60 @@ fn unreachable_and_slow_servers_fail_in_one_line() {
 
     let silent = fake_server(|_| None);
     let started = Instant::now();
-    fails_with(&silent, &["text", "x"], "no answer within 5 s");
+    fails_with(
+        &silent,
+        &["--retries", "1", "text", "x"],
+        "no answer within 5 s",
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+/// Regression (issue 19): `wxmp send` made one attempt unless told, so a push the server holds
+/// on purpose (a `stretch` forward) failed where WeChat, which retries, gets the answer.
+#[test]
+fn a_push_unanswered_in_5_s_is_sent_again_like_wechat_and_says_which_attempt_answered() {
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = Arc::clone(&seen);
+    let url = fake_server(move |target| {
+        let mut log = log.lock().unwrap();
+        log.push(target.to_owned());
+        (log.len() > 1).then(|| http_ok("success"))
+    });
+    let o = send(&url, &["text", "x"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("attempt 2 of 3"),
+        "stdout: {}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("attempt 1 of 3: no answer within 5 s; sending it again"),
+        "stderr: {}",
+        stderr(&o)
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], seen[1], "a retry carries the same query");
+}
+
+/// Regression (issue 19): `make run PORT=8081`, then `wxmp send`: send called :8080.
+#[test]
+fn without_url_send_calls_the_server_the_wxmp_variables_describe() {
+    let url = fake_server(|_| Some(http_ok("success")));
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/weixin");
+    let o = Command::new(env!("CARGO_BIN_EXE_wxmp"))
+        .args(["send", "--token", TOKEN, "event", "subscribe"])
+        .env_remove("WXMP_TOKEN")
+        .env_remove("WXMP_AES_KEY")
+        .env("WXMP_HOST", "0.0.0.0")
+        .env("WXMP_PORT", port)
+        .env("WXMP_PATH", "/weixin")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("success"), "{}", stdout(&o));
 }
 
 #[test]
