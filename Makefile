@@ -1,14 +1,18 @@
 # Thin aliases; the logic lives in cargo and in scripts/.
 PORT ?= 8080
 
-.PHONY: run test build docker bench fuzz soak interop
+.PHONY: run install test build docker bench fuzz soak interop
 
 ## run: build in release mode and serve on $(PORT) (make run PORT=8081; a development token if
 ## WXMP_TOKEN is unset)
 run:
 	@scripts/run.sh $(PORT)
 
-## test: vendor/tiny_http = 0.12.0 + patches, format, clippy -D warnings, every test, docs, the
+## install: cargo install --path . (puts wxmp in ~/.cargo/bin) and say whether that is on PATH
+install:
+	@scripts/install.sh
+
+## test: checks its tools first (curl, patch, rustfmt, clippy), then vendor/tiny_http = 0.12.0 + patches, format, clippy -D warnings, every test, docs, the
 ## fuzz crate, and wechatpy and prometheus_client when installed
 test:
 	scripts/test.sh

@@ -4,6 +4,9 @@
 set -eu -o pipefail
 cd "$(dirname "$0")/.."
 
+# curl, patch, rustfmt, clippy...: all missing ones named at once, with how to install them.
+scripts/prereqs.sh
+
 # vendor/tiny_http is the published 0.12.0 plus the patch files in vendor/tiny_http/patches.
 scripts/check-vendor.sh
 cargo fmt --all -- --check

@@ -680,3 +680,20 @@ fn the_server_starts_with_the_api_settings() {
     assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
     assert!(!server.log().contains(SECRET));
 }
+
+/// Regression (issue 19): the `--api-base` error suggested port 9000 (the example bot) for
+/// `wxmp fake-api`, which listens on 8090.
+#[test]
+fn a_bad_api_base_suggests_the_port_the_fake_really_listens_on() {
+    let o = clean(&["token", "--appid", APPID, "--api-base", "ftp://x"], &tempdir())
+        .env("WXMP_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let e = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    let fake = format!(
+        "http://127.0.0.1:{} for wxmp fake-api",
+        wxmp::fake_api::args::DEFAULT_PORT
+    );
+    assert!(e.contains(&fake), "{e}");
+}

@@ -193,3 +193,68 @@ fn readme_documents_every_metric() {
         );
     }
 }
+
+/// Regression (issue 19): `make test` needs curl, patch, rustfmt and clippy beyond Rust and
+/// make, and said so one tool at a time, halfway through. Now every missing tool is named up
+/// front with how to install it. A PATH with bash and a `cargo` that has neither rustfmt nor
+/// clippy stands for a fresh machine.
+#[test]
+fn make_test_names_every_missing_tool_and_how_to_install_it() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let dir = crate::binary::tempdir();
+    for tool in ["bash", "dirname"] {
+        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("no {tool} on PATH"));
+        symlink(found, dir.join(tool)).unwrap();
+    }
+    let cargo = dir.join("cargo");
+    std::fs::write(
+        &cargo,
+        "#!/bin/bash\necho \"error: no such command: \\`$1\\`\" >&2\nexit 101\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = std::process::Command::new(format!(
+        "{}/scripts/test.sh",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .env("PATH", &dir)
+    .output()
+    .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    for needed in [
+        "rustfmt: rustup component add rustfmt",
+        "clippy: rustup component add clippy",
+        "curl: apt-get install curl",
+        "patch: apt-get install patch",
+    ] {
+        assert!(e.contains(needed), "lacks {needed:?}: {e}");
+    }
+}
+
+/// Regression (issue 19): every section after Quick start writes a bare `wxmp`, and nothing
+/// said how to get it onto PATH.
+#[test]
+fn the_readme_says_how_to_put_wxmp_on_path_before_it_first_uses_a_bare_wxmp() {
+    let makefile = read("Makefile");
+    assert!(
+        makefile.contains("\ninstall:") && read("scripts/install.sh").contains("cargo install"),
+        "no make install"
+    );
+    let readme = read("README.md");
+    let install = readme.find("make install").expect("README lacks make install");
+    let bare = readme
+        .lines()
+        .scan(0, |at, l| {
+            let start = *at;
+            *at += l.len() + 1;
+            Some((start, l))
+        })
+        .find(|(_, l)| l.starts_with("wxmp ") || l.starts_with("$ wxmp "))
+        .map(|(at, _)| at)
+        .expect("no bare wxmp command");
+    assert!(install < bare, "make install comes after the first bare wxmp");
+}
