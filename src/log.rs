@@ -467,7 +467,10 @@ fn now_utc() -> String {
 }
 
 /// Appends `s` as a JSON string: quotes, backslashes and control characters escaped (so a
-/// record stays one line whatever a hostile path holds); everything else as UTF-8.
+/// record stays one line whatever a hostile path holds), and so are the characters that move
+/// or end lines on a terminal or in a viewer (NEL, the line and paragraph separators, the
+/// bidi overrides that make a line read backwards), as the text log's escapes do; everything
+/// else as UTF-8.
 pub fn json_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
@@ -478,13 +481,29 @@ pub fn json_string(out: &mut String, s: &str) {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             // U+2028/2029 end lines in JavaScript-based shippers.
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+            c if c.is_control() || is_line_or_bidi_mark(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
         }
     }
     out.push('"');
+}
+
+/// The line and paragraph separators, and the bidi marks, embeddings, overrides and isolates
+/// (U+061C, U+200E/F, U+202A–E, U+2066–9): invisible, and able to make a log line read
+/// differently from what it holds. (NEL, U+0085, is a control character.)
+fn is_line_or_bidi_mark(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}'
+            | '\u{2029}'
+            | '\u{061c}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+    )
 }
 
 /// RFC 3339 UTC time from Unix seconds (Howard Hinnant's civil-from-days algorithm).
@@ -721,6 +740,28 @@ mod tests {
             for (i, line) in mine.iter().enumerate() {
                 assert_eq!(*line, format!("t{t} n{i:03} {}", "x".repeat(i)));
             }
+        }
+    }
+
+    /// Regression (issue 19, N11): the JSON log wrote U+202E (right-to-left override) and
+    /// U+0085 (NEL) raw, where the text log escapes them.
+    #[test]
+    fn json_escapes_every_character_that_moves_or_ends_a_line() {
+        let hostile = "a\u{202e}b\u{85}c\u{7f}d\u{2028}e\u{2066}f\u{200f}g\u{61c}h";
+        let mut out = String::new();
+        json_string(&mut out, hostile);
+        assert!(out.is_ascii(), "{out:?}");
+        assert!(out.contains("\\u202e") && out.contains("\\u0085"), "{out}");
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, hostile);
+        // Chinese text and emoji stay readable.
+        let mut plain = String::new();
+        json_string(&mut plain, "天气 👍");
+        assert_eq!(plain, "\"天气 👍\"");
+        // The text log escapes the same characters (routes::printable and access use
+        // escape_debug).
+        for c in ['\u{202e}', '\u{85}', '\u{2028}', '\u{2066}', '\u{200f}', '\u{61c}'] {
+            assert_ne!(c.escape_debug().to_string(), c.to_string(), "{c:?}");
         }
     }
 
