@@ -510,7 +510,8 @@ fn api_parts(args: &Args, env: Env<'_>) -> Result<ApiParts, UsageError> {
         .or_else(|| api_base.strip_prefix("http://"));
     if host.is_none_or(|h| h.is_empty() || h.contains(['/', '?', '#', ' '])) {
         return Err(UsageError(format!(
-            "invalid API base {api_base:?} (--api-base / WXMP_API_BASE): expected http(s)://HOST[:PORT], like {DEFAULT_API_BASE} or http://127.0.0.1:8090 for wxmp fake-api"
+            "invalid API base {:?} (--api-base / WXMP_API_BASE): expected http(s)://HOST[:PORT], like {DEFAULT_API_BASE} or http://127.0.0.1:8090 for wxmp fake-api",
+            crate::text::redact_url(&api_base)
         )));
     }
     let token_endpoint = match args.get("token-endpoint").as_deref() {

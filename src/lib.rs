@@ -26,6 +26,8 @@
 //!   (the simulator, the forwarder, the API client, `wxmp tail`); it imports nothing of the
 //!   crate. [`usage`]: every command's settings, declared once each, their parser and help, and
 //!   the one usage error; it imports only `protocol` (to build safe mode from a key).
+//!   [`text`]: untrusted text and URLs shown safely (escaped, passwords hidden); it imports
+//!   nothing of the crate.
 //! - [`config`]: the server's settings validated into the parts [`server::build`] takes; it
 //!   never imports `server`. [`cli`], [`log`] and `main.rs`: the command line and the process.
 //!
@@ -46,4 +48,5 @@ pub mod rules;
 pub mod send;
 pub mod server;
 pub mod tail;
+pub mod text;
 pub mod usage;

@@ -481,29 +481,13 @@ pub fn json_string(out: &mut String, s: &str) {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             // U+2028/2029 end lines in JavaScript-based shippers.
-            c if c.is_control() || is_line_or_bidi_mark(c) => {
+            c if crate::text::is_hidden_control(c) => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
         }
     }
     out.push('"');
-}
-
-/// The line and paragraph separators, and the bidi marks, embeddings, overrides and isolates
-/// (U+061C, U+200E/F, U+202A–E, U+2066–9): invisible, and able to make a log line read
-/// differently from what it holds. (NEL, U+0085, is a control character.)
-fn is_line_or_bidi_mark(c: char) -> bool {
-    matches!(
-        c,
-        '\u{2028}'
-            | '\u{2029}'
-            | '\u{061c}'
-            | '\u{200e}'
-            | '\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2066}'..='\u{2069}'
-    )
 }
 
 /// RFC 3339 UTC time from Unix seconds (Howard Hinnant's civil-from-days algorithm).
@@ -760,7 +744,9 @@ mod tests {
         assert_eq!(plain, "\"天气 👍\"");
         // The text log escapes the same characters (routes::printable and access use
         // escape_debug).
-        for c in ['\u{202e}', '\u{85}', '\u{2028}', '\u{2066}', '\u{200f}', '\u{61c}'] {
+        for c in [
+            '\u{202e}', '\u{85}', '\u{2028}', '\u{2066}', '\u{200f}', '\u{61c}',
+        ] {
             assert_ne!(c.escape_debug().to_string(), c.to_string(), "{c:?}");
         }
     }

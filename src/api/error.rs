@@ -9,6 +9,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::text::redact_url;
+
 pub use crate::net::{NetError, NetErrorKind};
 
 /// Which API a call was for: errors name it, and quotas differ per API.
@@ -136,12 +138,14 @@ impl fmt::Display for ApiError {
             }
             ApiError::Network { call, url, cause } => write!(
                 f,
-                "cannot reach the WeChat API at {url} ({}): {cause}; check the network and --api-base / WXMP_API_BASE",
+                "cannot reach the WeChat API at {} ({}): {cause}; check the network and --api-base / WXMP_API_BASE",
+                redact_url(url),
                 call.what()
             ),
             ApiError::BadResponse { call, url, problem } => write!(
                 f,
-                "{url} did not answer like the WeChat API ({}): {problem}; check --api-base / WXMP_API_BASE (a proxy must pass WeChat's JSON through)",
+                "{} did not answer like the WeChat API ({}): {problem}; check --api-base / WXMP_API_BASE (a proxy must pass WeChat's JSON through)",
+                redact_url(url),
                 call.what()
             ),
         }

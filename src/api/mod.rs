@@ -24,6 +24,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::text::redact_url;
+
 use serde_json::{json, Value};
 
 pub use error::{ApiError, Call};
@@ -146,7 +148,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("app_id", &self.config.app_id)
-            .field("api_base", &self.config.api_base)
+            .field("api_base", &redact_url(&self.config.api_base))
             .finish_non_exhaustive()
     }
 }

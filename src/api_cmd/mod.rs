@@ -21,6 +21,7 @@ use crate::api::{ApiError, Client};
 use crate::log::utc;
 use crate::protocol::message::{Event, Kind, Message};
 use crate::rules::{KeyMatch, Matcher, RuleSet};
+use crate::text::redact_url;
 
 /// Runs a job; returns the exit code.
 pub fn run(job: Job) -> u8 {
@@ -282,7 +283,8 @@ fn token(job: TokenJob) -> u8 {
     let Some(held) = held.filter(|h| h.is_valid(now)) else {
         report(format!(
             "no valid token is cached for {} at {}; the next API command fetches one (or: wxmp token --fetch)",
-            job.app_id, job.api_base
+            job.app_id,
+            redact_url(&job.api_base)
         ));
         return u8::from(job.show);
     };
@@ -309,7 +311,7 @@ fn describe(h: &Held, now: u64, fetched: bool) -> String {
     format!(
         "{how} with {} {}{} at {}\nit expires at {} (in {} min {} s); {next}",
         h.endpoint.method(),
-        h.api_base,
+        redact_url(&h.api_base),
         h.endpoint.path(),
         utc(h.fetched_at),
         utc(h.expires_at),

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::text::redact_url;
+
 use super::{Action, KeyMatch, Matcher, ReplySpec, Rule, Target};
 
 impl fmt::Display for Rule {
@@ -37,7 +39,7 @@ impl fmt::Display for Action {
             Action::Success => f.write_str("success"),
             Action::Forward { target, fallback } => {
                 match target {
-                    Target::Http { url } => write!(f, "forward to {url}")?,
+                    Target::Http { url } => write!(f, "forward to {}", redact_url(url))?,
                     Target::Command { argv, dir } => {
                         write!(f, "run {argv:?} in {}", dir.display())?
                     }

@@ -10,6 +10,7 @@ use toml::Spanned;
 use super::template::{Piece, Template};
 use super::{Action, ArticleSpec, KeyMatch, Matcher, ReplySpec, Rule, RuleSet, RulesError, Target};
 use crate::protocol::{message, reply};
+use crate::text::redact_url;
 
 impl RuleSet {
     /// Parses and validates a rules file's text; `file` only names it in errors and warnings.
@@ -390,7 +391,8 @@ fn compile_forward(
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(format!(
-            "reply.forward {url:?}: expected an http:// or https:// URL"
+            "reply.forward {:?}: expected an http:// or https:// URL",
+            redact_url(&url)
         ));
     }
     Ok(Action::Forward {

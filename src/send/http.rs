@@ -2,6 +2,7 @@
 
 use crate::net::NetError;
 use crate::send::check::SendError;
+use crate::text::redact_url;
 
 /// Status and body, or why there is none.
 pub fn exchange(
@@ -10,7 +11,7 @@ pub fn exchange(
     url: &str,
     body: &str,
 ) -> Result<(u16, String), SendError> {
-    let bare = url.split('?').next().unwrap_or(url);
+    let bare = redact_url(url.split('?').next().unwrap_or(url));
     let req = agent
         .request(method, url)
         .set("Content-Type", "text/xml; charset=utf-8");

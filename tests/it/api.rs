@@ -685,10 +685,13 @@ fn the_server_starts_with_the_api_settings() {
 /// `wxmp fake-api`, which listens on 8090.
 #[test]
 fn a_bad_api_base_suggests_the_port_the_fake_really_listens_on() {
-    let o = clean(&["token", "--appid", APPID, "--api-base", "ftp://x"], &tempdir())
-        .env("WXMP_SECRET", SECRET)
-        .output()
-        .unwrap();
+    let o = clean(
+        &["token", "--appid", APPID, "--api-base", "ftp://x"],
+        &tempdir(),
+    )
+    .env("WXMP_SECRET", SECRET)
+    .output()
+    .unwrap();
     let e = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
     let fake = format!(
@@ -696,4 +699,38 @@ fn a_bad_api_base_suggests_the_port_the_fake_really_listens_on() {
         wxmp::fake_api::args::DEFAULT_PORT
     );
     assert!(e.contains(&fake), "{e}");
+}
+
+/// Regression (issue 19, N7): a password in `--api-base` (a proxy's) showed in the errors.
+#[test]
+fn a_password_in_the_api_base_never_shows() {
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://proxy:s3cretpw@{}", gone.local_addr().unwrap());
+    drop(gone);
+    let o = clean(
+        &["token", "--fetch", "--appid", APPID, "--api-base", &base],
+        &tempdir(),
+    )
+    .env("WXMP_SECRET", SECRET)
+    .output()
+    .unwrap();
+    let e = text(&o.stderr) + &text(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("http://proxy:***@127.0.0.1:"), "{e}");
+    let bad = clean(
+        &[
+            "token",
+            "--appid",
+            APPID,
+            "--api-base",
+            "ftp://proxy:s3cretpw@x",
+        ],
+        &tempdir(),
+    )
+    .env("WXMP_SECRET", SECRET)
+    .output()
+    .unwrap();
+    let e = e + &text(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{e}");
+    assert!(!e.contains("s3cretpw"), "{e}");
 }

@@ -91,14 +91,16 @@ fn protocol_modules_import_nothing_but_protocol() {
 
 #[test]
 fn rules_import_only_the_protocol() {
-    check_layer("rules", &["rules", "protocol"]);
+    check_layer("rules", &["rules", "protocol", "text"]);
 }
 
 #[test]
 fn the_server_never_imports_the_simulator_or_the_command_line() {
     check_layer(
         "server",
-        &["server", "rules", "protocol", "api", "log", "net", "config"],
+        &[
+            "server", "rules", "protocol", "api", "log", "net", "config", "text",
+        ],
     );
 }
 
@@ -106,22 +108,28 @@ fn the_server_never_imports_the_simulator_or_the_command_line() {
 /// defaults and the shapes of its parts live in `config` (`server::build` takes a `Config`).
 #[test]
 fn the_configuration_never_imports_the_server() {
-    check_layer("config", &["config", "api", "log", "protocol", "usage"]);
+    check_layer(
+        "config",
+        &["config", "api", "log", "protocol", "usage", "text"],
+    );
 }
 
 #[test]
 fn the_simulator_imports_only_the_protocol() {
-    check_layer("send", &["send", "protocol", "net", "usage"]);
+    check_layer("send", &["send", "protocol", "net", "usage", "text"]);
 }
 
 #[test]
 fn the_api_client_imports_only_the_protocol() {
-    check_layer("api", &["api", "protocol", "net"]);
+    check_layer("api", &["api", "protocol", "net", "text"]);
 }
 
 #[test]
 fn the_fake_api_imports_only_api_and_protocol_types() {
-    check_layer("fake_api", &["fake_api", "api", "protocol", "usage"]);
+    check_layer(
+        "fake_api",
+        &["fake_api", "api", "protocol", "usage", "text"],
+    );
 }
 
 #[test]
@@ -129,7 +137,7 @@ fn the_api_commands_never_import_the_server_or_the_fake() {
     check_layer(
         "api_cmd",
         &[
-            "api_cmd", "api", "config", "rules", "protocol", "log", "usage",
+            "api_cmd", "api", "config", "rules", "protocol", "log", "usage", "text",
         ],
     );
 }
@@ -137,7 +145,7 @@ fn the_api_commands_never_import_the_server_or_the_fake() {
 #[test]
 fn the_live_view_client_imports_only_the_protocol() {
     // `wxmp tail` meets the server over HTTP only, never through its types.
-    check_layer("tail", &["tail", "protocol", "net", "usage"]);
+    check_layer("tail", &["tail", "protocol", "net", "usage", "text"]);
 }
 
 /// The helpers every client and subcommand shares sit below all of them.
@@ -146,6 +154,7 @@ fn the_shared_client_helpers_import_nothing_of_the_crate() {
     check_layer("net", &["net"]);
     // `usage` knows the protocol only to build safe mode from a key and an AppID.
     check_layer("usage", &["usage", "protocol"]);
+    check_layer("text", &["text"]);
 }
 
 /// Message content for the live view travels in `Outcome::sample`; the code that writes the

@@ -216,13 +216,10 @@ fn make_test_names_every_missing_tool_and_how_to_install_it() {
     )
     .unwrap();
     std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let o = std::process::Command::new(format!(
-        "{}/scripts/test.sh",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .env("PATH", &dir)
-    .output()
-    .unwrap();
+    let o = std::process::Command::new(format!("{}/scripts/test.sh", env!("CARGO_MANIFEST_DIR")))
+        .env("PATH", &dir)
+        .output()
+        .unwrap();
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{e}");
     for needed in [
@@ -245,7 +242,9 @@ fn the_readme_says_how_to_put_wxmp_on_path_before_it_first_uses_a_bare_wxmp() {
         "no make install"
     );
     let readme = read("README.md");
-    let install = readme.find("make install").expect("README lacks make install");
+    let install = readme
+        .find("make install")
+        .expect("README lacks make install");
     let bare = readme
         .lines()
         .scan(0, |at, l| {
@@ -256,5 +255,8 @@ fn the_readme_says_how_to_put_wxmp_on_path_before_it_first_uses_a_bare_wxmp() {
         .find(|(_, l)| l.starts_with("wxmp ") || l.starts_with("$ wxmp "))
         .map(|(at, _)| at)
         .expect("no bare wxmp command");
-    assert!(install < bare, "make install comes after the first bare wxmp");
+    assert!(
+        install < bare,
+        "make install comes after the first bare wxmp"
+    );
 }

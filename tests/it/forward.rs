@@ -603,3 +603,33 @@ fn zombies_of(pid: u32) -> usize {
         })
         .count()
 }
+
+/// Regression (issue 19, N7): a password in a forward URL was logged in clear, in the server's
+/// log and in `wxmp check-rules`.
+#[test]
+fn a_password_in_the_forward_url_is_never_logged_or_printed() {
+    let ep = endpoint(Duration::ZERO, 500, "broken");
+    let url = ep.url.replace("http://", "http://bot:s3cretpw@");
+    let file = forward_rules(&url);
+    let server = serve(&file, &[]);
+    let out = answered(&send(&server, &["--retries", "1", "text", "hello"]));
+    assert!(out.starts_with("text: 稍等"), "{out}");
+    let shown = ep.url.replace("http://", "http://bot:***@");
+    assert!(
+        server.wait_for_log(&format!("forward to {shown}: "), 10),
+        "no forward warning naming {shown}: {}",
+        server.log()
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_wxmp"))
+        .args(["check-rules", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = stdout(&check);
+    assert!(
+        printed.contains(&format!("forward to {shown}")),
+        "{printed}"
+    );
+    for text in [server.log(), printed] {
+        assert!(!text.contains("s3cretpw"), "{text}");
+    }
+}

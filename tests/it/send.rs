@@ -396,6 +396,9 @@ fn unreachable_and_slow_servers_fail_in_one_line() {
     let closed = format!("http://{}/weixin", listener.local_addr().unwrap());
     drop(listener);
     fails_with(&closed, &["text", "x"], "cannot reach the server");
+    // Regression (issue 19, N7): a password in --url is not printed.
+    let with_password = closed.replace("http://", "http://me:s3cretpw@");
+    fails_with(&with_password, &["text", "x"], "http://me:***@127.0.0.1:");
 
     let silent = fake_server(|_| None);
     let started = Instant::now();

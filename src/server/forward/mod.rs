@@ -36,6 +36,7 @@ use crate::protocol::reply::{Answering, Reply};
 use crate::rules::Target;
 use crate::server::env::Env;
 use crate::server::store::{Answer, Ticket, Waiter};
+use crate::text::redact_url;
 use timing::{ATTEMPTS, MARGIN, SLACK, STRETCH_LIMIT, WECHAT_WAIT};
 
 /// The strategy for late answers and the limits are configuration (`--late`, `--forward-*`).
@@ -579,10 +580,10 @@ impl Worker {
     }
 }
 
-/// The target as the log names it: the URL without its query, or the program.
+/// The target as the log names it: the URL without its query or password, or the program.
 fn describe(target: &Target) -> String {
     match target {
-        Target::Http { url } => url.split('?').next().unwrap_or(url).to_owned(),
+        Target::Http { url } => redact_url(url.split('?').next().unwrap_or(url)).into_owned(),
         Target::Command { argv, .. } => {
             format!("command {}", argv.first().map_or("", String::as_str))
         }
