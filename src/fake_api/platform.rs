@@ -11,6 +11,7 @@ use crate::api::kf;
 use crate::api::menu::Menu;
 use crate::fake_api::args::{Failure, FakeConfig};
 use crate::protocol::query::percent_decode;
+use crate::text::printable;
 
 /// One request, as the HTTP edge read it.
 #[derive(Debug, Clone)]
@@ -319,11 +320,16 @@ fn ok() -> Value {
     json!({"errcode": 0, "errmsg": "ok"})
 }
 
+/// Every printed line passes here: what came from the request (`touser`, a command, an
+/// errmsg quoting the body) is escaped, so no escape code reaches the terminal.
 fn answer(status: u16, body: &Value, lines: Vec<String>) -> Answer {
     Answer {
         status,
         body: body.to_string(),
-        lines,
+        lines: lines
+            .into_iter()
+            .map(|l| printable(&l).into_owned())
+            .collect(),
     }
 }
 
@@ -455,5 +461,40 @@ mod tests {
             now_ms: 5000,
         });
         assert_eq!(a.lines, ["kf send → o1: text \"hi\""]);
+    }
+
+    /// Regression (issue 19, N12): `touser` was printed raw, so escape codes in it reached the
+    /// fake's terminal.
+    #[test]
+    fn what_the_request_says_is_printed_escaped() {
+        let p = platform(&[], "7200");
+        let t = call(&p, "POST", "/cgi-bin/stable_token", "", STABLE, 1);
+        let q = format!("access_token={}", t["access_token"].as_str().unwrap());
+        for (path, body) in [
+            (
+                "/cgi-bin/message/custom/send",
+                r#"{"touser":"o\u001b[2J\u202e1","msgtype":"text","text":{"content":"hi"}}"#,
+            ),
+            (
+                "/cgi-bin/message/custom/typing",
+                r#"{"touser":"o\u001b]0;pwned\u0007\u0085","command":"Typing"}"#,
+            ),
+        ] {
+            let a = p.handle(&Request {
+                method: "POST",
+                path,
+                query: &q,
+                body: body.as_bytes(),
+                peer: "127.0.0.1".parse().unwrap(),
+                now_ms: 5000,
+            });
+            assert_eq!(a.lines.len(), 1, "{path}");
+            let line = &a.lines[0];
+            assert!(
+                !line.chars().any(crate::text::is_hidden_control),
+                "{path}: {line:?}"
+            );
+            assert!(line.contains("o\\u{1b}"), "{path}: {line}");
+        }
     }
 }

@@ -189,9 +189,11 @@ fn server_url(env: Env<'_>) -> Result<String, UsageError> {
         None => 8080,
         Some(p) => match p.parse::<u16>() {
             Ok(p) if p != 0 => p,
-            _ => return Err(UsageError(format!(
+            _ => {
+                return Err(UsageError(format!(
                 "WXMP_PORT={p:?} does not name the server's port: pass --url http://HOST:PORT/PATH"
-            ))),
+            )))
+            }
         },
     };
     let path = var("WXMP_PATH").unwrap_or_else(|| "/weixin".to_owned());
