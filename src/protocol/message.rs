@@ -259,8 +259,8 @@ pub struct SendLocationInfo {
 pub enum ParseError {
     /// The bytes are not acceptable XML (see [`XmlError`]).
     Xml(XmlError),
-    /// The root element is not `<xml>`.
-    WrongRoot(String),
+    /// The root element is not `<xml>` (its name is not kept: it comes from the body).
+    WrongRoot,
     /// There is no `MsgType`, so nothing says what the document is.
     NoMsgType,
 }
@@ -269,7 +269,7 @@ impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseError::Xml(e) => e.fmt(f),
-            ParseError::WrongRoot(name) => write!(f, "root element is <{name}>, expected <xml>"),
+            ParseError::WrongRoot => f.write_str("the root element is not <xml>"),
             ParseError::NoMsgType => f.write_str("missing MsgType"),
         }
     }
@@ -330,7 +330,7 @@ impl Message {
     /// Reads a push from its `<xml>` element.
     pub fn from_element(root: &Element) -> Result<Message, ParseError> {
         if root.name != "xml" {
-            return Err(ParseError::WrongRoot(root.name.clone()));
+            return Err(ParseError::WrongRoot);
         }
         let f = Fields::new(root);
         let msg_type = f.get("MsgType").ok_or(ParseError::NoMsgType)?;

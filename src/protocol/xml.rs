@@ -25,8 +25,14 @@ pub enum XmlError {
     Doctype,
     /// Elements nest deeper than [`MAX_DEPTH`].
     TooDeep,
-    /// The XML parser refused the document (truncated, mismatched tags, ...).
-    Malformed(String),
+    /// The XML parser refused the document (truncated, mismatched tags, ...): what kind of
+    /// fault, in words of our own, and where (1-based line and column, when the parser says).
+    /// Never the parser's message itself, which quotes element names from the body (decrypted
+    /// ones, in safe mode).
+    Malformed {
+        kind: &'static str,
+        at: Option<(u64, u64)>,
+    },
 }
 
 impl fmt::Display for XmlError {
@@ -36,7 +42,11 @@ impl fmt::Display for XmlError {
             XmlError::InvalidUtf8 => f.write_str("body is not valid UTF-8"),
             XmlError::Doctype => f.write_str("DOCTYPE is not allowed"),
             XmlError::TooDeep => f.write_str("XML nests too deeply"),
-            XmlError::Malformed(why) => write!(f, "malformed XML: {why}"),
+            XmlError::Malformed { kind, at: None } => write!(f, "malformed XML: {kind}"),
+            XmlError::Malformed {
+                kind,
+                at: Some((line, column)),
+            } => write!(f, "malformed XML: {kind} at line {line}, column {column}"),
         }
     }
 }
@@ -103,7 +113,83 @@ pub fn sanitize(body: &[u8]) -> Result<Clean<'_>, XmlError> {
 
 /// Parses a sanitized document into a tree (xmltree recurses, hence the depth check before).
 pub fn parse(clean: &Clean<'_>) -> Result<Element, XmlError> {
-    Element::parse(clean.as_bytes()).map_err(|e| XmlError::Malformed(e.to_string()))
+    Element::parse(clean.as_bytes()).map_err(|e| malformed(&e))
+}
+
+/// The kind and position of a parser error, without its message's names. xml-rs writes
+/// `LINE:COLUMN MESSAGE`; the message is matched against its fixed openings (xml-rs's
+/// `SyntaxError` texts), and anything unrecognised is a plain "syntax error".
+fn malformed(e: &xmltree::ParseError) -> XmlError {
+    let xmltree::ParseError::MalformedXml(e) = e else {
+        // xmltree's own refusal: an end tag that does not close the open element.
+        return XmlError::Malformed {
+            kind: "unexpected closing tag",
+            at: None,
+        };
+    };
+    let text = e.to_string();
+    let (pos, msg) = text.split_once(' ').unwrap_or(("", &text));
+    let at = pos
+        .split_once(':')
+        .and_then(|(l, c)| Some((l.parse().ok()?, c.parse().ok()?)));
+    const KINDS: &[(&str, &str)] = &[
+        ("Unexpected closing tag", "unexpected closing tag"),
+        ("Unexpected end of stream", "unexpected end of document"),
+        ("Unexpected EOF", "unexpected end of document"),
+        ("Unclosed <![CDATA[", "unclosed CDATA section"),
+        (
+            "Unexpected token inside closing tag",
+            "unexpected character in a closing tag",
+        ),
+        (
+            "Unexpected token inside opening tag",
+            "unexpected character in an opening tag",
+        ),
+        (
+            "Unexpected characters outside the root element",
+            "text outside the root element",
+        ),
+        ("Unexpected token inside entity", "bad entity"),
+        ("Undefined entity", "undefined entity"),
+        ("Unexpected entity", "bad entity"),
+        ("Invalid numeric entity", "bad entity"),
+        ("Invalid character U+", "bad character reference"),
+        ("Encountered empty entity", "bad entity"),
+        ("Entity too big", "entity too big"),
+        ("Unexpected token inside qualified name", "invalid name"),
+        ("Qualified name is invalid", "invalid name"),
+        ("Unexpected name", "unexpected name"),
+        ("Unexpected token", "unexpected character"),
+        ("Attribute", "bad attribute"),
+        ("'<' is not allowed in attributes", "bad attribute"),
+        ("Element", "unbound namespace prefix"),
+        ("Namespace", "bad namespace"),
+        ("Cannot", "bad namespace"),
+        ("Default XMLNS", "bad namespace"),
+        (
+            "Invalid processing instruction",
+            "misplaced XML declaration",
+        ),
+        (
+            "Encountered processing instruction",
+            "bad processing instruction",
+        ),
+        (
+            "Unexpected token inside processing",
+            "bad processing instruction",
+        ),
+        ("Invalid XML version", "bad XML declaration"),
+        ("Invalid standalone", "bad XML declaration"),
+        ("Unsupported encoding", "bad XML declaration"),
+        ("Declared encoding", "bad XML declaration"),
+        ("Unknown markup declaration", "unknown markup declaration"),
+        ("This document is larger", "over the parser's limits"),
+    ];
+    let kind = KINDS
+        .iter()
+        .find(|(opening, _)| msg.starts_with(opening))
+        .map_or("syntax error", |&(_, kind)| kind);
+    XmlError::Malformed { kind, at }
 }
 
 /// Reads a flat document — `<xml>` holding only `<Name>text</Name>` or
@@ -329,8 +415,47 @@ mod tests {
     #[test]
     fn parse_reports_truncated_xml() {
         let parse_str = |s: &str| parse(&sanitize(s.as_bytes()).unwrap());
-        assert!(matches!(parse_str("<xml><a>"), Err(XmlError::Malformed(_))));
-        assert!(matches!(parse_str("not xml"), Err(XmlError::Malformed(_))));
+        assert!(matches!(
+            parse_str("<xml><a>"),
+            Err(XmlError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_str("not xml"),
+            Err(XmlError::Malformed { .. })
+        ));
+    }
+
+    /// Regression (issue 19, N13): parser errors put element names from the body (decrypted,
+    /// in safe mode) into the log. Now: the kind and the position, never a name.
+    #[test]
+    fn parser_errors_tell_the_kind_and_position_never_a_name_from_the_body() {
+        let parse_str = |s: &str| parse(&sanitize(s.as_bytes()).unwrap()).unwrap_err();
+        for (doc, shown) in [
+            (
+                "<xml><SecretTag>x</OtherSecret></xml>",
+                "malformed XML: unexpected closing tag at line 1, column 31",
+            ),
+            (
+                "<xml>\n<SecretTag>x",
+                "malformed XML: unexpected end of document at line 2, column 13",
+            ),
+            (
+                "<xml><SecretTag a='1' a='2'/></xml>",
+                "malformed XML: bad attribute at line 1, column 24",
+            ),
+            (
+                "<xml>&SecretEntity;</xml>",
+                "malformed XML: bad entity at line 1, column 19",
+            ),
+            (
+                "<xml><Secret:Tag/></xml>",
+                "malformed XML: unbound namespace prefix at line 1, column 17",
+            ),
+        ] {
+            let e = parse_str(doc).to_string();
+            assert!(!e.contains("Secret"), "{doc}: {e}");
+            assert_eq!(e, shown, "{doc}");
+        }
     }
 
     #[test]

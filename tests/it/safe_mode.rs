@@ -214,3 +214,25 @@ fn a_retry_in_safe_mode_gets_byte_identical_ciphertext() {
         Reply::Text(_)
     ));
 }
+
+/// Regression (issue 19, N13): a decrypted push that does not parse put its element names into
+/// the log. Now the line says the kind and position only.
+#[test]
+fn a_decrypted_push_that_does_not_parse_is_logged_without_its_names() {
+    let h = harness_with(Some(safe()), RuleSet::builtin());
+    let broken = "<xml><SecretTag>x</OtherSecret></xml>";
+    assert_eq!(post_raw_encrypt(&h, &encrypt_for(&h, APPID, broken)), 400);
+    let wrong_root = "<SecretRoot><MsgType>text</MsgType></SecretRoot>";
+    assert_eq!(
+        post_raw_encrypt(&h, &encrypt_for(&h, APPID, wrong_root)),
+        400
+    );
+    let log = h.log.lines().join("\n");
+    for needle in [
+        "malformed XML: unexpected closing tag at line 1, column 31",
+        "the root element is not <xml>",
+    ] {
+        assert!(log.contains(needle), "lacks {needle:?}: {log}");
+    }
+    assert!(!log.contains("Secret"), "{log}");
+}
