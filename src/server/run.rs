@@ -281,6 +281,7 @@ impl Server {
                 let m = Monitor {
                     metrics: Arc::clone(&self.metrics),
                     recent: self.recent.clone(),
+                    log: self.log.clone(),
                 };
                 Some(
                     monitor::spawn(addr, m, Arc::clone(&stop))

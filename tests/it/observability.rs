@@ -642,3 +642,66 @@ fn the_binary_logs_successes_unless_quiet() {
         );
     }
 }
+
+/// A GET with the given extra header lines (`Host` among them, or not), raw; the status.
+fn get_with_headers(addr: &str, target: &str, headers: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// Regression (issue 19, N10): the metrics listener served `/tail` (message content) for any
+/// `Host` and `Origin`, which a DNS-rebinding web page could use.
+#[test]
+fn the_live_view_refuses_foreign_hosts_and_origins_with_403_and_one_line() {
+    let server = Server::start(&["--token", "tail403", "--metrics-addr", "127.0.0.1:0"]);
+    let addr = metrics_addr(&server);
+    let port = addr.rsplit(':').next().unwrap();
+    let ok = |headers: &str| get_with_headers(&addr, "/tail", headers);
+    assert_eq!(ok(&format!("Host: {addr}\r\n")), 200);
+    assert_eq!(ok(&format!("Host: localhost:{port}\r\n")), 200);
+    assert_eq!(
+        ok(&format!(
+            "Host: {addr}\r\nOrigin: http://localhost:{port}\r\n"
+        )),
+        200
+    );
+    assert_eq!(ok(&format!("Host: rebind.example:{port}\r\n")), 403);
+    assert_eq!(
+        ok(&format!("Host: {addr}\r\nOrigin: http://evil.example\r\n")),
+        403
+    );
+    // /metrics stays open to scrapers, whatever name they use.
+    assert_eq!(
+        get_with_headers(
+            &addr,
+            "/metrics",
+            &format!("Host: rebind.example:{port}\r\n")
+        ),
+        200
+    );
+    assert!(
+        server.wait_for_log(
+            &format!("Host \"rebind.example:{port}\" / Origin - is not loopback"),
+            10
+        ),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.wait_for_log("Origin \"http://evil.example\" is not loopback", 10),
+        "{}",
+        server.log()
+    );
+    // wxmp tail itself is served: the live-view tests above run it against this check.
+}
