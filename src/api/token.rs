@@ -23,7 +23,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, TryLockError};
@@ -136,10 +136,16 @@ struct CacheFile {
     expires_at: u64,
 }
 
+/// The most a cache file is read: wxmp writes about 300 bytes, and a cache path pointed at
+/// `/dev/zero` or a huge file must not fill the memory.
+pub const MAX_CACHE_BYTES: u64 = 64 * 1024;
+
 /// Reads the cached token for `app_id` at `api_base`; `Ok(None)` when there is none (no file,
-/// or one for another AppID or API base).
+/// or one for another AppID or API base). A symbolic link, anything but a regular file, and a
+/// file over [`MAX_CACHE_BYTES`] are refused: the cache holds a secret, and its directory may
+/// be shared.
 pub fn read_cache(path: &Path, app_id: &str, api_base: &str) -> Result<Option<Held>, CacheError> {
-    let text = match fs::read_to_string(path) {
+    let text = match read_bounded(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => {
@@ -169,6 +175,62 @@ pub fn read_cache(path: &Path, app_id: &str, api_base: &str) -> Result<Option<He
     }))
 }
 
+/// The file at `path`, opened without following a link and without blocking (a FIFO), read
+/// only if it is a regular file, and at most [`MAX_CACHE_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| {
+        if e == rustix::io::Errno::LOOP {
+            std::io::Error::other("it is a symbolic link, which wxmp does not follow there")
+        } else {
+            std::io::Error::from(e)
+        }
+    })?;
+    let file = fs::File::from(fd);
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CACHE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CACHE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "it is larger than {} KiB, so not wxmp's",
+            MAX_CACHE_BYTES / 1024
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::other("it is not UTF-8, so not wxmp's"))
+}
+
+/// A temporary file beside `path` that did not exist before (created exclusively, so never
+/// through a link someone planted), with a random name and mode 0600.
+fn create_temp(path: &Path) -> std::io::Result<(PathBuf, fs::File)> {
+    let name = path
+        .file_name()
+        .map_or_else(|| "token".into(), |n| n.to_string_lossy().into_owned());
+    let mut last = None;
+    for _ in 0..8 {
+        let mut random = [0u8; 8];
+        getrandom::getrandom(&mut random).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", hex::encode(random)));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(OFLAG_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
+}
+
+/// `O_NOFOLLOW` for `OpenOptions` (its value differs between architectures).
+const OFLAG_NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
 /// Writes the token atomically with mode 0600 (its directory 0700 when created).
 pub fn write_cache(path: &Path, app_id: &str, held: &Held) -> Result<(), CacheError> {
     let err = |error| CacheError::Write {
@@ -192,22 +254,12 @@ pub fn write_cache(path: &Path, app_id: &str, held: &Held) -> Result<(), CacheEr
             .create(dir)
             .map_err(err)?;
     }
-    let name = path
-        .file_name()
-        .map_or_else(|| "token".into(), |n| n.to_string_lossy().into_owned());
-    // The process id keeps two processes from writing the same temporary file.
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()
-        })
+    let (tmp, mut f) = create_temp(path).map_err(err)?;
+    let written = f
+        .write_all(text.as_bytes())
+        .and_then(|()| f.write_all(b"\n"))
+        .and_then(|()| f.sync_all())
+        // rename replaces a link at `path` itself; it never writes through one.
         .and_then(|()| fs::rename(&tmp, path));
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -493,6 +545,68 @@ mod tests {
         let notes = tokens.take_notes();
         assert!(notes[0].contains("is not wxmp's"), "{notes:?}");
         assert!(read_cache(&path, "wx1", BASE).unwrap().is_some());
+    }
+
+    /// Regression (issue 19, N9): the temporary file had a predictable name and followed a
+    /// planted link, and the cache was read with no size limit (`/dev/zero` took 1 GB).
+    #[test]
+    fn the_cache_never_follows_links_and_reads_a_bounded_amount() {
+        use std::os::unix::fs::symlink;
+        let path = temp_path("links");
+        let dir = path.parent().unwrap().to_owned();
+        fs::create_dir_all(&dir).unwrap();
+        // Links planted where the old, predictable temporary names were.
+        let victim = dir.join("victim");
+        fs::write(&victim, "untouched").unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let planted = format!(".{name}.{}.tmp", std::process::id());
+        symlink(&victim, dir.join(&planted)).unwrap();
+        write_cache(&path, "wx1", &held("t", 1_000_000, 7200)).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(read_cache(&path, "wx1", BASE).unwrap().is_some());
+        // No temporary file is left behind.
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp") && *n != planted)
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        // The cache path itself a link: refused on reading, replaced (not followed) on writing.
+        let linked = dir.join("linked.json");
+        write_cache(
+            &victim.with_file_name("real.json"),
+            "wx1",
+            &held("t", 1, 7200),
+        )
+        .unwrap();
+        symlink(dir.join("real.json"), &linked).unwrap();
+        let e = read_cache(&linked, "wx1", BASE).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        write_cache(&linked, "wx1", &held("new", 1, 7200)).unwrap();
+        assert!(!fs::symlink_metadata(&linked)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let real = read_cache(&dir.join("real.json"), "wx1", BASE)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            real.token.expose(),
+            "t",
+            "the link's target was not written"
+        );
+
+        // Not a regular file, and too large: refused without reading it all.
+        let e = read_cache(Path::new("/dev/zero"), "wx1", BASE)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let big = dir.join("big.json");
+        fs::write(&big, vec![b' '; (MAX_CACHE_BYTES + 1) as usize]).unwrap();
+        let e = read_cache(&big, "wx1", BASE).unwrap_err().to_string();
+        assert!(e.contains("larger than 64 KiB"), "{e}");
     }
 
     #[test]
