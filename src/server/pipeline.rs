@@ -719,7 +719,13 @@ impl Attempt<'_> {
             // The user's code chose the reply; the fallback's type says nothing.
             forward::Delivered::Answer => Some("the answer of your code"),
             forward::Delivered::Held => Some("nothing yet: held for WeChat's retry"),
-            forward::Delivered::Fallback => None,
+            forward::Delivered::Fallback => {
+                // The rule's fallback, named so: not the answer of the user's code.
+                if let Some(s) = self.outcome.sample.as_mut() {
+                    s.reply = s.reply.take().map(|r| format!("the fallback, {r}"));
+                }
+                None
+            }
         };
         if let Some(said) = said {
             self.outcome.reply = None;

@@ -633,3 +633,39 @@ fn a_password_in_the_forward_url_is_never_logged_or_printed() {
         assert!(!text.contains("s3cretpw"), "{text}");
     }
 }
+
+/// Regression (issue 19, N8): a fast failure (bad JSON, a redirect, no free process) settles
+/// the push with the fallback, but the access log, the JSON log and `wxmp tail` said the code
+/// answered.
+#[test]
+fn a_fast_failure_is_logged_and_shown_as_the_fallback_not_the_codes_answer() {
+    let bad = endpoint(Duration::ZERO, 200, "{not json");
+    let redirect = endpoint(Duration::ZERO, 302, "");
+    for (ep, format) in [(&bad, "text"), (&redirect, "json")] {
+        let server = serve(
+            &forward_rules(&ep.url),
+            &["--metrics-addr", "127.0.0.1:0", "--log-format", format],
+        );
+        let out = answered(&send(&server, &["text", "hi"]));
+        assert!(out.starts_with("text: 稍等"), "{out}");
+        let said = if format == "text" {
+            "default: text, fresh; forward attempt 1 of 3: fallback"
+        } else {
+            r#""forward_attempt":1,"forward":"fallback""#
+        };
+        assert!(server.wait_for_log(said, 10), "{said}: {}", server.log());
+        assert!(
+            !server.log().contains("forward attempt 1 of 3: answer")
+                && !server.log().contains(r#""forward":"answer""#),
+            "{}",
+            server.log()
+        );
+        let (status, page) = http(&metrics_addr(&server), "GET", "/tail", b"");
+        assert_eq!(status, 200);
+        assert!(
+            page.contains("default: the fallback, text \"稍等\""),
+            "{page}"
+        );
+        assert!(!page.contains("the answer of your code"), "{page}");
+    }
+}

@@ -153,6 +153,16 @@ pub enum Delivered {
 }
 
 impl Delivered {
+    /// What a settled answer is: the rule's fallback (the very body every attempt of this push
+    /// holds: the job's, and the plan a retry joins with), or the user's code's (rendered anew).
+    fn of(answer: &Answer, fallback: &Arc<str>) -> Delivered {
+        if Arc::ptr_eq(&answer.body, fallback) {
+            Delivered::Fallback
+        } else {
+            Delivered::Answer
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Delivered::Answer => "answer",
@@ -393,6 +403,7 @@ impl Forwarder {
         fallback: Answer,
     ) -> (Answer, Attempt) {
         let number = waiter.attempt();
+        let mark = Arc::clone(&fallback.body);
         let must_answer = match self.settings.late {
             Late::Kf => true,
             Late::Stretch => number >= ATTEMPTS,
@@ -421,29 +432,25 @@ impl Forwarder {
                 );
             }
             let settled = waiter.settle(fallback, self.env.now());
-            let delivered = if settled.won {
-                Delivered::Fallback
-            } else {
-                Delivered::Answer
-            };
+            let delivered = Delivered::of(&settled.value, &mark);
             return (settled.value, Attempt::new(number, delivered));
         }
         let left = deadline.saturating_duration_since(self.env.monotonic());
         if let Some(answer) = waiter.wait(left) {
-            return (answer, Attempt::new(number, Delivered::Answer));
+            // A fast failure (bad JSON, a redirect, no free process) settled it with the fallback.
+            let delivered = Delivered::of(&answer, &mark);
+            return (answer, Attempt::new(number, delivered));
         }
         if !must_answer {
             // WeChat has dropped this attempt; what is written here is never read.
             return (fallback, Attempt::new(number, Delivered::Held));
         }
         let settled = waiter.settle(fallback, self.env.now());
-        let delivered = if settled.won {
+        if settled.won {
             // No attempt can use the call's answer any more (under `kf` nothing is kept here).
             self.slots.release(waiter.push_id());
-            Delivered::Fallback
-        } else {
-            Delivered::Answer
-        };
+        }
+        let delivered = Delivered::of(&settled.value, &mark);
         (settled.value, Attempt::new(number, delivered))
     }
 }
