@@ -394,26 +394,47 @@ impl Server {
     {
         self.log
             .info("stopping: no new connections; finishing the requests in flight");
+        // Programs run by `reply.command` live in their own process groups, so they would
+        // outlive the server: stop them (their pushes answer the fallback) and start no more.
+        forward::command::stop_all();
         // Closes the listeners and idle connections; a connection inside a request finishes
         // it, and its answer closes it. A live-view reader waiting for news is let go.
         tiny_http::control::shutdown();
         if let Some(r) = &self.recent {
             r.close();
         }
-        {
+        let began = std::time::Instant::now();
+        let overdue = {
             let log = self.log.clone();
-            thread::spawn(move || {
-                thread::sleep(SHUTDOWN_GRACE);
+            move || {
                 log.warn("requests still running after the grace period; exiting anyway");
                 log.flush(EXIT_FLUSH);
                 std::process::exit(EXIT_UNCLEAN_STOP);
-            });
+            }
+        };
+        // The watchdog covers a stop that hangs anywhere; at a thread limit it cannot start,
+        // and the loop below keeps the deadline alone (a stop must not panic).
+        let watchdog = {
+            let overdue = overdue.clone();
+            thread::Builder::new()
+                .name("wxmp-stop".into())
+                .spawn(move || {
+                    thread::sleep(SHUTDOWN_GRACE);
+                    overdue();
+                })
+        };
+        if let Err(e) = &watchdog {
+            self.log
+                .warn(&format!("stopping: cannot start the watchdog thread ({e})"));
         }
         // poll_timeout returns at least once per timeout even under load (a tiny_http patch),
         // so requests that arrived before the stop are still handed out while the last ones
         // finish.
         while tiny_http::control::open_connections() > 0 {
             server.poll_timeout(Duration::from_millis(20));
+            if began.elapsed() >= SHUTDOWN_GRACE {
+                overdue();
+            }
         }
         server.join();
     }

@@ -1,16 +1,25 @@
 //! The command transport: run the user's program with the push's JSON on stdin and read the
 //! answer from stdout. The program runs without a shell (the user's text never reaches one), in
 //! its own process group, so a deadline kills it and everything it started; it is always waited
-//! for, so no zombie is left. Its stderr goes to wxmp's log, prefixed, never to WeChat.
+//! for, so no zombie is left. Its stderr goes to wxmp's log, prefixed and bounded, never to
+//! WeChat.
+//!
+//! One thread does all of it: the three pipes are non-blocking and served by `poll`, so no
+//! thread is started per command (a thread that cannot be started at a process limit cannot
+//! leave a child behind), and a background child that keeps the program's stdout open cannot
+//! hold the answer back: once the program exits, its process group is killed and what it wrote
+//! is read to the end.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::thread;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::process::{kill_process_group, waitid, Pid, Signal, WaitId, WaitIdOptions};
 
 use super::http::MAX_ANSWER;
 use super::CallError;
@@ -18,19 +27,38 @@ use crate::log::Log;
 
 /// How often a running command is checked for exit, deadline and cancellation.
 const POLL: Duration = Duration::from_millis(10);
-/// Lines of stderr logged per run, and characters per line: a chatty program cannot flood.
+/// After the program exits and its group is killed, how long its pipes may take to reach their
+/// end; a process that left the group (`setsid`) and holds them open is not waited for longer.
+const DRAIN: Duration = Duration::from_millis(500);
+/// Lines of stderr logged per run, and bytes kept of each (a longer line is cut, the rest of it
+/// read and dropped): a chatty program cannot flood the log or the memory.
 const STDERR_LINES: usize = 50;
-const STDERR_LINE_CHARS: usize = 500;
-/// wxmp's own secrets are not handed to the user's program.
-const SECRET_VARS: [&str; 4] = [
+const STDERR_LINE_BYTES: usize = 2000;
+/// wxmp's own secrets (and where they were read from) are not handed to the user's program.
+const SECRET_VARS: [&str; 8] = [
     "WXMP_TOKEN",
     "WXMP_AES_KEY",
     "WXMP_SECRET",
     "WXMP_FORWARD_SECRET",
+    "WXMP_TOKEN_FILE",
+    "WXMP_AES_KEY_FILE",
+    "WXMP_SECRET_FILE",
+    "WXMP_FORWARD_SECRET_FILE",
 ];
 
+/// Set when the server stops: running commands are killed with their groups, new ones refused.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Stops every command of this process, now and later: each running one is killed with its
+/// process group within [`POLL`], and answers the fallback. Called once on SIGTERM, so the stop
+/// leaves no program (or its children) running under PID 1.
+pub fn stop_all() {
+    STOPPING.store(true, Ordering::SeqCst);
+}
+
 /// Runs `argv` in `dir` with `input` on stdin; its stdout, once it exits 0. Killed (with its
-/// process group) at `deadline`, or as soon as `cancelled()` says no one can use its answer.
+/// process group) at `deadline`, as soon as `cancelled()` says no one can use its answer, or when
+/// the server stops ([`stop_all`]); its group is killed when it exits, too.
 pub fn run(
     argv: &[String],
     dir: &Path,
@@ -42,6 +70,9 @@ pub fn run(
     let Some((program, args)) = argv.split_first() else {
         return Err(CallError::Spawn("no program".into()));
     };
+    if STOPPING.load(Ordering::SeqCst) {
+        return Err(CallError::Stopping);
+    }
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(dir)
@@ -55,90 +86,220 @@ pub fn run(
     let mut child = cmd
         .spawn()
         .map_err(|e| CallError::Spawn(format!("{program}: {e}")))?;
-    let pid = child.id();
     let name = Path::new(program)
         .file_name()
         .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
-
-    // Each pipe on its own thread, so a program that writes before it reads cannot deadlock.
-    let stdin = child.stdin.take().map(|mut w| {
-        let input = input.to_vec();
-        thread::spawn(move || {
-            // A program that does not read its input is its own business.
-            let _ = w.write_all(&input);
-        })
-    });
-    let stdout = child.stdout.take().map(|r| {
-        thread::spawn(move || {
-            let mut out = Vec::new();
-            let read = r.take(MAX_ANSWER + 1).read_to_end(&mut out);
-            read.map(|_| out)
-        })
-    });
-    let stderr = child.stderr.take().map(|r| {
-        let log = log.clone();
-        let name = name.clone();
-        thread::spawn(move || {
-            for (i, line) in BufReader::new(r).lines().map_while(Result::ok).enumerate() {
-                if i == STDERR_LINES {
-                    log.warn(&format!(
-                        "command {name}[{pid}] stderr: (more lines not logged)"
-                    ));
-                }
-                if i >= STDERR_LINES {
-                    continue;
-                }
-                let line: String = line.chars().take(STDERR_LINE_CHARS).collect();
-                log.info(&format!(
-                    "command {name}[{pid}] stderr: {}",
-                    line.escape_debug()
-                ));
-            }
-        })
-    });
-
-    let ended = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) => {}
-            Err(e) => break Err(CallError::Io(e.to_string())),
-        }
-        if Instant::now() >= deadline {
-            break Err(CallError::Timeout);
-        }
-        if cancelled() {
-            break Err(CallError::Cancelled);
-        }
-        thread::sleep(POLL);
+    let mut stderr = StderrLog {
+        prefix: format!("command {name}[{}] stderr: ", child.id()),
+        log,
+        line: Vec::new(),
+        cut: false,
+        logged: 0,
     };
-    // Whatever happened, the group goes and the child is reaped.
-    let status = match ended {
-        Ok(status) => Ok(status),
-        Err(e) => {
-            kill(&mut child);
-            Err(e)
-        }
-    };
-    if let Some(t) = stdin {
-        let _ = t.join();
-    }
-    let out = stdout.map(|t| t.join());
-    if let Some(t) = stderr {
-        let _ = t.join();
-    }
-    let status = status?;
+    let result = supervise(&mut child, input, deadline, cancelled, &mut stderr);
+    stderr.flush();
+    // An exited program was reaped after its group was killed; any other ending stops it here,
+    // group and all, and reaps it.
+    let (status, out) = result.inspect_err(|_| kill(&mut child))?;
     if !status.success() {
         return Err(CallError::Exit(status.code()));
     }
-    match out {
-        Some(Ok(Ok(bytes))) if bytes.len() as u64 > MAX_ANSWER => Err(CallError::TooLarge),
-        Some(Ok(Ok(bytes))) => Ok(bytes),
-        Some(Ok(Err(e))) => Err(CallError::Io(e.to_string())),
-        _ => Err(CallError::Io("stdout could not be read".into())),
+    Ok(out)
+}
+
+/// The poll loop: feeds stdin, collects stdout, logs stderr, until the program has exited and
+/// its pipes are drained (its exit status and stdout), or until it must be stopped.
+fn supervise(
+    child: &mut Child,
+    input: &[u8],
+    deadline: Instant,
+    cancelled: &dyn Fn() -> bool,
+    stderr_log: &mut StderrLog<'_>,
+) -> Result<(std::process::ExitStatus, Vec<u8>), CallError> {
+    let pid = Pid::from_child(child);
+    let mut stdin = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    for fd in [
+        stdin.as_ref().map(AsFd::as_fd),
+        stdout.as_ref().map(AsFd::as_fd),
+        stderr.as_ref().map(AsFd::as_fd),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        rustix::io::ioctl_fionbio(fd, true).map_err(|e| CallError::Io(e.to_string()))?;
+    }
+    let mut written = 0;
+    if input.is_empty() {
+        stdin = None;
+    }
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    // Set once the program has exited: from then on only its pipes are drained, until then.
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if drain_until.is_none() {
+            // Seen without reaping it: its PID (the group's ID) cannot be reused while it is a
+            // zombie, so the group kill below cannot hit anyone else.
+            let exited = waitid(
+                WaitId::Pid(pid),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+            )
+            .map_err(|e| CallError::Io(e.to_string()))?;
+            if exited.is_some() {
+                // Anything it left running (a background child holding stdout) goes now; what
+                // it wrote before it exited is still in the pipe.
+                let _ = kill_process_group(pid, Signal::KILL);
+                stdin = None;
+                drain_until = Some(Instant::now() + DRAIN);
+            }
+        }
+        match drain_until {
+            Some(until) if (stdout.is_none() && stderr.is_none()) || Instant::now() >= until => {
+                let status = child.wait().map_err(|e| CallError::Io(e.to_string()))?;
+                return Ok((status, out));
+            }
+            Some(_) => {}
+            None if Instant::now() >= deadline => return Err(CallError::Timeout),
+            None if STOPPING.load(Ordering::SeqCst) => return Err(CallError::Stopping),
+            None if cancelled() => return Err(CallError::Cancelled),
+            None => {}
+        }
+        let mut fds = Vec::with_capacity(3);
+        if let Some(w) = &stdin {
+            fds.push(PollFd::new(w, PollFlags::OUT));
+        }
+        if let Some(r) = &stdout {
+            fds.push(PollFd::new(r, PollFlags::IN));
+        }
+        if let Some(r) = &stderr {
+            fds.push(PollFd::new(r, PollFlags::IN));
+        }
+        let timeout = Timespec {
+            tv_sec: 0,
+            tv_nsec: POLL.as_nanos() as _,
+        };
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(CallError::Io(e.to_string())),
+        }
+        drop(fds);
+        if let Some(w) = &mut stdin {
+            match w.write(&input[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // A program that does not read its input is its own business.
+                Err(_) => written = input.len(),
+            }
+            if written >= input.len() {
+                stdin = None;
+            }
+        }
+        if let Some(r) = &mut stdout {
+            match drain(r, &mut buf, |chunk| out.extend_from_slice(chunk)) {
+                Ok(open) if !open => stdout = None,
+                Ok(_) => {}
+                Err(e) => return Err(CallError::Io(e.to_string())),
+            }
+            if out.len() as u64 > MAX_ANSWER {
+                return Err(CallError::TooLarge);
+            }
+        }
+        if let Some(r) = &mut stderr {
+            // An error reading stderr ends its logging, not the command.
+            if !drain(r, &mut buf, |chunk| stderr_log.feed(chunk)).unwrap_or(false) {
+                stderr = None;
+            }
+        }
     }
 }
 
-/// Kills the child's whole process group and reaps the child.
+/// Reads what is there now; `Ok(false)` at the end of the pipe.
+fn drain(r: &mut impl Read, buf: &mut [u8], mut take: impl FnMut(&[u8])) -> io::Result<bool> {
+    loop {
+        match r.read(buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => take(buf.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The program's stderr, line by line into the log: at most [`STDERR_LINES`] lines of at most
+/// [`STDERR_LINE_BYTES`] bytes each; bytes that are not UTF-8 are shown as `\xNN`. Everything
+/// past the bounds is read and dropped, so the program is never blocked or killed by its stderr.
+struct StderrLog<'a> {
+    prefix: String,
+    log: &'a Log,
+    line: Vec<u8>,
+    /// The current line was longer than the bound.
+    cut: bool,
+    logged: usize,
+}
+
+impl StderrLog<'_> {
+    fn feed(&mut self, mut chunk: &[u8]) {
+        while let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+            let (head, rest) = chunk.split_at(i);
+            self.keep(head);
+            self.emit();
+            chunk = rest.get(1..).unwrap_or_default();
+        }
+        self.keep(chunk);
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = STDERR_LINE_BYTES.saturating_sub(self.line.len());
+        if bytes.len() > room {
+            self.cut = true;
+        }
+        if self.logged < STDERR_LINES {
+            self.line
+                .extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+        }
+    }
+
+    fn emit(&mut self) {
+        if self.logged < STDERR_LINES {
+            let mut text = escape(&self.line);
+            if self.cut {
+                text.push_str(" [cut]");
+            }
+            self.log.info(&format!("{}{text}", self.prefix));
+        } else if self.logged == STDERR_LINES {
+            self.log
+                .warn(&format!("{}(more lines not logged)", self.prefix));
+        }
+        self.logged = self.logged.saturating_add(1);
+        self.line.clear();
+        self.cut = false;
+    }
+
+    /// A last line without a newline.
+    fn flush(&mut self) {
+        if !self.line.is_empty() || self.cut {
+            self.emit();
+        }
+    }
+}
+
+/// Valid UTF-8 escaped as the log escapes text; anything else as `\xNN`.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.extend(chunk.valid().escape_debug());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Kills the child's whole process group and reaps the child. Only for a child not yet reaped:
+/// a reaped child's PID (its group's ID) may belong to another process by now.
 fn kill(child: &mut Child) {
     let _ = kill_process_group(Pid::from_child(child), Signal::KILL);
     // The group kill covers the child; this is for a child that left its group.
@@ -192,6 +353,108 @@ mod tests {
         let (r, _) = run_sh("sleep 30 & sleep 30", 1);
         assert_eq!(r, Err(CallError::Timeout));
         assert!(started.elapsed() < Duration::from_secs(20));
+    }
+
+    /// The state of process `pid` (`R`, `S`, `Z`...), `None` once it is gone.
+    fn state(pid: &str) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
+    #[test]
+    fn n1_a_background_child_holding_stdout_neither_holds_the_answer_nor_survives() {
+        // Issue 19 N1: the answer was never delivered (stdout never reached its end while the
+        // child held it) and the child was never killed.
+        let dir = std::env::temp_dir().join(format!("wxmp-n1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("bg.pid");
+        let started = Instant::now();
+        let (r, _) = run_sh(
+            &format!(
+                "sleep 30 & echo $! > {}; printf '{{\"MsgType\":\"text\"}}'",
+                pidfile.display()
+            ),
+            20,
+        );
+        assert_eq!(r.unwrap(), b"{\"MsgType\":\"text\"}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the answer waited for the background child: {:?}",
+            started.elapsed()
+        );
+        let bg = std::fs::read_to_string(&pidfile).unwrap();
+        let bg = bg.trim();
+        let gone = (0..200).any(|_| {
+            let s = state(bg);
+            if s.is_none() || s == Some('Z') {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            false
+        });
+        assert!(gone, "background child {bg} still running: {:?}", state(bg));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn n2_a_huge_stderr_line_is_cut_and_the_lines_are_bounded() {
+        // Issue 19 N2: one stderr line was read whole (1 GB took RSS to 979 MiB).
+        let (r, lines) = run_sh(
+            "head -c 3000000 /dev/zero | tr '\\0' a >&2; echo >&2; seq 1 100 >&2; printf ok",
+            20,
+        );
+        assert_eq!(r.unwrap(), b"ok");
+        let logged: Vec<&String> = lines.iter().filter(|l| l.contains("stderr: ")).collect();
+        assert!(
+            logged[0].ends_with(&format!("{} [cut]", "a".repeat(10))),
+            "{}",
+            &logged[0][..80]
+        );
+        assert!(
+            logged[0].len() < STDERR_LINE_BYTES + 200,
+            "{}",
+            logged[0].len()
+        );
+        assert_eq!(logged.len(), STDERR_LINES + 1, "{logged:?}");
+        assert!(logged[STDERR_LINES].contains("(more lines not logged)"));
+    }
+
+    #[test]
+    fn n3_bytes_that_are_not_utf8_are_logged_escaped_and_the_answer_is_kept() {
+        // Issue 19 N3: one such byte ended the reading, and the program died of SIGPIPE on its
+        // next write to stderr; its valid answer was replaced by the fallback.
+        let (r, lines) = run_sh(
+            "printf 'bad \\377 byte\\n' >&2; sleep 0.2; echo still here >&2; printf answer",
+            20,
+        );
+        assert_eq!(r.unwrap(), b"answer");
+        assert!(
+            lines.iter().any(|l| l.ends_with("stderr: bad \\xff byte")),
+            "{lines:?}"
+        );
+        assert!(lines.iter().any(|l| l.ends_with("stderr: still here")));
+    }
+
+    #[test]
+    fn a_large_input_that_is_never_read_does_not_block() {
+        let log = Log::to(Arc::new(Capture::default()));
+        let started = Instant::now();
+        let r = run(
+            &sh("printf ok"),
+            Path::new("."),
+            &vec![b'x'; 1 << 20],
+            Instant::now() + Duration::from_secs(10),
+            &|| false,
+            &log,
+        );
+        assert_eq!(r.unwrap(), b"ok");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_answer_over_the_limit_is_refused() {
+        let (r, _) = run_sh("head -c 2000000 /dev/zero", 20);
+        assert_eq!(r, Err(CallError::TooLarge));
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub enum CallError {
     Exit(Option<i32>),
     /// No attempt could use the answer any more; the program was stopped.
     Cancelled,
+    /// The server is stopping (SIGTERM): the program was stopped, or not started.
+    Stopping,
     /// The answer is not a passive reply WeChat would accept.
     Reply(json::JsonReplyError),
     /// Too many calls or commands in flight.
@@ -97,6 +99,7 @@ impl fmt::Display for CallError {
             CallError::Spawn(why) => write!(f, "cannot start it: {why}"),
             CallError::Exit(Some(code)) => write!(f, "it exited with status {code}"),
             CallError::Exit(None) => f.write_str("it was killed by a signal"),
+            CallError::Stopping => f.write_str("stopped: the server is shutting down"),
             CallError::Cancelled => {
                 f.write_str("stopped: no attempt could use its answer any more")
             }
