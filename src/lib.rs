@@ -45,6 +45,7 @@ pub mod log;
 pub mod net;
 pub mod protocol;
 pub mod rules;
+pub mod secrets;
 pub mod send;
 pub mod server;
 pub mod tail;

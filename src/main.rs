@@ -10,13 +10,26 @@ use std::process::ExitCode;
 use wxmp::cli::{self, Command};
 use wxmp::config::Config;
 use wxmp::log::Log;
+use wxmp::secrets::Environment;
 use wxmp::server::{self, reload};
 use wxmp::usage::Args;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let env = |name: &str| std::env::var(name).ok();
-    match cli::parse(args) {
+    let command = cli::parse(args);
+    // Before any thread: the secrets leave the process environment here.
+    let secrets = match Environment::take() {
+        Ok(secrets) => secrets,
+        Err(e) => return fail(e),
+    };
+    if matches!(command, Ok(Command::Serve(_))) {
+        // Returns only if there was nothing to do, or the restart failed.
+        if let Err(e) = secrets.restart_clean() {
+            eprintln!("wxmp: warning: cannot restart without the secrets in the environment ({e}); the programs reply.command runs can read them in /proc/{}/environ", std::process::id());
+        }
+    }
+    let env = |name: &str| secrets.var(name);
+    match command {
         Err(e) => fail(e),
         Ok(Command::Help(text)) => {
             print!("{text}");

@@ -28,6 +28,10 @@ pub fn wxmp(args: &[&str]) -> Command {
         "WXMP_LOG_OPENID",
         "WXMP_METRICS_ADDR",
         "WXMP_REPLAY_WINDOW",
+        "WXMP_TOKEN_FILE",
+        "WXMP_AES_KEY_FILE",
+        "WXMP_SECRET_FILE",
+        "WXMP_FORWARD_SECRET_FILE",
     ] {
         c.env_remove(var);
     }

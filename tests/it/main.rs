@@ -4,6 +4,7 @@
 mod api;
 mod architecture;
 mod binary;
+mod command;
 mod docs;
 mod fixtures;
 mod forward;
