@@ -21,13 +21,15 @@ use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
-/// The variables that hold secrets. Each also has a `_FILE` form.
-pub const SECRET_VARS: [&str; 4] = [
-    "WXMP_TOKEN",
-    "WXMP_AES_KEY",
-    "WXMP_SECRET",
-    "WXMP_FORWARD_SECRET",
-];
+/// The variables that hold secrets: those of the settings marked secret in
+/// [`crate::config::SERVE`] (`WXMP_TOKEN`, `WXMP_AES_KEY`, `WXMP_FORWARD_SECRET`,
+/// `WXMP_SECRET`). Each also has a `_FILE` form.
+pub fn secret_vars() -> impl Iterator<Item = &'static str> {
+    crate::config::SERVE
+        .iter()
+        .filter(|s| s.secret)
+        .filter_map(|s| s.env)
+}
 
 /// Set on the restarted server: its secrets are on stdin.
 const HANDED_OVER: &str = "WXMP_SECRETS_ON_STDIN";
@@ -73,12 +75,12 @@ impl Environment {
             std::env::remove_var(HANDED_OVER);
             let mut raw = Vec::new();
             std::io::stdin()
-                .take(MAX_SECRET * SECRET_VARS.len() as u64 * 2)
+                .take(MAX_SECRET * secret_vars().count() as u64 * 2)
                 .read_to_end(&mut raw)
                 .map_err(|e| SecretError(format!("cannot read the handed-over secrets: {e}")))?;
             env.secrets = decode(&raw);
         }
-        for var in SECRET_VARS {
+        for var in secret_vars() {
             let file_var = format!("{var}_FILE");
             let direct = std::env::var(var).ok().filter(|v| !v.is_empty());
             let file = std::env::var_os(&file_var).filter(|v| !v.is_empty());
@@ -107,7 +109,7 @@ impl Environment {
     pub fn var(&self, name: &str) -> Option<String> {
         match self.secrets.iter().find(|(n, _)| *n == name) {
             Some((_, v)) => Some(v.clone()),
-            None if SECRET_VARS.contains(&name) => None,
+            None if secret_vars().any(|v| v == name) => None,
             None => std::env::var(name).ok(),
         }
     }
@@ -177,9 +179,9 @@ fn decode(raw: &[u8]) -> Vec<(&'static str, String)> {
     let mut parts = raw.split(|&b| b == 0);
     let mut out = Vec::new();
     while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
-        let known = SECRET_VARS.iter().find(|v| v.as_bytes() == name);
+        let known = secret_vars().find(|v| v.as_bytes() == name);
         if let (Some(var), Ok(value)) = (known, std::str::from_utf8(value)) {
-            out.push((*var, value.to_owned()));
+            out.push((var, value.to_owned()));
         }
     }
     out
@@ -188,6 +190,19 @@ fn decode(raw: &[u8]) -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_secret_setting_has_its_variable_taken() {
+        let vars: Vec<&str> = secret_vars().collect();
+        for v in [
+            "WXMP_TOKEN",
+            "WXMP_AES_KEY",
+            "WXMP_SECRET",
+            "WXMP_FORWARD_SECRET",
+        ] {
+            assert!(vars.contains(&v), "{vars:?}");
+        }
+    }
 
     #[test]
     fn the_handover_round_trips_and_ignores_unknown_names() {

@@ -34,23 +34,12 @@ const DRAIN: Duration = Duration::from_millis(500);
 /// read and dropped): a chatty program cannot flood the log or the memory.
 const STDERR_LINES: usize = 50;
 const STDERR_LINE_BYTES: usize = 2000;
-/// wxmp's own secrets (and where they were read from) are not handed to the user's program.
-const SECRET_VARS: [&str; 8] = [
-    "WXMP_TOKEN",
-    "WXMP_AES_KEY",
-    "WXMP_SECRET",
-    "WXMP_FORWARD_SECRET",
-    "WXMP_TOKEN_FILE",
-    "WXMP_AES_KEY_FILE",
-    "WXMP_SECRET_FILE",
-    "WXMP_FORWARD_SECRET_FILE",
-];
 
 /// Set when the server stops: running commands are killed with their groups, new ones refused.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// Stops every command of this process, now and later: each running one is killed with its
-/// process group within [`POLL`], and answers the fallback. Called once on SIGTERM, so the stop
+/// process group within 10 ms, and answers the fallback. Called once on SIGTERM, so the stop
 /// leaves no program (or its children) running under PID 1.
 pub fn stop_all() {
     STOPPING.store(true, Ordering::SeqCst);
@@ -80,9 +69,8 @@ pub fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    for var in SECRET_VARS {
-        cmd.env_remove(var);
-    }
+    // wxmp's own secrets are not in its environment, so the program inherits none of them
+    // (`crate::secrets` took them out at start).
     let mut child = cmd
         .spawn()
         .map_err(|e| CallError::Spawn(format!("{program}: {e}")))?;
