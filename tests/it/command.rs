@@ -171,3 +171,154 @@ fn every_secret_can_come_from_a_file() {
         "{err}"
     );
 }
+
+/// Threads of every process running as nobody (RLIMIT_NPROC counts them all).
+fn nobody_tasks() -> u64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter(|s| s.lines().any(|l| l.starts_with("Uid:\t65534\t")))
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Children of `pid` that exited and were never waited for.
+fn zombies_of(pid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let mut f = after.split_whitespace();
+            let state = f.next().unwrap_or("");
+            let ppid: u32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            state == "Z" && ppid == pid
+        })
+        .count()
+}
+
+#[test]
+fn n14_at_a_process_limit_a_command_push_never_panics_and_the_stop_exits_cleanly() {
+    // Issue 19 N14: at a thread or process limit the command path panicked in thread::spawn
+    // after its child was spawned (a zombie each time), and SIGTERM then panicked the main
+    // thread (exit 101). Root is exempt from RLIMIT_NPROC, so the server runs as nobody, with
+    // room for a few tasks more than it starts with: each step below allows one more.
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let have = |tool: &str| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok()
+    };
+    if !is_root || !have("setpriv") || !have("prlimit") {
+        eprintln!("SKIPPED n14_...: needs root, setpriv and prlimit");
+        return;
+    }
+    let script = "cat >/dev/null\nprintf '{\"MsgType\":\"text\",\"Content\":\"ok\"}'\n";
+    let rules = command_rules(script);
+    let dir = rules.parent().unwrap().to_owned();
+    let args = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--token",
+        "cmdtok14",
+        "--threads",
+        "1",
+        "--rules",
+        rules.to_str().unwrap(),
+    ];
+    let startup = Server::start(&args[4..]);
+    let started_with = std::fs::read_to_string(format!("/proc/{}/status", startup.pid()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap();
+    drop(startup);
+    let mut outcomes = Vec::new();
+    for room in 1..=6 {
+        let limit = nobody_tasks() + started_with + room;
+        let log = dir.join(format!("stderr-{room}.log"));
+        let mut child = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "prlimit",
+            ])
+            .arg(format!("--nproc={limit}:{limit}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_wxmp"))
+            .args(args)
+            .env_remove("WXMP_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut banner = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut banner,
+        )
+        .unwrap();
+        let addr = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no address in {banner:?}"))
+            .to_owned();
+        let target = format!("/weixin?{}", fresh_query("cmdtok14"));
+        let (status, body) = http(&addr, "POST", &target, text_xml("o", "hi", room).as_bytes());
+        let said = if status == 200 {
+            text_of(&body)
+        } else {
+            format!("HTTP {status}")
+        };
+        assert!(
+            ["ok", "稍等", "HTTP 503"].contains(&said.as_str()),
+            "room {room}: {said}"
+        );
+        outcomes.push(said);
+        let pid = child.id();
+        assert!(
+            eventually(5, || zombies_of(pid) == 0),
+            "room {room}: {} zombies",
+            zombies_of(pid)
+        );
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        let stopping = Instant::now();
+        let code = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s.code();
+            }
+            assert!(
+                stopping.elapsed() < Duration::from_secs(10),
+                "room {room}: no exit"
+            );
+            thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(!stderr.contains("panicked"), "room {room}: {stderr}");
+        assert_eq!(code, Some(0), "room {room}: {stderr}");
+    }
+    eprintln!("n14 outcomes by room: {outcomes:?}");
+    assert!(
+        outcomes.iter().any(|o| o == "ok"),
+        "no step had room for the command: {outcomes:?}"
+    );
+}
