@@ -13,6 +13,7 @@ wxmp — a fast, single-binary WeChat Official Account (微信公众号) message
 Usage:
   wxmp [serve] [OPTIONS]           run the server
   wxmp check-rules FILE            validate a rules file and list its rules
+  wxmp check-accounts FILE         validate an accounts file and every rules file it names
   wxmp send [OPTIONS] KIND [ARGS]  play WeChat: send a signed push to a server (wxmp send --help)
   wxmp menu check|push|show|delete the custom menu (wxmp menu --help)
   wxmp kf send|typing OPENID ...   customer-service messages (wxmp kf --help)
@@ -42,6 +43,7 @@ pub fn usage() -> String {
 pub enum Command {
     Serve(Box<Args>),
     CheckRules(PathBuf),
+    CheckAccounts(PathBuf),
     Send(Box<Args>),
     /// `wxmp menu`, `wxmp kf`, `wxmp token`: the command word is the first of the words.
     Api(Box<Args>),
@@ -66,7 +68,10 @@ pub fn parse(mut args: Vec<OsString>) -> Result<Command, UsageError> {
     match word.as_str() {
         "serve" => serve(rest),
         "help" => Ok(Command::Help(usage())),
-        "check-rules" => check_rules(lexopt::Parser::from_args(rest)),
+        "check-rules" => check_file("check-rules", lexopt::Parser::from_args(rest))
+            .map(Command::CheckRules),
+        "check-accounts" => check_file("check-accounts", lexopt::Parser::from_args(rest))
+            .map(Command::CheckAccounts),
         "send" => command(rest, &crate::send::args::SPEC, crate::send::usage, Command::Send),
         "fake-api" => command(
             rest,
@@ -86,7 +91,7 @@ pub fn parse(mut args: Vec<OsString>) -> Result<Command, UsageError> {
             })
         }
         other => Err(UsageError(format!(
-            "unknown command {other:?}; expected serve, check-rules, send, tail, menu, kf, token or fake-api (see wxmp --help)"
+            "unknown command {other:?}; expected serve, check-rules, check-accounts, send, tail, menu, kf, token or fake-api (see wxmp --help)"
         ))),
     }
 }
@@ -117,18 +122,19 @@ fn serve(args: Vec<OsString>) -> Result<Command, UsageError> {
     )
 }
 
-fn check_rules(mut parser: lexopt::Parser) -> Result<Command, UsageError> {
+/// The one FILE of `check-rules` and `check-accounts`.
+fn check_file(command: &str, mut parser: lexopt::Parser) -> Result<PathBuf, UsageError> {
     let file: PathBuf = parser
         .value()
-        .map_err(|_| UsageError("check-rules needs a FILE".into()))?
+        .map_err(|_| UsageError(format!("{command} needs a FILE")))?
         .into();
     if let Some(extra) = parser.next()? {
         return Err(UsageError(format!(
-            "check-rules takes one FILE; {}",
+            "{command} takes one FILE; {}",
             extra.unexpected()
         )));
     }
-    Ok(Command::CheckRules(file))
+    Ok(file)
 }
 
 #[cfg(test)]

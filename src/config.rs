@@ -15,6 +15,8 @@ use crate::protocol::envelope::SafeMode;
 use crate::protocol::verify::Token;
 use crate::usage::{self, Args, Env, Setting, Spec, UsageError};
 
+pub mod accounts;
+
 pub const DEFAULT_HOST: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 80;
 /// The path WeChat's samples and most tutorials use.
@@ -75,6 +77,7 @@ pub const TOKEN_ENDPOINT: Setting = Setting::value(
 pub const SERVE: &[Setting] = &[
     Setting::value("host", "HOST", "address to listen on").env("WXMP_HOST").default(DEFAULT_HOST),
     Setting::value("port", "PORT", "port to listen on; 0 picks a free one").env("WXMP_PORT").default("80").range(0, 65535, ""),
+    Setting::value("accounts", "FILE", "an accounts file (TOML): many accounts, each at its own path").env("WXMP_ACCOUNTS").default("off: one account from the flags"),
     Setting::value("path", "PATH", "the message URL path you enter in the console").env("WXMP_PATH").default(DEFAULT_PATH),
     Setting::value("token", "TOKEN", "the Token from the console (required): 3-32 letters or digits").env("WXMP_TOKEN").secret(),
     Setting::value("aes-key", "KEY", "the 43-character EncodingAESKey; turns on safe/compatible mode").env("WXMP_AES_KEY").secret(),
@@ -112,7 +115,8 @@ pub const SPEC: Spec = Spec {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Listen,
-    pub account: AccountConfig,
+    /// The one account of the flags, or the accounts file.
+    pub accounts: Accounts,
     /// The retry store's limits.
     pub cache: Limits,
     /// What the access log shows.
@@ -120,7 +124,7 @@ pub struct Config {
     /// Forwarding to the user's own code (`reply.forward` / `reply.command` in the rules).
     pub forward: Forward,
     /// The API client's settings, when both the AppID and the AppSecret are given (the server
-    /// can then send customer-service messages).
+    /// can then send customer-service messages); with an accounts file, each account's own.
     pub api: Option<ApiConfig>,
     /// Seconds a signed query stays good ([`crate::server::replay`]); 0: the timestamp and
     /// nonce checks are off.
@@ -144,6 +148,41 @@ pub struct Listen {
     /// The metrics listener (`/metrics`, and `/tail` when on loopback); `None`: off.
     pub metrics: Option<SocketAddr>,
 }
+
+/// Where the accounts come from.
+#[derive(Debug, Clone)]
+pub enum Accounts {
+    /// No `--accounts`: one implicit account, from the flags.
+    One(AccountConfig),
+    /// `--accounts FILE`: loaded (and reloaded) by the server.
+    File {
+        path: PathBuf,
+        /// What the accounts' API clients share.
+        api: accounts::ApiShared,
+    },
+}
+
+/// The single-account settings that belong in the accounts file when there is one, and where
+/// each goes there.
+const PER_ACCOUNT: &[(&str, &str)] = &[
+    ("path", "path"),
+    ("token", "token, token_env or token_file"),
+    ("aes-key", "aes_key, aes_key_env or aes_key_file"),
+    ("appid", "appid"),
+    ("rules", "rules"),
+    ("late", "late"),
+    (
+        "forward-secret",
+        "forward_secret, forward_secret_env or forward_secret_file",
+    ),
+    ("forward-capacity", "forward_capacity"),
+    ("kf-wait", "kf_wait"),
+    ("secret", "secret, secret_env or secret_file"),
+    (
+        "token-cache",
+        "nothing: each AppID's token is cached in the default place",
+    ),
+];
 
 /// The Official Account: where WeChat posts, how pushes are signed and sealed, which rules.
 #[derive(Debug, Clone)]
@@ -296,10 +335,32 @@ impl Config {
     pub fn resolve(args: Args, env: Env<'_>) -> Result<Config, UsageError> {
         let args = args.with_env(env);
         let mut warnings = Vec::new();
-        let api = resolve_api(&args, env)?;
-        let account = account(&args, api.is_some(), &mut warnings)?;
+        let (accounts, api, forward) = match args.get("accounts") {
+            Some(path) => {
+                refuse_per_account(&args)?;
+                let parts = api_parts(&args, env)?;
+                let cache_home = default_token_cache("x", env)
+                    .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf));
+                let forward = Forward {
+                    processes: args.number("forward-processes", DEFAULT_PROCESSES)?,
+                    ..Forward::default()
+                };
+                let api = accounts::ApiShared {
+                    api_base: parts.api_base,
+                    token_endpoint: parts.token_endpoint,
+                    cache_home,
+                };
+                let path = PathBuf::from(path);
+                (Accounts::File { path, api }, None, forward)
+            }
+            None => {
+                let api = resolve_api(&args, env)?;
+                let account = account(&args, api.is_some(), &mut warnings)?;
+                let forward = forward(&args, api.is_some())?;
+                (Accounts::One(account), api, forward)
+            }
+        };
         let listen = listen(&args, &mut warnings)?;
-        let forward = forward(&args, api.is_some())?;
         let replay_window = replay_window(&args, &mut warnings)?;
         let cache_mb: usize = args.number("cache-mb", DEFAULT_CACHE_MB)?;
         let log = match args.get("log-format") {
@@ -312,7 +373,7 @@ impl Config {
         };
         Ok(Config {
             listen,
-            account,
+            accounts,
             cache: Limits {
                 ttl_secs: args.number("cache-ttl", DEFAULT_CACHE_TTL)?,
                 max_entries: Limits::default().max_entries,
@@ -328,6 +389,43 @@ impl Config {
             log,
             warnings,
         })
+    }
+}
+
+/// With `--accounts`, a single-account setting is an error that says where it goes instead.
+fn refuse_per_account(args: &Args) -> Result<(), UsageError> {
+    let given: Vec<&(&str, &str)> = PER_ACCOUNT
+        .iter()
+        .filter(|(name, _)| args.get(name).is_some())
+        .collect();
+    match given.first() {
+        None => Ok(()),
+        Some((name, goes)) => Err(UsageError(format!(
+            "{} cannot be used with --accounts / WXMP_ACCOUNTS: each account's settings are in the accounts file (there: {goes}){}",
+            args.names(name),
+            if given.len() > 1 {
+                format!(
+                    "; so are {}",
+                    given[1..]
+                        .iter()
+                        .map(|(n, _)| format!("--{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                String::new()
+            }
+        ))),
+    }
+}
+
+impl Config {
+    /// The one account of the flags; `None` with an accounts file.
+    pub fn account(&self) -> Option<&AccountConfig> {
+        match &self.accounts {
+            Accounts::One(a) => Some(a),
+            Accounts::File { .. } => None,
+        }
     }
 }
 
@@ -609,11 +707,11 @@ mod tests {
             (
                 c.listen.host.as_str(),
                 c.listen.port,
-                c.account.path.as_str()
+                c.account().unwrap().path.as_str()
             ),
             ("0.0.0.0", 80, "/weixin")
         );
-        assert!(c.account.safe.is_none());
+        assert!(c.account().unwrap().safe.is_none());
         assert_eq!(c.cache, Limits::default());
         assert_eq!(c.cache.max_bytes, 32 << 20);
         assert_eq!(c.listen.threads, default_threads());
@@ -629,7 +727,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.listen.port, 9000);
-        assert_eq!(c.account.token.expose(), "envtok");
+        assert_eq!(c.account().unwrap().token.expose(), "envtok");
     }
 
     #[test]
@@ -678,7 +776,7 @@ mod tests {
     #[test]
     fn an_appid_alone_is_a_warning_and_a_zero_cache_an_error() {
         let c = with_token(&["--appid", "wx1"], &[]).unwrap();
-        assert!(c.account.safe.is_none());
+        assert!(c.account().unwrap().safe.is_none());
         assert!(c.warnings[0].contains("--aes-key"), "{:?}", c.warnings);
         let e = error(&["--cache-mb", "0"]);
         assert!(e.contains("--cache-mb") && e.contains("at least 1"), "{e}");
@@ -754,7 +852,10 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.account.safe.unwrap().app_id, "wx2c2769f8efd9abc2");
+        assert_eq!(
+            c.account().unwrap().safe.as_ref().unwrap().app_id,
+            "wx2c2769f8efd9abc2"
+        );
     }
 
     #[test]
@@ -788,7 +889,7 @@ mod tests {
         )
         .unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-        assert!(c.account.safe.is_none());
+        assert!(c.account().unwrap().safe.is_none());
         assert_eq!(c.forward.late, Late::Kf);
         let api = c.api.unwrap();
         assert_eq!(api.app_id, "wx1");

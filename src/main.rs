@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::CheckRules(path)) => check_rules(&path),
+        Ok(Command::CheckAccounts(path)) => check_accounts(&path),
         Ok(Command::Serve(args)) => serve(*args, &env),
         Ok(Command::Api(args)) => match wxmp::api_cmd::args::resolve(*args, &env) {
             Err(e) => fail(e),
@@ -86,6 +87,92 @@ fn check_rules(path: &Path) -> ExitCode {
         n => format!(" ({n} warning{})", if n == 1 { "" } else { "s" }),
     };
     println!("{}: {} rules OK{warned}", path.display(), set.rules().len());
+    ExitCode::SUCCESS
+}
+
+/// Lists each account with where its secrets came from (never their values) and its rules;
+/// every problem of the file and of its rules files, each with its line, exits 2.
+fn check_accounts(path: &Path) -> ExitCode {
+    let api = wxmp::config::accounts::ApiShared {
+        api_base: wxmp::config::DEFAULT_API_BASE.to_owned(),
+        token_endpoint: wxmp::api::TokenEndpoint::Stable,
+        cache_home: None,
+    };
+    let loaded = match server::run::load_accounts(path, &api, wxmp::config::DEFAULT_PROCESSES) {
+        Ok(l) => l,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("wxmp: {p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let mut failed = false;
+    let mut rules: Vec<(std::path::PathBuf, String)> = Vec::new();
+    let width = loaded
+        .accounts
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(0);
+    let path_width = loaded
+        .accounts
+        .iter()
+        .map(|a| a.account.path.len())
+        .max()
+        .unwrap_or(0);
+    for a in &loaded.accounts {
+        let rules_note = match &a.account.rules {
+            None => "built-in rules".to_owned(),
+            Some(file) => match rules.iter().find(|(f, _)| f == file) {
+                Some((_, note)) => note.clone(),
+                None => {
+                    let note = match reload::load(file) {
+                        Ok(set) => {
+                            for w in set.warnings() {
+                                eprintln!("wxmp: warning: {w}");
+                            }
+                            format!("{} rules from {}", set.rules().len(), file.display())
+                        }
+                        Err(e) => {
+                            eprintln!("wxmp: account {:?} (line {}): {e}", a.name, a.line);
+                            failed = true;
+                            format!("rules {}: broken", file.display())
+                        }
+                    };
+                    rules.push((file.clone(), note.clone()));
+                    note
+                }
+            },
+        };
+        let secrets: Vec<String> = a
+            .sources
+            .iter()
+            .map(|(key, source)| format!("{key} {source}"))
+            .collect();
+        let mode = match &a.account.safe {
+            Some(s) => format!("safe mode, AppID {}", s.app_id),
+            None => "plaintext".to_owned(),
+        };
+        println!(
+            "{:width$}  {:path_width$}  {mode}; {}; {rules_note}",
+            a.name,
+            a.account.path,
+            secrets.join(", "),
+        );
+    }
+    for w in &loaded.warnings {
+        eprintln!("wxmp: warning: {w}");
+    }
+    if failed {
+        return ExitCode::from(2);
+    }
+    let n = loaded.accounts.len();
+    println!(
+        "{}: {n} account{} OK",
+        path.display(),
+        if n == 1 { "" } else { "s" }
+    );
     ExitCode::SUCCESS
 }
 

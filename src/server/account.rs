@@ -1,6 +1,6 @@
 //! One Official Account as the server sees it: where WeChat posts, how pushes are signed and
-//! sealed, and the rules that answer them. The pipeline is built from an `Account`, so several
-//! accounts can later share one process.
+//! sealed, and the rules that answer them. The pipeline is built from an `Account`; with an
+//! accounts file, each account has its own pipeline ([`crate::server::router`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +14,9 @@ pub use crate::config::DEFAULT_PATH;
 
 #[derive(Debug)]
 pub struct Account {
+    /// Its name in the accounts file; empty for the one account of the flags. The retry
+    /// store's keys carry it, so two accounts never share an answer.
+    pub name: Arc<str>,
     /// The message URL path configured in the WeChat console, e.g. `/weixin`.
     pub path: String,
     pub token: Token,
@@ -29,6 +32,7 @@ impl Account {
     /// An account at `/weixin` with the built-in rules and no safe mode.
     pub fn new(token: Token) -> Account {
         Account {
+            name: Arc::from(""),
             path: DEFAULT_PATH.to_owned(),
             token,
             safe: None,
@@ -39,11 +43,18 @@ impl Account {
 
     /// The account `config` describes, answering with `rules` (loaded from `config.rules`).
     pub fn configured(config: AccountConfig, rules: RuleSet) -> Account {
+        Account::sharing("", config, Arc::new(SharedRules::new(rules)))
+    }
+
+    /// The account `name` that `config` describes, answering with `rules`, which other
+    /// accounts naming the same rules file share (one compiled form, one watcher).
+    pub fn sharing(name: &str, config: AccountConfig, rules: Arc<SharedRules>) -> Account {
         Account {
+            name: Arc::from(name),
             path: config.path,
             token: config.token,
             safe: config.safe,
-            rules: Arc::new(SharedRules::new(rules)),
+            rules,
             rules_file: config.rules,
         }
     }

@@ -21,9 +21,10 @@ pub mod pipeline;
 pub mod recent;
 pub mod reload;
 pub mod replay;
+pub mod router;
 pub mod routes;
 pub mod run;
 pub mod sample;
 pub mod store;
 
-pub use run::{build, ServeError, Server};
+pub use run::{build, BuildError, ServeError, Server};

@@ -585,7 +585,9 @@ impl Attempt<'_> {
             Sealing::Plain
         };
         let begin = match retry_key(msg, sealing) {
-            Some(key) => pipeline.store.begin(key, pipeline.env.now()),
+            Some(key) => pipeline
+                .store
+                .begin(key.in_account(&pipeline.account.name), pipeline.env.now()),
             // Nothing identifies its retries; it is still answered, once per attempt.
             None => Begin::Fresh(store::detached()),
         };

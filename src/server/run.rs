@@ -10,20 +10,28 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{default_max_connections, Config, Listen};
+use std::path::{Path, PathBuf};
+
+use crate::api::ApiConfig;
+use crate::config::accounts::{self, AccountSpec, Accounts, ApiShared, Problem};
+use crate::config::{
+    default_max_connections, AccountConfig, Accounts as ConfigAccounts, Config, Forward, Listen,
+};
 use crate::log::Log;
-use crate::rules::{RuleSet, RulesError};
+use crate::rules::{RuleSet, RulesError, SharedRules};
 use crate::server::account::Account;
 use crate::server::env::{Env, SystemEnv};
 use crate::server::forward::{self, Forwarder};
 use crate::server::http_log;
 use crate::server::metrics::Metrics;
 use crate::server::monitor::{self, Monitor};
-use crate::server::pipeline::Pipeline;
+use crate::server::pipeline::{Answer, Pipeline, Plan};
 use crate::server::recent::Recent;
 use crate::server::reload::{self, Watch};
 use crate::server::replay::Replay;
+use crate::server::router::{Router, Table};
 use crate::server::routes::{self, Service};
+use crate::server::store::{MemoryStore, RetryStore};
 
 /// How long a stop may take before the process exits anyway (Docker kills after 10 s).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -37,10 +45,9 @@ const EXIT_UNCLEAN_STOP: i32 = 1;
 pub struct Server {
     /// Where and how to listen.
     pub listen: Listen,
-    /// What every handler thread runs: routing, the access log, the metrics, the live view.
-    pub service: Arc<Service>,
-    /// The account's pipeline, shared with the service (and read by the metrics).
-    pub pipeline: Arc<Pipeline>,
+    /// Which account's service answers a path: each runs routing, the access log, the
+    /// metrics and the live view for its account.
+    pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
     /// The live view's buffer; only behind a loopback metrics listener, because it shows
     /// message content.
@@ -50,6 +57,10 @@ pub struct Server {
     /// a slow endpoint can never take the threads that static rules, the URL check and
     /// /healthz need.
     pub pool: usize,
+    /// Each rules file in use, once however many accounts share it, for the watchers.
+    rules: Vec<(Option<PathBuf>, Arc<SharedRules>)>,
+    /// The accounts file, when there is one (the banner names it).
+    accounts_file: Option<PathBuf>,
     log: Log,
 }
 
@@ -106,19 +117,131 @@ impl fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
-/// Wires the parts `config` describes: loads the rules, builds the forwarder, the API client,
-/// the pipeline, the metrics and the service, and logs the configuration's warnings. Binds
-/// nothing, so it can be tested.
-pub fn build(config: Config, log: Log) -> Result<Server, RulesError> {
-    let rules = match &config.account.rules {
-        Some(path) => reload::load(path)?,
-        None => RuleSet::builtin(),
-    };
+/// Why the server could not be built: a rules file or the accounts file is wrong.
+#[derive(Debug)]
+pub enum BuildError {
+    Rules(RulesError),
+    /// Every problem of the accounts file, each with its line.
+    Accounts(Vec<Problem>),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Rules(e) => e.fmt(f),
+            BuildError::Accounts(problems) => {
+                let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                f.write_str(&shown.join("\nwxmp: "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+impl From<RulesError> for BuildError {
+    fn from(e: RulesError) -> Self {
+        BuildError::Rules(e)
+    }
+}
+
+/// Most handler threads kept for held forwards, however many accounts forward: past it, a
+/// push whose attempt cannot be held gets its fallback.
+const MAX_HELD_THREADS: usize = 4096;
+
+/// One account as the server builds it: from the flags or from the accounts file.
+struct Member {
+    name: String,
+    account: AccountConfig,
+    forward: Forward,
+    api: Option<ApiConfig>,
+}
+
+impl From<AccountSpec> for Member {
+    fn from(spec: AccountSpec) -> Member {
+        Member {
+            name: spec.name,
+            account: spec.account,
+            forward: spec.forward,
+            api: spec.api,
+        }
+    }
+}
+
+/// Reads and checks the accounts file, with the process's environment and files.
+pub fn load_accounts(
+    path: &Path,
+    api: &ApiShared,
+    processes: usize,
+) -> Result<Accounts, Vec<Problem>> {
+    let env = |name: &str| std::env::var(name).ok();
+    let read = |p: &Path| std::fs::read_to_string(p);
+    let mode = file_mode(path);
+    accounts::load(
+        path,
+        &accounts::Context {
+            env: &env,
+            read: &read,
+            api,
+            processes,
+            mode,
+        },
+    )
+}
+
+#[cfg(unix)]
+fn file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).ok().map(|m| m.permissions().mode())
+}
+
+#[cfg(not(unix))]
+fn file_mode(_: &Path) -> Option<u32> {
+    None
+}
+
+/// Wires the parts `config` describes: loads the accounts and their rules, builds each
+/// account's forwarder, API client, pipeline and service around one retry store, the metrics
+/// and the router, and logs the configuration's warnings. Binds nothing, so it can be tested.
+pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
     for w in &config.warnings {
         log.warn(w);
     }
-    for w in rules.warnings() {
-        log.warn(&format!("rules: {w}"));
+    let (members, accounts_file) = match &config.accounts {
+        ConfigAccounts::One(account) => (
+            vec![Member {
+                name: String::new(),
+                account: account.clone(),
+                forward: config.forward.clone(),
+                api: config.api.clone(),
+            }],
+            None,
+        ),
+        ConfigAccounts::File { path, api } => {
+            let loaded =
+                load_accounts(path, api, config.forward.processes).map_err(BuildError::Accounts)?;
+            for w in &loaded.warnings {
+                log.warn(w);
+            }
+            let members = loaded.accounts.into_iter().map(Member::from).collect();
+            (members, Some(path.clone()))
+        }
+    };
+    // Accounts naming the same rules file share its compiled form (and one watcher).
+    let mut rules: Vec<(Option<PathBuf>, Arc<SharedRules>)> = Vec::new();
+    for m in &members {
+        let file = m.account.rules.clone();
+        if rules.iter().any(|(f, _)| *f == file) {
+            continue;
+        }
+        let set = match &file {
+            Some(path) => reload::load(path)?,
+            None => RuleSet::builtin(),
+        };
+        for w in set.warnings() {
+            log.warn(&format!("rules: {w}"));
+        }
+        rules.push((file, Arc::new(SharedRules::new(set))));
     }
     let env: Arc<dyn Env> = Arc::new(SystemEnv);
     let metrics = Arc::new(Metrics::new());
@@ -126,97 +249,149 @@ pub fn build(config: Config, log: Log) -> Result<Server, RulesError> {
         let log = log.clone();
         metrics.watch_log(move || log.dropped());
     }
-    // Held attempts are handler threads blocked on a condition variable; hundreds of idle ones
-    // cost a server that never forwards 10-15% of its throughput, so the pool grows for them
-    // only when the rules at start forward (a reload that adds forwarding gets a small reserve).
-    let held_threads = if rules.forwards() {
-        config.forward.held_threads()
-    } else {
-        forward::Settings::RESERVE.min(config.forward.held_threads())
-    };
-    let forwarder = forwarder(&config, held_threads, Arc::clone(&env), &log, &metrics);
     // The live view shows message content, so it exists only behind a loopback listener.
     let live_view = config.listen.metrics.is_some_and(|a| a.ip().is_loopback());
-    let pipeline = Arc::new(
-        Pipeline::in_memory(
-            Account::configured(config.account, rules),
-            config.cache,
-            env,
-        )
-        .with_replay(Replay::new(config.replay_window))
-        .with_log(log.clone())
-        .with_workers(config.listen.threads)
-        .with_forwarder(forwarder)
-        .with_samples(live_view),
-    );
-    {
-        let pipeline = Arc::clone(&pipeline);
-        metrics.watch_store(move || pipeline.store_usage(), config.cache);
-    }
-    {
-        let (a, b) = (Arc::clone(&pipeline), Arc::clone(&pipeline));
-        metrics.watch_replay(move || a.replay().len(), move || b.replay().evictions());
-    }
-    {
-        let (a, b) = (Arc::clone(&pipeline), Arc::clone(&pipeline));
-        metrics.watch_forwarding(
-            move || a.forwarder().in_flight(),
-            move || b.forwarder().held(),
-        );
-    }
     let recent = live_view.then(|| {
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         Arc::new(Recent::new(epoch))
     });
-    let service = Arc::new(
-        Service::new(Arc::clone(&pipeline), log.clone())
-            .with_access(config.access)
-            .with_metrics(Arc::clone(&metrics))
-            .with_recent(recent.clone()),
-    );
+    // One retry store for all accounts, under one budget; its keys carry the account.
+    let store = Arc::new(MemoryStore::<Answer, Plan>::new(config.cache));
+    {
+        let store = Arc::clone(&store);
+        metrics.watch_store(move || store.usage(), config.cache);
+    }
+    let single = members.len() == 1;
+    let mut held_total = 0usize;
+    let mut services = Vec::with_capacity(members.len());
+    for m in members {
+        let shared = rules
+            .iter()
+            .find(|(f, _)| *f == m.account.rules)
+            .map(|(_, r)| Arc::clone(r))
+            .unwrap_or_else(|| Arc::new(SharedRules::new(RuleSet::builtin())));
+        // Held attempts are handler threads blocked on a condition variable; hundreds of idle
+        // ones cost a server that never forwards 10-15% of its throughput, so the pool grows
+        // for them only when the rules at start forward (a reload that adds forwarding gets a
+        // small reserve).
+        let held_threads = if shared.current().forwards() {
+            m.forward.held_threads()
+        } else {
+            forward::Settings::RESERVE.min(m.forward.held_threads())
+        };
+        held_total = held_total.saturating_add(held_threads);
+        let forwarder = forwarder(
+            &m.forward,
+            m.api.clone(),
+            single,
+            held_threads,
+            Arc::clone(&env),
+            &log,
+            &metrics,
+        );
+        let pipeline = Arc::new(
+            Pipeline::new(
+                Account::sharing(&m.name, m.account, shared),
+                Arc::clone(&store) as Arc<dyn RetryStore<Answer, Plan>>,
+                Arc::clone(&env),
+            )
+            .with_replay(Replay::new(config.replay_window))
+            .with_log(log.clone())
+            .with_workers(config.listen.threads)
+            .with_forwarder(forwarder)
+            .with_samples(live_view),
+        );
+        services.push(Arc::new(
+            Service::new(pipeline, log.clone())
+                .with_access(config.access)
+                .with_metrics(Arc::clone(&metrics))
+                .with_recent(recent.clone()),
+        ));
+    }
+    let fallback = Arc::clone(&services[0]);
+    let router = Arc::new(Router::new(Table::new(services, fallback)));
+    {
+        let (a, b) = (Arc::clone(&router), Arc::clone(&router));
+        metrics.watch_replay(
+            move || sum(&a, |p| p.replay().len()),
+            move || sum(&b, |p| p.replay().evictions() as usize) as u64,
+        );
+    }
+    {
+        let (a, b) = (Arc::clone(&router), Arc::clone(&router));
+        metrics.watch_forwarding(
+            move || sum(&a, |p| p.forwarder().in_flight()),
+            move || sum(&b, |p| p.forwarder().held()),
+        );
+    }
     Ok(Server {
-        pool: config.listen.threads + held_threads,
+        pool: config.listen.threads + held_total.min(MAX_HELD_THREADS),
         listen: config.listen,
-        service,
-        pipeline,
+        router,
         metrics,
         recent,
+        rules,
+        accounts_file,
         log,
     })
 }
 
-/// The forwarder, counting its calls in `metrics`; with the API configured, late answers can go
-/// out as customer-service messages.
+/// `of` summed over the accounts in force.
+fn sum(router: &Router, of: impl Fn(&Pipeline) -> usize) -> usize {
+    router
+        .current()
+        .services()
+        .iter()
+        .map(|s| of(&s.pipeline))
+        .fold(0, usize::saturating_add)
+}
+
+/// An account's forwarder, counting its calls in `metrics`; with the API configured, late
+/// answers go out as customer-service messages with the account's own token. The API's
+/// gauges are watched for the one account of the flags.
 fn forwarder(
-    config: &Config,
+    settings: &Forward,
+    api: Option<ApiConfig>,
+    watch_api: bool,
     held_threads: usize,
     env: Arc<dyn Env>,
     log: &Log,
     metrics: &Arc<Metrics>,
 ) -> Forwarder {
-    let mut forwarder = Forwarder::new(config.forward.clone(), env, log.clone())
+    let mut forwarder = Forwarder::new(settings.clone(), env, log.clone())
         .with_held_threads(held_threads)
         .with_observer({
             let metrics = Arc::clone(metrics);
             Arc::new(move |outcome: forward::CallOutcome, took| metrics.forward(outcome, took))
         });
-    if let Some(api) = config.api.clone() {
+    if let Some(api) = api {
         let client = Arc::new(crate::api::Client::new(api));
-        let (calls, expiry) = (Arc::clone(&client), Arc::clone(&client));
-        metrics.watch_api(
-            move || calls.stats().calls,
-            move || {
-                expiry.token_expires_at().map(|at| {
-                    at.duration_since(SystemTime::now())
-                        .map_or(0.0, |d| d.as_secs_f64())
-                })
-            },
-        );
+        if watch_api {
+            let (calls, expiry) = (Arc::clone(&client), Arc::clone(&client));
+            metrics.watch_api(
+                move || calls.stats().calls,
+                move || {
+                    expiry.token_expires_at().map(|at| {
+                        at.duration_since(SystemTime::now())
+                            .map_or(0.0, |d| d.as_secs_f64())
+                    })
+                },
+            );
+        }
         forwarder = forwarder.with_late_sender(client);
     }
     forwarder
+}
+
+/// Hands the request to the service of the account whose path it names (any other path to the
+/// fallback, which answers `/`, `/healthz` and 404).
+pub fn route(router: &Router, req: &rouille::Request) -> rouille::Response {
+    let table = router.current();
+    let raw_url = req.raw_url();
+    let path = raw_url.split_once('?').map_or(raw_url, |(p, _)| p);
+    routes::handle(table.service(path), req)
 }
 
 /// The flags the signal handlers set.
@@ -246,6 +421,14 @@ impl Signals {
             signal_hook::flag::register(signal, Arc::clone(flag)).map_err(ServeError::Signals)?;
         }
         Ok(signals)
+    }
+
+    /// One more flag that SIGHUP sets, for one more watcher.
+    fn another_hup(&self) -> Result<Arc<AtomicBool>, ServeError> {
+        let flag = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flag))
+            .map_err(ServeError::Signals)?;
+        Ok(flag)
     }
 }
 
@@ -290,17 +473,30 @@ impl Server {
             }
         };
         let signals = Signals::install()?;
-        let account = self.pipeline.account();
-        let watcher = reload::watch(
-            Arc::clone(&account.rules),
-            Watch {
-                file: account.rules_file.clone(),
-                hup: Arc::clone(&signals.hup),
-                stop: Arc::clone(&stop),
-                log: self.log.clone(),
-                metrics: Arc::clone(&self.metrics),
-            },
-        );
+        // One watcher per rules file, whichever accounts share it; with no file at all, one
+        // that answers SIGHUP with a warning. Each has its own SIGHUP flag.
+        let mut watched: Vec<_> = self.rules.iter().filter(|(f, _)| f.is_some()).collect();
+        if watched.is_empty() {
+            watched.extend(self.rules.first());
+        }
+        let mut watchers = Vec::with_capacity(watched.len());
+        for (file, rules) in watched {
+            let hup = if watchers.is_empty() {
+                Arc::clone(&signals.hup)
+            } else {
+                signals.another_hup()?
+            };
+            watchers.push(reload::watch(
+                Arc::clone(rules),
+                Watch {
+                    file: file.clone(),
+                    hup,
+                    stop: Arc::clone(&stop),
+                    log: self.log.clone(),
+                    metrics: Arc::clone(&self.metrics),
+                },
+            ));
+        }
         println!(
             "{}",
             self.banner(&Started {
@@ -320,7 +516,9 @@ impl Server {
         if let Some(m) = monitor {
             m.join();
         }
-        let _ = watcher.join();
+        for watcher in watchers {
+            let _ = watcher.join();
+        }
         self.log.info("stopped");
         // What is queued is written within the grace period; a stderr nobody reads keeps the
         // rest.
@@ -339,8 +537,8 @@ impl Server {
         rouille::Server<impl Fn(&rouille::Request) -> rouille::Response + Send + Sync + 'static>,
         ServeError,
     > {
-        let service = Arc::clone(&self.service);
-        let handler = move |req: &rouille::Request| routes::handle(&service, req);
+        let router = Arc::clone(&self.router);
+        let handler = move |req: &rouille::Request| route(&router, req);
         let (host, port) = (self.listen.host.as_str(), self.listen.port);
         let addr = format!("{host}:{port}");
         match rouille::Server::new((host, port), handler) {
@@ -360,7 +558,7 @@ impl Server {
 
     /// The one line printed at start: never the token or the key.
     fn banner(&self, started: &Started) -> String {
-        let account = self.pipeline.account();
+        let table = self.router.current();
         let metrics_note = match started.metrics {
             None => String::new(),
             Some(addr) if self.recent.is_some() => {
@@ -368,8 +566,26 @@ impl Server {
             }
             Some(addr) => format!("; metrics on http://{addr}/metrics"),
         };
+        let sizes = format!(
+            "{} threads + {} for held forwards, {} file descriptors, {} connections",
+            self.listen.threads,
+            self.pool - self.listen.threads,
+            started.fd_limit,
+            started.max_connections,
+        );
+        if let Some(file) = &self.accounts_file {
+            let n = table.services().len();
+            return format!(
+                "wxmp {} listening on http://{} for {n} account{} from {} ({sizes}){metrics_note}",
+                env!("CARGO_PKG_VERSION"),
+                started.addr,
+                if n == 1 { "" } else { "s" },
+                file.display(),
+            );
+        }
+        let account = table.fallback().pipeline.account();
         format!(
-            "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {} threads + {} for held forwards, {} file descriptors, {} connections){metrics_note}",
+            "wxmp {} listening on http://{}{} (safe mode {}, {} rules {}, {sizes}){metrics_note}",
             env!("CARGO_PKG_VERSION"),
             started.addr,
             account.path,
@@ -379,10 +595,6 @@ impl Server {
                 .rules_file
                 .as_ref()
                 .map_or("built in".to_owned(), |p| format!("from {}", p.display())),
-            self.listen.threads,
-            self.pool - self.listen.threads,
-            started.fd_limit,
-            started.max_connections,
         )
     }
 
@@ -477,7 +689,8 @@ mod tests {
         assert_eq!(server.listen.port, 1);
         assert_eq!(server.pool, 3 + forward::Settings::RESERVE);
         assert!(server.recent.is_none(), "no metrics listener, no live view");
-        assert_eq!(server.pipeline.account().path, "/wx");
+        let service = Arc::clone(server.router.current().fallback());
+        assert_eq!(service.pipeline.account().path, "/wx");
         // The configuration's warnings are logged once, at build.
         assert!(
             capture
@@ -488,9 +701,9 @@ mod tests {
             capture.lines()
         );
         // It answers through the service, with no socket in between.
-        let health = routes::handle(&server.service, &fake("GET", "/healthz"));
+        let health = route(&server.router, &fake("GET", "/healthz"));
         assert_eq!(health.status_code, 200);
-        let echo = routes::handle(&server.service, &fake("GET", "/wx?echostr=x"));
+        let echo = route(&server.router, &fake("GET", "/wx?echostr=x"));
         assert_eq!(echo.status_code, 403, "an unsigned URL check is refused");
     }
 

@@ -60,6 +60,16 @@ impl Key {
         Key(parts.join("\u{0}").into())
     }
 
+    /// The same key in `account`'s space, so that accounts sharing a store never share an
+    /// answer; the one account of the flags (an empty name) keeps the key as it is.
+    pub fn in_account(self, account: &str) -> Key {
+        if account.is_empty() {
+            self
+        } else {
+            Key(format!("{account}\u{0}{}", self.0).into())
+        }
+    }
+
     fn shard(&self) -> usize {
         let mut h = DefaultHasher::new();
         self.0.hash(&mut h);

@@ -32,6 +32,7 @@ pub fn wxmp(args: &[&str]) -> Command {
         "WXMP_AES_KEY_FILE",
         "WXMP_SECRET_FILE",
         "WXMP_FORWARD_SECRET_FILE",
+        "WXMP_ACCOUNTS",
     ] {
         c.env_remove(var);
     }
@@ -77,7 +78,7 @@ impl Server {
         let Some(addr) = banner
             .split("http://")
             .nth(1)
-            .and_then(|rest| rest.split('/').next())
+            .and_then(|rest| rest.split(['/', ' ']).next())
             .map(str::to_owned)
         else {
             let mut err = String::new();

@@ -1,6 +1,7 @@
 //! wxmp's integration tests: one binary, a module per topic. Most call the handler directly
 //! through `rouille::Request::fake_http`; `binary` runs the real `wxmp` executable.
 
+mod accounts;
 mod api;
 mod architecture;
 mod binary;

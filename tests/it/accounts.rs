@@ -1,0 +1,274 @@
+//! Many accounts in one wxmp (`--accounts FILE`), through the real binary, with `wxmp send` as
+//! WeChat: each account answers at its own path with its own token, key and rules; the
+//! accounts file's errors carry their lines; the retry store never shares an answer between
+//! accounts.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::binary::{tempdir, wxmp, Server};
+
+const KEY_B: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const KEY_C: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut";
+
+/// A folder with three rules files, each answering `who` with its account's kind, and an
+/// accounts file naming them: plain (`a`), compatible (`b`) and safe (`c`).
+fn three_accounts() -> (PathBuf, PathBuf) {
+    let dir = tempdir();
+    for (name, answer) in [("a", "plain-a"), ("b", "compat-b"), ("c", "safe-c")] {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!("[[rules]]\ntext = \"who\"\nreply.text = \"{answer}\"\n"),
+        )
+        .unwrap();
+    }
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\nrules = \"a.toml\"\n\n\
+             [[account]]\nname = \"b\"\npath = \"/wx/b\"\ntoken = \"tokenb2\"\naes_key = \"{KEY_B}\"\nappid = \"wxbbbb\"\nrules = \"b.toml\"\n\n\
+             [[account]]\nname = \"c\"\ntoken_env = \"WXMP_TEST_TOKEN_C\"\naes_key_file = \"c.key\"\nappid = \"wxcccc\"\nrules = \"c.toml\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("c.key"), format!("{KEY_C}\n")).unwrap();
+    (dir, file)
+}
+
+fn start(file: &Path) -> Server {
+    Server::start_env(
+        &["--accounts", file.to_str().unwrap()],
+        &[("WXMP_TEST_TOKEN_C", "tokenc3")],
+    )
+}
+
+/// `wxmp send` against `path` on `server`, as one account's WeChat.
+fn send(server: &Server, path: &str, args: &[&str]) -> Output {
+    let url = format!("http://{}{path}", server.addr);
+    let mut c = wxmp(&["send", "--url", &url]);
+    c.args(args);
+    c.output().unwrap()
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const A: [&str; 2] = ["--token", "tokena1"];
+const B: [&str; 8] = [
+    "--token",
+    "tokenb2",
+    "--aes-key",
+    KEY_B,
+    "--appid",
+    "wxbbbb",
+    "--mode",
+    "compat",
+];
+const C: [&str; 8] = [
+    "--token",
+    "tokenc3",
+    "--aes-key",
+    KEY_C,
+    "--appid",
+    "wxcccc",
+    "--mode",
+    "safe",
+];
+
+#[test]
+fn three_accounts_each_answer_with_their_own_token_key_and_rules() {
+    let (_dir, file) = three_accounts();
+    let server = start(&file);
+    assert!(
+        server.banner.contains("for 3 accounts from"),
+        "{}",
+        server.banner
+    );
+    for (path, args, answer) in [
+        ("/weixin/a", &A[..], "plain-a"),
+        ("/wx/b", &B[..], "compat-b"),
+        ("/weixin/c", &C[..], "safe-c"),
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["text", "who"]);
+        let o = send(&server, path, &all);
+        assert!(o.status.success(), "{path}: {}", out(&o));
+        assert!(out(&o).contains(answer), "{path}: {}", out(&o));
+    }
+    // Signed with another account's token: refused by the account whose path it hit.
+    let mut wrong = A.to_vec();
+    wrong.extend(["text", "who"]);
+    let o = send(&server, "/wx/b", &wrong);
+    assert!(out(&o).contains("HTTP 403"), "{}", out(&o));
+    // Safe mode with another account's key does not open.
+    let mut wrong_key = C.to_vec();
+    wrong_key[3] = KEY_B;
+    wrong_key.extend(["text", "who"]);
+    let o = send(&server, "/weixin/c", &wrong_key);
+    assert!(!o.status.success(), "{}", out(&o));
+    // A path no account has is 404; the old single path is no account's.
+    let o = send(&server, "/weixin", &["--token", "tokena1", "text", "who"]);
+    assert!(out(&o).contains("HTTP 404"), "{}", out(&o));
+    assert_eq!(server.request("GET", "/healthz", b"").0, 200);
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("POST /wx/b 403 signature mismatch"), "{log}");
+    for secret in ["tokena1", "tokenb2", "tokenc3", KEY_B, KEY_C] {
+        assert!(!log.contains(secret), "a secret in the log: {log}");
+    }
+}
+
+#[test]
+fn the_same_msg_id_on_two_accounts_never_shares_an_answer() {
+    let (_dir, file) = three_accounts();
+    let server = start(&file);
+    let id = "7000000000000000042";
+    let mut first = A.to_vec();
+    first.extend(["--msg-id", id, "--from", "o_same", "text", "who"]);
+    let o = send(&server, "/weixin/a", &first);
+    assert!(out(&o).contains("plain-a"), "{}", out(&o));
+    // The same user, MsgId and mode on account b: its own rules answer, not a's stored reply.
+    let mut second = vec!["--token", "tokenb2"];
+    second.extend(["--msg-id", id, "--from", "o_same", "text", "who"]);
+    let o = send(&server, "/wx/b", &second);
+    assert!(out(&o).contains("compat-b"), "{}", out(&o));
+    // A retry on a is still a's stored answer.
+    let o = send(&server, "/weixin/a", &first);
+    assert!(out(&o).contains("plain-a"), "{}", out(&o));
+    let (_, log) = server.terminate();
+    assert!(
+        log.contains("cached"),
+        "the retry on a was not a cached answer: {log}"
+    );
+}
+
+#[test]
+fn check_accounts_lists_where_secrets_come_from_and_never_their_values() {
+    let (_dir, file) = three_accounts();
+    let mut c = wxmp(&["check-accounts", file.to_str().unwrap()]);
+    c.env("WXMP_TEST_TOKEN_C", "tokenc3");
+    let o = c.output().unwrap();
+    let all = out(&o);
+    assert!(o.status.success(), "{all}");
+    assert!(all.contains("token from $WXMP_TEST_TOKEN_C"), "{all}");
+    assert!(all.contains("aes_key from file"), "{all}");
+    assert!(all.contains("/wx/b") && all.contains("/weixin/c"), "{all}");
+    assert!(all.contains("3 accounts OK"), "{all}");
+    for secret in ["tokena1", "tokenb2", "tokenc3", KEY_B, KEY_C] {
+        assert!(!all.contains(secret), "a secret shown: {all}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn check_accounts_warns_about_inline_secrets_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let file = dir.join("accounts.toml");
+    std::fs::write(&file, "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = wxmp(&["check-accounts", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains("holds secrets inline and is readable by others (mode 644)"),
+        "{}",
+        out(&o)
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = wxmp(&["check-accounts", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out(&o).contains("warning"), "{}", out(&o));
+}
+
+#[test]
+fn check_accounts_reports_every_error_with_its_line() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("broken.toml"),
+        "[[rules]]\ntext = \"x\"\nreply.txt = \"y\"\n",
+    )
+    .unwrap();
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        "[[account]]\n\
+         name = \"a\"\n\
+         token = \"tokena1\"\n\
+         \n\
+         [[account]]\n\
+         name = \"a\"\n\
+         path = \"/weixin/a\"\n\
+         token_env = \"WXMP_TEST_UNSET_VAR\"\n\
+         aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n\
+         secret_file = \"missing.secret\"\n\
+         \n\
+         [[account]]\n\
+         name = \"c\"\n",
+    )
+    .unwrap();
+    let o = wxmp(&["check-accounts", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let f = file.display().to_string();
+    for needle in [
+        format!("{f}:6: account \"a\": duplicate name \"a\": line 2 has it too"),
+        format!("{f}:7: account \"a\": duplicate path \"/weixin/a\""),
+        format!("{f}:8: account \"a\": token_env: the variable WXMP_TEST_UNSET_VAR is not set"),
+        format!("{f}:9: account \"a\": an aes_key needs its appid"),
+        format!("{f}:10: account \"a\": secret_file: cannot read"),
+        format!("{f}:12: account \"c\": no token"),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+    // A rules file the accounts name is checked too, with its own line.
+    std::fs::write(
+        &file,
+        "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\nrules = \"broken.toml\"\n",
+    )
+    .unwrap();
+    let o = wxmp(&["check-accounts", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(out(&o).contains("broken.toml:3:"), "{}", out(&o));
+    // The server refuses to start on either, with the same lines.
+    let o = wxmp(&["--accounts", file.to_str().unwrap(), "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(out(&o).contains("broken.toml:3:"), "{}", out(&o));
+}
+
+#[test]
+fn single_account_flags_are_refused_with_an_accounts_file() {
+    let (_dir, file) = three_accounts();
+    let o = wxmp(&[
+        "--accounts",
+        file.to_str().unwrap(),
+        "--token",
+        "tok123",
+        "--rules",
+        "r.toml",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    let err = out(&o);
+    assert!(
+        err.contains("--token / WXMP_TOKEN cannot be used with --accounts / WXMP_ACCOUNTS")
+            && err.contains("token, token_env or token_file")
+            && err.contains("so are --rules"),
+        "{err}"
+    );
+}
