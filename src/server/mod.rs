@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod account;
+pub mod announce;
 pub mod env;
 pub mod forward;
 pub mod gate;

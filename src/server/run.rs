@@ -20,6 +20,7 @@ use crate::config::{
 use crate::log::Log;
 use crate::rules::{RuleSet, RulesError, SharedRules};
 use crate::server::account::Account;
+use crate::server::announce;
 use crate::server::env::{Env, SystemEnv};
 use crate::server::forward::{self, Forwarder};
 use crate::server::http_log;
@@ -497,14 +498,16 @@ impl Server {
                 },
             ));
         }
+        let started = Started {
+            addr: server.server_addr(),
+            metrics: monitor.as_ref().map(|m| m.addr),
+            fd_limit,
+            max_connections,
+        };
+        println!("{}", self.banner(&started));
         println!(
             "{}",
-            self.banner(&Started {
-                addr: server.server_addr(),
-                metrics: monitor.as_ref().map(|m| m.addr),
-                fd_limit,
-                max_connections,
-            })
+            announce::listening_line(started.addr, started.metrics)
         );
         let _ = io::stdout().flush();
         while !signals.term.load(Ordering::Relaxed) {
