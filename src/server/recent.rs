@@ -298,16 +298,17 @@ mod tests {
         assert_eq!(r.page(ask(Some(500))).lines.len(), 30);
     }
 
-    /// Polls `f` for up to 10 s.
-    fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    /// Polls `f` for up to 10 s; fails naming `what` if it never holds.
+    #[track_caller]
+    fn until(what: &str, mut f: impl FnMut() -> bool) {
         let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if f() {
-                return true;
-            }
+        while !f() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "timed out after 10 s waiting for {what}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
-        false
     }
 
     #[test]
@@ -324,12 +325,11 @@ mod tests {
             let r = Arc::clone(&r);
             std::thread::spawn(move || r.page(long))
         };
-        assert!(eventually(|| r.waiting.load(Ordering::SeqCst) == 1));
+        until("the reader waiting", || {
+            r.waiting.load(Ordering::SeqCst) == 1
+        });
         r.close();
-        assert!(
-            eventually(|| reader.is_finished()),
-            "still waiting after close"
-        );
+        until("the reader released by close", || reader.is_finished());
         assert!(reader.join().unwrap().lines.is_empty());
         // Once closed, nobody waits.
         let _ = r.page(long);
@@ -350,9 +350,11 @@ mod tests {
                 })
             })
         };
-        assert!(eventually(|| r.waiting.load(Ordering::SeqCst) == 1));
+        until("the reader waiting", || {
+            r.waiting.load(Ordering::SeqCst) == 1
+        });
         r.push("new".into());
-        assert!(eventually(|| reader.is_finished()), "not woken by the push");
+        until("the reader woken by the push", || reader.is_finished());
         let p = reader.join().unwrap();
         assert_eq!(p.lines.len(), 1);
     }
@@ -372,9 +374,9 @@ mod tests {
                 std::thread::spawn(move || r.page(long))
             })
             .collect();
-        assert!(eventually(
-            || r.waiting.load(Ordering::SeqCst) == MAX_WAITERS
-        ));
+        until("MAX_WAITERS readers waiting", || {
+            r.waiting.load(Ordering::SeqCst) == MAX_WAITERS
+        });
         // One more is answered at once (it would otherwise wait 600 s).
         assert!(r.page(long).lines.is_empty());
         r.close();

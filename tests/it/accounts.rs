@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::binary::{tempdir, wxmp, Server};
+use crate::kit::binary::{command as wxmp, Wxmp};
+use crate::kit::tempdir;
 
 const KEY_B: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const KEY_C: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut";
@@ -36,15 +37,15 @@ fn three_accounts() -> (PathBuf, PathBuf) {
     (dir, file)
 }
 
-fn start(file: &Path) -> Server {
-    Server::start_env(
-        &["--accounts", file.to_str().unwrap()],
-        &[("WXMP_TEST_TOKEN_C", "tokenc3")],
-    )
+fn start(file: &Path) -> Wxmp {
+    Wxmp::builder()
+        .args(&["--accounts", file.to_str().unwrap()])
+        .env("WXMP_TEST_TOKEN_C", "tokenc3")
+        .start()
 }
 
 /// `wxmp send` against `path` on `server`, as one account's WeChat.
-fn send(server: &Server, path: &str, args: &[&str]) -> Output {
+fn send(server: &Wxmp, path: &str, args: &[&str]) -> Output {
     let url = format!("http://{}{path}", server.addr);
     let mut c = wxmp(&["send", "--url", &url]);
     c.args(args);

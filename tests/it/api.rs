@@ -12,22 +12,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use wxmp::api::menu::Menu;
 
-use crate::binary::{eventually, http, tempdir};
+use crate::kit::binary::{command, Wxmp};
+use crate::kit::http::request;
+use crate::kit::tempdir;
+use crate::kit::wait::{self, secs};
 
-const BIN: &str = env!("CARGO_BIN_EXE_wxmp");
 pub const APPID: &str = "wxapitest0000001";
 pub const SECRET: &str = "apitest-secret-0123456789abcdef";
 
 /// A command with none of the caller's `WXMP_*` settings, and a cache directory of its own:
 /// tests never touch the real ~/.cache.
 fn clean(args: &[&str], cache_home: &Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("WXMP_") {
-            c.env_remove(name);
-        }
-    }
+    let mut c = command(args);
     c.env("XDG_CACHE_HOME", cache_home).env("HOME", cache_home);
     c
 }
@@ -78,13 +74,27 @@ impl Fake {
         self.out.lock().unwrap().clone()
     }
 
-    fn wait_for(&self, needle: &str) -> bool {
-        eventually(10, || self.output().contains(needle))
+    /// Waits until the fake's output contains `needle`; fails, showing the output, if it does
+    /// not within `within`.
+    #[track_caller]
+    pub fn wait_for(&self, needle: &str, within: std::time::Duration) {
+        wait::until_ok(
+            within,
+            format_args!("{needle:?} in the fake's output"),
+            || {
+                let out = self.output();
+                if out.contains(needle) {
+                    Ok(())
+                } else {
+                    Err(format!("\n{out}"))
+                }
+            },
+        );
     }
 
     fn stats(&self) -> Value {
         let addr = self.base.trim_start_matches("http://");
-        let (status, body) = http(addr, "GET", "/fake/stats", b"");
+        let (status, body) = request(addr, "GET", "/fake/stats", b"");
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -173,11 +183,7 @@ fn menu_push_show_and_delete_round_trip_through_the_fake() {
     let dir = tempdir();
     let out = ok(&wxmp(&fake, &dir, &["menu", "push", &example("menu.toml")]));
     assert!(out.starts_with("menu pushed: 6 buttons"), "{out}");
-    assert!(
-        fake.wait_for("menu created: 6 buttons"),
-        "{}",
-        fake.output()
-    );
+    fake.wait_for("menu created: 6 buttons", secs(10));
 
     let shown = wxmp(&fake, &dir, &["menu", "show"]);
     let toml = ok(&shown);
@@ -297,12 +303,15 @@ fn a_short_lived_token_is_replaced_before_it_expires() {
     let fake = Fake::start(&["--expires-in", "2"]);
     let dir = tempdir();
     let mut runs = 0;
-    let renewed = eventually(20, || {
+    wait::until_ok(secs(20), "a third token fetched", || {
         runs += 1;
         ok(&wxmp(&fake, &dir, &["kf", "typing", "o1"]));
-        fake.token_requests() >= 3
+        if fake.token_requests() >= 3 {
+            Ok(())
+        } else {
+            Err(format!("after {runs} runs: {}", fake.output()))
+        }
     });
-    assert!(renewed, "after {runs} runs: {}", fake.output());
     let stats = fake.stats();
     assert_eq!(stats["errcodes"].get("42001"), None, "{stats}");
     assert_eq!(stats["errcodes"].get("40001"), None, "{stats}");
@@ -318,11 +327,7 @@ fn a_rejected_token_is_replaced_and_the_call_retried_once() {
     assert_eq!(stats["token_requests"], 2);
     assert_eq!(stats["forced_refreshes"], 1);
     assert_eq!(fake.count("/cgi-bin/message/custom/send"), 2);
-    assert!(
-        fake.wait_for("kf send → o1: text \"retried\""),
-        "{}",
-        fake.output()
-    );
+    fake.wait_for("kf send → o1: text \"retried\"", secs(10));
 
     // Rejected again after the retry: reported, not retried a second time.
     let fake = Fake::start(&["--fail", "40001"]);
@@ -434,7 +439,7 @@ fn kf_send_and_typing_show_up_in_the_fakes_output() {
         "kf typing → o_user: Typing",
         "kf typing → o_user: CancelTyping",
     ] {
-        assert!(fake.wait_for(line), "{line:?} not in {}", fake.output());
+        fake.wait_for(line, secs(10));
     }
 }
 
@@ -663,20 +668,18 @@ fn wxmp_send_accepts_https_urls() {
 #[test]
 fn the_server_starts_with_the_api_settings() {
     let dir = tempdir();
-    let server = crate::binary::Server::start_env(
-        &[
+    let server = Wxmp::builder()
+        .args(&[
             "--token",
             "tok123",
             "--appid",
             APPID,
             "--token-endpoint",
             "classic",
-        ],
-        &[
-            ("WXMP_SECRET", SECRET),
-            ("WXMP_TOKEN_CACHE", dir.join("t.json").to_str().unwrap()),
-        ],
-    );
+        ])
+        .env("WXMP_SECRET", SECRET)
+        .env("WXMP_TOKEN_CACHE", dir.join("t.json").to_str().unwrap())
+        .start();
     assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
     assert!(!server.log().contains(SECRET));
 }

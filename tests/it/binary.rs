@@ -1,183 +1,23 @@
 //! The real `wxmp` executable: exit codes and messages, HTTP over a real socket, signals and hot
 //! reload.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
-use crate::helpers::{fresh_query, text_xml};
-
-const BIN: &str = env!("CARGO_BIN_EXE_wxmp");
-
-pub fn wxmp(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args);
-    for var in [
-        "WXMP_HOST",
-        "WXMP_PORT",
-        "WXMP_PATH",
-        "WXMP_TOKEN",
-        "WXMP_AES_KEY",
-        "WXMP_APPID",
-        "WXMP_RULES",
-        "WXMP_LOG_FORMAT",
-        "WXMP_QUIET",
-        "WXMP_LOG_OPENID",
-        "WXMP_METRICS_ADDR",
-        "WXMP_REPLAY_WINDOW",
-        "WXMP_TOKEN_FILE",
-        "WXMP_AES_KEY_FILE",
-        "WXMP_SECRET_FILE",
-        "WXMP_FORWARD_SECRET_FILE",
-        "WXMP_ACCOUNTS",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
+use crate::helpers::text_xml;
+use crate::kit::binary::{command, Wxmp};
+use crate::kit::signed::target as signed;
+use crate::kit::tempdir;
+use crate::kit::wait::{self, secs};
 
 fn run(args: &[&str]) -> Output {
-    wxmp(args).output().unwrap()
+    command(args).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A running server on a free port, killed on drop. Its stderr is collected as it comes, so a
-/// test can wait for a log line.
-pub struct Server {
-    child: Child,
-    pub addr: String,
-    /// The line the server printed at start.
-    pub banner: String,
-    log: Arc<Mutex<String>>,
-    log_reader: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    pub fn start(args: &[&str]) -> Server {
-        Server::start_env(args, &[])
-    }
-
-    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = wxmp(&["--host", "127.0.0.1", "--port", "0"]);
-        cmd.args(args).envs(env.iter().copied());
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut banner = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut banner)
-            .unwrap();
-        let Some(addr) = banner
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split(['/', ' ']).next())
-            .map(str::to_owned)
-        else {
-            let mut err = String::new();
-            if let Some(mut e) = child.stderr.take() {
-                let _ = e.read_to_string(&mut err);
-            }
-            panic!("no address in banner {banner:?}; stderr: {err}");
-        };
-        let log = Arc::new(Mutex::new(String::new()));
-        let log_reader = child.stderr.take().map(|stderr| {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let mut l = log.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            })
-        });
-        Server {
-            child,
-            addr,
-            banner,
-            log,
-            log_reader,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// What the server has written to stderr so far.
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Polls the log until it contains `needle`, for at most `secs` seconds.
-    pub fn wait_for_log(&self, needle: &str, secs: u64) -> bool {
-        eventually(secs, || self.log().contains(needle))
-    }
-
-    pub fn request(&self, method: &str, target: &str, body: &[u8]) -> (u16, String) {
-        http(&self.addr, method, target, body)
-    }
-
-    /// Stops with SIGTERM and returns the exit status and stderr.
-    pub fn terminate(mut self) -> (Option<i32>, String) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let started = Instant::now();
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if let Some(reader) = self.log_reader.take() {
-            reader.join().unwrap();
-        }
-        (status.code(), self.log())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection.
-pub fn http(addr: &str, method: &str, target: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
-
-/// A push's target, signed now with a fresh nonce (the replay window refuses reuse).
-fn signed(token: &str) -> String {
-    format!("/weixin?{}", fresh_query(token))
 }
 
 #[test]
@@ -217,7 +57,7 @@ fn invalid_values_exit_2_naming_them() {
 
 #[test]
 fn env_variables_configure_the_server() {
-    let o = wxmp(&["--port", "http"])
+    let o = command(&["--port", "http"])
         .env("WXMP_TOKEN", "tok123")
         .output()
         .unwrap();
@@ -252,7 +92,7 @@ fn a_port_in_use_exits_2_with_advice() {
 
 #[test]
 fn serves_over_a_real_socket_and_stops_cleanly_on_sigterm() {
-    let server = Server::start(&["--token", "sockettoken"]);
+    let server = Wxmp::start(&["--token", "sockettoken"]);
     assert_eq!(
         server.request("GET", "/", b""),
         (200, "Hello World!".into())
@@ -306,10 +146,32 @@ fn serves_over_a_real_socket_and_stops_cleanly_on_sigterm() {
     );
 }
 
+/// The start-up line for scripts (README, "Configuration"): the human banner, then one JSON
+/// line with the bound addresses, each of which serves.
+#[test]
+fn the_start_up_line_names_the_bound_addresses() {
+    let server = Wxmp::start(&["--token", "tok123", "--metrics-addr", "127.0.0.1:0"]);
+    let metrics = server.metrics_addr();
+    for addr in [&server.addr, &metrics] {
+        let port: u16 = addr
+            .strip_prefix("127.0.0.1:")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("not a loopback address: {addr}"));
+        assert_ne!(port, 0, "{addr}");
+        assert!(server.banner.contains(addr.as_str()), "{}", server.banner);
+    }
+    assert!(server.banner.starts_with("wxmp "), "{}", server.banner);
+    assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
+    assert_eq!(
+        crate::kit::http::request(&metrics, "GET", "/metrics", b"").0,
+        200
+    );
+}
+
 #[test]
 fn a_huge_declared_body_does_not_crash_the_server() {
     // Regression: tiny_http 0.12.0 aborted the process dropping an unread body of this size.
-    let server = Server::start(&["--token", "tok123"]);
+    let server = Wxmp::start(&["--token", "tok123"]);
     let mut s = TcpStream::connect(&server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let head = format!(
@@ -331,7 +193,7 @@ fn a_huge_declared_body_does_not_crash_the_server() {
 #[test]
 fn an_endless_header_line_is_cut_off() {
     // Regression: tiny_http read a header line without bound.
-    let server = Server::start(&["--token", "tok123"]);
+    let server = Wxmp::start(&["--token", "tok123"]);
     let mut s = TcpStream::connect(&server.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(b"GET / HTTP/1.1\r\nX-Long: ");
@@ -397,19 +259,7 @@ fn check_rules_lists_a_good_file_and_locates_errors() {
     assert!(stderr(&o).contains("bad.toml:6:"), "{}", stderr(&o));
 }
 
-/// A fresh directory under the target dir (no tempfile crate needed).
-pub fn tempdir() -> std::path::PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "wxmp-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn reply_to(server: &Server, content: &str, id: u64) -> String {
+fn reply_to(server: &Wxmp, content: &str, id: u64) -> String {
     let (status, body) = server.request(
         "POST",
         &signed("tok123"),
@@ -419,24 +269,12 @@ fn reply_to(server: &Server, content: &str, id: u64) -> String {
     body
 }
 
-/// Polls until `f` holds, for at most `secs` seconds.
-pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(secs) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 #[test]
 fn rules_hot_reload_and_a_broken_edit_keeps_the_old_rules() {
     let dir = tempdir();
     let file = dir.join("rules.toml");
     std::fs::write(&file, "[[rules]]\ntext = \"ping\"\nreply.text = \"pong\"\n").unwrap();
-    let server = Server::start(&["--token", "tok123", "--rules", file.to_str().unwrap()]);
+    let server = Wxmp::start(&["--token", "tok123", "--rules", file.to_str().unwrap()]);
     assert!(reply_to(&server, "ping", 1).contains("pong"));
 
     std::fs::write(
@@ -445,20 +283,13 @@ fn rules_hot_reload_and_a_broken_edit_keeps_the_old_rules() {
     )
     .unwrap();
     let mut id = 10;
-    assert!(
-        eventually(10, || {
-            id += 1;
-            reply_to(&server, "ping", id).contains("pong v2")
-        }),
-        "the edit was not picked up within 10 s"
-    );
+    wait::until(secs(10), "the edited rules in a reply", || {
+        id += 1;
+        reply_to(&server, "ping", id).contains("pong v2")
+    });
 
     std::fs::write(&file, "[[rules]]\ntext = \"ping\"\nreply.txt = \"typo\"\n").unwrap();
-    assert!(
-        server.wait_for_log("rules reload failed", 10),
-        "the broken edit was not noticed: {}",
-        server.log()
-    );
+    server.wait_for_log("rules reload failed", secs(10));
     assert!(
         reply_to(&server, "ping", 100).contains("pong v2"),
         "a broken edit replaced the rules"
@@ -479,19 +310,10 @@ fn rules_hot_reload_and_a_broken_edit_keeps_the_old_rules() {
 /// Issue 10: settings that cannot be meant, or a signal with nothing to do, are said in the log.
 #[test]
 fn an_appid_alone_and_a_sighup_without_rules_are_logged() {
-    let server = Server::start(&["--token", "tok123", "--appid", "wx1"]);
-    assert!(
-        server.wait_for_log("--appid / WXMP_APPID is set without --aes-key", 10),
-        "{}",
-        server.log()
-    );
-    let pid = server.child.id().to_string();
-    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    assert!(
-        server.wait_for_log("SIGHUP: no rules file to reload", 10),
-        "{}",
-        server.log()
-    );
+    let server = Wxmp::start(&["--token", "tok123", "--appid", "wx1"]);
+    server.wait_for_log("--appid / WXMP_APPID is set without --aes-key", secs(10));
+    server.signal("HUP");
+    server.wait_for_log("SIGHUP: no rules file to reload", secs(10));
     assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
 }
 
@@ -520,14 +342,9 @@ fn sighup_reloads_the_rules() {
     let dir = tempdir();
     let file = dir.join("rules.toml");
     std::fs::write(&file, "[[rules]]\ntext = \"ping\"\nreply.text = \"one\"\n").unwrap();
-    let server = Server::start(&["--token", "tok123", "--rules", file.to_str().unwrap()]);
-    let pid = server.child.id().to_string();
-    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    assert!(
-        server.wait_for_log("rules reloaded (SIGHUP)", 10),
-        "{}",
-        server.log()
-    );
+    let server = Wxmp::start(&["--token", "tok123", "--rules", file.to_str().unwrap()]);
+    server.signal("HUP");
+    server.wait_for_log("rules reloaded (SIGHUP)", secs(10));
     let (code, _) = server.terminate();
     assert_eq!(code, Some(0));
 }

@@ -5,8 +5,12 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::binary::{eventually, http, tempdir, wxmp, Server};
-use crate::helpers::{fresh_query, text_of, text_xml};
+use crate::helpers::{text_of, text_xml};
+use crate::kit::binary::{command as wxmp, Wxmp};
+use crate::kit::http::request as http;
+use crate::kit::signed;
+use crate::kit::tempdir;
+use crate::kit::wait::{self, secs};
 
 /// A rules file whose default runs `sh bot.sh` with `script` as bot.sh.
 fn command_rules(script: &str) -> PathBuf {
@@ -34,8 +38,8 @@ fn processes_with(marker: &str) -> usize {
         .count()
 }
 
-fn push(server: &Server, token: &str, content: &str, id: u64) -> (u16, String) {
-    let target = format!("/weixin?{}", fresh_query(token));
+fn push(server: &Wxmp, token: &str, content: &str, id: u64) -> (u16, String) {
+    let target = signed::target(token);
     http(
         &server.addr,
         "POST",
@@ -52,7 +56,7 @@ fn n1_a_background_child_holding_stdout_does_not_hold_the_answer_and_is_killed()
         "cat >/dev/null\nsleep {marker} &\nprintf '{{\"MsgType\":\"text\",\"Content\":\"早\"}}'\n"
     );
     let rules = command_rules(&script);
-    let server = Server::start(&["--token", "cmdtok1", "--rules", rules.to_str().unwrap()]);
+    let server = Wxmp::start(&["--token", "cmdtok1", "--rules", rules.to_str().unwrap()]);
     let started = Instant::now();
     let (status, body) = push(&server, "cmdtok1", "hi", 1);
     assert_eq!(status, 200, "{body}");
@@ -62,9 +66,10 @@ fn n1_a_background_child_holding_stdout_does_not_hold_the_answer_and_is_killed()
         "answered after {:?}",
         started.elapsed()
     );
-    assert!(
-        eventually(5, || processes_with(&marker) == 0),
-        "the background child still runs 5 s after the answer"
+    wait::until(
+        secs(5),
+        "the background child killed after the answer",
+        || processes_with(&marker) == 0,
     );
 }
 
@@ -74,13 +79,10 @@ fn n6_sigterm_stops_running_commands_with_their_process_groups() {
     let marker = format!("3602.{}", std::process::id());
     let script = format!("cat >/dev/null\nsleep {marker} &\nexec sleep {marker}\n");
     let rules = command_rules(&script);
-    let server = Server::start(&["--token", "cmdtok6", "--rules", rules.to_str().unwrap()]);
+    let server = Wxmp::start(&["--token", "cmdtok6", "--rules", rules.to_str().unwrap()]);
     let holders: Vec<_> = (0..3)
         .map(|i| {
-            let (addr, target) = (
-                server.addr.clone(),
-                format!("/weixin?{}", fresh_query("cmdtok6")),
-            );
+            let (addr, target) = (server.addr.clone(), signed::target("cmdtok6"));
             thread::spawn(move || {
                 http(
                     &addr,
@@ -91,10 +93,13 @@ fn n6_sigterm_stops_running_commands_with_their_process_groups() {
             })
         })
         .collect();
-    assert!(
-        eventually(10, || processes_with(&marker) == 6),
-        "the three commands and their children did not start within 10 s ({} running)",
-        processes_with(&marker)
+    wait::until_ok(
+        secs(10),
+        "the three commands and their children running",
+        || match processes_with(&marker) {
+            6 => Ok(()),
+            n => Err(format!("{n} running")),
+        },
     );
     let stopping = Instant::now();
     let (code, log) = server.terminate();
@@ -104,10 +109,13 @@ fn n6_sigterm_stops_running_commands_with_their_process_groups() {
         stopping.elapsed()
     );
     assert_eq!(code, Some(0), "{log}");
-    assert!(
-        eventually(3, || processes_with(&marker) == 0),
-        "{} processes of the commands survived the stop",
-        processes_with(&marker)
+    wait::until_ok(
+        secs(3),
+        "the commands' processes gone after the stop",
+        || match processes_with(&marker) {
+            0 => Ok(()),
+            n => Err(format!("{n} survived")),
+        },
     );
     for h in holders {
         let (status, body) = h.join().unwrap();
@@ -124,14 +132,14 @@ fn n5_the_programs_a_server_runs_cannot_read_its_secrets() {
     // Issue 19 N5: a command could read every secret in /proc/$PPID/environ.
     let script = "cat >/dev/null\nif grep -q cmdtok5secret /proc/$PPID/environ; then c=leaked; else c=clean; fi\nprintf '{\"MsgType\":\"text\",\"Content\":\"%s %s\"}' \"$c\" \"${WXMP_TOKEN:-unset}\"\n";
     let rules = command_rules(script);
-    let server = Server::start_env(
-        &["--rules", rules.to_str().unwrap()],
-        &[("WXMP_TOKEN", "cmdtok5secret")],
-    );
+    let server = Wxmp::builder()
+        .args(&["--rules", rules.to_str().unwrap()])
+        .env("WXMP_TOKEN", "cmdtok5secret")
+        .start();
     let (status, body) = push(&server, "cmdtok5secret", "hi", 1);
     assert_eq!(status, 200, "{body}");
     assert_eq!(text_of(&body), "clean unset");
-    let environ = std::fs::read(format!("/proc/{}/environ", server.pid())).unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", server.pid)).unwrap();
     assert!(
         !String::from_utf8_lossy(&environ).contains("cmdtok5secret"),
         "the secret is still in the server's /proc/PID/environ"
@@ -143,7 +151,9 @@ fn every_secret_can_come_from_a_file() {
     let dir = tempdir();
     let file = dir.join("token");
     std::fs::write(&file, "filetok7\n").unwrap();
-    let server = Server::start_env(&[], &[("WXMP_TOKEN_FILE", file.to_str().unwrap())]);
+    let server = Wxmp::builder()
+        .env("WXMP_TOKEN_FILE", file.to_str().unwrap())
+        .start();
     let (status, body) = push(&server, "filetok7", "天气", 1);
     assert_eq!(
         (status, text_of(&body)),
@@ -226,12 +236,7 @@ fn n14_at_a_process_limit_a_command_push_never_panics_and_the_stop_exits_cleanly
     }
     let script = "cat >/dev/null\nprintf '{\"MsgType\":\"text\",\"Content\":\"ok\"}'\n";
     let rules = command_rules(script);
-    let dir = rules.parent().unwrap().to_owned();
     let args = [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
         "--token",
         "cmdtok14",
         "--threads",
@@ -239,48 +244,28 @@ fn n14_at_a_process_limit_a_command_push_never_panics_and_the_stop_exits_cleanly
         "--rules",
         rules.to_str().unwrap(),
     ];
-    let startup = Server::start(&args[4..]);
-    let started_with = std::fs::read_to_string(format!("/proc/{}/status", startup.pid()))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap();
-    drop(startup);
+    let started_with = Wxmp::start(&args).threads();
     let mut outcomes = Vec::new();
     for room in 1..=6 {
         let limit = nobody_tasks() + started_with + room;
-        let log = dir.join(format!("stderr-{room}.log"));
-        let mut child = std::process::Command::new("setpriv")
-            .args([
+        let mut server = Wxmp::builder()
+            .wrap(&[
+                "setpriv",
                 "--reuid=65534",
                 "--regid=65534",
                 "--clear-groups",
                 "prlimit",
+                &format!("--nproc={limit}:{limit}"),
+                "--",
             ])
-            .arg(format!("--nproc={limit}:{limit}"))
-            .arg("--")
-            .arg(env!("CARGO_BIN_EXE_wxmp"))
-            .args(args)
-            .env_remove("WXMP_TOKEN")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut banner = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut banner,
-        )
-        .unwrap();
-        let addr = banner
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {banner:?}"))
-            .to_owned();
-        let target = format!("/weixin?{}", fresh_query("cmdtok14"));
-        let (status, body) = http(&addr, "POST", &target, text_xml("o", "hi", room).as_bytes());
+            .args(&args)
+            .start();
+        let (status, body) = http(
+            &server.addr,
+            "POST",
+            &signed::target("cmdtok14"),
+            text_xml("o", "hi", room).as_bytes(),
+        );
         let said = if status == 200 {
             text_of(&body)
         } else {
@@ -291,28 +276,26 @@ fn n14_at_a_process_limit_a_command_push_never_panics_and_the_stop_exits_cleanly
             "room {room}: {said}"
         );
         outcomes.push(said);
-        let pid = child.id();
-        assert!(
-            eventually(5, || zombies_of(pid) == 0),
-            "room {room}: {} zombies",
-            zombies_of(pid)
+        let pid = server.pid;
+        wait::until_ok(
+            secs(5),
+            format_args!("room {room}: no zombies"),
+            || match zombies_of(pid) {
+                0 => Ok(()),
+                n => Err(format!("{n} zombies")),
+            },
         );
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        let stopping = Instant::now();
-        let code = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s.code();
-            }
-            assert!(
-                stopping.elapsed() < Duration::from_secs(10),
-                "room {room}: no exit"
-            );
-            thread::sleep(Duration::from_millis(20));
-        };
-        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        server.signal("TERM");
+        let mut code = None;
+        wait::until(
+            secs(10),
+            format_args!("room {room}: the exit after SIGTERM"),
+            || {
+                code = server.exit_code();
+                code.is_some()
+            },
+        );
+        let stderr = server.log();
         assert!(!stderr.contains("panicked"), "room {room}: {stderr}");
         assert_eq!(code, Some(0), "room {room}: {stderr}");
     }

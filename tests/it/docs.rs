@@ -201,7 +201,7 @@ fn readme_documents_every_metric() {
 #[test]
 fn make_test_names_every_missing_tool_and_how_to_install_it() {
     use std::os::unix::fs::{symlink, PermissionsExt};
-    let dir = crate::binary::tempdir();
+    let dir = crate::kit::tempdir();
     for tool in ["bash", "dirname"] {
         let found = std::env::split_paths(&std::env::var_os("PATH").unwrap())
             .map(|d| d.join(tool))

@@ -8,15 +8,18 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use crate::api::{Fake, APPID, SECRET};
-use crate::binary::{eventually, http, tempdir, Server};
 use crate::helpers::{text_of, text_xml};
-use crate::observability::metrics_addr;
+use crate::kit::binary::Wxmp;
+use crate::kit::http::request;
+use crate::kit::signed;
+use crate::kit::tempdir;
+use crate::kit::wait::{self, secs};
 
 const TOKEN: &str = "fwdtoken";
 
@@ -98,13 +101,13 @@ fn rules(text: &str) -> PathBuf {
     file
 }
 
-fn serve(rules: &Path, extra: &[&str]) -> Server {
+fn serve(rules: &Path, extra: &[&str]) -> Wxmp {
     let mut args = vec!["--token", TOKEN, "--rules", rules.to_str().unwrap()];
     args.extend_from_slice(extra);
-    Server::start(&args)
+    Wxmp::start(&args)
 }
 
-fn send(server: &Server, args: &[&str]) -> Output {
+fn send(server: &Wxmp, args: &[&str]) -> Output {
     let url = format!("http://{}/weixin", server.addr);
     let mut c = Command::new(env!("CARGO_BIN_EXE_wxmp"));
     c.args(["send", "--url", &url, "--token", TOKEN]).args(args);
@@ -116,8 +119,21 @@ fn send(server: &Server, args: &[&str]) -> Output {
 
 /// The value of one sample line in the server's /metrics, e.g.
 /// `wxmp_forward_calls_total{outcome="on_time"}`.
-fn metric(server: &Server, sample: &str) -> Option<f64> {
-    let (status, body) = http(&metrics_addr(server), "GET", "/metrics", b"");
+/// Waits until the metrics show `sample` at `value`; fails with the last value seen.
+#[track_caller]
+fn metric_reaches(server: &Wxmp, sample: &str, value: f64) {
+    wait::until_ok(
+        secs(10),
+        format_args!("{sample} at {value}"),
+        || match metric(server, sample) {
+            Some(v) if v == value => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+}
+
+fn metric(server: &Wxmp, sample: &str) -> Option<f64> {
+    let (status, body) = request(&server.metrics_addr(), "GET", "/metrics", b"");
     assert_eq!(status, 200);
     body.lines()
         .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
@@ -156,15 +172,12 @@ fn a_fast_endpoint_answers_with_the_push_as_cloud_hosting_json() {
     );
     let out = answered(&send(&server, &["--msg-id", "42", "text", "你好"]));
     assert!(out.starts_with("text: 来自你的代码"), "{out}");
-    assert!(
-        server.wait_for_log("forward attempt 1 of 3: answer", 10),
-        "{}",
-        server.log()
-    );
-    assert!(eventually(10, || metric(
+    server.wait_for_log("forward attempt 1 of 3: answer", secs(10));
+    metric_reaches(
         &server,
-        "wxmp_forward_calls_total{outcome=\"on_time\"}"
-    ) == Some(1.0)));
+        "wxmp_forward_calls_total{outcome=\"on_time\"}",
+        1.0,
+    );
     // A static rule still answers by itself.
     let out = answered(&send(&server, &["text", "static"]));
     assert!(out.starts_with("text: from a rule"), "{out}");
@@ -238,12 +251,13 @@ fn a_slow_endpoint_is_answered_on_wechats_second_attempt() {
         "forward attempt 1 of 3: held",
         "the answer of the attempt in flight (a retry); forward attempt 2 of 3: answer",
     ] {
-        assert!(server.wait_for_log(line, 10), "{line}: {}", server.log());
+        server.wait_for_log(line, secs(10));
     }
-    assert!(eventually(10, || metric(
+    metric_reaches(
         &server,
-        "wxmp_forward_calls_total{outcome=\"late_stretched\"}"
-    ) == Some(1.0)));
+        "wxmp_forward_calls_total{outcome=\"late_stretched\"}",
+        1.0,
+    );
 }
 
 #[test]
@@ -292,11 +306,7 @@ fn broken_answers_get_the_fallback_and_one_log_line_each() {
         // `answered` checks WeChat got a 200: never a 5xx, whatever the endpoint did.
         let out = answered(&send(&server, &["text", "hi"]));
         assert!(out.starts_with("text: 稍等"), "{reason}: {out}");
-        assert!(
-            server.wait_for_log(reason, 10),
-            "{reason}: {}",
-            server.log()
-        );
+        server.wait_for_log(reason, secs(10));
     }
     // Nobody listening at all.
     let gone = {
@@ -306,11 +316,7 @@ fn broken_answers_get_the_fallback_and_one_log_line_each() {
     let server = serve(&forward_rules(&gone), &[]);
     let out = answered(&send(&server, &["text", "hi"]));
     assert!(out.starts_with("text: 稍等"), "{out}");
-    assert!(
-        server.wait_for_log("cannot reach it", 10),
-        "{}",
-        server.log()
-    );
+    server.wait_for_log("cannot reach it", secs(10));
 }
 
 #[test]
@@ -343,18 +349,12 @@ fn past_its_capacity_a_push_gets_the_fallback_at_once() {
                 .unwrap()
         })
     };
-    let started = std::time::Instant::now();
-    while ep.calls.load(Ordering::SeqCst) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(20), "no first call");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait::until(secs(20), "the first push's call to the endpoint", || {
+        ep.calls.load(Ordering::SeqCst) > 0
+    });
     let out = answered(&send(&server, &["text", "two"]));
     assert!(out.starts_with("text: 稍等"), "{out}");
-    assert!(
-        server.wait_for_log("at --forward-capacity", 10),
-        "{}",
-        server.log()
-    );
+    server.wait_for_log("at --forward-capacity", secs(10));
     assert_eq!(
         ep.calls.load(Ordering::SeqCst),
         1,
@@ -376,10 +376,9 @@ fn held_pushes_never_take_the_threads_of_other_requests() {
     let server = serve(&forward_rules(&ep.url), &["--threads", "2"]);
     let holders: Vec<_> = (0..HELD)
         .map(|i| {
-            let addr = server.addr.clone();
-            let target = format!("/weixin?{}", crate::helpers::fresh_query(TOKEN));
+            let (addr, target) = (server.addr.clone(), signed::target(TOKEN));
             thread::spawn(move || {
-                http(
+                request(
                     &addr,
                     "POST",
                     &target,
@@ -388,31 +387,27 @@ fn held_pushes_never_take_the_threads_of_other_requests() {
             })
         })
         .collect();
-    let started = std::time::Instant::now();
-    while ep.calls.load(Ordering::SeqCst) < HELD {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "only {} pushes reached the endpoint",
-            ep.calls.load(Ordering::SeqCst)
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait::until_ok(
+        secs(30),
+        format_args!("{HELD} pushes at the endpoint"),
+        || match ep.calls.load(Ordering::SeqCst) {
+            n if n >= HELD => Ok(()),
+            n => Err(format!("{n} pushes")),
+        },
+    );
     // All of them are held now; everything else is still served (within http's 10 s timeout).
     for i in 0..20u64 {
         let (status, body) = server.request(
             "POST",
-            &format!("/weixin?{}", crate::helpers::fresh_query(TOKEN)),
+            &signed::target(TOKEN),
             text_xml("o", "static", 5000 + i).as_bytes(),
         );
         assert_eq!(status, 200);
         assert_eq!(text_of(&body), "from a rule");
     }
     assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
-    let (status, body) = server.request(
-        "GET",
-        &format!("/weixin?{}&echostr=e1", crate::helpers::fresh_query(TOKEN)),
-        b"",
-    );
+    let (status, body) =
+        server.request("GET", &format!("{}&echostr=e1", signed::target(TOKEN)), b"");
     assert_eq!((status, body.as_str()), (200, "e1"));
     // The held attempts themselves are let go once WeChat would have dropped them.
     for h in holders {
@@ -449,18 +444,13 @@ fn under_kf_a_very_slow_answer_arrives_as_a_customer_service_message() {
     );
     let out = answered(&send(&server, &["--from", "o_kf_user", "text", "hello"]));
     assert!(out.starts_with("text: 稍等"), "{out}");
-    assert!(
-        eventually(60, || fake
-            .output()
-            .contains("kf send → o_kf_user: text \"late but here\"")),
-        "{}",
-        fake.output()
-    );
+    fake.wait_for("kf send → o_kf_user: text \"late but here\"", secs(60));
     assert_eq!(ep.calls.load(Ordering::SeqCst), 1);
-    assert!(eventually(10, || metric(
+    metric_reaches(
         &server,
-        "wxmp_forward_calls_total{outcome=\"late_kf\"}"
-    ) == Some(1.0)));
+        "wxmp_forward_calls_total{outcome=\"late_kf\"}",
+        1.0,
+    );
     // The API call is counted by errcode, and the token's remaining life is exposed.
     assert!(metric(&server, "wxmp_api_calls_total{errcode=\"0\"}").is_some_and(|n| n >= 2.0));
     assert!(metric(&server, "wxmp_access_token_expiry_seconds").is_some_and(|s| s > 60.0));
@@ -499,11 +489,8 @@ fn a_command_reads_the_push_and_writes_the_answer() {
     let out = answered(&send(&server, &["text", "ping"]));
     assert!(out.starts_with("text: pong"), "{out}");
     assert!(answered(&send(&server, &["text", "other"])).starts_with("success"));
-    assert!(
-        server.wait_for_log("command sh[", 10) && server.wait_for_log("stderr: a note", 10),
-        "{}",
-        server.log()
-    );
+    server.wait_for_log("command sh[", secs(10));
+    server.wait_for_log("stderr: a note", secs(10));
 }
 
 #[test]
@@ -520,11 +507,7 @@ fn a_slow_command_is_answered_on_the_second_attempt_and_garbage_gets_the_fallbac
     let server = serve(&command_rules(garbage, ""), &[]);
     let out = answered(&send(&server, &["text", "x"]));
     assert!(out.starts_with("text: 稍等"), "{out}");
-    assert!(
-        server.wait_for_log("the answer is not JSON", 10),
-        "{}",
-        server.log()
-    );
+    server.wait_for_log("the answer is not JSON", secs(10));
 }
 
 /// Processes whose command line contains `marker`.
@@ -564,27 +547,38 @@ fn a_command_that_never_exits_is_killed_with_its_children_and_reaped() {
             cache.to_str().unwrap(),
         ],
     );
+    // Watched from before the push: the command may be killed soon after the answer comes.
+    let most = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (most, stop, marker) = (Arc::clone(&most), Arc::clone(&stop), marker.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                most.fetch_max(processes_with(&marker), Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
     let out = answered(&send(&server, &["text", "x"]));
     assert!(out.starts_with("text: 稍等"), "{out}");
-    let started = std::time::Instant::now();
-    while processes_with(&marker) < 2 && started.elapsed() < Duration::from_secs(5) {
-        thread::sleep(Duration::from_millis(20));
-    }
     // Killed at the kf wait (5 s), the program and the child it started, and reaped.
-    while processes_with(&marker) > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{} processes still running",
-            processes_with(&marker)
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        server.wait_for_log("no answer before the push's deadline", 10),
-        "{}",
-        server.log()
+    wait::until_ok(
+        secs(30),
+        "the command and its child killed",
+        || match processes_with(&marker) {
+            0 => Ok(()),
+            n => Err(format!("{n} still running")),
+        },
     );
-    assert_eq!(zombies_of(server.pid()), 0);
+    stop.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most >= 2,
+        "the command and its child were never both seen running (at most {most})"
+    );
+    server.wait_for_log("no answer before the push's deadline", secs(10));
+    assert_eq!(zombies_of(server.pid), 0);
 }
 
 /// Children of `pid` that exited and were never waited for.
@@ -615,11 +609,7 @@ fn a_password_in_the_forward_url_is_never_logged_or_printed() {
     let out = answered(&send(&server, &["--retries", "1", "text", "hello"]));
     assert!(out.starts_with("text: 稍等"), "{out}");
     let shown = ep.url.replace("http://", "http://bot:***@");
-    assert!(
-        server.wait_for_log(&format!("forward to {shown}: "), 10),
-        "no forward warning naming {shown}: {}",
-        server.log()
-    );
+    server.wait_for_log(&format!("forward to {shown}: "), secs(10));
     let check = Command::new(env!("CARGO_BIN_EXE_wxmp"))
         .args(["check-rules", file.to_str().unwrap()])
         .output()
@@ -653,14 +643,14 @@ fn a_fast_failure_is_logged_and_shown_as_the_fallback_not_the_codes_answer() {
         } else {
             r#""forward_attempt":1,"forward":"fallback""#
         };
-        assert!(server.wait_for_log(said, 10), "{said}: {}", server.log());
+        server.wait_for_log(said, secs(10));
         assert!(
             !server.log().contains("forward attempt 1 of 3: answer")
                 && !server.log().contains(r#""forward":"answer""#),
             "{}",
             server.log()
         );
-        let (status, page) = http(&metrics_addr(&server), "GET", "/tail", b"");
+        let (status, page) = request(&server.metrics_addr(), "GET", "/tail", b"");
         assert_eq!(status, 200);
         assert!(
             page.contains("default: the fallback, text \"稍等\""),

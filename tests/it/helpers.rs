@@ -10,7 +10,7 @@ use wxmp::protocol::crypto::AesKey;
 use wxmp::protocol::envelope::SafeMode;
 use wxmp::protocol::message::{Kind, Message};
 use wxmp::protocol::query::percent_encode;
-use wxmp::protocol::verify::{self, Token};
+use wxmp::protocol::verify::Token;
 use wxmp::rules::RuleSet;
 use wxmp::server::account::Account;
 use wxmp::server::env::Env;
@@ -18,32 +18,11 @@ use wxmp::server::pipeline::Pipeline;
 use wxmp::server::routes::{self, Service};
 use wxmp::server::store::Limits;
 
+use crate::kit::signed;
+
 pub const TOKEN: &str = "testtoken";
 pub const NOW: u64 = 1_700_000_000;
-pub const TS: &str = "1714036504";
-pub const NONCE: &str = "1514711492";
-
-/// A nonce no other request of this test run has used: the replay window refuses a signed
-/// query seen before on another body.
-pub fn fresh_nonce() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    // Apart across processes too (the binary tests share servers only within one run).
-    format!("{}{n:06}", std::process::id() % 10_000)
-}
-
-/// `signature=…&timestamp=…&nonce=…` for `token`, made now on the real clock with a fresh
-/// nonce, as WeChat signs each push; for the real binary.
-pub fn fresh_query(token: &str) -> String {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let nonce = fresh_nonce();
-    let sig = verify::signature(&Token::new(token).unwrap(), &ts, &nonce);
-    format!("signature={sig}&timestamp={ts}&nonce={nonce}")
-}
+pub use crate::kit::signed::{fresh_nonce, NONCE, TS};
 
 /// A clock the test moves by hand and a counter for random bytes.
 #[derive(Clone)]
@@ -157,8 +136,7 @@ impl Harness {
 
     /// The plain signature query for `ts` and `nonce`.
     pub fn signed_with(&self, ts: &str, nonce: &str) -> String {
-        let sig = verify::signature(&self.token, ts, nonce);
-        format!("signature={sig}&timestamp={ts}&nonce={nonce}")
+        signed::query_at(&self.token, ts, nonce)
     }
 
     /// POSTs a body signed as WeChat would in plaintext mode.

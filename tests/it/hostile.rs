@@ -6,200 +6,36 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::binary::tempdir;
 use crate::helpers::{text_of, text_xml};
+use crate::kit::binary::{Builder, Wxmp};
+use crate::kit::http::{connect, exchange, request, statuses};
+use crate::kit::signed;
+use crate::kit::tempdir;
+use crate::kit::wait::{self, secs};
 
-const BIN: &str = env!("CARGO_BIN_EXE_wxmp");
 const TOKEN: &str = "hostile";
 /// The open-files limit the servers run under.
 const NOFILE: u32 = 256;
 
-/// A wxmp server under `ulimit -n 256`, its stderr in a file (a pipe nobody reads would fill up
-/// and block the server's logging).
-struct Wxmp {
-    child: Child,
-    addr: String,
-    pid: u32,
-    log: PathBuf,
+/// A wxmp server under `ulimit -n 256`, with one arena so RSS tracks what it holds.
+fn hostile() -> Builder {
+    Wxmp::builder()
+        .nofile(NOFILE)
+        .env("MALLOC_ARENA_MAX", "1")
+        .args(&["--token", TOKEN])
 }
 
-impl Wxmp {
-    fn start(args: &[&str]) -> Wxmp {
-        Wxmp::start_with(&[], args)
-    }
-
-    /// `wrap` runs before the limit is set and wxmp is exec'd (e.g. `setpriv` to another user).
-    fn start_with(wrap: &[&str], args: &[&str]) -> Wxmp {
-        let log = tempdir().join("stderr.log");
-        let mut cmd = Command::new(wrap.first().copied().unwrap_or("sh"));
-        if !wrap.is_empty() {
-            cmd.args(&wrap[1..]).arg("sh");
-        }
-        cmd.arg("-c")
-            .arg(format!("ulimit -n {NOFILE} && exec \"$0\" \"$@\""))
-            .arg(BIN)
-            .args(["--host", "127.0.0.1", "--port", "0", "--token", TOKEN])
-            .args(args)
-            .env("MALLOC_ARENA_MAX", "1")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (name, _) in std::env::vars() {
-            if name.starts_with("WXMP_") {
-                cmd.env_remove(name);
-            }
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut banner = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut banner)
-            .unwrap();
-        let addr = banner
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no address in banner {banner:?}; log: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .to_owned();
-        let pid = child.id();
-        let server = Wxmp {
-            child,
-            addr,
-            pid,
-            log,
-        };
-        assert!(server.healthy(), "not serving after start");
-        server
-    }
-
-    fn status(&self, field: &str) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn threads(&self) -> u64 {
-        self.status("Threads:")
-    }
-
-    fn rss_mib(&self) -> u64 {
-        self.status("VmRSS:") / 1024
-    }
-
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The exit code, once the server has exited.
-    fn exit_code(&mut self) -> Option<i32> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(status.code().unwrap_or(-1)),
-            _ => None,
-        }
-    }
-
-    /// `GET /healthz` on a fresh connection answers 200 within 10 s.
-    fn healthy(&self) -> bool {
-        exchange(
-            &self.addr,
-            b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
-        )
-        .is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.ends_with("ok"))
-    }
-
-    /// Waits until descriptors and threads are back to `base` (see [`Wxmp::baseline`]); panics
-    /// with what it saw if they are not within 30 s.
-    fn settles_to(&self, base: (usize, u64)) -> bool {
-        let settled = eventually(30, || self.fds() <= base.0 && self.threads() <= base.1);
-        assert!(
-            settled,
-            "descriptors/threads {:?}, baseline {base:?}; fds: {:?}",
-            (self.fds(), self.threads()),
-            std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-                .map(|d| d
-                    .flatten()
-                    .filter_map(|e| std::fs::read_link(e.path()).ok())
-                    .collect::<Vec<_>>())
-                .unwrap_or_default()
-        );
-        settled
-    }
-
-    /// Descriptors and threads of the idle server, after one request has warmed it up.
-    fn baseline(&self) -> (usize, u64) {
-        assert!(self.healthy());
-        let mut base = (0, 0);
-        eventually(10, || {
-            base = (self.fds(), self.threads());
-            thread::sleep(Duration::from_millis(200));
-            base == (self.fds(), self.threads())
-        });
-        base
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
-    }
-
-    /// SIGTERM, then the exit code once it has exited (None if it has not within `secs`).
-    fn terminate(&mut self, secs: u64) -> Option<i32> {
-        signal(self.pid, "TERM");
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(secs) {
-            if let Some(code) = self.exit_code() {
-                return Some(code);
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Wxmp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(pid: u32, name: &str) {
-    Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-}
-
-/// Polls until `f` holds, for at most `secs` seconds.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    loop {
-        if f() {
-            return true;
-        }
-        if started.elapsed() > Duration::from_secs(secs) {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+/// A hostile() server with `args`, serving.
+fn start(args: &[&str]) -> Wxmp {
+    let server = hostile().args(args).start();
+    assert!(server.healthy(), "not serving after start");
+    server
 }
 
 /// Whether the server has read everything `client` sent so far (its socket's receive queue, in
@@ -227,38 +63,13 @@ fn consumed(client: &TcpStream) -> bool {
         .is_some_and(|f| f[4].ends_with(":00000000"))
 }
 
-fn connect(addr: &str) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-/// Sends `raw` on a fresh connection and reads until the server closes it (None: no close
-/// within 10 s, or the connection failed).
-fn exchange(addr: &str, raw: &[u8]) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(raw).ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    Some(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// The status codes of the responses in `raw`, in order.
-fn statuses(raw: &str) -> Vec<u16> {
-    raw.match_indices("HTTP/1.1 ")
-        .filter_map(|(i, _)| raw.get(i + 9..i + 12)?.parse().ok())
-        .collect()
-}
-
 /// A signed text push on a fresh connection: the reply's text, or None if it was not answered
 /// 200 within 10 s.
 fn push(addr: &str, content: &str, id: u64) -> Option<String> {
     let body = text_xml("o", content, id);
     let raw = format!(
         "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        signed_target(),
+        signed::target(TOKEN),
         body.len()
     );
     let answer = exchange(addr, raw.as_bytes())?;
@@ -268,16 +79,11 @@ fn push(addr: &str, content: &str, id: u64) -> Option<String> {
     Some(text_of(answer.split_once("\r\n\r\n")?.1))
 }
 
-/// A push's target, signed now with a fresh nonce (the replay window refuses reuse).
-fn signed_target() -> String {
-    format!("/weixin?{}", crate::helpers::fresh_query(TOKEN))
-}
-
 #[test]
 fn http2_and_h2c_requests_get_505_and_leak_nothing() {
     // Finding 1: the 505 writer waited on itself forever, leaking a thread and three
     // descriptors per request; 256 descriptors were gone within ~80 requests.
-    let server = Wxmp::start(&[]);
+    let server = start(&[]);
     let base = server.baseline();
     for i in 0..300 {
         let raw: &[u8] = match i % 3 {
@@ -294,11 +100,7 @@ fn http2_and_h2c_requests_get_505_and_leak_nothing() {
         );
     }
     assert!(server.healthy());
-    assert!(
-        server.settles_to(base),
-        "descriptors/threads {:?}, baseline {base:?}",
-        (server.fds(), server.threads())
-    );
+    server.settles_to(base);
 }
 
 #[test]
@@ -306,13 +108,13 @@ fn a_flood_of_connections_is_answered_503_and_the_port_stays_open() {
     // Finding 2 and the connection cap: under `ulimit -n 256` the default cap is 96. Past it
     // connections get a 503 at once; the published tiny_http ran out of descriptors, panicked in
     // accept and closed the port for good.
-    let mut server = Wxmp::start(&[]);
+    let mut server = start(&[]);
     let base = server.baseline();
     let flood: Vec<TcpStream> = (0..400)
         .filter_map(|_| TcpStream::connect(&server.addr).ok())
         .collect();
     let mut told = vec![false; flood.len()];
-    let all_told = eventually(10, || {
+    wait::until_ok(secs(10), "at least 304 of 400 connections told 503", || {
         for (s, told) in flood.iter().zip(told.iter_mut()).filter(|(_, t)| !**t) {
             s.set_nonblocking(true).unwrap();
             let mut buf = [0u8; 64];
@@ -320,10 +122,13 @@ fn a_flood_of_connections_is_answered_503_and_the_port_stays_open() {
                 *told = buf[..n].starts_with(b"HTTP/1.1 503");
             }
         }
-        told.iter().filter(|t| **t).count() >= 400 - 96
+        let busy = told.iter().filter(|t| **t).count();
+        if busy >= 400 - 96 {
+            Ok(())
+        } else {
+            Err(format!("{busy} told"))
+        }
     });
-    let busy = told.iter().filter(|t| **t).count();
-    assert!(all_told, "only {busy} of 400 connections were told 503");
     assert!(server.alive());
     assert!(
         server.fds() < NOFILE as usize,
@@ -331,17 +136,16 @@ fn a_flood_of_connections_is_answered_503_and_the_port_stays_open() {
         server.fds()
     );
     drop(flood);
-    assert!(
-        eventually(10, || server.healthy()),
-        "the port stopped serving"
-    );
-    assert!(server.settles_to(base));
+    wait::until(secs(10), "/healthz served after the flood", || {
+        server.healthy()
+    });
+    server.settles_to(base);
     assert!(server.log().contains("503 Service Unavailable"));
 }
 
 #[test]
 fn past_max_connections_new_clients_get_503_until_one_leaves() {
-    let server = Wxmp::start(&["--max-connections", "8"]);
+    let server = start(&["--max-connections", "8"]);
     let held: Vec<TcpStream> = (0..8).map(|_| connect(&server.addr)).collect();
     // The 8 are accepted (idle); the 9th is told at once, before it says anything.
     let mut ninth = connect(&server.addr);
@@ -351,14 +155,16 @@ fn past_max_connections_new_clients_get_503_until_one_leaves() {
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?} ({read:?})");
     assert!(answer.contains("Retry-After: 1"), "{answer:?}");
     drop(held);
-    assert!(eventually(10, || server.healthy()));
+    wait::until(secs(10), "/healthz served once one left", || {
+        server.healthy()
+    });
 }
 
 #[test]
 fn running_out_of_descriptors_backs_off_and_recovers() {
     // Finding 2: a cap above the descriptor limit lets accept hit EMFILE. The published
     // tiny_http panicked there (try_clone().unwrap()) and the port closed for good.
-    let mut server = Wxmp::start(&["--max-connections", "100000"]);
+    let mut server = start(&["--max-connections", "100000"]);
     let base = server.baseline();
     let mut flood = Vec::new();
     let mut peak = 0;
@@ -371,18 +177,20 @@ fn running_out_of_descriptors_backs_off_and_recovers() {
         peak = peak.max(server.fds());
     }
     let exhausted = NOFILE as usize - 4;
-    eventually(3, || {
+    wait::until_ok(secs(3), "the descriptors to run out", || {
         peak = peak.max(server.fds());
-        peak >= exhausted
+        if peak >= exhausted {
+            Ok(())
+        } else {
+            Err(format!("peak {peak} of {NOFILE}"))
+        }
     });
-    assert!(peak >= exhausted, "descriptors never ran out (peak {peak})");
     assert!(server.alive());
     drop(flood);
-    assert!(
-        eventually(15, || server.healthy()),
-        "the port stopped serving after EMFILE"
-    );
-    assert!(server.settles_to(base));
+    wait::until(secs(15), "/healthz served after EMFILE", || {
+        server.healthy()
+    });
+    server.settles_to(base);
     assert!(server.log().contains("cannot accept a connection"));
 }
 
@@ -414,10 +222,10 @@ fn a_refused_thread_spawn_does_not_close_the_port() {
             .sum()
     };
     let args = ["--threads", "1"];
-    let startup = Wxmp::start(&args).threads();
+    let startup = start(&args).threads();
     let limit = nobody_tasks() + startup + 2;
-    let server = Wxmp::start_with(
-        &[
+    let server = hostile()
+        .wrap(&[
             "setpriv",
             "--reuid=65534",
             "--regid=65534",
@@ -425,9 +233,10 @@ fn a_refused_thread_spawn_does_not_close_the_port() {
             "prlimit",
             &format!("--nproc={limit}:{limit}"),
             "--",
-        ],
-        &args,
-    );
+        ])
+        .args(&args)
+        .start();
+    assert!(server.healthy(), "not serving after start");
     // Four spare pool threads and two new ones serve six; the rest cannot get a thread. One at
     // a time, each taken in (a descriptor more, or answered) before the next.
     let mut held = Vec::new();
@@ -437,21 +246,17 @@ fn a_refused_thread_spawn_does_not_close_the_port() {
             break;
         };
         s.set_nonblocking(true).unwrap();
-        eventually(2, || {
+        // Pacing only: a connection that cannot get a thread is neither taken in nor answered.
+        wait::at_most(secs(2), || {
             server.fds() > fds || (&s).read(&mut [0u8; 64]).is_ok()
         });
         held.push(s);
     }
     drop(held);
-    assert!(
-        eventually(10, || server.healthy()),
-        "the port stopped serving after a refused spawn"
-    );
-    assert!(
-        eventually(10, || server.log().contains("cannot start a thread")),
-        "no spawn was refused (or not logged within 10 s); log: {}",
-        server.log()
-    );
+    wait::until(secs(10), "/healthz served after a refused spawn", || {
+        server.healthy()
+    });
+    server.wait_for_log("cannot start a thread", secs(10));
 }
 
 #[test]
@@ -459,7 +264,7 @@ fn pipelined_requests_that_are_never_read_keep_memory_bounded() {
     // Finding 3: one connection pipelining requests without reading the answers grew RSS to
     // 6 GiB and starved everyone else. Now one request per connection is in flight, so the
     // writer below is soon blocked by TCP flow control.
-    let server = Wxmp::start(&[]);
+    let server = start(&[]);
     let base = server.baseline();
     let rss_before = server.rss_mib();
     let written = Arc::new(AtomicUsize::new(0));
@@ -494,13 +299,13 @@ fn pipelined_requests_that_are_never_read_keep_memory_bounded() {
     );
     flood.shutdown(Shutdown::Both).unwrap();
     drop(flood);
-    assert!(server.settles_to(base));
+    server.settles_to(base);
 }
 
 #[test]
 fn an_endless_chunk_size_line_is_refused_without_growing_memory() {
     // Finding 4: the chunk-size line was read without a bound, one byte of RAM per byte sent.
-    let server = Wxmp::start(&[]);
+    let server = start(&[]);
     let base = server.baseline();
     let rss_before = server.rss_mib();
     let mut s = connect(&server.addr);
@@ -529,15 +334,15 @@ fn an_endless_chunk_size_line_is_refused_without_growing_memory() {
         "{answer}"
     );
     assert!(server.healthy());
-    assert!(server.settles_to(base));
+    server.settles_to(base);
 }
 
 #[test]
 fn trickled_bodies_do_not_hold_the_handler_threads() {
     // Finding 5: chunked, `Expect: 100-continue` and `Connection: upgrade` bodies were read on
     // the handler threads with only a per-read timeout. Two handler threads, six tricklers.
-    let server = Wxmp::start(&["--threads", "2"]);
-    let target = signed_target();
+    let server = start(&["--threads", "2"]);
+    let target = signed::target(TOKEN);
     let heads = [
         format!("POST {target} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n"),
         format!("POST {target} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1000\r\n\r\n"),
@@ -569,7 +374,7 @@ fn trickled_bodies_do_not_hold_the_handler_threads() {
     };
     // A second of trickling: the published version has handed every trickling request to a
     // handler thread by then.
-    eventually(10, || rounds.load(Ordering::SeqCst) >= 10);
+    wait::at_most(secs(10), || rounds.load(Ordering::SeqCst) >= 10);
     let served = (0..3).all(|_| server.healthy());
     let pushed = push(&server.addr, "still here", 1);
     stop.store(true, Ordering::SeqCst);
@@ -589,7 +394,7 @@ fn trickled_bodies_do_not_hold_the_handler_threads() {
 fn sigterm_stops_under_load_and_answers_a_body_still_arriving() {
     // Finding 6: rouille's poll_timeout never returned under load, so SIGTERM was ignored for
     // as long as requests kept coming, and a request whose body was arriving got no answer.
-    let mut server = Wxmp::start(&[]);
+    let mut server = start(&[]);
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
     let load: Vec<_> = (0..4)
@@ -637,7 +442,9 @@ fn sigterm_stops_under_load_and_answers_a_body_still_arriving() {
             })
         })
         .collect();
-    assert!(eventually(10, || answered.load(Ordering::SeqCst) > 100));
+    wait::until(secs(10), "100 answers under load", || {
+        answered.load(Ordering::SeqCst) > 100
+    });
 
     let body = text_xml("o", "in flight", 7);
     let (first, rest) = body.as_bytes().split_at(body.len() / 2);
@@ -645,14 +452,18 @@ fn sigterm_stops_under_load_and_answers_a_body_still_arriving() {
     write!(
         in_flight,
         "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        signed_target(),
+        signed::target(TOKEN),
         body.len()
     )
     .unwrap();
     in_flight.write_all(first).unwrap();
-    assert!(eventually(10, || consumed(&in_flight)));
+    wait::until(
+        secs(10),
+        "the first half of the body read by the server",
+        || consumed(&in_flight),
+    );
 
-    signal(server.pid, "TERM");
+    server.signal("TERM");
     let mut answer = Vec::new();
     let _ = in_flight
         .write_all(rest)
@@ -660,7 +471,7 @@ fn sigterm_stops_under_load_and_answers_a_body_still_arriving() {
     let answer = String::from_utf8_lossy(&answer).into_owned();
 
     let before = answered.load(Ordering::SeqCst);
-    let exited = eventually(15, || !server.alive());
+    let exited = wait::at_most(secs(15), || !server.alive());
     let during = answered.load(Ordering::SeqCst) - before;
     stop.store(true, Ordering::SeqCst);
     for t in load {
@@ -683,24 +494,26 @@ fn sigterm_stops_under_load_and_answers_a_body_still_arriving() {
 fn a_stop_that_abandons_a_request_exits_nonzero() {
     // Finding 6: the exit code says whether the stop was clean. A body that never completes
     // holds the stop until the 8 s grace period ends.
-    let mut server = Wxmp::start(&[]);
+    let server = start(&[]);
     let mut stuck = connect(&server.addr);
     write!(
         stuck,
         "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n<xml>",
-        signed_target()
+        signed::target(TOKEN)
     )
     .unwrap();
-    assert!(eventually(10, || consumed(&stuck)));
-    let code = server.terminate(20);
-    assert_eq!(code, Some(1), "{}", server.log());
-    assert!(server.log().contains("exiting anyway"));
+    wait::until(secs(10), "the start of the body read by the server", || {
+        consumed(&stuck)
+    });
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("exiting anyway"), "{log}");
 }
 
 #[test]
 fn an_unread_or_ambiguous_body_is_never_parsed_as_a_request() {
     // Finding 7: request smuggling. Each connection must get exactly the answers listed.
-    let server = Wxmp::start(&[]);
+    let server = start(&[]);
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
     let chunk = format!("{:x}\r\n{smuggled}\r\n0\r\n\r\n", smuggled.len());
     let last = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -755,7 +568,7 @@ fn an_unread_or_ambiguous_body_is_never_parsed_as_a_request() {
 #[test]
 fn oversized_and_malformed_heads_get_a_status_and_a_close() {
     // Finding 8: these were closed without a word, and `Transfer-Encoding: gzip` hung.
-    let server = Wxmp::start(&[]);
+    let server = start(&[]);
     let long = "a".repeat(9 * 1024);
     let many: String = (0..101).map(|i| format!("X-{i}: y\r\n")).collect();
     for (raw, status) in [
@@ -797,18 +610,14 @@ fn oversized_and_malformed_heads_get_a_status_and_a_close() {
         "431 Request Header Fields Too Large",
         "400 Bad Request",
     ] {
-        assert!(
-            eventually(10, || server.log().contains(needle)),
-            "{needle} not logged within 10 s: {}",
-            server.log()
-        );
+        server.wait_for_log(needle, secs(10));
     }
 }
 
 #[test]
 fn control_bytes_in_the_method_cannot_forge_log_lines() {
     // Finding 9: the method was logged raw, so LF, CR or ESC in it forged or hid log lines.
-    let mut server = Wxmp::start(&[]);
+    let server = start(&[]);
     let methods = ["X\nFORGED", "X\rFORGED", "X\x1b[2KFORGED", "X\x0bFORGED"];
     let answers: Vec<String> = methods
         .iter()
@@ -817,8 +626,8 @@ fn control_bytes_in_the_method_cannot_forge_log_lines() {
             exchange(&server.addr, raw.as_bytes()).unwrap_or_default()
         })
         .collect();
-    assert_eq!(server.terminate(10), Some(0));
-    let log = server.log();
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
     assert!(
         !log.contains('\x1b') && !log.contains('\r') && !log.contains('\x0b'),
         "{log:?}"
@@ -845,12 +654,12 @@ fn a_rules_file_rewritten_slowly_in_place_is_never_half_loaded() {
             .collect()
     };
     std::fs::write(&file, rules("old").concat()).unwrap();
-    let server = Wxmp::start(&["--rules", file.to_str().unwrap()]);
+    let server = start(&["--rules", file.to_str().unwrap()]);
     let ask = |id: u64| {
-        let (status, body) = crate::binary::http(
+        let (status, body) = request(
             &server.addr,
             "POST",
-            &signed_target(),
+            &signed::target(TOKEN),
             text_xml("o", "k39", id).as_bytes(),
         );
         assert_eq!(status, 200, "{body}");
@@ -880,13 +689,10 @@ fn a_rules_file_rewritten_slowly_in_place_is_never_half_loaded() {
         answers.push(ask(id));
     }
     writer.join().unwrap();
-    assert!(
-        eventually(5, || {
-            id += 1;
-            ask(id) == "new 39"
-        }),
-        "the finished file was never loaded"
-    );
+    wait::until(secs(5), "the finished file loaded", || {
+        id += 1;
+        ask(id) == "new 39"
+    });
     assert!(answers.len() > 20);
     for a in &answers {
         assert!(

@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use crate::binary::Server;
+use crate::kit::binary::Wxmp;
 
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APPID: &str = "wx2c2769f8efd9abc2";
@@ -26,7 +26,7 @@ fn wechatpy_encrypts_and_decrypts_against_the_real_binary() {
         wechatpy_available(),
         "python3 cannot import wechatpy (pip install wechatpy cryptography)"
     );
-    let server = Server::start(&["--token", "interop1", "--aes-key", KEY, "--appid", APPID]);
+    let server = Wxmp::start(&["--token", "interop1", "--aes-key", KEY, "--appid", APPID]);
     let script = format!(
         "{}/tests/interop/wechatpy_peer.py",
         env!("CARGO_MANIFEST_DIR")

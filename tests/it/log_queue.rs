@@ -8,15 +8,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use wxmp::protocol::verify::{self, Token};
+use std::time::{Duration, Instant};
 
 use crate::helpers::text_xml;
+use crate::kit::binary::Wxmp;
+use crate::kit::signed;
+use crate::kit::wait::{self, secs};
 
 const TOKEN: &str = "blockedtoken";
 const PUSHES: u64 = 2_000;
@@ -27,82 +27,21 @@ const ANSWER_BOUND: Duration = Duration::from_secs(5);
 const STOP_BOUND: Duration = Duration::from_secs(8 + 3);
 
 /// A server with its stderr piped to this test, which does not read it until asked to.
-struct Blocked {
-    child: Child,
-    stderr: Option<ChildStderr>,
-    addr: String,
-    metrics: String,
+fn blocked() -> Wxmp {
+    Wxmp::builder()
+        .args(&["--token", TOKEN, "--metrics-addr", "127.0.0.1:0"])
+        .unread_stderr()
+        .start()
 }
 
-impl Blocked {
-    fn start() -> Blocked {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wxmp"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("WXMP_") {
-                cmd.env_remove(name);
-            }
-        }
-        let mut child = cmd
-            .args(["--host", "127.0.0.1", "--port", "0", "--token", TOKEN])
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut banner = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut banner)
-            .unwrap();
-        let addrs: Vec<String> = banner
-            .split("http://")
-            .skip(1)
-            .filter_map(|rest| rest.split(['/', ' ', '\n']).next())
-            .map(str::to_owned)
-            .collect();
-        let [addr, metrics] = addrs.as_slice() else {
-            panic!("no public and metrics address in the banner {banner:?}");
-        };
-        Blocked {
-            addr: addr.clone(),
-            metrics: metrics.clone(),
-            stderr: child.stderr.take(),
-            child,
-        }
-    }
-
-    /// `wxmp_log_lines_dropped_total` from /metrics.
-    fn dropped(&self) -> u64 {
-        let (status, body) = get(&self.metrics, "/metrics");
-        assert_eq!(status, 200, "{body}");
-        body.lines()
-            .find_map(|l| l.strip_prefix("wxmp_log_lines_dropped_total "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no wxmp_log_lines_dropped_total in /metrics: {body}"))
-    }
-
-    /// SIGTERM, then polls for the exit for at most [`STOP_BOUND`].
-    fn terminate(&mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                started.elapsed() < STOP_BOUND,
-                "the server did not stop within {STOP_BOUND:?} of SIGTERM"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Blocked {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `wxmp_log_lines_dropped_total` from /metrics.
+fn dropped(server: &Wxmp) -> u64 {
+    let (status, body) = get(&server.metrics_addr(), "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("wxmp_log_lines_dropped_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no wxmp_log_lines_dropped_total in /metrics: {body}"))
 }
 
 /// A keep-alive connection speaking just enough HTTP/1.1.
@@ -173,18 +112,6 @@ fn get(addr: &str, target: &str) -> (u16, String) {
     Conn::open(addr).call("GET", target, b"")
 }
 
-/// A signed push URL with the current timestamp and a nonce of its own.
-fn signed(nonce: u64) -> String {
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let nonce = nonce.to_string();
-    let sig = verify::signature(&Token::new(TOKEN).unwrap(), &ts, &nonce);
-    format!("/weixin?signature={sig}&timestamp={ts}&nonce={nonce}")
-}
-
 /// [`PUSHES`] pushes over [`CONNECTIONS`] keep-alive connections, each answered 200 with a
 /// reply in time.
 fn push_all(addr: &str) {
@@ -198,7 +125,7 @@ fn push_all(addr: &str) {
                     let id = c * 1_000_000 + i + 1;
                     let (status, body) = conn.call(
                         "POST",
-                        &signed(id),
+                        &signed::target(TOKEN),
                         text_xml("oBlocked", "你好", id).as_bytes(),
                     );
                     assert_eq!(status, 200, "push {id}: {body}");
@@ -232,18 +159,18 @@ fn slow_tail_reader(metrics: &str, stop: Arc<AtomicBool>) -> thread::JoinHandle<
 
 #[test]
 fn a_server_whose_stderr_nobody_reads_keeps_answering_and_stops_on_sigterm() {
-    let mut server = Blocked::start();
+    let server = blocked();
     let stop_tail = Arc::new(AtomicBool::new(false));
-    let tail = slow_tail_reader(&server.metrics, Arc::clone(&stop_tail));
+    let tail = slow_tail_reader(&server.metrics_addr(), Arc::clone(&stop_tail));
     push_all(&server.addr);
     assert_eq!(get(&server.addr, "/healthz"), (200, "ok".into()));
-    let dropped = server.dropped();
+    let dropped = dropped(&server);
     assert!(
         dropped > 0,
         "{PUSHES} access lines into a full pipe, yet no dropped line counted"
     );
     // The live view got every push, whatever stderr and the slow reader did.
-    let (status, page) = get(&server.metrics, "/tail?history=1");
+    let (status, page) = get(&server.metrics_addr(), "/tail?history=1");
     assert_eq!(status, 200, "{page}");
     let last: u64 = page
         .split("last=")
@@ -255,15 +182,15 @@ fn a_server_whose_stderr_nobody_reads_keeps_answering_and_stops_on_sigterm() {
     stop_tail.store(true, Ordering::Relaxed);
     tail.join().unwrap();
     // Still nobody reads stderr: the stop gives up on the queued lines, not on stopping.
-    assert_eq!(server.terminate(), Some(0));
+    assert_eq!(server.terminate_within(STOP_BOUND).0, Some(0));
 }
 
 #[test]
 fn the_lines_lost_to_an_unread_stderr_are_told_once_it_is_read_again() {
-    let mut server = Blocked::start();
+    let mut server = blocked();
     push_all(&server.addr);
-    assert!(server.dropped() > 0, "no dropped line counted");
-    let stderr = server.stderr.take().unwrap();
+    assert!(dropped(&server) > 0, "no dropped line counted");
+    let stderr = server.take_stderr();
     let log = Arc::new(std::sync::Mutex::new(String::new()));
     let reader = {
         let log = Arc::clone(&log);
@@ -276,29 +203,26 @@ fn the_lines_lost_to_an_unread_stderr_are_told_once_it_is_read_again() {
         })
     };
     let wait_for = |needle: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !log.lock().unwrap().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} in the log 10 s after stderr was read again; its end:\n{}",
-                log.lock()
-                    .unwrap()
-                    .lines()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait::until_ok(
+            secs(10),
+            format_args!("{needle:?} in the log once stderr is read again"),
+            || {
+                let log = log.lock().unwrap();
+                if log.contains(needle) {
+                    return Ok(());
+                }
+                let end: Vec<_> = log.lines().rev().take(5).collect();
+                Err(format!("its end:\n{}", end.join("\n")))
+            },
+        )
     };
     wait_for(" log lines lost: ");
     // Caught up: a request now is logged, after the lost-lines line.
     assert_eq!(get(&server.addr, "/healthz"), (200, "ok".into()));
     wait_for("GET /healthz 200");
     // Now that the writer has caught up, the count is final.
-    let dropped = server.dropped();
-    assert_eq!(server.terminate(), Some(0));
+    let dropped = dropped(&server);
+    assert_eq!(server.terminate_within(STOP_BOUND).0, Some(0));
     reader.join().unwrap();
     let log = log.lock().unwrap().clone();
     let told: Vec<u64> = log

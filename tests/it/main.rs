@@ -1,5 +1,6 @@
 //! wxmp's integration tests: one binary, a module per topic. Most call the handler directly
-//! through `rouille::Request::fake_http`; `binary` runs the real `wxmp` executable.
+//! through `rouille::Request::fake_http` (`helpers`); the rest run the real `wxmp` executable
+//! through the shared test kit (`kit`).
 
 mod accounts;
 mod api;
@@ -13,6 +14,7 @@ mod helpers;
 mod hostile;
 mod http;
 mod interop;
+mod kit;
 mod log_queue;
 mod observability;
 mod pool;

@@ -22,8 +22,12 @@ use wxmp::server::recent::{Ask, Recent};
 use wxmp::server::routes::Service;
 use wxmp::server::store::Limits;
 
-use crate::binary::{eventually, http, tempdir, wxmp, Server};
 use crate::helpers::{text_xml, Harness, TestEnv};
+use crate::kit::binary::{command as wxmp, Wxmp};
+use crate::kit::http::{exchange, request as http, statuses};
+use crate::kit::signed::target as signed;
+use crate::kit::tempdir;
+use crate::kit::wait::{self, secs};
 
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APPID: &str = "wx2c2769f8efd9abc2";
@@ -265,23 +269,8 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-/// A push's target, signed now with a fresh nonce (the replay window refuses reuse).
-fn signed(token: &str) -> String {
-    format!("/weixin?{}", crate::helpers::fresh_query(token))
-}
-
-/// The metrics listener's address, from the start-up line.
-pub fn metrics_addr(server: &Server) -> String {
-    server
-        .banner
-        .split("http://")
-        .nth(2)
-        .map(|rest| rest.trim().trim_end_matches("/metrics").to_owned())
-        .unwrap_or_else(|| panic!("no metrics address in {:?}", server.banner))
-}
-
 /// The pushes the metrics tests send, and what they must count.
-fn send_known_pushes(server: &Server, token: &str) {
+fn send_known_pushes(server: &Wxmp, token: &str) {
     let post = |xml: &str| server.request("POST", &signed(token), xml.as_bytes()).0;
     assert_eq!(
         server
@@ -343,7 +332,7 @@ fn metrics_on_their_own_listener_count_exactly_what_was_sent() {
     let dir = tempdir();
     let rules = dir.join("rules.toml");
     std::fs::write(&rules, "[[rules]]\ntext = \"天气\"\nreply.text = \"晴\"\n").unwrap();
-    let server = Server::start(&[
+    let server = Wxmp::start(&[
         "--token",
         "metrics1",
         "--cache-mb",
@@ -353,25 +342,17 @@ fn metrics_on_their_own_listener_count_exactly_what_was_sent() {
         "--metrics-addr",
         "127.0.0.1:0",
     ]);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
     send_known_pushes(&server, "metrics1");
     // A broken edit, then a good one: one failed reload and one that took.
     std::fs::write(&rules, "[[rules]]\ntext = \"天气\"\nreply.txt = \"typo\"\n").unwrap();
-    assert!(
-        server.wait_for_log("rules reload failed", 10),
-        "{}",
-        server.log()
-    );
+    server.wait_for_log("rules reload failed", secs(10));
     std::fs::write(
         &rules,
         "[[rules]]\ntext = \"天气\"\nreply.text = \"晴，25 度\"\n",
     )
     .unwrap();
-    assert!(
-        server.wait_for_log("rules reloaded", 10),
-        "{}",
-        server.log()
-    );
+    server.wait_for_log("rules reloaded", secs(10));
 
     let (status, text) = http(&addr, "GET", "/metrics", b"");
     assert_eq!(status, 200, "{text}");
@@ -405,7 +386,7 @@ fn metrics_on_their_own_listener_count_exactly_what_was_sent() {
 #[test]
 #[ignore = "needs python3 with prometheus_client: run by make test when it is installed"]
 fn prometheus_client_parses_the_metrics_and_reads_the_same_counts() {
-    let server = Server::start(&[
+    let server = Wxmp::start(&[
         "--token",
         "metrics2",
         "--cache-mb",
@@ -414,7 +395,7 @@ fn prometheus_client_parses_the_metrics_and_reads_the_same_counts() {
         "127.0.0.1:0",
     ]);
     send_known_pushes(&server, "metrics2");
-    let (status, text) = http(&metrics_addr(&server), "GET", "/metrics", b"");
+    let (status, text) = http(&server.metrics_addr(), "GET", "/metrics", b"");
     assert_eq!(status, 200);
     let script = format!(
         "{}/tests/interop/prometheus_parse.py",
@@ -469,8 +450,8 @@ fn prometheus_client_parses_the_metrics_and_reads_the_same_counts() {
 
 #[test]
 fn wxmp_tail_prints_each_push_and_its_answer_as_it_arrives() {
-    let server = Server::start(&["--token", "tail1", "--metrics-addr", "127.0.0.1:0"]);
-    let addr = metrics_addr(&server);
+    let server = Wxmp::start(&["--token", "tail1", "--metrics-addr", "127.0.0.1:0"]);
+    let addr = server.metrics_addr();
     let post = |content: &str, id: u64| {
         let (status, _) = server.request(
             "POST",
@@ -497,24 +478,25 @@ fn wxmp_tail_prints_each_push_and_its_answer_as_it_arrives() {
             }
         })
     };
-    let shown = |needle: &str| eventually(10, || seen.lock().unwrap().contains(needle));
+    let shown = |needle: &str| {
+        wait::until_ok(secs(10), format_args!("{needle:?} in wxmp tail"), || {
+            let seen = seen.lock().unwrap();
+            if seen.contains(needle) {
+                Ok(())
+            } else {
+                Err(format!("\n{seen}"))
+            }
+        })
+    };
     let user = user_label(OPENID, Shown::Hashed);
     // What came before the tail started (its history), then a push while it watches.
-    assert!(
-        shown(&format!(
-            " text from {user} \"天气\" → rule 1 (line 2): text \"北京天气挺好的！\" "
-        )),
-        "{}",
-        seen.lock().unwrap()
-    );
+    shown(&format!(
+        " text from {user} \"天气\" → rule 1 (line 2): text \"北京天气挺好的！\" "
+    ));
     post("live 你好", 2);
-    assert!(
-        shown(&format!(
-            " text from {user} \"live 你好\" → default: text \"live 你好\" "
-        )),
-        "{}",
-        seen.lock().unwrap()
-    );
+    shown(&format!(
+        " text from {user} \"live 你好\" → default: text \"live 你好\" "
+    ));
     let _ = tail.kill();
     let _ = tail.wait();
     let _ = reader.join();
@@ -540,7 +522,7 @@ fn wxmp_tail_without_a_listener_says_how_to_start_one() {
         "{e}"
     );
     // Pointed at the public port by mistake: refused in words.
-    let server = Server::start(&["--token", "tail2"]);
+    let server = Wxmp::start(&["--token", "tail2"]);
     let o = wxmp(&["tail", "--metrics-addr", &server.addr])
         .output()
         .unwrap();
@@ -550,23 +532,18 @@ fn wxmp_tail_without_a_listener_says_how_to_start_one() {
 
 #[test]
 fn the_metrics_listener_is_off_by_default_and_the_live_view_needs_loopback() {
-    let server = Server::start(&["--token", "metrics3"]);
+    let server = Wxmp::start(&["--token", "metrics3"]);
+    assert_eq!(server.metrics, None);
     assert!(!server.banner.contains("metrics"), "{}", server.banner);
     assert_eq!(server.request("GET", "/metrics", b"").0, 404);
     drop(server);
 
-    let server = Server::start(&["--token", "metrics3", "--metrics-addr", "0.0.0.0:0"]);
-    assert!(
-        server.wait_for_log("is not a loopback address", 10),
-        "{}",
-        server.log()
-    );
-    let port = server
-        .banner
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().trim_end_matches("/metrics").parse::<u16>().ok())
-        .unwrap_or_else(|| panic!("{}", server.banner));
+    let server = Wxmp::start(&["--token", "metrics3", "--metrics-addr", "0.0.0.0:0"]);
+    server.wait_for_log("is not a loopback address", secs(10));
+    let metrics = server.metrics_addr();
+    let port = metrics
+        .strip_prefix("0.0.0.0:")
+        .unwrap_or_else(|| panic!("metrics not on 0.0.0.0: {metrics}"));
     let addr = format!("127.0.0.1:{port}");
     assert_eq!(http(&addr, "GET", "/metrics", b"").0, 200);
     let (status, body) = http(&addr, "GET", "/tail", b"");
@@ -617,7 +594,7 @@ fn the_binary_logs_successes_unless_quiet() {
     for (args, logs_success) in [(&[][..], true), (&["--quiet"][..], false)] {
         let mut all = vec!["--token", "quiet1"];
         all.extend_from_slice(args);
-        let server = Server::start(&all);
+        let server = Wxmp::start(&all);
         let ok = server.request(
             "POST",
             &signed("quiet1"),
@@ -645,27 +622,18 @@ fn the_binary_logs_successes_unless_quiet() {
 
 /// A GET with the given extra header lines (`Host` among them, or not), raw; the status.
 fn get_with_headers(addr: &str, target: &str, headers: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        s,
-        "GET {target} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
-    text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+    let raw = format!("GET {target} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n");
+    exchange(addr, raw.as_bytes())
+        .and_then(|answer| statuses(&answer).first().copied())
+        .unwrap_or(0)
 }
 
 /// Regression (issue 19, N10): the metrics listener served `/tail` (message content) for any
 /// `Host` and `Origin`, which a DNS-rebinding web page could use.
 #[test]
 fn the_live_view_refuses_foreign_hosts_and_origins_with_403_and_one_line() {
-    let server = Server::start(&["--token", "tail403", "--metrics-addr", "127.0.0.1:0"]);
-    let addr = metrics_addr(&server);
+    let server = Wxmp::start(&["--token", "tail403", "--metrics-addr", "127.0.0.1:0"]);
+    let addr = server.metrics_addr();
     let port = addr.rsplit(':').next().unwrap();
     let ok = |headers: &str| get_with_headers(&addr, "/tail", headers);
     assert_eq!(ok(&format!("Host: {addr}\r\n")), 200);
@@ -690,18 +658,10 @@ fn the_live_view_refuses_foreign_hosts_and_origins_with_403_and_one_line() {
         ),
         200
     );
-    assert!(
-        server.wait_for_log(
-            &format!("Host \"rebind.example:{port}\" / Origin - is not loopback"),
-            10
-        ),
-        "{}",
-        server.log()
+    server.wait_for_log(
+        &format!("Host \"rebind.example:{port}\" / Origin - is not loopback"),
+        secs(10),
     );
-    assert!(
-        server.wait_for_log("Origin \"http://evil.example\" is not loopback", 10),
-        "{}",
-        server.log()
-    );
+    server.wait_for_log("Origin \"http://evil.example\" is not loopback", secs(10));
     // wxmp tail itself is served: the live-view tests above run it against this check.
 }

@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use threadpool::ThreadPool;
+
+use crate::kit::wait::{self, secs};
 
 /// One job at a time on a pool of 64: upstream ran each on the thread idle the longest, so 64
 /// threads took turns (and wxmp's pool keeps hundreds for held attempts). Now the thread that
@@ -70,11 +72,12 @@ fn every_job_runs_while_others_block() {
     for p in producers {
         p.join().expect("producer");
     }
-    let until = Instant::now() + Duration::from_secs(30);
-    while done.load(Ordering::SeqCst) < 20_000 && Instant::now() < until {
-        thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(done.load(Ordering::SeqCst), 20_000);
+    wait::until_ok(secs(30), "all 20000 jobs run", || {
+        match done.load(Ordering::SeqCst) {
+            20_000 => Ok(()),
+            n => Err(format!("{n} run")),
+        }
+    });
     drop(release);
 }
 
@@ -100,11 +103,9 @@ fn idle_threads_end_when_the_pool_is_dropped() {
         });
     }
     drop(tx);
-    let until = Instant::now() + Duration::from_secs(10);
-    while pool.active_count() > 0 || pool.queued_count() > 0 {
-        assert!(Instant::now() < until, "the jobs ran");
-        thread::sleep(Duration::from_millis(5));
-    }
+    wait::until(secs(10), "the four jobs run", || {
+        pool.active_count() == 0 && pool.queued_count() == 0
+    });
     drop(pool);
     // Every thread that ran a job ends, dropping its guard; the channel then closes.
     let mut ended = 0;

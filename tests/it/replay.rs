@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wxmp::log::{Capture, Log};
 use wxmp::protocol::crypto::AesKey;
 use wxmp::protocol::envelope::SafeMode;
-use wxmp::protocol::verify::{self, Token};
+use wxmp::protocol::verify::Token;
 use wxmp::rules::RuleSet;
 use wxmp::server::account::Account;
 use wxmp::server::pipeline::{Pipeline, PLAIN_IN_SAFE_MODE};
@@ -15,8 +15,10 @@ use wxmp::server::replay::Replay;
 use wxmp::server::routes::Service;
 use wxmp::server::store::Limits;
 
-use crate::binary::Server;
 use crate::helpers::*;
+use crate::kit::binary::{command, Wxmp};
+use crate::kit::signed;
+use crate::kit::wait::secs;
 
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APPID: &str = "wx2c2769f8efd9abc2";
@@ -268,72 +270,51 @@ fn evictions_from_a_full_memory_are_counted_in_the_metrics() {
 
 // --- the real binary ---
 
-/// `signature=…&timestamp=TS&nonce=…` for `token`, with the given timestamp.
-fn query_at(token: &str, ts: u64, nonce: &str) -> String {
-    let ts = ts.to_string();
-    let sig = verify::signature(&Token::new(token).unwrap(), &ts, nonce);
-    format!("signature={sig}&timestamp={ts}&nonce={nonce}")
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[test]
 fn the_binary_refuses_old_timestamps_and_forged_bodies_and_answers_retries() {
-    let server = Server::start(&["--token", "replay1"]);
+    let server = Wxmp::start(&["--token", "replay1"]);
     // WeChat's official vector time (2024): far outside the window.
     let old = format!(
         "/weixin?{}",
-        query_at("replay1", 1_714_036_504, "1514711492")
+        signed::query_at(&Token::new("replay1").unwrap(), TS, NONCE)
     );
     let (status, _) = server.request("POST", &old, text_xml("o", "天气", 1).as_bytes());
     assert_eq!(status, 403);
-    assert!(
-        server.wait_for_log("403 timestamp 1714036504 (2024-04-25T09:15:04Z) is ", 10),
-        "no stale-timestamp line within 10 s: {}",
-        server.log()
+    server.wait_for_log(
+        "403 timestamp 1714036504 (2024-04-25T09:15:04Z) is ",
+        secs(10),
     );
     assert!(server.log().contains("the server's clock is wrong"));
     let (status, _) = server.request("GET", &format!("{old}&echostr=e"), b"");
     assert_eq!(status, 403, "the URL check is timed too");
 
-    let fresh = format!("/weixin?{}", query_at("replay1", unix_now(), "777"));
+    let fresh = signed::target("replay1");
     let body = text_xml("o_victim", "天气", 2);
     let (status, first) = server.request("POST", &fresh, body.as_bytes());
     assert_eq!(status, 200, "{first}");
     let (status, again) = server.request("POST", &fresh, body.as_bytes());
     assert_eq!((status, &again), (200, &first), "WeChat's retry");
-    assert!(
-        server.wait_for_log("the cached answer (a retry)", 10),
-        "the retry was not answered from the store within 10 s: {}",
-        server.log()
-    );
+    server.wait_for_log("the cached answer (a retry)", secs(10));
     let forged = text_xml("o_victim", "你好", 3);
     let (status, _) = server.request("POST", &fresh, forged.as_bytes());
     assert_eq!(status, 403);
-    assert!(
-        server.wait_for_log("already used with another body", 10),
-        "no replay line within 10 s: {}",
-        server.log()
-    );
+    server.wait_for_log("already used with another body", secs(10));
 }
 
 #[test]
 fn the_binary_warns_at_start_when_the_window_is_off_and_then_accepts_old_queries() {
-    let server = Server::start_env(&["--token", "replay2"], &[("WXMP_REPLAY_WINDOW", "0")]);
-    assert!(
-        server.wait_for_log(
-            "WXMP_REPLAY_WINDOW is 0: timestamps and nonces are not checked",
-            10
-        ),
-        "no start-up warning within 10 s: {}",
-        server.log()
+    let server = Wxmp::builder()
+        .args(&["--token", "replay2"])
+        .env("WXMP_REPLAY_WINDOW", "0")
+        .start();
+    server.wait_for_log(
+        "WXMP_REPLAY_WINDOW is 0: timestamps and nonces are not checked",
+        secs(10),
     );
-    let old = format!("/weixin?{}", query_at("replay2", 1_714_036_504, "1"));
+    let old = format!(
+        "/weixin?{}",
+        signed::query_at(&Token::new("replay2").unwrap(), TS, "1")
+    );
     for id in [1, 2] {
         let (status, body) = server.request("POST", &old, text_xml("o", "x", id).as_bytes());
         assert_eq!(status, 200, "{body}");
@@ -342,17 +323,16 @@ fn the_binary_warns_at_start_when_the_window_is_off_and_then_accepts_old_queries
 
 #[test]
 fn the_binary_answers_a_plaintext_push_in_safe_mode_and_hints_once() {
-    let server = Server::start(&["--token", "replay3", "--aes-key", KEY, "--appid", APPID]);
+    let server = Wxmp::start(&["--token", "replay3", "--aes-key", KEY, "--appid", APPID]);
     for id in 1..=3 {
-        let target = format!("/weixin?{}", fresh_query("replay3"));
+        let target = signed::target("replay3");
         let (status, body) = server.request("POST", &target, text_xml("o", "天气", id).as_bytes());
         assert_eq!(status, 200, "{body}");
         assert_eq!(text_of(&body), "北京天气挺好的！");
     }
-    assert!(
-        server.wait_for_log("a plaintext push reached a server with an AES key", 10),
-        "no hint within 10 s: {}",
-        server.log()
+    server.wait_for_log(
+        "a plaintext push reached a server with an AES key",
+        secs(10),
     );
     assert_eq!(
         server
@@ -365,7 +345,7 @@ fn the_binary_answers_a_plaintext_push_in_safe_mode_and_hints_once() {
 
 #[test]
 fn a_replay_window_out_of_range_is_refused_at_start() {
-    let out = crate::binary::wxmp(&["--token", "replay4", "--replay-window", "86401"])
+    let out = command(&["--token", "replay4", "--replay-window", "86401"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -13,7 +13,7 @@ use wxmp::protocol::envelope::SafeMode;
 use wxmp::protocol::reply::Reply;
 use wxmp::protocol::verify::Token;
 
-use crate::binary::Server;
+use crate::kit::binary::Wxmp;
 
 const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APPID: &str = "wx2c2769f8efd9abc2";
@@ -49,9 +49,9 @@ fn ok(o: &Output) -> String {
     stdout(o)
 }
 
-fn server() -> Server {
+fn server() -> Wxmp {
     let rules = format!("{}/examples/rules.toml", env!("CARGO_MANIFEST_DIR"));
-    Server::start(&[
+    Wxmp::start(&[
         "--token",
         TOKEN,
         "--aes-key",
@@ -178,13 +178,9 @@ fn a_wrong_aes_key_is_named_as_such() {
         "{}",
         stderr(&o)
     );
-    assert!(
-        server.wait_for_log(
-            "400 cannot decrypt the push (bad padding after decryption): the EncodingAESKey probably does not match the console's; check --aes-key / WXMP_AES_KEY",
-            10
-        ),
-        "{}",
-        server.log()
+    server.wait_for_log(
+        "400 cannot decrypt the push (bad padding after decryption): the EncodingAESKey probably does not match the console's; check --aes-key / WXMP_AES_KEY",
+        Duration::from_secs(10),
     );
 }
 

@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::binary::{http, Server};
-use crate::helpers::{fresh_query, text_of, text_xml};
+use crate::helpers::{text_of, text_xml};
+use crate::kit::binary::Wxmp;
+use crate::kit::http::request as http;
+use crate::kit::signed;
+use crate::kit::wait::{self, secs};
 
 const IDLE: usize = 100;
 const SLOW_BODY: usize = 50;
@@ -20,9 +23,9 @@ const PER_WORKER: usize = 40;
 
 #[test]
 fn idle_and_trickling_clients_do_not_block_others() {
-    let server = Server::start(&["--token", "slowtoken"]);
+    let server = Wxmp::start(&["--token", "slowtoken"]);
     // For the clients that never finish a request; each worker's push is signed afresh.
-    let target = format!("/weixin?{}", fresh_query("slowtoken"));
+    let target = signed::target("slowtoken");
 
     // Connected and silent.
     let idle: Vec<TcpStream> = (0..IDLE)
@@ -71,14 +74,9 @@ fn idle_and_trickling_clients_do_not_block_others() {
         })
     };
     // Every slow client has sent its first byte before the real traffic starts.
-    let started = Instant::now();
-    while rounds.load(Ordering::SeqCst) < 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the trickler never started"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait::until(secs(30), "the trickler's first round", || {
+        rounds.load(Ordering::SeqCst) >= 1
+    });
 
     let started = Instant::now();
     let workers: Vec<_> = (0..WORKERS)
@@ -92,7 +90,7 @@ fn idle_and_trickling_clients_do_not_block_others() {
                     let (status, body) = http(
                         &addr,
                         "POST",
-                        &format!("/weixin?{}", fresh_query("slowtoken")),
+                        &signed::target("slowtoken"),
                         text_xml("o", &content, id).as_bytes(),
                     );
                     assert_eq!(status, 200, "{body}");
