@@ -840,7 +840,7 @@ mod tests {
         );
         assert_eq!(
             retry_key(&text("u1", "1"), Sealing::Plain),
-            retry_key(&text("u1", "1"), Sealing::Plain)
+            Some(Key::new(&["P", "m", "u1", "1"]))
         );
     }
 
