@@ -41,7 +41,7 @@ instructions() {
         --port 0 --token costtoken --threads 2 "$@" >"$work/out" 2>"$work/err" &
     pid=$!
     for _ in $(seq 600); do
-        port=$(sed -n 's|.*listening on http://[^:]*:\([0-9]*\)/.*|\1|p' "$work/out")
+        port=$(sed -n 's|^{"listening":{"http":"[^"]*:\([0-9]*\)".*|\1|p' "$work/out")
         [ -n "$port" ] && break
         sleep 0.1
     done

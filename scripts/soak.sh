@@ -59,7 +59,7 @@ server_pid=$!
 addr=
 for _ in $(seq 100); do
     # The file may not exist yet: the shell creates it when the background job starts.
-    addr=$(sed -n 's|.*listening on http://\([^/]*\)/.*|\1|p' "$logs/stdout" 2>/dev/null || true)
+    addr=$(sed -n 's|^{"listening":{"http":"\([^"]*\)".*|\1|p' "$logs/stdout" 2>/dev/null || true)
     [ -n "$addr" ] && break
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.1
