@@ -19,7 +19,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// How long a changed file must keep the same modification time and size before it is loaded:
 /// two polls. Editors write a file within milliseconds; a writer that pauses longer than this
 /// mid-file can still be caught half-way, so such files are best written elsewhere and renamed
-/// into place (the README says so).
+/// into place (docs/rules.md says so).
 const SETTLE: Duration = Duration::from_millis(500);
 
 /// Reads and parses a rules file; errors carry the file name and line.
