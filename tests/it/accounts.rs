@@ -8,6 +8,7 @@ use std::process::Output;
 
 use crate::kit::binary::{command as wxmp, Wxmp};
 use crate::kit::tempdir;
+use crate::kit::wait::{secs, until};
 
 const KEY_B: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const KEY_C: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxwvut";
@@ -272,4 +273,81 @@ fn single_account_flags_are_refused_with_an_accounts_file() {
             && err.contains("so are --rules"),
         "{err}"
     );
+}
+
+/// Forwarding capacity is per account: one account's slow code, holding all its slots, takes
+/// nothing from another account, whose pushes still reach its own code.
+#[test]
+fn one_accounts_upstream_held_leaves_another_account_unaffected() {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use crate::forward::endpoint;
+
+    let slow = endpoint(
+        Duration::from_secs(20),
+        200,
+        r#"{"MsgType":"text","Content":"late"}"#,
+    );
+    let fast = endpoint(
+        Duration::ZERO,
+        200,
+        r#"{"MsgType":"text","Content":"fast-b"}"#,
+    );
+    let dir = tempdir();
+    for (name, url) in [("slow", &slow.url), ("fast", &fast.url)] {
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!("[default]\nreply.forward = {{ url = \"{url}\", fallback = {{ text = \"fallback-{name}\" }} }}\n"),
+        )
+        .unwrap();
+    }
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\nrules = \"slow.toml\"\nforward_capacity = 2\n\n\
+         [[account]]\nname = \"b\"\ntoken = \"tokenb2\"\nrules = \"fast.toml\"\nforward_capacity = 2\n",
+    )
+    .unwrap();
+    let server = start(&file);
+    let holders: Vec<_> = (0..2)
+        .map(|i| {
+            let addr = server.addr.clone();
+            let target = format!("/weixin/a?{}", crate::kit::signed::query("tokena1"));
+            std::thread::spawn(move || {
+                crate::kit::http::request(
+                    &addr,
+                    "POST",
+                    &target,
+                    crate::helpers::text_xml("o", "hold", 9000 + i).as_bytes(),
+                )
+            })
+        })
+        .collect();
+    until(
+        secs(30),
+        "account a's 2 pushes to reach its endpoint",
+        || slow.calls.load(Ordering::SeqCst) >= 2,
+    );
+    // Account a is at its capacity: its next push gets its fallback at once.
+    let o = send(
+        &server,
+        "/weixin/a",
+        &["--token", "tokena1", "text", "more"],
+    );
+    assert!(out(&o).contains("fallback-slow"), "{}", out(&o));
+    // Account b's pushes still reach its code, several times over its own capacity of 2.
+    for i in 0..3 {
+        let id = format!("{}", 8000 + i);
+        let o = send(
+            &server,
+            "/weixin/b",
+            &["--token", "tokenb2", "--msg-id", &id, "text", "hi"],
+        );
+        assert!(out(&o).contains("fast-b"), "push {i} on b: {}", out(&o));
+    }
+    assert_eq!(fast.calls.load(Ordering::SeqCst), 3);
+    for h in holders {
+        assert_eq!(h.join().unwrap().0, 200);
+    }
 }

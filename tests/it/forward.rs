@@ -27,14 +27,14 @@ const TOKEN: &str = "fwdtoken";
 type Seen = (Vec<(String, String)>, Vec<u8>);
 
 /// What the endpoint saw and how it answers.
-struct Endpoint {
-    url: String,
-    calls: Arc<AtomicUsize>,
+pub struct Endpoint {
+    pub url: String,
+    pub calls: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 /// A local HTTP endpoint: after `delay`, answers `status` with `answer`.
-fn endpoint(delay: Duration, status: u16, answer: &'static str) -> Endpoint {
+pub fn endpoint(delay: Duration, status: u16, answer: &'static str) -> Endpoint {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
