@@ -98,7 +98,7 @@ fn check_accounts(path: &Path) -> ExitCode {
         token_endpoint: wxmp::api::TokenEndpoint::Stable,
         cache_home: None,
     };
-    let loaded = match server::run::load_accounts(path, &api, wxmp::config::DEFAULT_PROCESSES) {
+    let loaded = match server::live::load_accounts(path, &api, wxmp::config::DEFAULT_PROCESSES) {
         Ok(l) => l,
         Err(problems) => {
             for p in &problems {

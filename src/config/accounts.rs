@@ -5,8 +5,10 @@
 //! reads the variables and the secret files it names, and nothing else (the rules files are
 //! the server's to load).
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,6 +52,9 @@ pub struct AccountSpec {
     pub forward: Forward,
     /// Where each secret came from, for `check-accounts` (never the value).
     pub sources: Vec<(&'static str, Source)>,
+    /// A hash of everything above as resolved (secret values included): a reload rebuilds an
+    /// account only when its digest changed, so a rotated secret file counts as a change.
+    pub digest: u64,
 }
 
 /// Where a secret was read from.
@@ -261,6 +266,14 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
                 Err((span, why)) => errors.push((span, why)),
             }
         }
+        let secrets_hash = {
+            let mut resolved: Vec<(&str, &str)> =
+                secrets.iter().map(|(k, (v, _))| (*k, v.as_str())).collect();
+            resolved.sort();
+            let mut h = DefaultHasher::new();
+            resolved.hash(&mut h);
+            h.finish()
+        };
         let token = match secrets.remove("token") {
             None if !errors.iter().any(|(_, e)| e.starts_with("token")) => {
                 errors.push((
@@ -345,6 +358,12 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
             .map_err(|(span, why)| errors.push((span, format!("kf_wait: {why} seconds"))))
             .unwrap_or(DEFAULT_KF_WAIT.as_secs());
         let rules = raw.rules.as_ref().map(|r| dir.join(r.get_ref()));
+        let digest = {
+            let mut h = DefaultHasher::new();
+            (&name, &path.as_ref().map(|p| &p.0), &app_id, &rules).hash(&mut h);
+            (secrets_hash, late.as_str(), capacity, kf_wait).hash(&mut h);
+            h.finish()
+        };
         if !errors.is_empty() {
             problems.extend(errors.into_iter().map(|(span, why)| Problem {
                 file: name_of(file),
@@ -377,6 +396,7 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
                 kf_wait: Duration::from_secs(kf_wait),
             },
             sources,
+            digest,
         });
     }
     if !problems.is_empty() {

@@ -16,6 +16,7 @@ pub mod env;
 pub mod forward;
 pub mod gate;
 pub mod http_log;
+pub mod live;
 pub mod metrics;
 pub mod monitor;
 pub mod pipeline;

@@ -6,32 +6,25 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use std::path::{Path, PathBuf};
-
-use crate::api::ApiConfig;
-use crate::config::accounts::{self, AccountSpec, Accounts, ApiShared, Problem};
-use crate::config::{
-    default_max_connections, AccountConfig, Accounts as ConfigAccounts, Config, Forward, Listen,
-};
+use crate::config::accounts::Problem;
+use crate::config::{default_max_connections, Accounts as ConfigAccounts, Config, Listen};
 use crate::log::Log;
-use crate::rules::{RuleSet, RulesError, SharedRules};
-use crate::server::account::Account;
+use crate::rules::RulesError;
 use crate::server::announce;
 use crate::server::env::{Env, SystemEnv};
-use crate::server::forward::{self, Forwarder};
+use crate::server::forward;
 use crate::server::http_log;
+use crate::server::live::{self, load_accounts, Member, Parts, RulesFiles};
 use crate::server::metrics::Metrics;
 use crate::server::monitor::{self, Monitor};
 use crate::server::pipeline::{Answer, Pipeline, Plan};
 use crate::server::recent::Recent;
-use crate::server::reload::{self, Watch};
-use crate::server::replay::Replay;
 use crate::server::router::{Router, Table};
-use crate::server::routes::{self, Service};
+use crate::server::routes;
 use crate::server::store::{MemoryStore, RetryStore};
 
 /// How long a stop may take before the process exits anyway (Docker kills after 10 s).
@@ -58,10 +51,10 @@ pub struct Server {
     /// a slow endpoint can never take the threads that static rules, the URL check and
     /// /healthz need.
     pub pool: usize,
-    /// Each rules file in use, once however many accounts share it, for the watchers.
-    rules: Vec<(Option<PathBuf>, Arc<SharedRules>)>,
-    /// The accounts file, when there is one (the banner names it).
-    accounts_file: Option<PathBuf>,
+    /// Each rules file in use, once however many accounts share it, with its watcher.
+    rules: Arc<Mutex<RulesFiles>>,
+    /// With an accounts file: what its watcher needs (the banner names the file).
+    accounts: Option<live::Accounts>,
     log: Log,
 }
 
@@ -150,57 +143,6 @@ impl From<RulesError> for BuildError {
 /// push whose attempt cannot be held gets its fallback.
 const MAX_HELD_THREADS: usize = 4096;
 
-/// One account as the server builds it: from the flags or from the accounts file.
-struct Member {
-    name: String,
-    account: AccountConfig,
-    forward: Forward,
-    api: Option<ApiConfig>,
-}
-
-impl From<AccountSpec> for Member {
-    fn from(spec: AccountSpec) -> Member {
-        Member {
-            name: spec.name,
-            account: spec.account,
-            forward: spec.forward,
-            api: spec.api,
-        }
-    }
-}
-
-/// Reads and checks the accounts file, with the process's environment and files.
-pub fn load_accounts(
-    path: &Path,
-    api: &ApiShared,
-    processes: usize,
-) -> Result<Accounts, Vec<Problem>> {
-    let env = |name: &str| std::env::var(name).ok();
-    let read = |p: &Path| std::fs::read_to_string(p);
-    let mode = file_mode(path);
-    accounts::load(
-        path,
-        &accounts::Context {
-            env: &env,
-            read: &read,
-            api,
-            processes,
-            mode,
-        },
-    )
-}
-
-#[cfg(unix)]
-fn file_mode(path: &Path) -> Option<u32> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).ok().map(|m| m.permissions().mode())
-}
-
-#[cfg(not(unix))]
-fn file_mode(_: &Path) -> Option<u32> {
-    None
-}
-
 /// Wires the parts `config` describes: loads the accounts and their rules, builds each
 /// account's forwarder, API client, pipeline and service around one retry store, the metrics
 /// and the router, and logs the configuration's warnings. Binds nothing, so it can be tested.
@@ -208,14 +150,17 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
     for w in &config.warnings {
         log.warn(w);
     }
-    let (members, accounts_file) = match &config.accounts {
+    let (members, accounts_file): (Vec<(Member, u64)>, _) = match &config.accounts {
         ConfigAccounts::One(account) => (
-            vec![Member {
-                name: String::new(),
-                account: account.clone(),
-                forward: config.forward.clone(),
-                api: config.api.clone(),
-            }],
+            vec![(
+                Member {
+                    name: String::new(),
+                    account: account.clone(),
+                    forward: config.forward.clone(),
+                    api: config.api.clone(),
+                },
+                0,
+            )],
             None,
         ),
         ConfigAccounts::File { path, api } => {
@@ -224,25 +169,22 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
             for w in &loaded.warnings {
                 log.warn(w);
             }
-            let members = loaded.accounts.into_iter().map(Member::from).collect();
-            (members, Some(path.clone()))
+            let members = loaded
+                .accounts
+                .into_iter()
+                .map(|spec| {
+                    let digest = spec.digest;
+                    (Member::from(spec), digest)
+                })
+                .collect();
+            (members, Some((path.clone(), api.clone())))
         }
     };
     // Accounts naming the same rules file share its compiled form (and one watcher).
-    let mut rules: Vec<(Option<PathBuf>, Arc<SharedRules>)> = Vec::new();
-    for m in &members {
-        let file = m.account.rules.clone();
-        if rules.iter().any(|(f, _)| *f == file) {
-            continue;
-        }
-        let set = match &file {
-            Some(path) => reload::load(path)?,
-            None => RuleSet::builtin(),
-        };
-        for w in set.warnings() {
-            log.warn(&format!("rules: {w}"));
-        }
-        rules.push((file, Arc::new(SharedRules::new(set))));
+    let mut rules = RulesFiles::default();
+    let mut shared = Vec::with_capacity(members.len());
+    for (m, _) in &members {
+        shared.push(rules.get(&m.account.rules, &log)?);
     }
     let env: Arc<dyn Env> = Arc::new(SystemEnv);
     let metrics = Arc::new(Metrics::new());
@@ -264,52 +206,25 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         let store = Arc::clone(&store);
         metrics.watch_store(move || store.usage(), config.cache);
     }
-    let single = members.len() == 1;
+    let parts = Parts {
+        store,
+        env,
+        log: log.clone(),
+        metrics: Arc::clone(&metrics),
+        recent: recent.clone(),
+        access: config.access,
+        replay_window: config.replay_window,
+        threads: config.listen.threads,
+        samples: live_view,
+        watch_api: members.len() == 1 && accounts_file.is_none(),
+    };
+    let digests = members.iter().map(|(m, d)| (m.name.clone(), *d)).collect();
     let mut held_total = 0usize;
     let mut services = Vec::with_capacity(members.len());
-    for m in members {
-        let shared = rules
-            .iter()
-            .find(|(f, _)| *f == m.account.rules)
-            .map(|(_, r)| Arc::clone(r))
-            .unwrap_or_else(|| Arc::new(SharedRules::new(RuleSet::builtin())));
-        // Held attempts are handler threads blocked on a condition variable; hundreds of idle
-        // ones cost a server that never forwards 10-15% of its throughput, so the pool grows
-        // for them only when the rules at start forward (a reload that adds forwarding gets a
-        // small reserve).
-        let held_threads = if shared.current().forwards() {
-            m.forward.held_threads()
-        } else {
-            forward::Settings::RESERVE.min(m.forward.held_threads())
-        };
-        held_total = held_total.saturating_add(held_threads);
-        let forwarder = forwarder(
-            &m.forward,
-            m.api.clone(),
-            single,
-            held_threads,
-            Arc::clone(&env),
-            &log,
-            &metrics,
-        );
-        let pipeline = Arc::new(
-            Pipeline::new(
-                Account::sharing(&m.name, m.account, shared),
-                Arc::clone(&store) as Arc<dyn RetryStore<Answer, Plan>>,
-                Arc::clone(&env),
-            )
-            .with_replay(Replay::new(config.replay_window))
-            .with_log(log.clone())
-            .with_workers(config.listen.threads)
-            .with_forwarder(forwarder)
-            .with_samples(live_view),
-        );
-        services.push(Arc::new(
-            Service::new(pipeline, log.clone())
-                .with_access(config.access)
-                .with_metrics(Arc::clone(&metrics))
-                .with_recent(recent.clone()),
-        ));
+    for ((m, _), rules) in members.into_iter().zip(shared) {
+        let held = Parts::held_threads(&m, &rules);
+        held_total = held_total.saturating_add(held);
+        services.push(parts.service(m, rules, held));
     }
     let fallback = Arc::clone(&services[0]);
     let router = Arc::new(Router::new(Table::new(services, fallback)));
@@ -327,6 +242,16 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
             move || sum(&b, |p| p.forwarder().held()),
         );
     }
+    let rules = Arc::new(Mutex::new(rules));
+    let accounts = accounts_file.map(|(file, api)| live::Accounts {
+        file,
+        api,
+        processes: config.forward.processes,
+        parts,
+        router: Arc::clone(&router),
+        rules: Arc::clone(&rules),
+        digests,
+    });
     Ok(Server {
         pool: config.listen.threads + held_total.min(MAX_HELD_THREADS),
         listen: config.listen,
@@ -334,9 +259,14 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         metrics,
         recent,
         rules,
-        accounts_file,
+        accounts,
         log,
     })
+}
+
+/// The lock's value, poisoned or not (its holders only swap whole values).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `of` summed over the accounts in force.
@@ -347,43 +277,6 @@ fn sum(router: &Router, of: impl Fn(&Pipeline) -> usize) -> usize {
         .iter()
         .map(|s| of(&s.pipeline))
         .fold(0, usize::saturating_add)
-}
-
-/// An account's forwarder, counting its calls in `metrics`; with the API configured, late
-/// answers go out as customer-service messages with the account's own token. The API's
-/// gauges are watched for the one account of the flags.
-fn forwarder(
-    settings: &Forward,
-    api: Option<ApiConfig>,
-    watch_api: bool,
-    held_threads: usize,
-    env: Arc<dyn Env>,
-    log: &Log,
-    metrics: &Arc<Metrics>,
-) -> Forwarder {
-    let mut forwarder = Forwarder::new(settings.clone(), env, log.clone())
-        .with_held_threads(held_threads)
-        .with_observer({
-            let metrics = Arc::clone(metrics);
-            Arc::new(move |outcome: forward::CallOutcome, took| metrics.forward(outcome, took))
-        });
-    if let Some(api) = api {
-        let client = Arc::new(crate::api::Client::new(api));
-        if watch_api {
-            let (calls, expiry) = (Arc::clone(&client), Arc::clone(&client));
-            metrics.watch_api(
-                move || calls.stats().calls,
-                move || {
-                    expiry.token_expires_at().map(|at| {
-                        at.duration_since(SystemTime::now())
-                            .map_or(0.0, |d| d.as_secs_f64())
-                    })
-                },
-            );
-        }
-        forwarder = forwarder.with_late_sender(client);
-    }
-    forwarder
 }
 
 /// Hands the request to the service of the account whose path it names (any other path to the
@@ -399,7 +292,7 @@ pub fn route(router: &Router, req: &rouille::Request) -> rouille::Response {
 struct Signals {
     /// SIGTERM or SIGINT: stop.
     term: Arc<AtomicBool>,
-    /// SIGHUP: reload the rules (the watcher decides what that means).
+    /// SIGHUP: reload the accounts file (each rules watcher has a flag of its own).
     hup: Arc<AtomicBool>,
 }
 
@@ -423,14 +316,6 @@ impl Signals {
         }
         Ok(signals)
     }
-
-    /// One more flag that SIGHUP sets, for one more watcher.
-    fn another_hup(&self) -> Result<Arc<AtomicBool>, ServeError> {
-        let flag = Arc::new(AtomicBool::new(false));
-        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&flag))
-            .map_err(ServeError::Signals)?;
-        Ok(flag)
-    }
 }
 
 /// What the start-up line reports besides the configuration.
@@ -443,7 +328,7 @@ struct Started {
 
 impl Server {
     /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
-    pub fn run(self) -> Result<(), ServeError> {
+    pub fn run(mut self) -> Result<(), ServeError> {
         // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024
         // would refuse connections long before 1000 clients. Raise it to the hard limit, as Go
         // does.
@@ -474,37 +359,23 @@ impl Server {
             }
         };
         let signals = Signals::install()?;
-        // One watcher per rules file, whichever accounts share it; with no file at all, one
-        // that answers SIGHUP with a warning. Each has its own SIGHUP flag.
-        let mut watched: Vec<_> = self.rules.iter().filter(|(f, _)| f.is_some()).collect();
-        if watched.is_empty() {
-            watched.extend(self.rules.first());
-        }
-        let mut watchers = Vec::with_capacity(watched.len());
-        for (file, rules) in watched {
-            let hup = if watchers.is_empty() {
-                Arc::clone(&signals.hup)
-            } else {
-                signals.another_hup()?
-            };
-            watchers.push(reload::watch(
-                Arc::clone(rules),
-                Watch {
-                    file: file.clone(),
-                    hup,
-                    stop: Arc::clone(&stop),
-                    log: self.log.clone(),
-                    metrics: Arc::clone(&self.metrics),
-                },
-            ));
-        }
+        // One watcher per rules file, whichever accounts share it, each with its own SIGHUP
+        // flag; with an accounts file, one more for it.
+        lock(&self.rules)
+            .watch(&self.log, &self.metrics)
+            .map_err(ServeError::Signals)?;
         let started = Started {
             addr: server.server_addr(),
             metrics: monitor.as_ref().map(|m| m.addr),
             fd_limit,
             max_connections,
         };
+        // The banner names the accounts file, so it is written before its watcher takes it.
         println!("{}", self.banner(&started));
+        let accounts = match self.accounts.take() {
+            None => None,
+            Some(a) => Some(live::watch(a, Arc::clone(&signals.hup), Arc::clone(&stop))),
+        };
         println!(
             "{}",
             announce::listening_line(started.addr, started.metrics)
@@ -519,8 +390,12 @@ impl Server {
         if let Some(m) = monitor {
             m.join();
         }
-        for watcher in watchers {
-            let _ = watcher.join();
+        match accounts {
+            // It stops the rules watchers when it stops.
+            Some(watcher) => {
+                let _ = watcher.join();
+            }
+            None => lock(&self.rules).stop(),
         }
         self.log.info("stopped");
         // What is queued is written within the grace period; a stderr nobody reads keeps the
@@ -576,7 +451,7 @@ impl Server {
             started.fd_limit,
             started.max_connections,
         );
-        if let Some(file) = &self.accounts_file {
+        if let Some(file) = self.accounts.as_ref().map(|a| &a.file) {
             let n = table.services().len();
             return format!(
                 "wxmp {} listening on http://{} for {n} account{} from {} ({sizes}){metrics_note}",

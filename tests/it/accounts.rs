@@ -351,3 +351,93 @@ fn one_accounts_upstream_held_leaves_another_account_unaffected() {
         assert_eq!(h.join().unwrap().0, 200);
     }
 }
+
+/// Writes `text` to `file` through a rename, as the README advises.
+fn replace(file: &Path, text: &str) {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
+}
+
+fn answer(server: &Wxmp, path: &str, token: &str) -> String {
+    out(&send(server, path, &["--token", token, "text", "who"]))
+}
+
+#[test]
+fn a_live_add_remove_and_change_and_a_bad_edit_keeps_the_set_in_force() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("a.toml"),
+        "[[rules]]\ntext = \"who\"\nreply.text = \"rules-a\"\n",
+    )
+    .unwrap();
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\nrules = \"a.toml\"\n\n\
+         [[account]]\nname = \"b\"\ntoken = \"tokenb2\"\n",
+    )
+    .unwrap();
+    let server = start(&file);
+    assert!(answer(&server, "/weixin/a", "tokena1").contains("rules-a"));
+    assert!(answer(&server, "/weixin/b", "tokenb2").contains("[HTTP 200"));
+
+    // Remove a, change b's token, add d on a's rules file.
+    replace(
+        &file,
+        "[[account]]\nname = \"b\"\ntoken = \"tokenb9\"\n\n\
+         [[account]]\nname = \"d\"\ntoken = \"tokend4\"\nrules = \"a.toml\"\n",
+    );
+    server.wait_for_log(
+        "accounts reloaded (file changed): 2 accounts from",
+        secs(15),
+    );
+    assert!(
+        server.log().contains("added d; removed a; changed b"),
+        "{}",
+        server.log()
+    );
+    assert!(answer(&server, "/weixin/a", "tokena1").contains("HTTP 404"));
+    assert!(answer(&server, "/weixin/b", "tokenb2").contains("HTTP 403"));
+    assert!(answer(&server, "/weixin/b", "tokenb9").contains("[HTTP 200"));
+    assert!(answer(&server, "/weixin/d", "tokend4").contains("rules-a"));
+
+    // The rules file keeps its own hot reload.
+    replace(
+        &dir.join("a.toml"),
+        "[[rules]]\ntext = \"who\"\nreply.text = \"rules-a v2\"\n",
+    );
+    until(
+        secs(15),
+        "account d to answer with the edited rules",
+        || answer(&server, "/weixin/d", "tokend4").contains("rules-a v2"),
+    );
+
+    // A bad edit keeps the accounts in force and says why, with the line.
+    replace(
+        &file,
+        "[[account]]\nname = \"b\"\ntoken = \"tokenb9\"\n\n[[account]]\nname = \"b\"\ntoken = \"tokend4\"\n",
+    );
+    server.wait_for_log(
+        "accounts reload failed (file changed), keeping the 2 accounts in force",
+        secs(15),
+    );
+    assert!(
+        server
+            .log()
+            .contains("accounts.toml:6: account \"b\": duplicate name \"b\""),
+        "{}",
+        server.log()
+    );
+    assert!(answer(&server, "/weixin/d", "tokend4").contains("rules-a v2"));
+    assert!(answer(&server, "/weixin/b", "tokenb9").contains("[HTTP 200"));
+
+    // SIGHUP reloads it on demand: still broken, still kept.
+    server.signal("HUP");
+    server.wait_for_log("accounts reload failed (SIGHUP)", secs(15));
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    for secret in ["tokena1", "tokenb2", "tokenb9", "tokend4"] {
+        assert!(!log.contains(secret), "a secret in the log: {log}");
+    }
+}

@@ -1,0 +1,428 @@
+//! The accounts in force, and their live changes: [`Parts`] builds one account's service from
+//! the parts all accounts share (the retry store, the clock, the log, the metrics, the live
+//! view), at start and on a reload; [`watch`] follows the accounts file (polled like the rules
+//! file, and on SIGHUP) and swaps in a new [`Table`] when it changes. Added accounts start
+//! answering; removed ones get 404 for new requests while their pushes in flight finish on the
+//! service they started with; changed ones switch over. Unchanged accounts keep their service
+//! (their replay memory, their forwards in flight). A bad file keeps the accounts in force.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::api::ApiConfig;
+use crate::config::accounts::{self, AccountSpec, ApiShared, Problem};
+use crate::config::{AccessOptions, AccountConfig, Forward};
+use crate::log::Log;
+use crate::rules::{RuleSet, RulesError, SharedRules};
+use crate::server::account::Account;
+use crate::server::env::Env;
+use crate::server::forward::{self, Forwarder};
+use crate::server::metrics::Metrics;
+use crate::server::pipeline::{Answer, Pipeline, Plan};
+use crate::server::recent::Recent;
+use crate::server::reload::{self, Watch};
+use crate::server::replay::Replay;
+use crate::server::router::{Router, Table};
+use crate::server::routes::Service;
+use crate::server::store::RetryStore;
+
+const POLL: Duration = Duration::from_millis(250);
+/// As for the rules file: a changed accounts file is read once it has kept its modification
+/// time and size for two polls, so a half-written file is not taken for a shorter one.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// One account as the server builds it: from the flags or from the accounts file.
+pub struct Member {
+    pub name: String,
+    pub account: AccountConfig,
+    pub forward: Forward,
+    pub api: Option<ApiConfig>,
+}
+
+impl From<AccountSpec> for Member {
+    fn from(spec: AccountSpec) -> Member {
+        Member {
+            name: spec.name,
+            account: spec.account,
+            forward: spec.forward,
+            api: spec.api,
+        }
+    }
+}
+
+/// What every account's service shares.
+pub struct Parts {
+    pub store: Arc<dyn RetryStore<Answer, Plan>>,
+    pub env: Arc<dyn Env>,
+    pub log: Log,
+    pub metrics: Arc<Metrics>,
+    pub recent: Option<Arc<Recent>>,
+    pub access: AccessOptions,
+    pub replay_window: u64,
+    pub threads: usize,
+    /// Fill the live view's samples (a loopback metrics listener).
+    pub samples: bool,
+    /// Watch the API client's gauges: only for the one account of the flags.
+    pub watch_api: bool,
+}
+
+impl Parts {
+    /// The handler threads `m`'s held forwards may take: held attempts are threads blocked on
+    /// a condition variable, and hundreds of idle ones cost a server that never forwards
+    /// 10-15% of its throughput, so the pool grows for them only when the rules at start
+    /// forward (a reload that adds forwarding gets a small reserve).
+    pub fn held_threads(m: &Member, rules: &SharedRules) -> usize {
+        if rules.current().forwards() {
+            m.forward.held_threads()
+        } else {
+            forward::Settings::RESERVE.min(m.forward.held_threads())
+        }
+    }
+
+    /// `m`'s service, answering with `rules`.
+    pub fn service(&self, m: Member, rules: Arc<SharedRules>, held_threads: usize) -> Arc<Service> {
+        let forwarder = self.forwarder(&m.forward, m.api.clone(), held_threads);
+        let pipeline = Arc::new(
+            Pipeline::new(
+                Account::sharing(&m.name, m.account, rules),
+                Arc::clone(&self.store),
+                Arc::clone(&self.env),
+            )
+            .with_replay(Replay::new(self.replay_window))
+            .with_log(self.log.clone())
+            .with_workers(self.threads)
+            .with_forwarder(forwarder)
+            .with_samples(self.samples),
+        );
+        Arc::new(
+            Service::new(pipeline, self.log.clone())
+                .with_access(self.access)
+                .with_metrics(Arc::clone(&self.metrics))
+                .with_recent(self.recent.clone()),
+        )
+    }
+
+    /// An account's forwarder, counting its calls in the metrics; with the API configured,
+    /// late answers go out as customer-service messages with the account's own token.
+    fn forwarder(
+        &self,
+        settings: &Forward,
+        api: Option<ApiConfig>,
+        held_threads: usize,
+    ) -> Forwarder {
+        let mut forwarder =
+            Forwarder::new(settings.clone(), Arc::clone(&self.env), self.log.clone())
+                .with_held_threads(held_threads)
+                .with_observer({
+                    let metrics = Arc::clone(&self.metrics);
+                    Arc::new(move |outcome: forward::CallOutcome, took| {
+                        metrics.forward(outcome, took)
+                    })
+                });
+        if let Some(api) = api {
+            let client = Arc::new(crate::api::Client::new(api));
+            if self.watch_api {
+                let (calls, expiry) = (Arc::clone(&client), Arc::clone(&client));
+                self.metrics.watch_api(
+                    move || calls.stats().calls,
+                    move || {
+                        expiry.token_expires_at().map(|at| {
+                            at.duration_since(SystemTime::now())
+                                .map_or(0.0, |d| d.as_secs_f64())
+                        })
+                    },
+                );
+            }
+            forwarder = forwarder.with_late_sender(client);
+        }
+        forwarder
+    }
+}
+
+/// The rules files in use, each compiled once however many accounts name it, with the
+/// watcher that reloads it.
+#[derive(Default)]
+pub struct RulesFiles {
+    files: Vec<Followed>,
+}
+
+struct Followed {
+    file: Option<PathBuf>,
+    rules: Arc<SharedRules>,
+    /// Set to stop its watcher (the file is no account's any more, or the server stops).
+    stop: Arc<AtomicBool>,
+    watcher: Option<thread::JoinHandle<()>>,
+}
+
+impl RulesFiles {
+    /// The compiled form of `file` (`None`: the built-in rules), loaded now if no account had
+    /// it yet. Warnings go to `log`.
+    pub fn get(
+        &mut self,
+        file: &Option<PathBuf>,
+        log: &Log,
+    ) -> Result<Arc<SharedRules>, RulesError> {
+        if let Some(f) = self.files.iter().find(|f| f.file == *file) {
+            return Ok(Arc::clone(&f.rules));
+        }
+        let set = match file {
+            Some(path) => reload::load(path)?,
+            None => RuleSet::builtin(),
+        };
+        for w in set.warnings() {
+            log.warn(&format!("rules: {w}"));
+        }
+        let rules = Arc::new(SharedRules::new(set));
+        self.files.push(Followed {
+            file: file.clone(),
+            rules: Arc::clone(&rules),
+            stop: Arc::new(AtomicBool::new(false)),
+            watcher: None,
+        });
+        Ok(rules)
+    }
+
+    /// Starts a watcher for each file that has none. With no file at all, one watcher answers
+    /// SIGHUP with a warning. Each watcher has its own SIGHUP flag.
+    pub fn watch(&mut self, log: &Log, metrics: &Arc<Metrics>) -> std::io::Result<()> {
+        let any_file = self.files.iter().any(|f| f.file.is_some());
+        for f in &mut self.files {
+            if any_file && f.file.is_none() {
+                // The built-in rules' watcher only says that SIGHUP has no file to reload.
+                if f.watcher.take().is_some() {
+                    f.stop.store(true, Ordering::Relaxed);
+                    f.stop = Arc::new(AtomicBool::new(false));
+                }
+                continue;
+            }
+            if f.watcher.is_some() {
+                continue;
+            }
+            let hup = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))?;
+            f.watcher = Some(reload::watch(
+                Arc::clone(&f.rules),
+                Watch {
+                    file: f.file.clone(),
+                    hup,
+                    stop: Arc::clone(&f.stop),
+                    log: log.clone(),
+                    metrics: Arc::clone(metrics),
+                },
+            ));
+            if !any_file {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the watchers of the files none of `used` names.
+    fn keep_only(&mut self, used: &[Option<PathBuf>]) {
+        for f in &mut self.files {
+            if !used.contains(&f.file) {
+                f.stop.store(true, Ordering::Relaxed);
+            }
+        }
+        self.files.retain(|f| used.contains(&f.file));
+    }
+
+    /// Stops every watcher and waits for them.
+    pub fn stop(&mut self) {
+        for f in &self.files {
+            f.stop.store(true, Ordering::Relaxed);
+        }
+        for f in &mut self.files {
+            if let Some(w) = f.watcher.take() {
+                let _ = w.join();
+            }
+        }
+    }
+
+    /// How many files are in use (the built-in rules count as one).
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// Reads and checks the accounts file, with the process's environment and files.
+pub fn load_accounts(
+    path: &Path,
+    api: &ApiShared,
+    processes: usize,
+) -> Result<accounts::Accounts, Vec<Problem>> {
+    let env = |name: &str| std::env::var(name).ok();
+    let read = |p: &Path| std::fs::read_to_string(p);
+    let mode = file_mode(path);
+    accounts::load(
+        path,
+        &accounts::Context {
+            env: &env,
+            read: &read,
+            api,
+            processes,
+            mode,
+        },
+    )
+}
+
+#[cfg(unix)]
+fn file_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).ok().map(|m| m.permissions().mode())
+}
+
+#[cfg(not(unix))]
+fn file_mode(_: &Path) -> Option<u32> {
+    None
+}
+
+/// What the accounts watcher needs.
+pub struct Accounts {
+    pub file: PathBuf,
+    pub api: ApiShared,
+    pub processes: usize,
+    pub parts: Parts,
+    pub router: Arc<Router>,
+    pub rules: Arc<Mutex<RulesFiles>>,
+    /// The digest of each account in force, by name.
+    pub digests: Vec<(String, u64)>,
+}
+
+/// Follows the accounts file until `stop` is set, then stops the rules watchers too.
+pub fn watch(a: Accounts, hup: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut a = a;
+        let mut loaded = stamp(&a.file);
+        let (mut seen, mut seen_since) = (loaded, Instant::now());
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(POLL);
+            let now = stamp(&a.file);
+            if now != seen {
+                (seen, seen_since) = (now, Instant::now());
+            }
+            if hup.swap(false, Ordering::Relaxed) {
+                loaded = now;
+                a.reload("SIGHUP");
+            } else if now != loaded && seen_since.elapsed() >= SETTLE {
+                loaded = now;
+                a.reload("file changed");
+            }
+        }
+        let mut rules = a
+            .rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        rules.stop();
+    })
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl Accounts {
+    /// Loads the file again and swaps in the accounts it describes, or keeps those in force
+    /// and says why. One line either way.
+    fn reload(&mut self, why: &str) {
+        let log = self.parts.log.clone();
+        let kept = self.digests.len();
+        let fail = |reason: String| {
+            log.error(&format!(
+                "accounts reload failed ({why}), keeping the {kept} accounts in force: {reason}"
+            ));
+        };
+        let loaded = match load_accounts(&self.file, &self.api, self.processes) {
+            Ok(l) => l,
+            Err(problems) => {
+                let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                return fail(shown.join("; "));
+            }
+        };
+        let mut rules = match self.rules.lock() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let current = self.router.current();
+        let (mut added, mut changed) = (Vec::new(), Vec::new());
+        let mut services = Vec::with_capacity(loaded.accounts.len());
+        let mut digests = Vec::with_capacity(loaded.accounts.len());
+        for spec in loaded.accounts {
+            let before = self.digests.iter().find(|(n, _)| *n == spec.name);
+            let kept_service = match before {
+                Some((_, d)) if *d == spec.digest => current
+                    .services()
+                    .iter()
+                    .find(|s| *s.pipeline.account().name == *spec.name)
+                    .cloned(),
+                _ => None,
+            };
+            digests.push((spec.name.clone(), spec.digest));
+            if let Some(s) = kept_service {
+                services.push(s);
+                continue;
+            }
+            match before {
+                Some(_) => changed.push(spec.name.clone()),
+                None => added.push(spec.name.clone()),
+            }
+            let shared = match rules.get(&spec.account.rules, &log) {
+                Ok(r) => r,
+                Err(e) => return fail(format!("account {:?}: {e}", spec.name)),
+            };
+            let m = Member::from(spec);
+            let held = Parts::held_threads(&m, &shared);
+            services.push(self.parts.service(m, shared, held));
+        }
+        let removed: Vec<String> = self
+            .digests
+            .iter()
+            .filter(|(n, _)| !digests.iter().any(|(m, _)| m == n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for w in &loaded.warnings {
+            log.warn(w);
+        }
+        let used: Vec<Option<PathBuf>> = services
+            .iter()
+            .map(|s| s.pipeline.account().rules_file.clone())
+            .collect();
+        rules.keep_only(&used);
+        if let Err(e) = rules.watch(&log, &self.parts.metrics) {
+            log.warn(&format!("cannot watch the new rules files for SIGHUP: {e}"));
+        }
+        drop(rules);
+        let n = services.len();
+        let fallback = Arc::clone(&services[0]);
+        self.router.replace(Table::new(services, fallback));
+        self.digests = digests;
+        let list = |what: &str, names: &[String]| {
+            (!names.is_empty()).then(|| format!("{what} {}", names.join(", ")))
+        };
+        let changes: Vec<String> = [
+            list("added", &added),
+            list("removed", &removed),
+            list("changed", &changed),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        log.info(&format!(
+            "accounts reloaded ({why}): {n} accounts from {}; {}",
+            self.file.display(),
+            if changes.is_empty() {
+                "no change".to_owned()
+            } else {
+                changes.join("; ")
+            }
+        ));
+    }
+}
