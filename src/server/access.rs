@@ -51,6 +51,9 @@ pub struct Record<'a> {
     /// The push's user as the log shows it ([`user_label`]), computed once for the log and the
     /// live view.
     pub user: Option<&'a str>,
+    /// The account whose path the request named, with an accounts file (`None` with one
+    /// account, and for paths no account has).
+    pub account: Option<&'a str>,
 }
 
 /// How a user is shown: a prefix and a hash, or (`--log-openid`) the whole OpenID.
@@ -212,6 +215,9 @@ impl<'a> Record<'a> {
     pub fn text(&self) -> String {
         // One buffer, no intermediate strings: this runs for every request.
         let mut out = String::with_capacity(128);
+        if let Some(a) = self.account {
+            let _ = write!(out, "[{a}] ");
+        }
         let _ = write!(out, "{} {} {}", self.method, self.path, self.status);
         match (self.reason, self.what) {
             (Some(reason), _) => {
@@ -256,13 +262,16 @@ impl<'a> Record<'a> {
 
     /// The JSON fields, after `time` and `level`.
     fn fields(&self) -> Vec<(&'static str, Field<'a>)> {
-        let mut f = vec![
-            ("kind", Field::Str("access")),
+        let mut f = vec![("kind", Field::Str("access"))];
+        if let Some(a) = self.account {
+            f.push(("account", Field::Str(a)));
+        }
+        f.extend([
             ("method", Field::Str(self.method)),
             ("path", Field::Str(self.path)),
             ("status", Field::Int(self.status.into())),
             ("duration_ms", Field::Millis(self.millis())),
-        ];
+        ]);
         if let Some(reason) = self.reason {
             f.push(("reason", Field::Str(reason)));
         }
@@ -380,6 +389,7 @@ mod tests {
             duration: Duration::from_millis(2),
             what: What::Push(&o),
             user: None,
+            account: None,
         };
         push.count(&m);
         Record {

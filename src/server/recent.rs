@@ -203,6 +203,7 @@ pub fn line(now: u64, a: &Record<'_>, sample: Option<&Sample>) -> String {
     } else {
         format!("{ms:.1} ms")
     };
+    let account = a.account.map_or_else(String::new, |n| format!("[{n}] "));
     let o = match (a.reason, a.what) {
         (None, What::Push(o)) => o,
         (reason, what) => {
@@ -211,12 +212,16 @@ pub fn line(now: u64, a: &Record<'_>, sample: Option<&Sample>) -> String {
                 (None, What::UrlCheck) => format!(" {URL_CHECK_PASSED}"),
                 (None, _) => String::new(),
             };
-            return format!("{time} {} {} {}{what} {ms}", a.method, a.path, a.status);
+            return format!(
+                "{time} {account}{} {} {}{what} {ms}",
+                a.method, a.path, a.status
+            );
         }
     };
     let mut out = String::with_capacity(160);
     out.push_str(time);
     out.push(' ');
+    out.push_str(&account);
     // The EventKey comes with the sample, beside the QR code's scene.
     write_kind(&mut out, o.push.as_ref(), EventKey::Hidden);
     if let Some(u) = a.user {

@@ -185,6 +185,8 @@ pub fn handle(service: &Service, req: &Request) -> Response {
         ),
         what,
         user: user.as_deref(),
+        account: Some(&*service.pipeline.account().name)
+            .filter(|n| !n.is_empty() && path == service.pipeline.account().path),
     };
     record.log(&service.log, service.access);
     record.count(&service.metrics);

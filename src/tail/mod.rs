@@ -51,6 +51,7 @@ Exit status: 1 the listener cannot be reached or does not serve the live view; 2
 pub const SETTINGS: &[Setting] = &[
     Setting::value("metrics-addr", "ADDR", "the server's metrics listener").env("WXMP_METRICS_ADDR").default(DEFAULT_ADDR),
     Setting::value("history", "N", "earlier pushes to show first, at most 256").default("10"),
+    Setting::value("account", "NAME", "only this account's lines (a server with --accounts)").default("all"),
 ];
 
 /// `wxmp tail`'s command line.
@@ -72,6 +73,8 @@ pub struct Job {
     /// `http://127.0.0.1:9100`
     pub base: String,
     pub history: usize,
+    /// Show only the lines of this account (`--account`).
+    pub account: Option<String>,
 }
 
 /// Applies `WXMP_METRICS_ADDR` and the defaults, and checks the values.
@@ -95,6 +98,7 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
     Ok(Job {
         base: format!("http://{host}"),
         history: history.min(256),
+        account: raw.get("account").map(|a| a.trim().to_owned()),
     })
 }
 
@@ -179,6 +183,13 @@ pub fn run(job: &Job) -> u8 {
             }
         };
         let (mut out, next) = follow(seen, &page);
+        if let Some(name) = &job.account {
+            out = out
+                .lines()
+                .filter(|l| l.starts_with('(') || of_account(l, name))
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
         if down {
             down = false;
             out.insert_str(0, "(the server answers again)\n");
@@ -225,6 +236,14 @@ pub fn follow(seen: Option<(u64, u64)>, page: &Page) -> (String, (u64, u64)) {
     (out, (page.epoch, last))
 }
 
+/// Whether a live-view line (`15:36:59 [shop] text from ...`) is about account `name`.
+pub fn of_account(line: &str, name: &str) -> bool {
+    line.split_once(' ')
+        .and_then(|(_, rest)| rest.strip_prefix('['))
+        .and_then(|rest| rest.strip_prefix(name))
+        .is_some_and(|rest| rest.starts_with("] "))
+}
+
 fn say(stdout: &std::io::Stdout, text: &str) -> std::io::Result<()> {
     let mut lock = stdout.lock();
     writeln!(lock, "{text}")?;
@@ -233,6 +252,20 @@ fn say(stdout: &std::io::Stdout, text: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn account_lines_are_told_apart_by_their_bracketed_name() {
+        use super::of_account;
+        let line =
+            "15:36:59 [shop] text from o_wx…(771ff5) \"天气\" → rule 1 (line 2): text 0.48 ms";
+        assert!(of_account(line, "shop"));
+        assert!(!of_account(line, "sho"));
+        assert!(!of_account(line, "school"));
+        assert!(!of_account(
+            "15:36:59 POST /weixin/nope 404 no such path 0.05 ms",
+            "shop"
+        ));
+    }
+
     use super::*;
 
     fn parse(p: lexopt::Parser) -> Result<Parsed, UsageError> {

@@ -120,7 +120,14 @@ fn three_accounts_each_answer_with_their_own_token_key_and_rules() {
     assert_eq!(server.request("GET", "/healthz", b"").0, 200);
     let (code, log) = server.terminate();
     assert_eq!(code, Some(0), "{log}");
-    assert!(log.contains("POST /wx/b 403 signature mismatch"), "{log}");
+    // Each line names the account whose path it hit; a path no account has names none.
+    assert!(
+        log.contains("[b] POST /wx/b 403 signature mismatch"),
+        "{log}"
+    );
+    assert!(log.contains("[c] POST /weixin/c 200 safe text"), "{log}");
+    assert!(log.contains("INFO GET /healthz 200"), "{log}");
+    assert!(log.contains("WARN POST /weixin 404 no such path"), "{log}");
     for secret in ["tokena1", "tokenb2", "tokenc3", KEY_B, KEY_C] {
         assert!(!log.contains(secret), "a secret in the log: {log}");
     }
@@ -129,7 +136,10 @@ fn three_accounts_each_answer_with_their_own_token_key_and_rules() {
 #[test]
 fn the_same_msg_id_on_two_accounts_never_shares_an_answer() {
     let (_dir, file) = three_accounts();
-    let server = start(&file);
+    let server = Wxmp::builder()
+        .args(&["--accounts", file.to_str().unwrap(), "--log-format", "json"])
+        .env("WXMP_TEST_TOKEN_C", "tokenc3")
+        .start();
     let id = "7000000000000000042";
     let mut first = A.to_vec();
     first.extend(["--msg-id", id, "--from", "o_same", "text", "who"]);
@@ -145,8 +155,13 @@ fn the_same_msg_id_on_two_accounts_never_shares_an_answer() {
     assert!(out(&o).contains("plain-a"), "{}", out(&o));
     let (_, log) = server.terminate();
     assert!(
-        log.contains("cached"),
-        "the retry on a was not a cached answer: {log}"
+        log.contains(r#""account":"a","method":"POST","path":"/weixin/a","status":200"#)
+            && log.contains(r#""answered":"cached""#),
+        "the retry on a was not a cached answer of account a: {log}"
+    );
+    assert!(
+        log.contains(r#""account":"b","method":"POST","path":"/wx/b""#),
+        "{log}"
     );
 }
 
@@ -440,4 +455,66 @@ fn a_live_add_remove_and_change_and_a_bad_edit_keeps_the_set_in_force() {
     for secret in ["tokena1", "tokenb2", "tokenb9", "tokend4"] {
         assert!(!log.contains(secret), "a secret in the log: {log}");
     }
+}
+
+/// `wxmp tail --account NAME` shows that account's lines only.
+#[test]
+fn tail_shows_one_accounts_lines_with_account() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+
+    let (_dir, file) = three_accounts();
+    let server = Wxmp::builder()
+        .args(&[
+            "--accounts",
+            file.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("WXMP_TEST_TOKEN_C", "tokenc3")
+        .start();
+    let mut a = A.to_vec();
+    a.extend(["text", "who"]);
+    assert!(out(&send(&server, "/weixin/a", &a)).contains("plain-a"));
+    let mut b = vec!["--token", "tokenb2"];
+    b.extend(["text", "who"]);
+    assert!(out(&send(&server, "/wx/b", &b)).contains("compat-b"));
+    let mut tail = wxmp(&[
+        "tail",
+        "--metrics-addr",
+        &server.metrics_addr(),
+        "--account",
+        "b",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut stdout = tail.stdout.take().unwrap();
+    {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    until(
+        secs(15),
+        "account b's push in wxmp tail --account b",
+        || seen.lock().unwrap().contains("[b] text"),
+    );
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let shown = seen.lock().unwrap().clone();
+    assert!(
+        !shown.contains("[a]"),
+        "account a's line under --account b: {shown}"
+    );
 }
