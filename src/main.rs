@@ -53,7 +53,9 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             },
         },
-        Ok(Command::Send(args)) => match wxmp::send::args::resolve(*args, &env) {
+        Ok(Command::Send(args)) => match account_env(&args, &env)
+            .and_then(|env| wxmp::send::args::resolve(*args, &*env).map_err(|e| e.to_string()))
+        {
             Err(e) => fail(e),
             Ok(job) => ExitCode::from(wxmp::send::run(&job)),
         },
@@ -62,6 +64,61 @@ fn main() -> ExitCode {
             Ok(job) => ExitCode::from(wxmp::tail::run(&job)),
         },
     }
+}
+
+/// A variable lookup, owned.
+type BoxedEnv<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
+
+/// With `--accounts FILE --account NAME`, the variables a command reads its token, key, AppID
+/// and path from, answered from that account (a flag still wins); otherwise the process's.
+fn account_env<'a>(
+    args: &Args,
+    env: &'a dyn Fn(&str) -> Option<String>,
+) -> Result<BoxedEnv<'a>, String> {
+    let (file, name) = match (args.get("accounts"), args.get("account")) {
+        (_, None) => return Ok(Box::new(env)),
+        (None, Some(_)) => {
+            return Err(
+                "--account needs --accounts FILE (or WXMP_ACCOUNTS): the file it is named in"
+                    .to_owned(),
+            )
+        }
+        (Some(file), Some(name)) => (file, name),
+    };
+    let api = wxmp::config::accounts::ApiShared {
+        api_base: wxmp::config::DEFAULT_API_BASE.to_owned(),
+        token_endpoint: wxmp::api::TokenEndpoint::Stable,
+        cache_home: None,
+    };
+    let loaded = server::live::load_accounts(Path::new(&file), &api, 1).map_err(|problems| {
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        shown.join("\nwxmp: ")
+    })?;
+    let names: Vec<&str> = loaded.accounts.iter().map(|a| a.name.as_str()).collect();
+    let Some(a) = loaded.accounts.iter().find(|a| a.name == name) else {
+        return Err(format!(
+            "no account {name:?} in {file}; it has {}",
+            names.join(", ")
+        ));
+    };
+    let mut vars = vec![
+        ("WXMP_TOKEN", a.account.token.expose().to_owned()),
+        ("WXMP_PATH", a.account.path.clone()),
+    ];
+    if let Some(app_id) = &a.app_id {
+        vars.push(("WXMP_APPID", app_id.clone()));
+    }
+    if let Some(key) = &a.aes_key {
+        vars.push(("WXMP_AES_KEY", key.expose().to_owned()));
+    }
+    Ok(Box::new(move |name: &str| {
+        match vars.iter().find(|(v, _)| *v == name) {
+            Some((_, value)) => Some(value.clone()),
+            // The file's account decides these; the process's variables do not mix in.
+            None if name == "WXMP_AES_KEY" || name == "WXMP_APPID" => None,
+            None => env(name),
+        }
+    }))
 }
 
 /// Usage and configuration errors, whichever command: one line on stderr, exit code 2.

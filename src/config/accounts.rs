@@ -45,6 +45,8 @@ pub struct AccountSpec {
     pub account: AccountConfig,
     /// The AppID, also without safe mode (the API commands use it).
     pub app_id: Option<String>,
+    /// The EncodingAESKey as written, for `wxmp send --account` (redacted in `Debug`).
+    pub aes_key: Option<Secret>,
     /// The API client's settings, with both the AppID and the AppSecret.
     pub api: Option<ApiConfig>,
     /// Its forwarding: late strategy, secret, capacity and kf wait are its own; the processes
@@ -293,6 +295,7 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
             },
         };
         let app_id = raw.appid.as_ref().map(|a| a.get_ref().trim().to_owned());
+        let aes_key = secrets.get("aes_key").map(|(k, _)| Secret::new(k.trim()));
         let safe = match (secrets.remove("aes_key"), &app_id) {
             (None, _) => None,
             (Some((_, span)), None) => {
@@ -385,6 +388,7 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
                 rules,
             },
             app_id,
+            aes_key,
             api,
             forward: Forward {
                 late,

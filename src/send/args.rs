@@ -48,6 +48,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::value("token", "TOKEN", "the server's Token").env("WXMP_TOKEN").default(DEV_TOKEN).secret(),
     Setting::value("aes-key", "KEY", "EncodingAESKey").env("WXMP_AES_KEY").secret(),
     Setting::value("appid", "APPID", "AppID").env("WXMP_APPID"),
+    Setting::value("accounts", "FILE", "an accounts file: with --account, its path, token, key and AppID").env("WXMP_ACCOUNTS"),
+    Setting::value("account", "NAME", "the account of --accounts to play WeChat for"),
     Setting::value("mode", "MODE", "plain | compat | safe").default("safe with a key, else plain"),
     Setting::value("from", "OPENID", "the user (FromUserName)").default(DEFAULT_FROM),
     Setting::value("to", "GH_ID", "the account (ToUserName)").default(DEFAULT_TO),

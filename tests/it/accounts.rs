@@ -518,3 +518,40 @@ fn tail_shows_one_accounts_lines_with_account() {
         "account a's line under --account b: {shown}"
     );
 }
+
+/// `wxmp send --accounts FILE --account NAME` takes the path, token, key and AppID from the file.
+#[test]
+fn send_plays_wechat_for_an_account_of_the_file() {
+    let (_dir, file) = three_accounts();
+    let server = start(&file);
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let send_as = |account: &str| {
+        let o = wxmp(&[
+            "send",
+            "--accounts",
+            file.to_str().unwrap(),
+            "--account",
+            account,
+        ])
+        .args(["text", "who"])
+        .env("WXMP_HOST", "127.0.0.1")
+        .env("WXMP_PORT", &port)
+        .env("WXMP_TEST_TOKEN_C", "tokenc3")
+        .output()
+        .unwrap();
+        out(&o)
+    };
+    let c = send_as("c");
+    assert!(
+        c.contains("safe-c") && c.contains("safe mode, encrypted"),
+        "{c}"
+    );
+    let b = send_as("b");
+    assert!(b.contains("compat-b") && b.contains("safe mode"), "{b}");
+    assert!(send_as("a").contains("plain-a"));
+    let none = send_as("z");
+    assert!(
+        none.contains("no account \"z\" in") && none.contains("it has a, b, c"),
+        "{none}"
+    );
+}
