@@ -92,6 +92,9 @@ pub const SERVE: &[Setting] = &[
     Setting::value("forward-capacity", "N", "forwarded pushes in flight; past it, the fallback at once").env("WXMP_FORWARD_CAPACITY").default("200").range(1, 10_000, "pushes in flight"),
     Setting::value("forward-processes", "N", "reply.command programs running at once").env("WXMP_FORWARD_PROCESSES").default("16").range(1, 1024, ""),
     Setting::value("kf-wait", "SECS", "under kf, how long a late answer is awaited").env("WXMP_KF_WAIT").default("60").range(5, 3600, "seconds"),
+    Setting::value("store", "URL", "memory, or redis://[user:password@]host:port[/db] (rediss:// for TLS) shared by several instances").env("WXMP_STORE").default("memory").secret(),
+    Setting::value("store-prefix", "P", "prefix of every Redis key, so deployments can share one Redis").env("WXMP_STORE_PREFIX").default(DEFAULT_STORE_PREFIX),
+    Setting::value("store-timeout", "MS", "deadline of each Redis operation; past it the push uses local memory").env("WXMP_STORE_TIMEOUT").default("200").range(1, 10_000, "milliseconds"),
     Setting::value("replay-window", "SECS", "how far a timestamp may be from the clock; 0 turns the checks off").env("WXMP_REPLAY_WINDOW").default("300").range(0, MAX_REPLAY_WINDOW, "seconds; 0 turns the checks off"),
     SECRET,
     API_BASE,
@@ -129,6 +132,9 @@ pub struct Config {
     /// Seconds a signed query stays good ([`crate::server::replay`]); 0: the timestamp and
     /// nonce checks are off.
     pub replay_window: u64,
+    /// Where the retry store, the seen queries and the access_token live: this process's
+    /// memory, or a Redis shared by several instances.
+    pub store: StoreConfig,
     /// The log's format: text or JSON.
     pub log: Format,
     /// Settings that are accepted but probably not meant; the server logs them at start.
@@ -386,6 +392,7 @@ impl Config {
             forward,
             api,
             replay_window,
+            store: store(&args)?,
             log,
             warnings,
         })
@@ -492,6 +499,67 @@ fn listen(args: &Args, warnings: &mut Vec<String>) -> Result<Listen, UsageError>
         threads: args.number("threads", default_threads())?,
         max_connections,
         metrics,
+    })
+}
+
+/// The default `--store-prefix`.
+pub const DEFAULT_STORE_PREFIX: &str = "wxmp:";
+
+/// `--store`, `--store-prefix`, `--store-timeout`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The Redis URL (a secret: it may hold a password); `None` for `memory`.
+    pub url: Option<String>,
+    pub prefix: String,
+    pub timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field(
+                "url",
+                &self.url.as_deref().map(crate::server::shared::redact),
+            )
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: None,
+            prefix: DEFAULT_STORE_PREFIX.to_owned(),
+            timeout: std::time::Duration::from_millis(200),
+        }
+    }
+}
+
+fn store(args: &Args) -> Result<StoreConfig, UsageError> {
+    let url = match args.get("store") {
+        None => None,
+        Some(u) if u.trim() == "memory" => None,
+        Some(u) => {
+            let u = u.trim().to_owned();
+            crate::server::shared::check_url(&u)
+                .map_err(|e| UsageError(format!("{e} (--store / WXMP_STORE)")))?;
+            Some(u)
+        }
+    };
+    let prefix = args
+        .get("store-prefix")
+        .unwrap_or_else(|| DEFAULT_STORE_PREFIX.to_owned());
+    if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(UsageError(format!(
+            "invalid store prefix {prefix:?} (--store-prefix / WXMP_STORE_PREFIX): up to 64 characters, no spaces"
+        )));
+    }
+    Ok(StoreConfig {
+        url,
+        prefix,
+        timeout: std::time::Duration::from_millis(args.number("store-timeout", 200u64)?),
     })
 }
 

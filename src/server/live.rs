@@ -27,6 +27,7 @@ use crate::server::reload::{self, Watch};
 use crate::server::replay::Replay;
 use crate::server::router::{Router, Table};
 use crate::server::routes::Service;
+use crate::server::shared::Shared;
 use crate::server::store::RetryStore;
 
 const POLL: Duration = Duration::from_millis(250);
@@ -56,6 +57,9 @@ impl From<AccountSpec> for Member {
 /// What every account's service shares.
 pub struct Parts {
     pub store: Arc<dyn RetryStore<Answer, Plan>>,
+    /// The Redis shared with other instances (`--store`): the store above is on it, and the
+    /// replay windows keep their seen queries there.
+    pub redis: Option<Arc<Shared>>,
     pub env: Arc<dyn Env>,
     pub log: Log,
     pub metrics: Arc<Metrics>,
@@ -91,7 +95,11 @@ impl Parts {
                 Arc::clone(&self.store),
                 Arc::clone(&self.env),
             )
-            .with_replay(Replay::new(self.replay_window))
+            .with_shared(self.redis.clone())
+            .with_replay(match &self.redis {
+                Some(redis) => Replay::new(self.replay_window).with_shared(Arc::clone(redis)),
+                None => Replay::new(self.replay_window),
+            })
             .with_log(self.log.clone())
             .with_workers(self.threads)
             .with_forwarder(forwarder)

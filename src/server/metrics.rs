@@ -791,6 +791,25 @@ impl Metrics {
         );
     }
 
+    /// The shared store (`--store redis://...`): operations that fell back to local memory, and
+    /// whether it is degraded now.
+    pub fn watch_shared(
+        &self,
+        failures: impl Fn() -> u64 + Send + Sync + 'static,
+        degraded: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
+        self.registry.register(
+            "wxmp_store_failures_total",
+            "Store operations that could not use Redis (failed, or skipped while it was unreachable); the push was handled with this instance's memory.",
+            CounterFn::new(failures),
+        );
+        self.registry.register(
+            "wxmp_store_degraded",
+            "1 while Redis is unreachable and this instance works alone, else 0.",
+            GaugeFn::new(move || if degraded() { 1.0 } else { 0.0 }),
+        );
+    }
+
     /// A rules reload and whether it took.
     pub fn reload(&self, ok: bool) {
         self.reloads.with(&[if ok { "ok" } else { "failed" }]).inc();

@@ -21,12 +21,14 @@ pub mod metrics;
 pub mod monitor;
 pub mod pipeline;
 pub mod recent;
+pub mod redis_store;
 pub mod reload;
 pub mod replay;
 pub mod router;
 pub mod routes;
 pub mod run;
 pub mod sample;
+pub mod shared;
 pub mod store;
 
 pub use run::{build, BuildError, ServeError, Server};

@@ -27,8 +27,10 @@ use crate::server::account::Account;
 use crate::server::env::Env;
 use crate::server::forward::{self, Forwarder, Settings};
 use crate::server::gate::{Gate, Inside};
+use crate::server::redis_store::Codec;
 use crate::server::replay::{Replay, ReplayError};
 use crate::server::sample::{self, Sample};
+use crate::server::shared::Shared;
 pub use crate::server::store::Answer;
 use crate::server::store::{self, Begin, Key, Limits, MemoryStore, RetryStore, Ticket, Usage};
 use xmltree::Element;
@@ -270,6 +272,8 @@ pub struct Pipeline {
     replay: Replay,
     /// Where the pipeline's own hints go (requests are logged by `routes`).
     log: Log,
+    /// The Redis shared with other instances (`--store redis://...`), for its health.
+    shared: Option<Arc<Shared>>,
 }
 
 /// What the first attempt at a push decided, kept with its in-flight entry in the retry store
@@ -284,6 +288,57 @@ pub struct Plan {
     decided: Decided,
     reply: &'static str,
 }
+
+/// A plan as another instance reads it from the shared store: one header line
+/// (`forward decided reply`), then the fallback.
+impl Codec for Plan {
+    fn encode(&self) -> Vec<u8> {
+        let decided = match self.decided {
+            Decided::Rule { index, line } => format!("{index}:{line}"),
+            Decided::Default => "default".to_owned(),
+        };
+        let mut out = format!("{} {decided} {}\n", u8::from(self.forward), self.reply).into_bytes();
+        out.extend(self.fallback.encode());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Plan> {
+        let nl = bytes.iter().position(|&b| b == b'\n')?;
+        let head = std::str::from_utf8(&bytes[..nl]).ok()?;
+        let mut parts = head.split(' ');
+        let forward = parts.next()? == "1";
+        let decided = match parts.next()? {
+            "default" => Decided::Default,
+            rule => {
+                let (index, line) = rule.split_once(':')?;
+                Decided::Rule {
+                    index: index.parse().ok()?,
+                    line: line.parse().ok()?,
+                }
+            }
+        };
+        let reply = parts.next()?;
+        let reply = REPLY_TYPES.iter().copied().find(|t| *t == reply)?;
+        Some(Plan {
+            fallback: Answer::decode(&bytes[nl + 1..])?,
+            forward,
+            decided,
+            reply,
+        })
+    }
+}
+
+/// Every reply MsgType ([`Reply::msg_type`]), to read a plan's back as `&'static str`.
+const REPLY_TYPES: [&str; 8] = [
+    "success",
+    "text",
+    "image",
+    "voice",
+    "video",
+    "music",
+    "news",
+    "transfer_customer_service",
+];
 
 /// A push's place in the [`Gate`] while it works; given up before it waits on anything.
 type Place<'a> = Option<Inside<'a>>;
@@ -362,7 +417,25 @@ impl Pipeline {
             gate: None,
             replay: Replay::default(),
             log: Log::stderr(),
+            shared: None,
         }
+    }
+
+    /// With the Redis shared with other instances (`--store`), whose health `/healthz` tells;
+    /// the retry store on it is passed to [`Pipeline::new`].
+    pub fn with_shared(mut self, shared: Option<Arc<Shared>>) -> Pipeline {
+        self.shared = shared;
+        self
+    }
+
+    /// The shared store's connection, when there is one.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
+    }
+
+    /// True while the shared store is unreachable and pushes use this instance's memory.
+    pub fn degraded(&self) -> bool {
+        self.shared.as_ref().is_some_and(|s| s.degraded())
     }
 
     /// With this replay window instead of the default one.

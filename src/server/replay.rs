@@ -31,10 +31,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::log::utc;
 use crate::protocol::query::Query;
+use crate::server::shared::Shared;
 
 /// Seconds a signed query stays good: WeChat's ~15 s of retries plus clock skew.
 pub const DEFAULT_WINDOW: u64 = crate::config::DEFAULT_REPLAY_WINDOW;
@@ -107,7 +108,19 @@ pub struct Replay {
     evictions: AtomicU64,
     /// When the last plaintext-in-safe-mode hint was given, plus one (0: never).
     last_hint: AtomicU64,
+    /// The Redis shared with other instances: the seen queries are kept there, so a query
+    /// replayed to another instance is refused too. `None`, or Redis failing: this memory.
+    shared: Option<Arc<Shared>>,
 }
+
+/// Remembers a seen query unless it is there: KEYS[1] the query, ARGV the body's hash and the
+/// seconds left of the window. Returns the body hash seen first, or '' when it is new.
+const SEEN: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return ''
+";
 
 impl Default for Replay {
     fn default() -> Self {
@@ -148,7 +161,14 @@ impl Replay {
             seen: Mutex::default(),
             evictions: AtomicU64::new(0),
             last_hint: AtomicU64::new(0),
+            shared: None,
         }
+    }
+
+    /// With the seen queries kept in the Redis shared with other instances.
+    pub fn with_shared(mut self, shared: Arc<Shared>) -> Replay {
+        self.shared = Some(shared);
+        self
     }
 
     pub fn window(&self) -> u64 {
@@ -200,6 +220,26 @@ impl Replay {
         let body = sha1(&[body]);
         // The query stays dangerous while its timestamp is in the window, wherever `now` is.
         let expires = ts + self.window;
+        if let Some(shared) = &self.shared {
+            let name = format!("{}seen:{}", shared.prefix(), hex::encode(key));
+            let hash = hex::encode(body);
+            let got = shared.run(|c| {
+                redis::cmd("EVAL")
+                    .arg(SEEN)
+                    .arg(1)
+                    .arg(&name)
+                    .arg(&hash)
+                    .arg(expires.saturating_sub(now).max(1))
+                    .query::<String>(c)
+            });
+            match got {
+                Ok(first) if first.is_empty() => return Ok(Admitted::New),
+                Ok(first) if first == hash => return Ok(Admitted::Retry),
+                Ok(_) => return Err(ReplayError::Replayed),
+                // Redis failed: this instance's memory decides.
+                Err(_) => {}
+            }
+        }
         let mut seen = self.lock();
         seen.expire(now);
         if let Some((hash, _)) = seen.by_key.get(&key) {

@@ -234,7 +234,12 @@ fn dispatch(
     let pipeline = &service.pipeline;
     let result = match url.path {
         "/" => fixed("Hello World!"),
-        "/healthz" => fixed("ok"),
+        // Pushes are answered either way: degraded says this instance works alone.
+        "/healthz" => fixed(if pipeline.degraded() {
+            "degraded"
+        } else {
+            "ok"
+        }),
         p if p == pipeline.account().path => {
             let query = match Query::parse(url.query) {
                 Ok(q) => q,

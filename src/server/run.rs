@@ -23,8 +23,10 @@ use crate::server::metrics::Metrics;
 use crate::server::monitor::{self, Monitor};
 use crate::server::pipeline::{Answer, Pipeline, Plan};
 use crate::server::recent::Recent;
+use crate::server::redis_store::RedisStore;
 use crate::server::router::{Router, Table};
 use crate::server::routes;
+use crate::server::shared::Shared;
 use crate::server::store::{MemoryStore, RetryStore};
 
 /// How long a stop may take before the process exits anyway (Docker kills after 10 s).
@@ -200,14 +202,37 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
             .map_or(0, |d| d.as_nanos() as u64);
         Arc::new(Recent::new(epoch))
     });
+    // The Redis shared with other instances (`--store`); an unreachable one is a warning.
+    let redis = match &config.store.url {
+        None => None,
+        Some(url) => match Shared::open(&config.store, url, log.clone()) {
+            Ok(s) => Some(s),
+            // The URL was checked with the configuration; a failure here is one to report.
+            Err(e) => {
+                log.error(&format!("store: {e}"));
+                None
+            }
+        },
+    };
     // One retry store for all accounts, under one budget; its keys carry the account.
-    let store = Arc::new(MemoryStore::<Answer, Plan>::new(config.cache));
+    let store: Arc<dyn RetryStore<Answer, Plan>> = match &redis {
+        None => Arc::new(MemoryStore::<Answer, Plan>::new(config.cache)),
+        Some(redis) => {
+            let (a, b) = (Arc::clone(redis), Arc::clone(redis));
+            metrics.watch_shared(move || a.failures(), move || b.degraded());
+            Arc::new(RedisStore::<Answer, Plan>::new(
+                Arc::clone(redis),
+                config.cache,
+            ))
+        }
+    };
     {
         let store = Arc::clone(&store);
         metrics.watch_store(move || store.usage(), config.cache);
     }
     let parts = Parts {
         store,
+        redis,
         env,
         log: log.clone(),
         metrics: Arc::clone(&metrics),

@@ -70,6 +70,14 @@ impl Key {
         }
     }
 
+    /// A short, fixed-length name for the key (SHA-1, hex), for a store outside the process:
+    /// the parts (an OpenID, a MsgId) do not leave it as they are.
+    pub fn digest(&self) -> String {
+        sha1_smol::Sha1::from(self.0.as_bytes())
+            .digest()
+            .to_string()
+    }
+
     fn shard(&self) -> usize {
         let mut h = DefaultHasher::new();
         self.0.hash(&mut h);

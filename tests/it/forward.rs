@@ -87,8 +87,15 @@ pub fn endpoint(delay: Duration, status: u16, answer: &'static str) -> Endpoint 
     }
 }
 
+impl Endpoint {
+    /// Calls received so far.
+    pub(crate) fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
 /// A rules file in a fresh folder whose default forwards to `url`.
-fn forward_rules(url: &str) -> PathBuf {
+pub(crate) fn forward_rules(url: &str) -> PathBuf {
     rules(&format!(
         "[[rules]]\ntext = \"static\"\nreply.text = \"from a rule\"\n\n[default]\nreply.forward = {{ url = \"{url}\", fallback = {{ text = \"稍等\" }} }}\n"
     ))

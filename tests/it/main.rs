@@ -18,6 +18,7 @@ mod kit;
 mod log_queue;
 mod observability;
 mod pool;
+mod redis;
 mod regressions;
 mod replay;
 mod rules;
