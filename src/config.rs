@@ -830,6 +830,32 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_memory_unless_a_redis_url_is_given_and_its_password_never_shows() {
+        let c = with_token(&[], &[]).unwrap();
+        assert_eq!(c.store, StoreConfig::default());
+        let c = with_token(&["--store", "memory"], &[]).unwrap();
+        assert_eq!(c.store.url, None);
+        let c = with_token(
+            &["--store-prefix", "blue:", "--store-timeout", "50"],
+            &[("WXMP_STORE", "redis://u:pw1@db:6379/2")],
+        )
+        .unwrap();
+        assert_eq!(c.store.url.as_deref(), Some("redis://u:pw1@db:6379/2"));
+        assert_eq!(c.store.prefix, "blue:");
+        assert_eq!(c.store.timeout, std::time::Duration::from_millis(50));
+        assert!(!format!("{c:?}").contains("pw1"));
+        for (a, needle) in [
+            (&["--store", "mysql://db"][..], "expected memory, redis://"),
+            (&["--store", "redis://u:pw1@db:port"], "--store / WXMP_STORE"),
+            (&["--store-prefix", "a b"], "--store-prefix / WXMP_STORE_PREFIX"),
+            (&["--store-timeout", "0"], "--store-timeout / WXMP_STORE_TIMEOUT"),
+        ] {
+            let e = error(a);
+            assert!(e.contains(needle) && !e.contains("pw1"), "{a:?}: {e}");
+        }
+    }
+
+    #[test]
     fn the_connection_cap_defaults_from_the_descriptor_limit() {
         let c = with_token(&[], &[("WXMP_MAX_CONNECTIONS", "")]).unwrap();
         assert_eq!(c.listen.max_connections, None);

@@ -890,6 +890,31 @@ mod tests {
     use super::*;
     use crate::protocol::message::Kind;
 
+    #[test]
+    fn a_plan_reads_back_as_written_from_the_shared_store() {
+        for (decided, reply, forward) in [
+            (Decided::Rule { index: 3, line: 17 }, "news", true),
+            (Decided::Default, "transfer_customer_service", false),
+        ] {
+            let plan = Plan {
+                fallback: Answer {
+                    body: Arc::from("<xml>稍等\n</xml>"),
+                    xml: true,
+                },
+                forward,
+                decided,
+                reply,
+            };
+            let back = Plan::decode(&plan.encode()).expect("a plan reads back");
+            assert_eq!(
+                (back.fallback, back.forward, back.decided, back.reply),
+                (plan.fallback, forward, decided, reply)
+            );
+        }
+        assert!(Plan::decode(b"1 default nonsense\nxbody").is_none());
+        assert!(Plan::decode(b"no newline").is_none());
+    }
+
     fn text(from: &str, id: &str) -> Message {
         Message::new("gh", from, 100, Kind::Text { content: None }).with_msg_id(id)
     }

@@ -65,7 +65,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
     }
     redis::Client::open(url).map(|_| ()).map_err(|e| {
         format!(
-            "invalid store URL {}: {}",
+            "invalid store URL {}: {}; expected redis://[user:password@]host:port[/db]",
             redact(url),
             e.detail().unwrap_or("malformed")
         )
