@@ -846,9 +846,18 @@ mod tests {
         assert!(!format!("{c:?}").contains("pw1"));
         for (a, needle) in [
             (&["--store", "mysql://db"][..], "expected memory, redis://"),
-            (&["--store", "redis://u:pw1@db:port"], "--store / WXMP_STORE"),
-            (&["--store-prefix", "a b"], "--store-prefix / WXMP_STORE_PREFIX"),
-            (&["--store-timeout", "0"], "--store-timeout / WXMP_STORE_TIMEOUT"),
+            (
+                &["--store", "redis://u:pw1@db:port"],
+                "--store / WXMP_STORE",
+            ),
+            (
+                &["--store-prefix", "a b"],
+                "--store-prefix / WXMP_STORE_PREFIX",
+            ),
+            (
+                &["--store-timeout", "0"],
+                "--store-timeout / WXMP_STORE_TIMEOUT",
+            ),
         ] {
             let e = error(a);
             assert!(e.contains(needle) && !e.contains("pw1"), "{a:?}: {e}");
