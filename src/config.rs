@@ -517,10 +517,7 @@ pub struct StoreConfig {
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
-            .field(
-                "url",
-                &self.url.as_deref().map(crate::server::shared::redact),
-            )
+            .field("url", &self.url.as_deref().map(redact))
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .finish()
@@ -537,14 +534,52 @@ impl Default for StoreConfig {
     }
 }
 
+/// A Redis URL with its password replaced by `***`, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_owned()
+            };
+            format!("{scheme}://{masked}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Checks a `--store` Redis URL without connecting: the error says what is wrong, without the
+/// password.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(format!(
+            "invalid store {:?}: expected memory, redis://[user:password@]host:port[/db] or rediss://...",
+            redact(url)
+        ));
+    }
+    redis::Client::open(url).map(|_| ()).map_err(|e| {
+        format!(
+            "invalid store URL {}: {}; expected redis://[user:password@]host:port[/db]",
+            redact(url),
+            e.detail().unwrap_or("malformed")
+        )
+    })
+}
+
 fn store(args: &Args) -> Result<StoreConfig, UsageError> {
     let url = match args.get("store") {
         None => None,
         Some(u) if u.trim() == "memory" => None,
         Some(u) => {
             let u = u.trim().to_owned();
-            crate::server::shared::check_url(&u)
-                .map_err(|e| UsageError(format!("{e} (--store / WXMP_STORE)")))?;
+            check_url(&u).map_err(|e| UsageError(format!("{e} (--store / WXMP_STORE)")))?;
             Some(u)
         }
     };

@@ -1,5 +1,5 @@
 //! The server: HTTP in ([`routes`]), the pipeline in the middle ([`pipeline`]), the retry store
-//! beside it ([`store`]), built from an [`account::Account`] with an injected clock and random
+//! beside it ([`store`]; on a Redis shared by several instances, [`redis_store`] over [`shared`]), built from an [`account::Account`] with an injected clock and random
 //! source ([`mod@env`]); [`build`] wires it from a [`crate::config::Config`] and [`Server::run`]
 //! owns the process's life ([`run`]), while [`reload`] watches the rules file.
 //! Seeing what it does: one [`access`] record per request (logged and counted in [`metrics`]),

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use crate::log::Log;
 
-pub use crate::config::StoreConfig;
+pub use crate::config::{check_url, redact, StoreConfig};
 
 /// The longest wait between two reconnection attempts while Redis is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -32,45 +32,6 @@ const MIN_BACKOFF: Duration = Duration::from_millis(200);
 /// Connections kept open at most (the handler threads share them; an operation takes one for a
 /// round trip).
 const POOL_SIZE: u32 = 32;
-
-/// A Redis URL with its password replaced by `***`, for logs and errors.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_owned()
-            };
-            format!("{scheme}://{masked}@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
-}
-
-/// Checks a `--store` Redis URL without connecting: the error says what is wrong, without the
-/// password.
-pub fn check_url(url: &str) -> Result<(), String> {
-    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err(format!(
-            "invalid store {:?}: expected memory, redis://[user:password@]host:port[/db] or rediss://...",
-            redact(url)
-        ));
-    }
-    redis::Client::open(url).map(|_| ()).map_err(|e| {
-        format!(
-            "invalid store URL {}: {}; expected redis://[user:password@]host:port[/db]",
-            redact(url),
-            e.detail().unwrap_or("malformed")
-        )
-    })
-}
 
 /// Opens connections with the store's deadline for connecting, reading and writing.
 struct Manager {
