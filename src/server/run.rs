@@ -205,7 +205,7 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
     // The Redis shared with other instances (`--store`); an unreachable one is a warning.
     let redis = match &config.store.url {
         None => None,
-        Some(url) => match Shared::open(&config.store, url, log.clone()) {
+        Some(url) => match Shared::open(&config.store, url, config.listen.threads, log.clone()) {
             Ok(s) => Some(s),
             // The URL was checked with the configuration; a failure here is one to report.
             Err(e) => {

@@ -29,9 +29,9 @@ pub use crate::config::{check_url, redact, StoreConfig};
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The first wait after a failure.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
-/// Connections kept open at most (the handler threads share them; an operation takes one for a
-/// round trip).
-const POOL_SIZE: u32 = 32;
+/// Connections beyond one per handler thread (forward workers settle pushes too). An
+/// exhausted pool would read as an outage, so it is never smaller than the threads using it.
+const POOL_SPARE: u32 = 16;
 
 /// Opens connections with the store's deadline for connecting, reading and writing.
 struct Manager {
@@ -98,12 +98,22 @@ pub struct Shared {
 
 impl Shared {
     /// Connects (at most `--store-timeout`); an unreachable Redis is a warning and the store
-    /// starts degraded. Starts the subscriber and the reconnector threads.
-    pub fn open(config: &StoreConfig, url: &str, log: Log) -> Result<Arc<Shared>, String> {
+    /// starts degraded. Starts the subscriber and the reconnector threads. `threads`: the
+    /// handler threads that may use it at once (connections are opened as they are needed).
+    pub fn open(
+        config: &StoreConfig,
+        url: &str,
+        threads: usize,
+        log: Log,
+    ) -> Result<Arc<Shared>, String> {
         check_url(url)?;
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
         let pool = r2d2::Pool::builder()
-            .max_size(POOL_SIZE)
+            .max_size(
+                u32::try_from(threads)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(POOL_SPARE),
+            )
             .min_idle(Some(0))
             .connection_timeout(config.timeout)
             .test_on_check_out(false)
