@@ -244,13 +244,21 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         watch_api: members.len() == 1 && accounts_file.is_none(),
     };
     let digests = members.iter().map(|(m, d)| (m.name.clone(), *d)).collect();
-    let mut held_total = 0usize;
+    // The threads for held forwards: each forwarding account's own, and one small reserve
+    // that the accounts whose rules do not forward (yet) share, so that a thousand idle
+    // accounts do not cost a thousand reserves of threads.
+    let (mut forwarding, mut reserve) = (0usize, 0usize);
     let mut services = Vec::with_capacity(members.len());
     for ((m, _), rules) in members.into_iter().zip(shared) {
         let held = Parts::held_threads(&m, &rules);
-        held_total = held_total.saturating_add(held);
+        if rules.current().forwards() {
+            forwarding = forwarding.saturating_add(held);
+        } else {
+            reserve = reserve.max(held);
+        }
         services.push(parts.service(m, rules, held));
     }
+    let held_total = forwarding.saturating_add(reserve);
     let fallback = Arc::clone(&services[0]);
     let router = Arc::new(Router::new(Table::new(services, fallback)));
     {
