@@ -42,7 +42,9 @@ fn main() -> ExitCode {
         Ok(Command::CheckRules(path)) => check_rules(&path),
         Ok(Command::CheckAccounts(path)) => check_accounts(&path),
         Ok(Command::Serve(args)) => serve(*args, &env),
-        Ok(Command::Api(args)) => match wxmp::api_cmd::args::resolve(*args, &env) {
+        Ok(Command::Api(args)) => match account_env(&args, &env)
+            .and_then(|env| wxmp::api_cmd::args::resolve(*args, &*env).map_err(|e| e.to_string()))
+        {
             Err(e) => fail(e),
             Ok(job) => ExitCode::from(wxmp::api_cmd::run(job)),
         },
@@ -69,8 +71,8 @@ fn main() -> ExitCode {
 /// A variable lookup, owned.
 type BoxedEnv<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
 
-/// With `--accounts FILE --account NAME`, the variables a command reads its token, key, AppID
-/// and path from, answered from that account (a flag still wins); otherwise the process's.
+/// With `--accounts FILE --account NAME`, the variables a command reads its token, key, AppID,
+/// AppSecret and path from, answered from that account (a flag still wins); otherwise the process's.
 fn account_env<'a>(
     args: &Args,
     env: &'a dyn Fn(&str) -> Option<String>,
@@ -111,11 +113,14 @@ fn account_env<'a>(
     if let Some(key) = &a.aes_key {
         vars.push(("WXMP_AES_KEY", key.expose().to_owned()));
     }
+    if let Some(api) = &a.api {
+        vars.push(("WXMP_SECRET", api.secret.expose().to_owned()));
+    }
     Ok(Box::new(move |name: &str| {
         match vars.iter().find(|(v, _)| *v == name) {
             Some((_, value)) => Some(value.clone()),
             // The file's account decides these; the process's variables do not mix in.
-            None if name == "WXMP_AES_KEY" || name == "WXMP_APPID" => None,
+            None if matches!(name, "WXMP_AES_KEY" | "WXMP_APPID" | "WXMP_SECRET") => None,
             None => env(name),
         }
     }))

@@ -45,6 +45,8 @@ pub const SETTINGS: &[Setting] = &[
     config::TOKEN_CACHE,
     config::TOKEN_ENDPOINT,
     Setting::value("rules", "FILE", "rules file, for menu check and push").env("WXMP_RULES"),
+    Setting::value("accounts", "FILE", "an accounts file: with --account, its AppID and AppSecret").env("WXMP_ACCOUNTS"),
+    Setting::value("account", "NAME", "the account of --accounts whose API to call"),
     Setting::switch("fetch", "wxmp token: get a token if none is cached"),
     Setting::switch("show", "wxmp token: print the token itself"),
     Setting::switch("cancel", "wxmp kf typing: end \"typing...\""),

@@ -555,3 +555,54 @@ fn send_plays_wechat_for_an_account_of_the_file() {
         "{none}"
     );
 }
+
+/// `wxmp kf` (and `menu`, `token`) with `--accounts FILE --account NAME` call the API with that
+/// account's AppID and AppSecret.
+#[test]
+fn the_api_commands_use_an_accounts_appid_and_secret() {
+    use crate::api::{Fake, APPID, SECRET};
+
+    let fake = Fake::start(&[]);
+    let dir = tempdir();
+    std::fs::write(dir.join("secret"), format!("{SECRET}\n")).unwrap();
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\n\n\
+             [[account]]\nname = \"k\"\ntoken = \"tokenk1\"\nappid = \"{APPID}\"\nsecret_file = \"secret\"\n"
+        ),
+    )
+    .unwrap();
+    let kf = |account: &str| {
+        let o = wxmp(&[
+            "kf",
+            "send",
+            "o_user",
+            "text",
+            "hi",
+            "--accounts",
+            file.to_str().unwrap(),
+        ])
+        .args(["--account", account, "--api-base", &fake.base])
+        .env("XDG_CACHE_HOME", &dir)
+        .env("HOME", &dir)
+        .output()
+        .unwrap();
+        (o.status.code(), out(&o))
+    };
+    let (code, shown) = kf("k");
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("kf send → o_user: text \"hi\" (sent)"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(SECRET),
+        "the AppSecret was printed: {shown}"
+    );
+    // Account a has no AppSecret: the command says so, as without a file.
+    let (code, shown) = kf("a");
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("no AppSecret"), "{shown}");
+}
