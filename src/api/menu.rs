@@ -375,88 +375,144 @@ fn check(
     keys: &mut Vec<(String, String)>,
     warnings: &mut Vec<MenuError>,
 ) -> Result<(), MenuError> {
-    let label = if b.name.is_empty() {
-        format!("button {pos}")
-    } else {
-        format!("button {pos} ({})", b.name)
-    };
-    let fail = |key: &str, errcode: i64, reason: String| MenuError {
-        line: b.lines.of(key),
-        reason: format!("{label}: {reason}"),
-        errcode,
-    };
-    let (name_max, name_code) = if top {
-        (MAX_NAME_BYTES, 40018)
-    } else {
-        (MAX_SUB_NAME_BYTES, 40025)
-    };
-    if b.name.trim().is_empty() {
-        return Err(fail("name", name_code, "needs a name".into()));
-    }
-    if b.name.len() > name_max {
-        return Err(fail(
-            "name",
-            name_code,
-            format!(
-                "the name is {} bytes; WeChat allows {name_max} for a {} (a Chinese character is 3 bytes)",
-                b.name.len(),
-                if top { "top-level button" } else { "sub-button" }
-            ),
-        ));
-    }
-    let present: Vec<Field> = Field::ALL
-        .into_iter()
-        .filter(|f| b.field(*f).is_some())
-        .collect();
+    let at = At::new(b, pos, top);
+    check_name(&at)?;
     if !b.sub_button.is_empty() {
-        if !top {
-            return Err(fail(
-                "sub_button",
-                40023,
-                "a sub-button cannot have sub-buttons: WeChat menus have two levels".into(),
-            ));
-        }
-        if let Some(first) = present.first() {
-            return Err(fail(
-                first.name(),
-                40017,
-                format!("a button with sub-buttons only opens them, so it takes no {}; drop it, or the sub-buttons", first.name()),
-            ));
-        }
-        if b.kind.is_some() {
-            return Err(fail(
-                "type",
-                40017,
-                "a button with sub-buttons only opens them, so it takes no type; drop it, or the sub-buttons".into(),
-            ));
-        }
-        if let Some(extra) = b.sub_button.get(MAX_SUB_BUTTONS) {
-            return Err(MenuError {
-                line: extra.line(),
-                reason: format!(
-                    "{label}: WeChat allows {MAX_SUB_BUTTONS} sub-buttons, this one has {}",
-                    b.sub_button.len()
-                ),
-                errcode: 40023,
-            });
-        }
+        check_parent(&at)?;
         for (j, s) in b.sub_button.iter().enumerate() {
             check(s, &format!("{pos}.{}", j + 1), false, keys, warnings)?;
         }
         return Ok(());
     }
-    let type_code = if top { 40017 } else { 40024 };
+    check_leaf(&at)?;
+    if let Some(key) = b.key.as_deref() {
+        if let Some((_, first)) = keys.iter().find(|(k, _)| k == key) {
+            warnings.push(at.fail(
+                "key",
+                0,
+                format!("key {key:?} is also button {first}'s, so both send the same event"),
+            ));
+        } else {
+            keys.push((key.to_owned(), pos.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// The button being checked, with how its errors name it.
+struct At<'a> {
+    b: &'a Button,
+    top: bool,
+    label: String,
+}
+
+impl<'a> At<'a> {
+    fn new(b: &'a Button, pos: &str, top: bool) -> At<'a> {
+        let label = if b.name.is_empty() {
+            format!("button {pos}")
+        } else {
+            format!("button {pos} ({})", b.name)
+        };
+        At { b, top, label }
+    }
+
+    /// An error at the line of `key` in this button.
+    fn fail(&self, key: &str, errcode: i64, reason: String) -> MenuError {
+        MenuError {
+            line: self.b.lines.of(key),
+            reason: format!("{}: {reason}", self.label),
+            errcode,
+        }
+    }
+
+    /// The fields this button sets.
+    fn present(&self) -> Vec<Field> {
+        Field::ALL
+            .into_iter()
+            .filter(|f| self.b.field(*f).is_some())
+            .collect()
+    }
+}
+
+/// A name is required, and WeChat counts its length in bytes, with a tighter limit below the top.
+fn check_name(at: &At<'_>) -> Result<(), MenuError> {
+    let b = at.b;
+    let (name_max, name_code) = if at.top {
+        (MAX_NAME_BYTES, 40018)
+    } else {
+        (MAX_SUB_NAME_BYTES, 40025)
+    };
+    if b.name.trim().is_empty() {
+        return Err(at.fail("name", name_code, "needs a name".into()));
+    }
+    if b.name.len() > name_max {
+        return Err(at.fail(
+            "name",
+            name_code,
+            format!(
+                "the name is {} bytes; WeChat allows {name_max} for a {} (a Chinese character is 3 bytes)",
+                b.name.len(),
+                if at.top { "top-level button" } else { "sub-button" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A button with sub-buttons only opens them: it is top-level, has no type or fields of its
+/// own, and no more sub-buttons than WeChat shows.
+fn check_parent(at: &At<'_>) -> Result<(), MenuError> {
+    let b = at.b;
+    if !at.top {
+        return Err(at.fail(
+            "sub_button",
+            40023,
+            "a sub-button cannot have sub-buttons: WeChat menus have two levels".into(),
+        ));
+    }
+    if let Some(first) = at.present().first() {
+        return Err(at.fail(
+            first.name(),
+            40017,
+            format!("a button with sub-buttons only opens them, so it takes no {}; drop it, or the sub-buttons", first.name()),
+        ));
+    }
+    if b.kind.is_some() {
+        return Err(at.fail(
+            "type",
+            40017,
+            "a button with sub-buttons only opens them, so it takes no type; drop it, or the sub-buttons".into(),
+        ));
+    }
+    if let Some(extra) = b.sub_button.get(MAX_SUB_BUTTONS) {
+        return Err(MenuError {
+            line: extra.line(),
+            reason: format!(
+                "{}: WeChat allows {MAX_SUB_BUTTONS} sub-buttons, this one has {}",
+                at.label,
+                b.sub_button.len()
+            ),
+            errcode: 40023,
+        });
+    }
+    Ok(())
+}
+
+/// A leaf button has a known type and exactly the fields that type takes, each valid.
+fn check_leaf(at: &At<'_>) -> Result<(), MenuError> {
+    let b = at.b;
+    let type_code = if at.top { 40017 } else { 40024 };
     let Some(kind) = &b.kind else {
-        let reason = if top {
+        let reason = if at.top {
             "needs a type (click, view, ...) or [[button.sub_button]] entries"
         } else {
             "needs a type (click, view, ...)"
         };
-        return Err(fail("name", type_code, reason.into()));
+        return Err(at.fail("name", type_code, reason.into()));
     };
     let Some(ty) = ButtonType::parse(kind) else {
         let all: Vec<&str> = ButtonType::ALL.iter().map(|t| t.name()).collect();
-        return Err(fail(
+        return Err(at.fail(
             "type",
             type_code,
             format!(
@@ -468,8 +524,8 @@ fn check(
     let needs: Vec<&str> = ty.fields().iter().map(|f| f.name()).collect();
     // A field that does not fit first: it says more about the mistake (a url on a click
     // button usually means type = "view") than the field that is missing.
-    if let Some(f) = present.iter().find(|f| !ty.fields().contains(f)) {
-        return Err(fail(
+    if let Some(f) = at.present().iter().find(|f| !ty.fields().contains(f)) {
+        return Err(at.fail(
             f.name(),
             type_code,
             format!(
@@ -483,24 +539,15 @@ fn check(
     for f in ty.fields() {
         match b.field(*f) {
             None => {
-                return Err(fail(
+                return Err(at.fail(
                     "type",
                     type_code,
                     format!("a {ty} button needs {}", needs.join(" and ")),
                 ))
             }
-            Some(v) => check_value(*f, v, top).map_err(|(code, r)| fail(f.name(), code, r))?,
-        }
-    }
-    if let Some(key) = b.key.as_deref() {
-        if let Some((_, first)) = keys.iter().find(|(k, _)| k == key) {
-            warnings.push(fail(
-                "key",
-                0,
-                format!("key {key:?} is also button {first}'s, so both send the same event"),
-            ));
-        } else {
-            keys.push((key.to_owned(), pos.to_owned()));
+            Some(v) => {
+                check_value(*f, v, at.top).map_err(|(code, r)| at.fail(f.name(), code, r))?
+            }
         }
     }
     Ok(())
