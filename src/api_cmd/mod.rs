@@ -17,7 +17,7 @@ use args::{Job, TokenJob};
 
 use crate::api::menu::{self, Menu};
 use crate::api::token::{read_cache, Held};
-use crate::api::{ApiError, Client};
+use crate::api::{ApiConfig, ApiError, Client};
 use crate::log::utc;
 use crate::protocol::message::{Event, Kind, Message};
 use crate::rules::{KeyMatch, Matcher, RuleSet};
@@ -26,72 +26,9 @@ use crate::text::redact_url;
 /// Runs a job; returns the exit code.
 pub fn run(job: Job) -> u8 {
     match job {
-        Job::MenuCheck { file, rules } => match check(&file, rules.as_deref()) {
-            Err(code) => code,
-            Ok(menu) => {
-                for line in menu.describe() {
-                    println!("{line}");
-                }
-                let subs: usize = menu.buttons().iter().map(|b| b.sub_button.len()).sum();
-                println!(
-                    "{}: {} buttons, {subs} sub-buttons OK",
-                    file.display(),
-                    menu.buttons().len()
-                );
-                0
-            }
-        },
-        Job::MenuPush { file, rules, api } => {
-            let menu = match check(&file, rules.as_deref()) {
-                Ok(menu) => menu,
-                Err(code) => {
-                    eprintln!("wxmp: nothing was sent");
-                    return code;
-                }
-            };
-            let client = Client::new(api);
-            finish(&client, client.create_menu(&menu), |()| {
-                println!(
-                    "menu pushed: {} buttons from {} (WeChat shows it when a user next opens the chat, within about 5 minutes)",
-                    menu.all_buttons().count(),
-                    file.display()
-                );
-                0
-            })
-        }
-        Job::MenuShow(api) => {
-            let client = Client::new(api);
-            finish(&client, client.get_menu(), |value| {
-                let buttons = match menu::buttons_of(&value) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        eprintln!(
-                            "wxmp: WeChat's answer to menu/get is not a menu wxmp can read: {e}"
-                        );
-                        return 1;
-                    }
-                };
-                print!("{}", menu::to_toml(&buttons));
-                let count =
-                    buttons.len() + buttons.iter().map(|b| b.sub_button.len()).sum::<usize>();
-                match Menu::from_buttons(buttons) {
-                    Ok(_) => eprintln!("wxmp: the menu has {count} buttons"),
-                    // A menu made elsewhere that wxmp would not push as it is; shown anyway.
-                    Err(e) => eprintln!(
-                        "wxmp: warning: wxmp menu push would refuse this menu as it is: {}",
-                        e.reason
-                    ),
-                }
-                let conditional = value
-                    .get("conditionalmenu")
-                    .and_then(|c| c.as_array())
-                    .map_or(0, Vec::len);
-                if conditional > 0 {
-                    eprintln!("wxmp: {conditional} conditional menus (个性化菜单) are not shown");
-                }
-                0
-            })
-        }
+        Job::MenuCheck { file, rules } => menu_check(&file, rules.as_deref()),
+        Job::MenuPush { file, rules, api } => menu_push(&file, rules.as_deref(), api),
+        Job::MenuShow(api) => menu_show(api),
         Job::MenuDelete(api) => {
             let client = Client::new(api);
             finish(&client, client.delete_menu(), |()| {
@@ -128,6 +65,77 @@ pub fn run(job: Job) -> u8 {
         }
         Job::Token(job) => token(job),
     }
+}
+
+/// `wxmp menu check`: the menu's buttons, then a count.
+fn menu_check(file: &Path, rules: Option<&Path>) -> u8 {
+    match check(file, rules) {
+        Err(code) => code,
+        Ok(menu) => {
+            for line in menu.describe() {
+                println!("{line}");
+            }
+            let subs: usize = menu.buttons().iter().map(|b| b.sub_button.len()).sum();
+            println!(
+                "{}: {} buttons, {subs} sub-buttons OK",
+                file.display(),
+                menu.buttons().len()
+            );
+            0
+        }
+    }
+}
+
+/// `wxmp menu push`: checked first, so nothing is sent when the file is wrong.
+fn menu_push(file: &Path, rules: Option<&Path>, api: ApiConfig) -> u8 {
+    let menu = match check(file, rules) {
+        Ok(menu) => menu,
+        Err(code) => {
+            eprintln!("wxmp: nothing was sent");
+            return code;
+        }
+    };
+    let client = Client::new(api);
+    finish(&client, client.create_menu(&menu), |()| {
+        println!(
+            "menu pushed: {} buttons from {} (WeChat shows it when a user next opens the chat, within about 5 minutes)",
+            menu.all_buttons().count(),
+            file.display()
+        );
+        0
+    })
+}
+
+/// `wxmp menu show`: the menu as a menu file, with warnings on stderr.
+fn menu_show(api: ApiConfig) -> u8 {
+    let client = Client::new(api);
+    finish(&client, client.get_menu(), |value| {
+        let buttons = match menu::buttons_of(&value) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("wxmp: WeChat's answer to menu/get is not a menu wxmp can read: {e}");
+                return 1;
+            }
+        };
+        print!("{}", menu::to_toml(&buttons));
+        let count = buttons.len() + buttons.iter().map(|b| b.sub_button.len()).sum::<usize>();
+        match Menu::from_buttons(buttons) {
+            Ok(_) => eprintln!("wxmp: the menu has {count} buttons"),
+            // A menu made elsewhere that wxmp would not push as it is; shown anyway.
+            Err(e) => eprintln!(
+                "wxmp: warning: wxmp menu push would refuse this menu as it is: {}",
+                e.reason
+            ),
+        }
+        let conditional = value
+            .get("conditionalmenu")
+            .and_then(|c| c.as_array())
+            .map_or(0, Vec::len);
+        if conditional > 0 {
+            eprintln!("wxmp: {conditional} conditional menus (个性化菜单) are not shown");
+        }
+        0
+    })
 }
 
 /// Prints the outcome of an API call and any token-cache problems; returns the exit code.
