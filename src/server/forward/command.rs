@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -105,22 +105,9 @@ fn supervise(
     stderr_log: &mut StderrLog<'_>,
 ) -> Result<(std::process::ExitStatus, Vec<u8>), CallError> {
     let pid = Pid::from_child(child);
-    let mut stdin = child.stdin.take();
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    for fd in [
-        stdin.as_ref().map(AsFd::as_fd),
-        stdout.as_ref().map(AsFd::as_fd),
-        stderr.as_ref().map(AsFd::as_fd),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        rustix::io::ioctl_fionbio(fd, true).map_err(|e| CallError::Io(e.to_string()))?;
-    }
-    let mut written = 0;
+    let mut pipes = Pipes::nonblocking(child)?;
     if input.is_empty() {
-        stdin = None;
+        pipes.stdin = None;
     }
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];
@@ -139,12 +126,12 @@ fn supervise(
                 // Anything it left running (a background child holding stdout) goes now; what
                 // it wrote before it exited is still in the pipe.
                 let _ = kill_process_group(pid, Signal::KILL);
-                stdin = None;
+                pipes.stdin = None;
                 drain_until = Some(Instant::now() + DRAIN);
             }
         }
         match drain_until {
-            Some(until) if (stdout.is_none() && stderr.is_none()) || Instant::now() >= until => {
+            Some(until) if pipes.drained() || Instant::now() >= until => {
                 let status = child.wait().map_err(|e| CallError::Io(e.to_string()))?;
                 return Ok((status, out));
             }
@@ -154,14 +141,62 @@ fn supervise(
             None if cancelled() => return Err(CallError::Cancelled),
             None => {}
         }
+        pipes.pump(input, &mut out, &mut buf, stderr_log)?;
+    }
+}
+
+/// A command's three pipes, non-blocking, each `None` once closed.
+struct Pipes {
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    /// How much of the input has been written.
+    written: usize,
+}
+
+impl Pipes {
+    fn nonblocking(child: &mut Child) -> Result<Pipes, CallError> {
+        let pipes = Pipes {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            written: 0,
+        };
+        for fd in [
+            pipes.stdin.as_ref().map(AsFd::as_fd),
+            pipes.stdout.as_ref().map(AsFd::as_fd),
+            pipes.stderr.as_ref().map(AsFd::as_fd),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            rustix::io::ioctl_fionbio(fd, true).map_err(|e| CallError::Io(e.to_string()))?;
+        }
+        Ok(pipes)
+    }
+
+    /// Both output pipes are closed: nothing more can come.
+    fn drained(&self) -> bool {
+        self.stdout.is_none() && self.stderr.is_none()
+    }
+
+    /// One round: waits up to `POLL` for any pipe, then feeds stdin, collects stdout and logs
+    /// stderr as far as they go without blocking.
+    fn pump(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        buf: &mut [u8],
+        stderr_log: &mut StderrLog<'_>,
+    ) -> Result<(), CallError> {
         let mut fds = Vec::with_capacity(3);
-        if let Some(w) = &stdin {
+        if let Some(w) = &self.stdin {
             fds.push(PollFd::new(w, PollFlags::OUT));
         }
-        if let Some(r) = &stdout {
+        if let Some(r) = &self.stdout {
             fds.push(PollFd::new(r, PollFlags::IN));
         }
-        if let Some(r) = &stderr {
+        if let Some(r) = &self.stderr {
             fds.push(PollFd::new(r, PollFlags::IN));
         }
         let timeout = Timespec {
@@ -173,20 +208,20 @@ fn supervise(
             Err(e) => return Err(CallError::Io(e.to_string())),
         }
         drop(fds);
-        if let Some(w) = &mut stdin {
-            match w.write(&input[written..]) {
-                Ok(n) => written += n,
+        if let Some(w) = &mut self.stdin {
+            match w.write(&input[self.written..]) {
+                Ok(n) => self.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // A program that does not read its input is its own business.
-                Err(_) => written = input.len(),
+                Err(_) => self.written = input.len(),
             }
-            if written >= input.len() {
-                stdin = None;
+            if self.written >= input.len() {
+                self.stdin = None;
             }
         }
-        if let Some(r) = &mut stdout {
-            match drain(r, &mut buf, |chunk| out.extend_from_slice(chunk)) {
-                Ok(open) if !open => stdout = None,
+        if let Some(r) = &mut self.stdout {
+            match drain(r, buf, |chunk| out.extend_from_slice(chunk)) {
+                Ok(open) if !open => self.stdout = None,
                 Ok(_) => {}
                 Err(e) => return Err(CallError::Io(e.to_string())),
             }
@@ -194,12 +229,13 @@ fn supervise(
                 return Err(CallError::TooLarge);
             }
         }
-        if let Some(r) = &mut stderr {
+        if let Some(r) = &mut self.stderr {
             // An error reading stderr ends its logging, not the command.
-            if !drain(r, &mut buf, |chunk| stderr_log.feed(chunk)).unwrap_or(false) {
-                stderr = None;
+            if !drain(r, buf, |chunk| stderr_log.feed(chunk)).unwrap_or(false) {
+                self.stderr = None;
             }
         }
+        Ok(())
     }
 }
 
