@@ -191,175 +191,31 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
     };
     let mut problems = Vec::new();
     let mut accounts = Vec::new();
-    let mut names: HashMap<String, usize> = HashMap::new();
-    let mut paths: HashMap<String, (String, usize)> = HashMap::new();
+    let mut seen = Seen::default();
     let mut inline = false;
     for (i, spanned) in raw.account.into_iter().enumerate() {
         let header = spanned.span();
         let line = line_of(text, header.start);
         let raw = spanned.into_inner();
-        let mut errors: Vec<(Option<Range<usize>>, String)> = Vec::new();
+        let mut errors: Errors = Vec::new();
         let label = raw.name.as_ref().map_or_else(
             || format!("account {}", i + 1),
             |n| format!("account {:?}", n.get_ref()),
         );
-        let name = match &raw.name {
-            None => {
-                errors.push((
-                    None,
-                    "no name: add name = \"...\" (letters, digits, - and _)".into(),
-                ));
-                None
-            }
-            Some(n) if !valid_name(n.get_ref()) => {
-                errors.push((
-                    Some(n.span()),
-                    format!(
-                        "invalid name {:?}: use letters, digits, - and _",
-                        n.get_ref()
-                    ),
-                ));
-                None
-            }
-            Some(n) => {
-                if let Some(first) = names.get(n.get_ref()) {
-                    errors.push((
-                        Some(n.span()),
-                        format!("duplicate name {:?}: line {first} has it too", n.get_ref()),
-                    ));
-                } else {
-                    names.insert(n.get_ref().clone(), line_of(text, n.span().start));
-                }
-                Some(n.get_ref().clone())
-            }
-        };
-        let path = match &raw.path {
-            Some(p) => Some((p.get_ref().clone(), Some(p.span()))),
-            None => name.as_ref().map(|n| (format!("{DEFAULT_PATH}/{n}"), None)),
-        };
-        if let Some((path, span)) = &path {
-            if let Err(why) = valid_path(path) {
-                errors.push((span.clone(), why));
-            } else if let Some((other, at)) = paths.get(path) {
-                errors.push((
-                    span.clone(),
-                    format!("duplicate path {path:?}: account {other:?} (line {at}) answers there"),
-                ));
-            } else {
-                paths.insert(
-                    path.clone(),
-                    (
-                        name.clone().unwrap_or_default(),
-                        span.as_ref().map_or(line, |s| line_of(text, s.start)),
-                    ),
-                );
-            }
-        }
-        let mut sources = Vec::new();
-        let mut secrets: HashMap<&'static str, (String, Option<Range<usize>>)> = HashMap::new();
-        for key in SECRETS {
-            match secret(&raw, key, &dir, cx) {
-                Ok(None) => {}
-                Ok(Some((value, source, span))) => {
-                    inline |= source == Source::Inline;
-                    sources.push((key, source));
-                    secrets.insert(key, (value, Some(span)));
-                }
-                Err((span, why)) => errors.push((span, why)),
-            }
-        }
-        let secrets_hash = {
-            let mut resolved: Vec<(&str, &str)> =
-                secrets.iter().map(|(k, (v, _))| (*k, v.as_str())).collect();
-            resolved.sort();
-            let mut h = DefaultHasher::new();
-            resolved.hash(&mut h);
-            h.finish()
-        };
-        let token = match secrets.remove("token") {
-            None if !errors.iter().any(|(_, e)| e.starts_with("token")) => {
-                errors.push((
-                    None,
-                    "no token: set token, token_env or token_file (the Token from the console)"
-                        .into(),
-                ));
-                None
-            }
-            None => None,
-            Some((t, span)) => match Token::new(&t) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    errors.push((span, format!("invalid token: {e}")));
-                    None
-                }
-            },
-        };
+        let name = seen.name(&raw, text, &mut errors);
+        let path = seen.path(&raw, name.as_ref(), text, line, &mut errors);
+        let Secrets {
+            values: mut secrets,
+            sources,
+            hash: secrets_hash,
+        } = read_secrets(&raw, &dir, cx, &mut inline, &mut errors);
+        let token = token_of(secrets.remove("token"), &mut errors);
         let app_id = raw.appid.as_ref().map(|a| a.get_ref().trim().to_owned());
         let aes_key = secrets.get("aes_key").map(|(k, _)| Secret::new(k.trim()));
-        let safe = match (secrets.remove("aes_key"), &app_id) {
-            (None, _) => None,
-            (Some((_, span)), None) => {
-                errors.push((
-                    span,
-                    "an aes_key needs its appid: safe mode checks and signs with both".into(),
-                ));
-                None
-            }
-            (Some((key, span)), Some(app_id)) => match AesKey::from_encoding_aes_key(key.trim()) {
-                Ok(key) => Some(SafeMode {
-                    key,
-                    app_id: app_id.clone(),
-                }),
-                Err(e) => {
-                    errors.push((span, format!("invalid aes_key: {e}")));
-                    None
-                }
-            },
-        };
-        let api = match (secrets.remove("secret"), &app_id) {
-            (None, _) => None,
-            (Some((_, span)), None) => {
-                errors.push((span, "a secret (AppSecret) needs its appid".into()));
-                None
-            }
-            (Some((s, _)), Some(app_id)) => Some(ApiConfig {
-                app_id: app_id.clone(),
-                secret: Secret::new(s.trim()),
-                api_base: cx.api.api_base.clone(),
-                token_cache: cx.api.cache_home.as_ref().and_then(|home| {
-                    default_token_cache(app_id, &|v| {
-                        (v == "XDG_CACHE_HOME").then(|| home.display().to_string())
-                    })
-                }),
-                token_endpoint: cx.api.token_endpoint,
-                timeout: API_TIMEOUT,
-            }),
-        };
-        let late = match raw.late.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
-            None if api.is_some() => Late::Kf,
-            None | Some(("stretch", _)) => Late::Stretch,
-            Some(("kf", span)) if api.is_none() => {
-                errors.push((
-                    Some(span),
-                    "late = \"kf\" sends late answers through the customer-service API, which needs appid and secret".into(),
-                ));
-                Late::Stretch
-            }
-            Some(("kf", _)) => Late::Kf,
-            Some((other, span)) => {
-                errors.push((
-                    Some(span),
-                    format!("invalid late {other:?}: expected stretch or kf"),
-                ));
-                Late::Stretch
-            }
-        };
-        let capacity = number(&raw.forward_capacity, 1, 10_000, DEFAULT_CAPACITY as u64)
-            .map_err(|(span, why)| errors.push((span, format!("forward_capacity: {why}"))))
-            .unwrap_or(DEFAULT_CAPACITY as u64);
-        let kf_wait = number(&raw.kf_wait, 5, 3600, DEFAULT_KF_WAIT.as_secs())
-            .map_err(|(span, why)| errors.push((span, format!("kf_wait: {why} seconds"))))
-            .unwrap_or(DEFAULT_KF_WAIT.as_secs());
+        let safe = safe_of(secrets.remove("aes_key"), app_id.as_ref(), &mut errors);
+        let api = api_of(secrets.remove("secret"), app_id.as_ref(), cx, &mut errors);
+        let late = late_of(&raw, api.is_some(), &mut errors);
+        let (capacity, kf_wait) = numbers(&raw, &mut errors);
         let rules = raw.rules.as_ref().map(|r| dir.join(r.get_ref()));
         let digest = {
             let mut h = DefaultHasher::new();
@@ -368,11 +224,7 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
             h.finish()
         };
         if !errors.is_empty() {
-            problems.extend(errors.into_iter().map(|(span, why)| Problem {
-                file: name_of(file),
-                line: Some(span.map_or(line, |s| line_of(text, s.start))),
-                reason: format!("{label}: {why}"),
-            }));
+            problems.extend(located(errors, file, text, line, &label));
             continue;
         }
         let (Some(name), Some((path, _)), Some(token)) = (name, path, token) else {
@@ -407,15 +259,277 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
         problems.sort_by_key(|p| p.line);
         return Err(problems);
     }
-    let mut warnings = Vec::new();
-    if let Some(mode) = cx.mode.filter(|m| inline && m & 0o077 != 0) {
-        warnings.push(format!(
-            "{name} holds secrets inline and is readable by {} (mode {:o}): chmod 600 it, or move the secrets to <key>_env or <key>_file",
-            if mode & 0o007 != 0 { "others" } else { "its group" },
-            mode & 0o777
-        ));
-    }
+    let warnings = cx
+        .mode
+        .filter(|m| inline && m & 0o077 != 0)
+        .map(|mode| readable_warning(&name, mode))
+        .into_iter()
+        .collect();
     Ok(Accounts { accounts, warnings })
+}
+
+/// The warning for inline secrets in a file that group or others can read.
+fn readable_warning(name: &str, mode: u32) -> String {
+    format!(
+        "{name} holds secrets inline and is readable by {} (mode {:o}): chmod 600 it, or move the secrets to <key>_env or <key>_file",
+        if mode & 0o007 != 0 { "others" } else { "its group" },
+        mode & 0o777
+    )
+}
+
+/// An error found in one account: where (a span in the file), and why.
+type Errors = Vec<(Option<Range<usize>>, String)>;
+
+/// A secret as read: its value and the span of the key that gave it.
+type Found = (String, Option<Range<usize>>);
+
+/// The names and paths met so far, to report duplicates with the line of the first.
+#[derive(Default)]
+struct Seen {
+    names: HashMap<String, usize>,
+    paths: HashMap<String, (String, usize)>,
+}
+
+impl Seen {
+    /// The account's name, when it is present, valid and not a duplicate.
+    fn name(&mut self, raw: &RawAccount, text: &str, errors: &mut Errors) -> Option<String> {
+        match &raw.name {
+            None => {
+                errors.push((
+                    None,
+                    "no name: add name = \"...\" (letters, digits, - and _)".into(),
+                ));
+                None
+            }
+            Some(n) if !valid_name(n.get_ref()) => {
+                errors.push((
+                    Some(n.span()),
+                    format!(
+                        "invalid name {:?}: use letters, digits, - and _",
+                        n.get_ref()
+                    ),
+                ));
+                None
+            }
+            Some(n) => {
+                if let Some(first) = self.names.get(n.get_ref()) {
+                    errors.push((
+                        Some(n.span()),
+                        format!("duplicate name {:?}: line {first} has it too", n.get_ref()),
+                    ));
+                } else {
+                    self.names
+                        .insert(n.get_ref().clone(), line_of(text, n.span().start));
+                }
+                Some(n.get_ref().clone())
+            }
+        }
+    }
+
+    /// The account's path (its own, or the default from its name) and the span it came from.
+    fn path(
+        &mut self,
+        raw: &RawAccount,
+        name: Option<&String>,
+        text: &str,
+        line: usize,
+        errors: &mut Errors,
+    ) -> Option<(String, Option<Range<usize>>)> {
+        let path = match &raw.path {
+            Some(p) => Some((p.get_ref().clone(), Some(p.span()))),
+            None => name.map(|n| (format!("{DEFAULT_PATH}/{n}"), None)),
+        };
+        if let Some((path, span)) = &path {
+            if let Err(why) = valid_path(path) {
+                errors.push((span.clone(), why));
+            } else if let Some((other, at)) = self.paths.get(path) {
+                errors.push((
+                    span.clone(),
+                    format!("duplicate path {path:?}: account {other:?} (line {at}) answers there"),
+                ));
+            } else {
+                self.paths.insert(
+                    path.clone(),
+                    (
+                        name.cloned().unwrap_or_default(),
+                        span.as_ref().map_or(line, |s| line_of(text, s.start)),
+                    ),
+                );
+            }
+        }
+        path
+    }
+}
+
+/// An account's secrets as read.
+struct Secrets {
+    values: HashMap<&'static str, Found>,
+    /// Where each came from, for `check-accounts`.
+    sources: Vec<(&'static str, Source)>,
+    /// A hash of the values, to tell a changed account on reload.
+    hash: u64,
+}
+
+/// Every secret of the account, from where it was given.
+fn read_secrets(
+    raw: &RawAccount,
+    dir: &Path,
+    cx: &Context<'_>,
+    inline: &mut bool,
+    errors: &mut Errors,
+) -> Secrets {
+    let mut sources = Vec::new();
+    let mut secrets: HashMap<&'static str, (String, Option<Range<usize>>)> = HashMap::new();
+    for key in SECRETS {
+        match secret(raw, key, dir, cx) {
+            Ok(None) => {}
+            Ok(Some((value, source, span))) => {
+                *inline |= source == Source::Inline;
+                sources.push((key, source));
+                secrets.insert(key, (value, Some(span)));
+            }
+            Err((span, why)) => errors.push((span, why)),
+        }
+    }
+    let secrets_hash = {
+        let mut resolved: Vec<(&str, &str)> =
+            secrets.iter().map(|(k, (v, _))| (*k, v.as_str())).collect();
+        resolved.sort();
+        let mut h = DefaultHasher::new();
+        resolved.hash(&mut h);
+        h.finish()
+    };
+    Secrets {
+        values: secrets,
+        sources,
+        hash: secrets_hash,
+    }
+}
+
+/// The token, required and valid.
+fn token_of(token: Option<Found>, errors: &mut Errors) -> Option<Token> {
+    match token {
+        None if !errors.iter().any(|(_, e)| e.starts_with("token")) => {
+            errors.push((
+                None,
+                "no token: set token, token_env or token_file (the Token from the console)".into(),
+            ));
+            None
+        }
+        None => None,
+        Some((t, span)) => match Token::new(&t) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push((span, format!("invalid token: {e}")));
+                None
+            }
+        },
+    }
+}
+
+/// Safe mode, when an aes_key is given: it needs the AppID too.
+fn safe_of(
+    aes_key: Option<Found>,
+    app_id: Option<&String>,
+    errors: &mut Errors,
+) -> Option<SafeMode> {
+    match (aes_key, app_id) {
+        (None, _) => None,
+        (Some((_, span)), None) => {
+            errors.push((
+                span,
+                "an aes_key needs its appid: safe mode checks and signs with both".into(),
+            ));
+            None
+        }
+        (Some((key, span)), Some(app_id)) => match AesKey::from_encoding_aes_key(key.trim()) {
+            Ok(key) => Some(SafeMode {
+                key,
+                app_id: app_id.clone(),
+            }),
+            Err(e) => {
+                errors.push((span, format!("invalid aes_key: {e}")));
+                None
+            }
+        },
+    }
+}
+
+/// The API client's settings, when a secret is given: it needs the AppID too.
+fn api_of(
+    secret: Option<Found>,
+    app_id: Option<&String>,
+    cx: &Context<'_>,
+    errors: &mut Errors,
+) -> Option<ApiConfig> {
+    match (secret, app_id) {
+        (None, _) => None,
+        (Some((_, span)), None) => {
+            errors.push((span, "a secret (AppSecret) needs its appid".into()));
+            None
+        }
+        (Some((s, _)), Some(app_id)) => Some(ApiConfig {
+            app_id: app_id.clone(),
+            secret: Secret::new(s.trim()),
+            api_base: cx.api.api_base.clone(),
+            token_cache: cx.api.cache_home.as_ref().and_then(|home| {
+                default_token_cache(app_id, &|v| {
+                    (v == "XDG_CACHE_HOME").then(|| home.display().to_string())
+                })
+            }),
+            token_endpoint: cx.api.token_endpoint,
+            timeout: API_TIMEOUT,
+        }),
+    }
+}
+
+/// One account's errors as problems: each at the line of its span, or at the account's header.
+fn located<'a>(
+    errors: Errors,
+    file: &'a Path,
+    text: &'a str,
+    line: usize,
+    label: &'a str,
+) -> impl Iterator<Item = Problem> + 'a {
+    errors.into_iter().map(move |(span, why)| Problem {
+        file: name_of(file),
+        line: Some(span.map_or(line, |s| line_of(text, s.start))),
+        reason: format!("{label}: {why}"),
+    })
+}
+
+/// `forward_capacity` and `kf_wait` (seconds), each in its range or its default.
+fn numbers(raw: &RawAccount, errors: &mut Errors) -> (u64, u64) {
+    let capacity = number(&raw.forward_capacity, 1, 10_000, DEFAULT_CAPACITY as u64)
+        .map_err(|(span, why)| errors.push((span, format!("forward_capacity: {why}"))))
+        .unwrap_or(DEFAULT_CAPACITY as u64);
+    let kf_wait = number(&raw.kf_wait, 5, 3600, DEFAULT_KF_WAIT.as_secs())
+        .map_err(|(span, why)| errors.push((span, format!("kf_wait: {why} seconds"))))
+        .unwrap_or(DEFAULT_KF_WAIT.as_secs());
+    (capacity, kf_wait)
+}
+
+/// How late answers go out: kf by default with an AppSecret, as with the flags.
+fn late_of(raw: &RawAccount, has_api: bool, errors: &mut Errors) -> Late {
+    match raw.late.as_ref().map(|l| (l.get_ref().as_str(), l.span())) {
+        None if has_api => Late::Kf,
+        None | Some(("stretch", _)) => Late::Stretch,
+        Some(("kf", span)) if !has_api => {
+            errors.push((
+            Some(span),
+            "late = \"kf\" sends late answers through the customer-service API, which needs appid and secret".into(),
+        ));
+            Late::Stretch
+        }
+        Some(("kf", _)) => Late::Kf,
+        Some((other, span)) => {
+            errors.push((
+                Some(span),
+                format!("invalid late {other:?}: expected stretch or kf"),
+            ));
+            Late::Stretch
+        }
+    }
 }
 
 /// Reads the accounts file at `file` and parses it, the permission bits included.
