@@ -5,7 +5,7 @@
 //! and the log format. All defaults live here; nothing here knows the server.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -104,6 +104,8 @@ pub const SERVE: &[Setting] = &[
     Setting::switch("quiet", "log refused requests only").env("WXMP_QUIET").default("off"),
     Setting::switch("log-openid", "log whole OpenIDs (personal data), not a hash").env("WXMP_LOG_OPENID").default("off"),
     Setting::value("metrics-addr", "ADDR", "a listener for /metrics and wxmp tail (127.0.0.1:9100)").env("WXMP_METRICS_ADDR").default("off"),
+    Setting::value("api-proxy", "ADDR", "the API gateway: your code calls WeChat here, token-free (127.0.0.1:9200)").env("WXMP_API_PROXY").default("off"),
+    Setting::value("api-proxy-allow", "CIDRS", "networks besides loopback that may call the gateway (172.17.0.0/16)").env("WXMP_API_PROXY_ALLOW").default("loopback only"),
 ];
 
 /// `wxmp [serve]`'s command line.
@@ -135,6 +137,8 @@ pub struct Config {
     /// Where the retry store, the seen queries and the access_token live: this process's
     /// memory, or a Redis shared by several instances.
     pub store: StoreConfig,
+    /// The API gateway (`--api-proxy`); `None`: off.
+    pub gateway: Option<Gateway>,
     /// The log's format: text or JSON.
     pub log: Format,
     /// Settings that are accepted but probably not meant; the server logs them at start.
@@ -308,6 +312,74 @@ impl Forward {
     pub const RESERVE: usize = 32;
 }
 
+/// The API gateway: where it listens and who besides loopback may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub addr: SocketAddr,
+    /// Networks whose peers may call it besides loopback (`--api-proxy-allow`).
+    pub allow: Vec<Cidr>,
+}
+
+impl Gateway {
+    /// A loopback peer always may; any other only from an allowed network.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        let peer = unmapped(peer);
+        peer.is_loopback() || self.allow.iter().any(|c| c.contains(peer))
+    }
+}
+
+/// An IPv4 address that reached an IPv6 socket (`::ffff:a.b.c.d`) as the IPv4 address it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// A network, `172.17.0.0/16` or `fd00::/8`; a bare address is a network of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (ip, prefix) = match s.trim().split_once('/') {
+            Some((ip, p)) => (ip, Some(p.parse::<u8>().ok()?)),
+            None => (s.trim(), None),
+        };
+        let net = unmapped(ip.parse::<IpAddr>().ok()?);
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { net, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, unmapped(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
 /// Default request-handler threads: enough to keep both cores busy while some requests wait on
 /// a duplicate or a slow client, few enough to keep memory small.
 pub fn default_threads() -> usize {
@@ -367,6 +439,8 @@ impl Config {
             }
         };
         let listen = listen(&args, &mut warnings)?;
+        let file = matches!(accounts, Accounts::File { .. });
+        let gateway = gateway(&args, api.is_some(), file, &mut warnings)?;
         let replay_window = replay_window(&args, &mut warnings)?;
         let cache_mb: usize = args.number("cache-mb", DEFAULT_CACHE_MB)?;
         let log = match args.get("log-format") {
@@ -393,6 +467,7 @@ impl Config {
             api,
             replay_window,
             store: store(&args)?,
+            gateway,
             log,
             warnings,
         })
@@ -610,6 +685,58 @@ fn replay_window(args: &Args, warnings: &mut Vec<String>) -> Result<u64, UsageEr
         ));
     }
     Ok(window)
+}
+
+/// The gateway holds one account's token: `api` says the flags configure it; `accounts_file`
+/// that an accounts file (many accounts, none of them the gateway's) is in use.
+fn gateway(
+    args: &Args,
+    api: bool,
+    accounts_file: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Gateway>, UsageError> {
+    let allow = match args.get("api-proxy-allow") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| {
+                Cidr::parse(c).ok_or_else(|| {
+                    UsageError(format!(
+                        "invalid network {:?} (--api-proxy-allow / WXMP_API_PROXY_ALLOW): expected CIDR[,CIDR...], like 172.17.0.0/16",
+                        c.trim()
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let Some(a) = args.get("api-proxy") else {
+        if !allow.is_empty() {
+            warnings.push("--api-proxy-allow / WXMP_API_PROXY_ALLOW is set without --api-proxy / WXMP_API_PROXY: there is no gateway to allow anyone into".to_owned());
+        }
+        return Ok(None);
+    };
+    let addr = a.trim().parse::<SocketAddr>().map_err(|_| {
+        UsageError(format!(
+            "invalid address {a:?} (--api-proxy / WXMP_API_PROXY): expected IP:PORT, like 127.0.0.1:9200"
+        ))
+    })?;
+    if accounts_file {
+        return Err(UsageError(
+            "--api-proxy (WXMP_API_PROXY) serves one account's access_token, and cannot be used with --accounts / WXMP_ACCOUNTS; run it in a wxmp of its own with that account's --appid and --secret".into(),
+        ));
+    }
+    if !api {
+        return Err(UsageError(
+            "--api-proxy (WXMP_API_PROXY) calls WeChat with wxmp's access_token, which needs --appid and --secret (WXMP_APPID, WXMP_SECRET)".into(),
+        ));
+    }
+    if !addr.ip().is_loopback() && allow.is_empty() {
+        return Err(UsageError(format!(
+            "--api-proxy (WXMP_API_PROXY) {addr} is not a loopback address: the gateway is a key to the whole account, so name the networks that may call it with --api-proxy-allow CIDR[,CIDR...] (WXMP_API_PROXY_ALLOW), e.g. 172.17.0.0/16 for Docker"
+        )));
+    }
+    Ok(Some(Gateway { addr, allow }))
 }
 
 fn forward(args: &Args, api: bool) -> Result<Forward, UsageError> {
@@ -976,6 +1103,75 @@ mod tests {
         assert!(c.warnings[0].contains("not checked"), "{:?}", c.warnings);
         let e = error(&["--replay-window", "86401"]);
         assert!(e.contains("--replay-window / WXMP_REPLAY_WINDOW"), "{e}");
+    }
+
+    #[test]
+    fn the_gateway_needs_the_api_and_loopback_or_named_networks() {
+        let api = ["--appid", "wx1", "--secret", "s"];
+        assert!(with_token(&api, &[]).unwrap().gateway.is_none());
+        let e = error(&["--api-proxy", "127.0.0.1:9200"]);
+        assert!(e.contains("needs --appid and --secret"), "{e}");
+        let g = with_token(
+            &[&api[..], &["--api-proxy", "127.0.0.1:9200"]].concat(),
+            &[],
+        )
+        .unwrap()
+        .gateway
+        .unwrap();
+        assert_eq!(g.addr, "127.0.0.1:9200".parse().unwrap());
+        assert!(g.allows("127.0.0.1".parse().unwrap()));
+        assert!(g.allows("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!g.allows("172.17.0.2".parse().unwrap()));
+        let e = error(&[&api[..], &["--api-proxy", "0.0.0.0:9200"]].concat());
+        assert!(
+            e.contains("--api-proxy-allow") && e.contains("not a loopback"),
+            "{e}"
+        );
+        let g = with_token(
+            &api,
+            &[
+                ("WXMP_API_PROXY", "0.0.0.0:9200"),
+                ("WXMP_API_PROXY_ALLOW", "172.17.0.0/16, fd00::/8"),
+            ],
+        )
+        .unwrap()
+        .gateway
+        .unwrap();
+        assert!(g.allows("172.17.3.4".parse().unwrap()));
+        assert!(g.allows("::ffff:172.17.0.9".parse().unwrap()));
+        assert!(!g.allows("172.18.0.1".parse().unwrap()));
+        assert!(g.allows("fd12::1".parse().unwrap()));
+        assert!(!g.allows("fe80::1".parse().unwrap()));
+        let e = error(
+            &[
+                &api[..],
+                &[
+                    "--api-proxy",
+                    "0.0.0.0:1",
+                    "--api-proxy-allow",
+                    "10.0.0.0/33",
+                ],
+            ]
+            .concat(),
+        );
+        assert!(
+            e.contains("--api-proxy-allow / WXMP_API_PROXY_ALLOW"),
+            "{e}"
+        );
+        let c = with_token(&["--api-proxy-allow", "10.0.0.0/8"], &[]).unwrap();
+        assert!(
+            c.warnings[0].contains("without --api-proxy"),
+            "{:?}",
+            c.warnings
+        );
+        assert_eq!(
+            Cidr::parse("0.0.0.0/0").map(|c| c.contains("8.8.8.8".parse().unwrap())),
+            Some(true)
+        );
+        assert_eq!(
+            Cidr::parse("10.1.2.3").map(|c| c.to_string()).as_deref(),
+            Some("10.1.2.3/32")
+        );
     }
 
     #[test]

@@ -227,6 +227,31 @@ impl Client {
         })
     }
 
+    /// A replacement for `rejected`, which WeChat refused or a caller asked to refresh: a newer
+    /// token another caller already got, else a forced fetch.
+    pub fn replace_token(&self, rejected: &AccessToken) -> Result<Held, ApiError> {
+        self.tokens
+            .replace(rejected, &|| self.clock.now(), &|force| {
+                self.fetch_token(force)
+            })?;
+        self.tokens.current().ok_or_else(|| ApiError::BadResponse {
+            call: Call::Token,
+            url: self.config.api_base.clone(),
+            problem: "no token was kept".into(),
+        })
+    }
+
+    /// Counts a request someone else sent with this client's token (the API gateway), so the
+    /// API metrics cover it.
+    pub fn record(&self, errcode: i64) {
+        self.count(errcode);
+    }
+
+    /// Unix seconds by the client's clock.
+    pub fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
     /// Requests so far, by errcode.
     pub fn stats(&self) -> ApiStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()

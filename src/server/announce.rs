@@ -4,11 +4,21 @@
 
 use std::net::SocketAddr;
 
-/// One JSON line naming the bound addresses: `{"listening":{"http":"127.0.0.1:8080","metrics":null}}`.
-/// `metrics` is `null` without a metrics listener. Addresses need no JSON escaping.
-pub fn listening_line(http: SocketAddr, metrics: Option<SocketAddr>) -> String {
-    let metrics = metrics.map_or("null".to_owned(), |m| format!("\"{m}\""));
-    format!("{{\"listening\":{{\"http\":\"{http}\",\"metrics\":{metrics}}}}}")
+/// One JSON line naming the bound addresses:
+/// `{"listening":{"http":"127.0.0.1:8080","metrics":null,"api_proxy":null}}`. `metrics` is `null`
+/// without a metrics listener, `api_proxy` without the API gateway. Addresses need no JSON
+/// escaping.
+pub fn listening_line(
+    http: SocketAddr,
+    metrics: Option<SocketAddr>,
+    api_proxy: Option<SocketAddr>,
+) -> String {
+    let or_null = |a: Option<SocketAddr>| a.map_or("null".to_owned(), |m| format!("\"{m}\""));
+    format!(
+        "{{\"listening\":{{\"http\":\"{http}\",\"metrics\":{},\"api_proxy\":{}}}}}",
+        or_null(metrics),
+        or_null(api_proxy)
+    )
 }
 
 #[cfg(test)]
@@ -20,12 +30,12 @@ mod tests {
         let http: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let metrics: SocketAddr = "[::1]:9090".parse().unwrap();
         assert_eq!(
-            listening_line(http, Some(metrics)),
-            r#"{"listening":{"http":"127.0.0.1:8080","metrics":"[::1]:9090"}}"#
+            listening_line(http, Some(metrics), Some(http)),
+            r#"{"listening":{"http":"127.0.0.1:8080","metrics":"[::1]:9090","api_proxy":"127.0.0.1:8080"}}"#
         );
         assert_eq!(
-            listening_line(http, None),
-            r#"{"listening":{"http":"127.0.0.1:8080","metrics":null}}"#
+            listening_line(http, None, None),
+            r#"{"listening":{"http":"127.0.0.1:8080","metrics":null,"api_proxy":null}}"#
         );
     }
 }

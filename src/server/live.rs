@@ -6,9 +6,10 @@
 //! service they started with; changed ones switch over. Unchanged accounts keep their service
 //! (their replay memory, their forwards in flight). A bad file keeps the accounts in force.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -71,6 +72,8 @@ pub struct Parts {
     pub samples: bool,
     /// Watch the API client's gauges: only for the one account of the flags.
     pub watch_api: bool,
+    /// Where the API gateway listens once bound: commands get it as `WXMP_API_PROXY`.
+    pub api_proxy: Arc<OnceLock<SocketAddr>>,
 }
 
 impl Parts {
@@ -88,7 +91,25 @@ impl Parts {
 
     /// `m`'s service, answering with `rules`.
     pub fn service(&self, m: Member, rules: Arc<SharedRules>, held_threads: usize) -> Arc<Service> {
-        let forwarder = self.forwarder(&m.forward, m.api.clone(), held_threads);
+        let client = m
+            .api
+            .clone()
+            .map(|api| Arc::new(crate::api::Client::new(api)));
+        self.service_with(m, rules, held_threads, client)
+    }
+
+    /// [`Parts::service`] with the account's API client made by the caller (who shares it with
+    /// the API gateway).
+    pub fn service_with(
+        &self,
+        m: Member,
+        rules: Arc<SharedRules>,
+        held_threads: usize,
+        client: Option<Arc<crate::api::Client>>,
+    ) -> Arc<Service> {
+        let forwarder = self
+            .forwarder(&m.forward, client, held_threads)
+            .with_api_proxy(Arc::clone(&self.api_proxy));
         let pipeline = Arc::new(
             Pipeline::new(
                 Account::sharing(&m.name, m.account, rules),
@@ -118,7 +139,7 @@ impl Parts {
     fn forwarder(
         &self,
         settings: &Forward,
-        api: Option<ApiConfig>,
+        client: Option<Arc<crate::api::Client>>,
         held_threads: usize,
     ) -> Forwarder {
         let mut forwarder =
@@ -130,8 +151,7 @@ impl Parts {
                         metrics.forward(outcome, took)
                     })
                 });
-        if let Some(api) = api {
-            let client = Arc::new(crate::api::Client::new(api));
+        if let Some(client) = client {
             if self.watch_api {
                 let (calls, expiry) = (Arc::clone(&client), Arc::clone(&client));
                 self.metrics.watch_api(

@@ -585,6 +585,8 @@ pub struct Metrics {
     pub forwards: Arc<Grid>,
     /// How long those calls took, from start to answer (or failure).
     pub forward_duration: Arc<Histogram>,
+    /// Calls through the API gateway (`--api-proxy`), by how they ended.
+    pub gateway: Arc<Family<Counter>>,
 }
 
 impl Default for Metrics {
@@ -648,8 +650,22 @@ impl Metrics {
             "How long calls to your own code took, from the call to its answer or failure.",
             Histogram::new(DEADLINE_BUCKETS),
         );
+        let gateway = registry.register(
+            "wxmp_api_gateway_calls_total",
+            "Calls through the API gateway (--api-proxy), by outcome: ok (errcode 0 or a file), errcode (WeChat refused it), retried (the token was replaced once after 40001/40014/42001), no_answer (WeChat did not answer: 502 or 504), busy (too many in flight: 503), refused (a peer, host, method or body the gateway does not serve), other. Their errcodes are counted in wxmp_api_calls_total too.",
+            Family::counters(&["outcome"]).preset(&[
+                &["ok"],
+                &["errcode"],
+                &["retried"],
+                &["no_answer"],
+                &["busy"],
+                &["refused"],
+                &["other"],
+            ]),
+        );
         Metrics {
             registry,
+            gateway,
             requests,
             pushes,
             push_duration,

@@ -15,6 +15,7 @@ pub mod announce;
 pub mod env;
 pub mod forward;
 pub mod gate;
+pub mod gateway;
 pub mod http_log;
 pub mod live;
 pub mod metrics;

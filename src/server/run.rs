@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +17,7 @@ use crate::rules::RulesError;
 use crate::server::announce;
 use crate::server::env::{Env, SystemEnv};
 use crate::server::forward;
+use crate::server::gateway::{self, Gateway};
 use crate::server::http_log;
 use crate::server::live::{self, load_accounts, Member, Parts, RulesFiles};
 use crate::server::metrics::Metrics;
@@ -57,6 +58,11 @@ pub struct Server {
     rules: Arc<Mutex<RulesFiles>>,
     /// With an accounts file: what its watcher needs (the banner names the file).
     accounts: Option<live::Accounts>,
+    /// The API gateway (`--api-proxy`), sharing the account's API client (its one token holder)
+    /// with the forwarder.
+    pub gateway: Option<Arc<Gateway>>,
+    /// Where the gateway listens once bound, for the commands' `WXMP_API_PROXY`.
+    api_proxy: Arc<OnceLock<SocketAddr>>,
     log: Log,
 }
 
@@ -66,6 +72,7 @@ pub enum ServeError {
     Bind { addr: String, error: io::Error },
     BindOther { addr: String, error: String },
     MetricsBind(SocketAddr, io::Error),
+    GatewayBind(SocketAddr, io::Error),
     Signals(io::Error),
 }
 
@@ -90,28 +97,34 @@ impl fmt::Display for ServeError {
             ServeError::BindOther { addr, error } => {
                 write!(f, "cannot listen on {addr}: {error}; check --host and --port")
             }
-            ServeError::MetricsBind(addr, error) => {
-                let why = match error.kind() {
-                    io::ErrorKind::AddrInUse => "the port is already in use".to_owned(),
-                    io::ErrorKind::PermissionDenied => {
-                        "permission denied (ports below 1024 need root)".to_owned()
-                    }
-                    io::ErrorKind::AddrNotAvailable => {
-                        "that address is not on this machine".to_owned()
-                    }
-                    _ => error.to_string(),
-                };
-                write!(
-                    f,
-                    "cannot listen for metrics on {addr}: {why}; check --metrics-addr / WXMP_METRICS_ADDR (e.g. 127.0.0.1:9100)"
-                )
-            }
+            ServeError::MetricsBind(addr, error) => write!(
+                f,
+                "cannot listen for metrics on {addr}: {}; check --metrics-addr / WXMP_METRICS_ADDR (e.g. 127.0.0.1:9100)",
+                bind_why(error)
+            ),
+            ServeError::GatewayBind(addr, error) => write!(
+                f,
+                "cannot listen for the API gateway on {addr}: {}; check --api-proxy / WXMP_API_PROXY (e.g. 127.0.0.1:9200)",
+                bind_why(error)
+            ),
             ServeError::Signals(e) => write!(f, "cannot install signal handler: {e}"),
         }
     }
 }
 
 impl std::error::Error for ServeError {}
+
+/// Why a second listener could not bind, in words.
+fn bind_why(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => "the port is already in use".to_owned(),
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need root)".to_owned()
+        }
+        io::ErrorKind::AddrNotAvailable => "that address is not on this machine".to_owned(),
+        _ => error.to_string(),
+    }
+}
 
 /// Why the server could not be built: a rules file or the accounts file is wrong.
 #[derive(Debug)]
@@ -242,7 +255,10 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         threads: config.listen.threads,
         samples: live_view,
         watch_api: members.len() == 1 && accounts_file.is_none(),
+        api_proxy: Arc::new(OnceLock::new()),
     };
+    let api_proxy = Arc::clone(&parts.api_proxy);
+    let mut gateway = None;
     let digests = members.iter().map(|(m, d)| (m.name.clone(), *d)).collect();
     // The threads for held forwards: each forwarding account's own, and one small reserve
     // that the accounts whose rules do not forward (yet) share, so that a thousand idle
@@ -256,7 +272,22 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         } else {
             reserve = reserve.max(held);
         }
-        services.push(parts.service(m, rules, held));
+        let client = m
+            .api
+            .clone()
+            .map(|api| Arc::new(crate::api::Client::new(api)));
+        // The gateway is one account's (config refuses it with an accounts file); it shares
+        // that account's client, so the process has one token holder.
+        if let (Some(settings), Some(client)) = (&config.gateway, &client) {
+            gateway = Some(Arc::new(Gateway::new(
+                Arc::clone(client),
+                settings.clone(),
+                log.clone(),
+                config.access,
+                Arc::clone(&metrics),
+            )));
+        }
+        services.push(parts.service_with(m, rules, held, client));
     }
     let held_total = forwarding.saturating_add(reserve);
     let fallback = Arc::clone(&services[0]);
@@ -293,6 +324,8 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         recent,
         rules,
         accounts,
+        gateway,
+        api_proxy,
         log,
     })
 }
@@ -355,6 +388,7 @@ impl Signals {
 struct Started {
     addr: SocketAddr,
     metrics: Option<SocketAddr>,
+    gateway: Option<SocketAddr>,
     fd_limit: u64,
     max_connections: usize,
 }
@@ -391,6 +425,16 @@ impl Server {
                 )
             }
         };
+        let gateway = match &self.gateway {
+            None => None,
+            Some(g) => {
+                let addr = g.settings().addr;
+                let running = gateway::spawn(Arc::clone(g), Arc::clone(&stop))
+                    .map_err(|error| ServeError::GatewayBind(addr, error))?;
+                let _ = self.api_proxy.set(running.addr);
+                Some(running)
+            }
+        };
         let signals = Signals::install()?;
         // One watcher per rules file, whichever accounts share it, each with its own SIGHUP
         // flag; with an accounts file, one more for it.
@@ -400,6 +444,7 @@ impl Server {
         let started = Started {
             addr: server.server_addr(),
             metrics: monitor.as_ref().map(|m| m.addr),
+            gateway: gateway.as_ref().map(|g| g.addr),
             fd_limit,
             max_connections,
         };
@@ -411,7 +456,7 @@ impl Server {
         };
         println!(
             "{}",
-            announce::listening_line(started.addr, started.metrics)
+            announce::listening_line(started.addr, started.metrics, started.gateway)
         );
         let _ = io::stdout().flush();
         while !signals.term.load(Ordering::Relaxed) {
@@ -422,6 +467,9 @@ impl Server {
         stop.store(true, Ordering::Relaxed);
         if let Some(m) = monitor {
             m.join();
+        }
+        if let Some(g) = gateway {
+            g.join();
         }
         match accounts {
             // It stops the rules watchers when it stops.
@@ -476,6 +524,10 @@ impl Server {
                 format!("; metrics and wxmp tail on http://{addr}")
             }
             Some(addr) => format!("; metrics on http://{addr}/metrics"),
+        };
+        let metrics_note = match started.gateway {
+            None => metrics_note,
+            Some(a) => format!("{metrics_note}; API gateway on http://{a}"),
         };
         let sizes = format!(
             "{} threads + {} for held forwards, {} file descriptors, {} connections",

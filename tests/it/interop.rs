@@ -43,3 +43,45 @@ fn wechatpy_encrypts_and_decrypts_against_the_real_binary() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 21: an unchanged wechatpy `WeChatClient` with a dummy AppSecret, its API base the
+/// gateway, creates and reads the menu and sends a customer-service message through the real
+/// `wxmp fake-api`.
+#[test]
+#[ignore = "needs python3 with wechatpy: run by make test when it is installed, and by make interop"]
+fn wechatpy_calls_the_api_through_the_gateway_with_a_dummy_secret() {
+    assert!(
+        wechatpy_available(),
+        "python3 cannot import wechatpy (pip install wechatpy cryptography)"
+    );
+    let fake = crate::api::Fake::start(&[]);
+    let gw = crate::gateway::start(&fake.base, &[]);
+    let script = format!(
+        "{}/tests/interop/wechatpy_gateway.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new("python3")
+        .args([
+            script.as_str(),
+            &format!("http://{}", gw.addr),
+            crate::api::APPID,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wechatpy failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.server.log()
+    );
+    assert!(stdout.contains("menu.get: 今日歌曲"), "{stdout}");
+    assert!(
+        crate::kit::wait::at_most(crate::kit::wait::secs(10), || fake
+            .output()
+            .contains("kf send → o_wechatpy_user: text \"来自 wechatpy\"")),
+        "{}",
+        fake.output()
+    );
+    assert!(!gw.server.log().contains("ANY_TOKEN_THE_GATEWAY_REPLACES"));
+}

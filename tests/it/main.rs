@@ -10,6 +10,7 @@ mod command;
 mod docs;
 mod fixtures;
 mod forward;
+mod gateway;
 mod helpers;
 mod hostile;
 mod http;

@@ -45,13 +45,15 @@ pub fn stop_all() {
     STOPPING.store(true, Ordering::SeqCst);
 }
 
-/// Runs `argv` in `dir` with `input` on stdin; its stdout, once it exits 0. Killed (with its
-/// process group) at `deadline`, as soon as `cancelled()` says no one can use its answer, or when
-/// the server stops ([`stop_all`]); its group is killed when it exits, too.
+/// Runs `argv` in `dir` with `input` on stdin and `env` added to its environment; its stdout,
+/// once it exits 0. Killed (with its process group) at `deadline`, as soon as `cancelled()` says
+/// no one can use its answer, or when the server stops ([`stop_all`]); its group is killed when
+/// it exits, too.
 pub fn run(
     argv: &[String],
     dir: &Path,
     input: &[u8],
+    env: &[(&str, &str)],
     deadline: Instant,
     cancelled: &dyn Fn() -> bool,
     log: &Log,
@@ -71,6 +73,7 @@ pub fn run(
         .process_group(0);
     // wxmp's own secrets are not in its environment, so the program inherits none of them
     // (`crate::secrets` took them out at start).
+    cmd.envs(env.iter().copied());
     let mut child = cmd
         .spawn()
         .map_err(|e| CallError::Spawn(format!("{program}: {e}")))?;
@@ -348,6 +351,7 @@ mod tests {
             &sh(script),
             Path::new("."),
             b"{\"MsgType\":\"text\"}",
+            &[("WXMP_API_PROXY", "http://127.0.0.1:9200")],
             Instant::now() + Duration::from_secs(secs),
             &|| false,
             &log,
@@ -359,6 +363,12 @@ mod tests {
     fn stdin_goes_in_and_stdout_comes_back() {
         let (r, _) = run_sh("cat", 10);
         assert_eq!(r.unwrap(), b"{\"MsgType\":\"text\"}");
+    }
+
+    #[test]
+    fn the_gateway_s_address_is_in_the_environment() {
+        let (r, _) = run_sh("printf %s \"$WXMP_API_PROXY\"", 10);
+        assert_eq!(r.unwrap(), b"http://127.0.0.1:9200");
     }
 
     #[test]
@@ -467,6 +477,7 @@ mod tests {
             &sh("printf ok"),
             Path::new("."),
             &vec![b'x'; 1 << 20],
+            &[],
             Instant::now() + Duration::from_secs(10),
             &|| false,
             &log,
@@ -488,6 +499,7 @@ mod tests {
             &["/nonexistent/wxmp-bot".into()],
             Path::new("."),
             b"",
+            &[],
             Instant::now() + Duration::from_secs(5),
             &|| false,
             &log,

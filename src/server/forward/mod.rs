@@ -25,8 +25,9 @@ pub mod timing;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -221,6 +222,8 @@ pub struct Forwarder {
     held_cap: usize,
     /// The pool was sized without forwarding in mind, and a forward came: said once.
     warned_small_pool: AtomicBool,
+    /// The API gateway's address once it listens: commands get it as `WXMP_API_PROXY`.
+    api_proxy: Arc<OnceLock<SocketAddr>>,
 }
 
 /// A slot in a bounded count, given back on drop.
@@ -295,6 +298,7 @@ impl Forwarder {
             slots: Slots::default(),
             held_cap: settings_held,
             warned_small_pool: AtomicBool::new(false),
+            api_proxy: Arc::default(),
         }
     }
 
@@ -318,6 +322,12 @@ impl Forwarder {
     /// Tells `observer` how each call ended.
     pub fn with_observer(mut self, observer: Observer) -> Forwarder {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Where the API gateway listens, once it does (set by `run` after binding).
+    pub fn with_api_proxy(mut self, addr: Arc<OnceLock<SocketAddr>>) -> Forwarder {
+        self.api_proxy = addr;
         self
     }
 
@@ -364,6 +374,7 @@ impl Forwarder {
             env: Arc::clone(&self.env),
             log: self.log.clone(),
             processes: Arc::clone(&self.processes),
+            api_proxy: self.api_proxy.get().copied(),
         };
         let spawned = thread::Builder::new()
             .name("wxmp-forward".into())
@@ -474,6 +485,7 @@ struct Worker {
     env: Arc<dyn Env>,
     log: Log,
     processes: Arc<AtomicUsize>,
+    api_proxy: Option<SocketAddr>,
 }
 
 impl Worker {
@@ -517,7 +529,13 @@ impl Worker {
                         // use the answer: stop the program. Under `kf` it may still go out late.
                         let cancelled =
                             || late == Late::Stretch && probe.wait(Duration::ZERO).is_some();
-                        command::run(argv, dir, &job.body, cutoff, &cancelled, &self.log)
+                        let proxy = self.api_proxy.map(|a| format!("http://{a}"));
+                        let env: Vec<(&str, &str)> = proxy
+                            .as_deref()
+                            .map(|p| ("WXMP_API_PROXY", p))
+                            .into_iter()
+                            .collect();
+                        command::run(argv, dir, &job.body, &env, cutoff, &cancelled, &self.log)
                     }
                 }
             }

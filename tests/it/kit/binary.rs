@@ -148,6 +148,7 @@ impl Builder {
             .unwrap_or_else(|| panic!("no http address in {line:?}"))
             .to_owned();
         let metrics = listening["metrics"].as_str().map(str::to_owned);
+        let api_proxy = listening["api_proxy"].as_str().map(str::to_owned);
         let banner = stdout
             .lock()
             .unwrap()
@@ -161,6 +162,7 @@ impl Builder {
             child,
             addr,
             metrics,
+            api_proxy,
             banner,
             log,
         }
@@ -177,6 +179,8 @@ pub struct Wxmp {
     pub addr: String,
     /// The metrics listener's address, when there is one.
     pub metrics: Option<String>,
+    /// The API gateway's address (`--api-proxy`), when there is one.
+    pub api_proxy: Option<String>,
     /// The human start-up banner (for tests of its wording only).
     pub banner: String,
     log: PathBuf,
