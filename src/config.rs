@@ -276,6 +276,9 @@ impl fmt::Debug for ForwardSecret {
 #[derive(Debug, Clone)]
 pub struct Forward {
     pub late: Late,
+    /// The account's AppID when it is known (`--appid`), sent as `X-WX-APPID` as Cloud Hosting
+    /// does.
+    pub app_id: Option<String>,
     /// Signs every forwarded body with `X-Wxmp-Signature` when set.
     pub secret: Option<ForwardSecret>,
     /// Pushes whose call is in flight at once.
@@ -290,6 +293,7 @@ impl Default for Forward {
     fn default() -> Self {
         Forward {
             late: Late::Stretch,
+            app_id: None,
             secret: None,
             capacity: DEFAULT_CAPACITY,
             processes: DEFAULT_PROCESSES,
@@ -758,6 +762,10 @@ fn forward(args: &Args, api: bool) -> Result<Forward, UsageError> {
     };
     Ok(Forward {
         late,
+        app_id: args
+            .get("appid")
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty()),
         secret: args.get("forward-secret").map(|s| ForwardSecret::new(&s)),
         capacity: args.number("forward-capacity", DEFAULT_CAPACITY)?,
         processes: args.number("forward-processes", DEFAULT_PROCESSES)?,

@@ -239,11 +239,12 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
                 safe,
                 rules,
             },
-            app_id,
+            app_id: app_id.clone(),
             aes_key,
             api,
             forward: Forward {
                 late,
+                app_id: app_id.clone(),
                 secret: secrets
                     .remove("forward_secret")
                     .map(|(s, _)| ForwardSecret::new(&s)),

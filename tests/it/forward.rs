@@ -175,6 +175,8 @@ fn a_fast_endpoint_answers_with_the_push_as_cloud_hosting_json() {
             "s3cret",
             "--metrics-addr",
             "127.0.0.1:0",
+            "--appid",
+            "wxcloudhosting01",
         ],
     );
     let out = answered(&send(&server, &["--msg-id", "42", "text", "你好"]));
@@ -207,6 +209,10 @@ fn a_fast_endpoint_answers_with_the_push_as_cloud_hosting_json() {
     assert!(header("Content-Type")
         .unwrap()
         .starts_with("application/json"));
+    // The headers Cloud Hosting puts on a push, which its samples require.
+    assert_eq!(header("X-WX-SOURCE").as_deref(), Some("wxmp"));
+    assert_eq!(header("X-WX-OPENID").as_deref(), Some("o_wxmp_send"));
+    assert_eq!(header("X-WX-APPID").as_deref(), Some("wxcloudhosting01"));
     // The signature is HMAC-SHA256 of the body with --forward-secret.
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();

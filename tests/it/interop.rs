@@ -85,3 +85,78 @@ fn wechatpy_calls_the_api_through_the_gateway_with_a_dummy_secret() {
     );
     assert!(!gw.server.log().contains("ANY_TOKEN_THE_GATEWAY_REPLACES"));
 }
+
+/// Issue 21: a bot written for Cloud Hosting (it refuses a push without `X-WX-SOURCE`, reads
+/// the sender from `X-WX-OPENID`, and calls `http://api.weixin.qq.com` with no token) answers
+/// behind wxmp, with `HTTP_PROXY` pointing at the gateway.
+#[test]
+#[ignore = "needs python3: run by make test when wechatpy is installed, and by make interop"]
+fn a_cloud_hosting_bot_answers_behind_wxmp_unchanged() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let fake = crate::api::Fake::start(&[]);
+    // The bot needs the gateway's address before wxmp starts: a first server gives it.
+    let gw = crate::gateway::start(&fake.base, &[]);
+    let script = format!(
+        "{}/tests/interop/cloud_hosting_bot.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut bot = Command::new("python3")
+        .arg(&script)
+        .env("HTTP_PROXY", format!("http://{}", gw.addr))
+        .env("http_proxy", format!("http://{}", gw.addr))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    BufReader::new(bot.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let dir = crate::binary::tempdir();
+    let rules = dir.join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "[default]\nreply.forward = {{ url = \"http://127.0.0.1:{}/\", fallback = {{ text = \"稍等\" }} }}\n",
+            port.trim()
+        ),
+    )
+    .unwrap();
+    // The push server is the gateway's own process, with the forwarding rules on reload.
+    let server = Server::start(&[
+        "--token",
+        "interop1",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--appid",
+        crate::api::APPID,
+    ]);
+    let url = format!("http://{}/weixin", server.addr);
+    let out = Command::new(env!("CARGO_BIN_EXE_wxmp"))
+        .args(["send", "--url", &url, "--token", "interop1"])
+        .args(["--from", "o_cloud_user", "text", "你好"])
+        .env_remove("WXMP_TOKEN")
+        .output()
+        .unwrap();
+    let _ = bot.kill();
+    let _ = bot.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("text: hello o_cloud_user, errcode 0"),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    assert!(
+        fake.output()
+            .contains("kf send → o_cloud_user: text \"云托管 bot got: 你好\""),
+        "{}",
+        fake.output()
+    );
+    assert!(gw
+        .server
+        .log()
+        .contains("gateway POST /cgi-bin/message/custom/send 200 errcode 0"));
+}

@@ -39,11 +39,13 @@ pub fn agent() -> ureq::Agent {
         .build()
 }
 
-/// Posts `body` to `url` and returns the answer's bytes; the whole call ends by `deadline`.
+/// Posts `body` to `url` with `headers` and returns the answer's bytes; the whole call ends by
+/// `deadline`.
 pub fn call(
     agent: &ureq::Agent,
     url: &str,
     body: &[u8],
+    headers: &[(&str, &str)],
     secret: Option<&ForwardSecret>,
     deadline: Instant,
 ) -> Result<Vec<u8>, CallError> {
@@ -55,6 +57,9 @@ pub fn call(
         .post(url)
         .timeout(left)
         .set("Content-Type", "application/json; charset=utf-8");
+    for (name, value) in headers {
+        req = req.set(name, value);
+    }
     if let Some(sig) = secret.and_then(|s| s.sign(body)) {
         req = req.set("X-Wxmp-Signature", &sig);
     }

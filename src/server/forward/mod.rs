@@ -512,13 +512,21 @@ impl Worker {
         };
         let late = self.settings.late;
         let answer = match &job.target {
-            Target::Http { url } => http::call(
-                &self.agent,
-                url,
-                &job.body,
-                self.settings.secret.as_ref(),
-                cutoff,
-            ),
+            Target::Http { url } => {
+                // What Cloud Hosting puts on a push; its samples refuse one without X-WX-SOURCE.
+                let mut headers = vec![("X-WX-SOURCE", "wxmp"), ("X-WX-OPENID", &*job.openid)];
+                if let Some(app_id) = &self.settings.app_id {
+                    headers.push(("X-WX-APPID", app_id));
+                }
+                http::call(
+                    &self.agent,
+                    url,
+                    &job.body,
+                    &headers,
+                    self.settings.secret.as_ref(),
+                    cutoff,
+                )
+            }
             Target::Command { argv, dir } => {
                 match Permit::take(&self.processes, self.settings.processes) {
                     None => Err(CallError::Busy(
