@@ -596,7 +596,7 @@ impl Gateway {
             (403 | 405, ..) => "refused",
             (413 | 400, ..) => "refused",
             (503, _, None) if r.note.as_deref().is_some_and(|n| n.contains("in flight")) => "busy",
-            (502 | 504, ..) => "no_answer",
+            (502 | 504, ..) => "unanswered",
             (_, Some(_), _) => "retried",
             (_, None, Some(0)) => "ok",
             (_, None, Some(_)) => "errcode",
@@ -618,9 +618,10 @@ impl Gateway {
         }
         let ms = took.as_secs_f64() * 1000.0;
         let _ = write!(text, " {ms:.3}ms");
+        // Busy is the caller's to retry, like a refusal; no answer from WeChat is an error.
         let level = match r.status {
-            500.. => Level::Error,
-            400..=499 => Level::Warn,
+            502 | 504 => Level::Error,
+            400.. => Level::Warn,
             _ => Level::Info,
         };
         let retried = r.retried_after.map(|c| c.to_string()).unwrap_or_default();

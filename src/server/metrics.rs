@@ -652,12 +652,12 @@ impl Metrics {
         );
         let gateway = registry.register(
             "wxmp_api_gateway_calls_total",
-            "Calls through the API gateway (--api-proxy), by outcome: ok (errcode 0 or a file), errcode (WeChat refused it), retried (the token was replaced once after 40001/40014/42001), no_answer (WeChat did not answer: 502 or 504), busy (too many in flight: 503), refused (a peer, host, method or body the gateway does not serve), other. Their errcodes are counted in wxmp_api_calls_total too.",
+            "Calls through the API gateway (--api-proxy), by outcome: ok (errcode 0 or a file), errcode (WeChat refused it), retried (the token was replaced once after 40001/40014/42001), unanswered (WeChat did not answer: 502 or 504), busy (too many in flight: 503), refused (a peer, host, method or body the gateway does not serve), other. Their errcodes are counted in wxmp_api_calls_total too.",
             Family::counters(&["outcome"]).preset(&[
                 &["ok"],
                 &["errcode"],
                 &["retried"],
-                &["no_answer"],
+                &["unanswered"],
                 &["busy"],
                 &["refused"],
                 &["other"],

@@ -7,6 +7,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -125,16 +126,16 @@ fn the_token_is_added_or_replaced_and_token_requests_are_answered_by_wxmp() {
     assert!(v.get("access_token").is_none());
     // The fake handed out one token, to wxmp: no SDK fetch reached it.
     assert_eq!(fake_token_requests(&fake), 1);
-    gw.server.wait_for_log("forced refresh refused", secs(10));
+    // The log is written by its own thread: wait for each line.
+    for line in [
+        "forced refresh refused",
+        "gateway POST /cgi-bin/menu/create?access_token 200 errcode 0",
+        "gateway GET /cgi-bin/menu/get 200 errcode 46003",
+        "gateway GET /cgi-bin/token?grant_type&appid&secret 200 errcode 40013",
+    ] {
+        gw.server.wait_for_log(line, secs(10));
+    }
     let log = gw.server.log();
-    assert!(
-        log.contains("gateway POST /cgi-bin/menu/create?access_token 200 errcode 0"),
-        "{log}"
-    );
-    assert!(
-        log.contains("gateway GET /cgi-bin/menu/get 200 errcode 46003"),
-        "{log}"
-    );
     for secret in [token.as_str(), "STALE_TOKEN_OF_THE_CALLER", SECRET] {
         assert!(!log.contains(secret), "the log shows {secret}: {log}");
     }
@@ -263,17 +264,33 @@ struct Seen {
 /// Stands where WeChat would be and keeps what it gets: hands out `REC_TOKEN` for a token
 /// request and answers `{"errcode":0}` to anything else.
 fn recorder() -> (String, Arc<Mutex<Vec<Seen>>>) {
+    recorder_holding(Arc::new(AtomicBool::new(false)), Arc::default())
+}
+
+/// A recorder that holds calls to `/cgi-bin/slow` unanswered while `hold` is set, counting
+/// them in `waiting`.
+fn recorder_holding(
+    hold: Arc<AtomicBool>,
+    waiting: Arc<AtomicUsize>,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let keep = Arc::clone(&seen);
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let keep = Arc::clone(&keep);
+            let (keep, hold, waiting) =
+                (Arc::clone(&keep), Arc::clone(&hold), Arc::clone(&waiting));
             thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut line = String::new();
                 reader.read_line(&mut line).unwrap();
+                if line.contains("/cgi-bin/slow") {
+                    waiting.fetch_add(1, Ordering::SeqCst);
+                    while hold.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                }
                 let mut headers = Vec::new();
                 let mut length = 0;
                 loop {
@@ -370,12 +387,108 @@ fn sns_calls_pass_untouched_and_a_multipart_upload_arrives_byte_for_byte() {
         .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
         .map(|(_, v)| v.as_str());
     assert_eq!(ct, Some(content_type.as_str()));
-    let log = gw.server.log();
-    assert!(
-        log.contains("gateway GET /sns/userinfo?access_token&openid&lang 200 errcode 0"),
-        "{log}"
+    gw.server.wait_for_log(
+        "gateway GET /sns/userinfo?access_token&openid&lang 200 errcode 0",
+        secs(10),
     );
+    let log = gw.server.log();
     for secret in ["REC_TOKEN", "USER_OAUTH_TOKEN"] {
         assert!(!log.contains(secret), "the log shows {secret}: {log}");
     }
+}
+
+/// WeChat's passive refresh: a caller's `force_refresh` is honoured when wxmp's token is at
+/// least 30 s old, and the caller's token (when it names one) is still wxmp's current one.
+#[test]
+fn a_forced_refresh_replaces_a_token_at_least_30_s_old() {
+    let fake = Fake::start(&[]);
+    let addr = fake.base.trim_start_matches("http://");
+    // A token fetched a minute ago, in the cache file wxmp starts from.
+    let (_, body) = http(
+        addr,
+        "POST",
+        "/cgi-bin/stable_token",
+        format!(r#"{{"grant_type":"client_credential","appid":"{APPID}","secret":"{SECRET}"}}"#)
+            .as_bytes(),
+    );
+    let old: Value = serde_json::from_str(&body).unwrap();
+    let old = old["access_token"].as_str().unwrap().to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let cache = tempdir().join("token.json");
+    let file = serde_json::json!({
+        "app_id": APPID, "api_base": fake.base, "endpoint": "stable", "access_token": old,
+        "fetched_at": now - 60, "expires_at": now + 7000,
+    });
+    std::fs::write(&cache, file.to_string()).unwrap();
+    // The last --token-cache wins.
+    let mut gw = start(&fake.base, &["--token-cache", cache.to_str().unwrap()]);
+    gw.cache = cache;
+    let (_, v) = gw.call("GET", "/cgi-bin/token?grant_type=client_credential", b"");
+    assert_eq!(
+        v["access_token"],
+        old.as_str(),
+        "the cached token is used: {v}"
+    );
+    // A caller naming an older token than wxmp's is told the current one, without a refresh.
+    let force = br#"{"grant_type":"client_credential","force_refresh":true}"#;
+    let (_, v) = gw.call("POST", "/cgi-bin/stable_token?access_token=OLDER", force);
+    assert_eq!(v["access_token"], old.as_str(), "{v}");
+    let (_, v) = gw.call("POST", "/cgi-bin/stable_token", force);
+    let new = v["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(new, old, "a token a minute old is refreshed on request");
+    assert_eq!(gw.token(), new, "and kept as wxmp's own");
+    // The new token is seconds old: a second forced refresh is refused.
+    let (_, v) = gw.call("POST", "/cgi-bin/stable_token", force);
+    assert_eq!(v["access_token"], new.as_str(), "{v}");
+    // The log is written by its own thread: wait for each line.
+    for line in [
+        "refreshed on the caller's request",
+        "forced refresh refused",
+        "forced refresh not needed",
+    ] {
+        gw.server.wait_for_log(line, secs(10));
+    }
+    assert!(!gw.server.log().contains(&new));
+}
+
+/// Past 32 calls in flight a call gets 503 with a JSON errcode body at once, and the slots come
+/// back when the calls end.
+#[test]
+fn past_its_calls_in_flight_a_call_gets_503_at_once() {
+    let hold = Arc::new(AtomicBool::new(true));
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let (base, _) = recorder_holding(Arc::clone(&hold), Arc::clone(&waiting));
+    let gw = start(&base, &[]);
+    let held: Vec<_> = (0..32)
+        .map(|_| {
+            let addr = gw.addr.clone();
+            thread::spawn(move || http(&addr, "GET", "/cgi-bin/slow", b""))
+        })
+        .collect();
+    let all_held = at_most(secs(30), || waiting.load(Ordering::SeqCst) == 32);
+    let (status, busy) = http(&gw.addr, "GET", "/cgi-bin/menu/get", b"");
+    hold.store(false, Ordering::SeqCst);
+    assert!(
+        all_held,
+        "the 32 calls did not all reach WeChat: {}",
+        gw.server.log()
+    );
+    assert_eq!(status, 503, "{busy}");
+    let busy: Value = serde_json::from_str(&busy).unwrap();
+    assert_eq!(busy["errcode"], -1);
+    assert!(
+        busy["errmsg"]
+            .as_str()
+            .unwrap()
+            .contains("32 calls are in flight"),
+        "{busy}"
+    );
+    for h in held {
+        assert_eq!(h.join().unwrap().0, 200);
+    }
+    let (status, _) = http(&gw.addr, "GET", "/cgi-bin/menu/get", b"");
+    assert_eq!(status, 200, "the slots came back");
 }

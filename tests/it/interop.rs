@@ -114,7 +114,7 @@ fn a_cloud_hosting_bot_answers_behind_wxmp_unchanged() {
     BufReader::new(bot.stdout.take().unwrap())
         .read_line(&mut port)
         .unwrap();
-    let dir = crate::binary::tempdir();
+    let dir = crate::kit::tempdir();
     let rules = dir.join("rules.toml");
     std::fs::write(
         &rules,
@@ -125,7 +125,7 @@ fn a_cloud_hosting_bot_answers_behind_wxmp_unchanged() {
     )
     .unwrap();
     // The push server is the gateway's own process, with the forwarding rules on reload.
-    let server = Server::start(&[
+    let server = Wxmp::start(&[
         "--token",
         "interop1",
         "--rules",
@@ -155,8 +155,8 @@ fn a_cloud_hosting_bot_answers_behind_wxmp_unchanged() {
         "{}",
         fake.output()
     );
-    assert!(gw
-        .server
-        .log()
-        .contains("gateway POST /cgi-bin/message/custom/send 200 errcode 0"));
+    gw.server.wait_for_log(
+        "gateway POST /cgi-bin/message/custom/send 200 errcode 0",
+        crate::kit::wait::secs(10),
+    );
 }
