@@ -33,7 +33,9 @@
 //!
 //! Every request also ends in one access-log record ([`server::access`]), is counted in the
 //! Prometheus metrics ([`server::metrics`], served with the live view's buffer
-//! ([`server::recent`]) by [`server::monitor`] on `--metrics-addr`).
+//! ([`server::recent`]) by [`server::monitor`] on `--metrics-addr`). Your own code's API calls
+//! can go through [`server::gateway`] (`--api-proxy`), which adds the token of the server's one
+//! API client.
 #![forbid(unsafe_code)]
 
 pub mod api;

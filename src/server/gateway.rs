@@ -11,7 +11,8 @@
 //!   `api2.weixin.qq.com` (403): it is not an open proxy;
 //! - past [`MAX_IN_FLIGHT`] calls at once answers 503 with a JSON errcode body; buffers the body
 //!   up to [`MAX_BODY`] (413 beyond), so a call can be sent twice;
-//! - answers the token endpoints itself with wxmp's token ([`token_answer`]);
+//! - answers the token endpoints itself with wxmp's token (the passive-refresh rule:
+//!   [`PASSIVE_REFRESH_AGE`]);
 //! - passes `/sns/` (the user's own OAuth tokens) untouched; everything else gets
 //!   `access_token` set to wxmp's token, added or replacing the caller's;
 //! - on 40001/40014/42001 replaces the token once and sends the call once more;

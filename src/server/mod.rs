@@ -4,9 +4,10 @@
 //! owns the process's life ([`run`]), while [`reload`] watches the rules file.
 //! Seeing what it does: one [`access`] record per request (logged and counted in [`metrics`]),
 //! and the live view's buffer ([`recent`], fed by the pipeline's content [`sample`]s), both
-//! served by [`monitor`] on the metrics listener.
+//! served by [`monitor`] on the metrics listener. The API [`gateway`] (`--api-proxy`) is a third
+//! listener, for the owner's code to call WeChat with the server's token.
 //!
-//! Only `routes`, `run` and `monitor` name rouille. Dependencies point down: `run → routes →
+//! Only `routes`, `run`, `monitor` and `gateway` name rouille. Dependencies point down: `run → routes →
 //! access, recent → pipeline → store, sample`, and everything here → `rules` → `protocol`.
 
 pub mod access;
