@@ -5,12 +5,13 @@
 use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::accounts::Problem;
+use crate::config::accounts::{ApiShared, Problem};
 use crate::config::{default_max_connections, Accounts as ConfigAccounts, Config, Listen};
 use crate::log::Log;
 use crate::rules::RulesError;
@@ -165,36 +166,7 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
     for w in &config.warnings {
         log.warn(w);
     }
-    let (members, accounts_file): (Vec<(Member, u64)>, _) = match &config.accounts {
-        ConfigAccounts::One(account) => (
-            vec![(
-                Member {
-                    name: String::new(),
-                    account: account.clone(),
-                    forward: config.forward.clone(),
-                    api: config.api.clone(),
-                },
-                0,
-            )],
-            None,
-        ),
-        ConfigAccounts::File { path, api } => {
-            let loaded =
-                load_accounts(path, api, config.forward.processes).map_err(BuildError::Accounts)?;
-            for w in &loaded.warnings {
-                log.warn(w);
-            }
-            let members = loaded
-                .accounts
-                .into_iter()
-                .map(|spec| {
-                    let digest = spec.digest;
-                    (Member::from(spec), digest)
-                })
-                .collect();
-            (members, Some((path.clone(), api.clone())))
-        }
-    };
+    let (members, accounts_file) = members(&config, &log)?;
     // Accounts naming the same rules file share its compiled form (and one watcher).
     let mut rules = RulesFiles::default();
     let mut shared = Vec::with_capacity(members.len());
@@ -215,34 +187,7 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
             .map_or(0, |d| d.as_nanos() as u64);
         Arc::new(Recent::new(epoch))
     });
-    // The Redis shared with other instances (`--store`); an unreachable one is a warning.
-    let redis = match &config.store.url {
-        None => None,
-        Some(url) => match Shared::open(&config.store, url, config.listen.threads, log.clone()) {
-            Ok(s) => Some(s),
-            // The URL was checked with the configuration; a failure here is one to report.
-            Err(e) => {
-                log.error(&format!("store: {e}"));
-                None
-            }
-        },
-    };
-    // One retry store for all accounts, under one budget; its keys carry the account.
-    let store: Arc<dyn RetryStore<Answer, Plan>> = match &redis {
-        None => Arc::new(MemoryStore::<Answer, Plan>::new(config.cache)),
-        Some(redis) => {
-            let (a, b) = (Arc::clone(redis), Arc::clone(redis));
-            metrics.watch_shared(move || a.failures(), move || b.degraded());
-            Arc::new(RedisStore::<Answer, Plan>::new(
-                Arc::clone(redis),
-                config.cache,
-            ))
-        }
-    };
-    {
-        let store = Arc::clone(&store);
-        metrics.watch_store(move || store.usage(), config.cache);
-    }
+    let (store, redis) = open_store(&config, &log, &metrics);
     let parts = Parts {
         store,
         redis,
@@ -292,20 +237,7 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
     let held_total = forwarding.saturating_add(reserve);
     let fallback = Arc::clone(&services[0]);
     let router = Arc::new(Router::new(Table::new(services, fallback)));
-    {
-        let (a, b) = (Arc::clone(&router), Arc::clone(&router));
-        metrics.watch_replay(
-            move || sum(&a, |p| p.replay().len()),
-            move || sum(&b, |p| p.replay().evictions() as usize) as u64,
-        );
-    }
-    {
-        let (a, b) = (Arc::clone(&router), Arc::clone(&router));
-        metrics.watch_forwarding(
-            move || sum(&a, |p| p.forwarder().in_flight()),
-            move || sum(&b, |p| p.forwarder().held()),
-        );
-    }
+    watch_router(&metrics, &router);
     let rules = Arc::new(Mutex::new(rules));
     let accounts = accounts_file.map(|(file, api)| live::Accounts {
         file,
@@ -331,6 +263,103 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
 }
 
 /// The lock's value, poisoned or not (its holders only swap whole values).
+/// The accounts to serve, each with its digest (to tell a changed account on reload), and
+/// the accounts file with its shared API settings, when there is one.
+#[allow(clippy::type_complexity)] // read once, by `build`
+fn members(
+    config: &Config,
+    log: &Log,
+) -> Result<(Vec<(Member, u64)>, Option<(PathBuf, ApiShared)>), BuildError> {
+    let found = match &config.accounts {
+        ConfigAccounts::One(account) => (
+            vec![(
+                Member {
+                    name: String::new(),
+                    account: account.clone(),
+                    forward: config.forward.clone(),
+                    api: config.api.clone(),
+                },
+                0,
+            )],
+            None,
+        ),
+        ConfigAccounts::File { path, api } => {
+            let loaded =
+                load_accounts(path, api, config.forward.processes).map_err(BuildError::Accounts)?;
+            for w in &loaded.warnings {
+                log.warn(w);
+            }
+            let members = loaded
+                .accounts
+                .into_iter()
+                .map(|spec| {
+                    let digest = spec.digest;
+                    (Member::from(spec), digest)
+                })
+                .collect();
+            (members, Some((path.clone(), api.clone())))
+        }
+    };
+    Ok(found)
+}
+
+/// The retry store: in memory, or on the Redis shared with other instances (`--store`),
+/// which falls back to memory by itself while Redis is away.
+fn open_store(
+    config: &Config,
+    log: &Log,
+    metrics: &Metrics,
+) -> (Arc<dyn RetryStore<Answer, Plan>>, Option<Arc<Shared>>) {
+    // The Redis shared with other instances (`--store`); an unreachable one is a warning.
+    let redis = match &config.store.url {
+        None => None,
+        Some(url) => match Shared::open(&config.store, url, config.listen.threads, log.clone()) {
+            Ok(s) => Some(s),
+            // The URL was checked with the configuration; a failure here is one to report.
+            Err(e) => {
+                log.error(&format!("store: {e}"));
+                None
+            }
+        },
+    };
+    // One retry store for all accounts, under one budget; its keys carry the account.
+    let store: Arc<dyn RetryStore<Answer, Plan>> = match &redis {
+        None => Arc::new(MemoryStore::<Answer, Plan>::new(config.cache)),
+        Some(redis) => {
+            let (a, b) = (Arc::clone(redis), Arc::clone(redis));
+            metrics.watch_shared(move || a.failures(), move || b.degraded());
+            Arc::new(RedisStore::<Answer, Plan>::new(
+                Arc::clone(redis),
+                config.cache,
+            ))
+        }
+    };
+    {
+        let store = Arc::clone(&store);
+        metrics.watch_store(move || store.usage(), config.cache);
+    }
+    (store, redis)
+}
+
+/// The gauges summed over every account's pipeline, read through the router, so they follow
+/// accounts as they are added and removed.
+fn watch_router(metrics: &Metrics, router: &Arc<Router>) {
+    {
+        let (a, b) = (Arc::clone(router), Arc::clone(router));
+        metrics.watch_replay(
+            move || sum(&a, |p| p.replay().len()),
+            move || sum(&b, |p| p.replay().evictions() as usize) as u64,
+        );
+    }
+    {
+        let (a, b) = (Arc::clone(router), Arc::clone(router));
+        metrics.watch_forwarding(
+            move || sum(&a, |p| p.forwarder().in_flight()),
+            move || sum(&b, |p| p.forwarder().held()),
+        );
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -394,8 +423,8 @@ struct Started {
 }
 
 impl Server {
-    /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
-    pub fn run(mut self) -> Result<(), ServeError> {
+    /// Raises the open-files limit and sets the connection cap from it.
+    fn limits(&self) -> (u64, usize) {
         // Each keep-alive connection holds a few descriptors; the usual soft limit of 1024
         // would refuse connections long before 1000 clients. Raise it to the hard limit, as Go
         // does.
@@ -408,9 +437,14 @@ impl Server {
             .max_connections
             .unwrap_or_else(|| default_max_connections(if fd_limit > 0 { fd_limit } else { 1024 }));
         tiny_http::control::set_max_connections(max_connections);
-        http_log::install(self.log.clone());
-        let server = self.bind()?;
-        let stop = Arc::new(AtomicBool::new(false));
+        (fd_limit, max_connections)
+    }
+
+    /// The metrics listener and the API gateway, each when configured.
+    fn spawn_listeners(
+        &self,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<(Option<monitor::Running>, Option<gateway::Running>), ServeError> {
         let monitor = match self.listen.metrics {
             None => None,
             Some(addr) => {
@@ -420,7 +454,7 @@ impl Server {
                     log: self.log.clone(),
                 };
                 Some(
-                    monitor::spawn(addr, m, Arc::clone(&stop))
+                    monitor::spawn(addr, m, Arc::clone(stop))
                         .map_err(|error| ServeError::MetricsBind(addr, error))?,
                 )
             }
@@ -429,12 +463,22 @@ impl Server {
             None => None,
             Some(g) => {
                 let addr = g.settings().addr;
-                let running = gateway::spawn(Arc::clone(g), Arc::clone(&stop))
+                let running = gateway::spawn(Arc::clone(g), Arc::clone(stop))
                     .map_err(|error| ServeError::GatewayBind(addr, error))?;
                 let _ = self.api_proxy.set(running.addr);
                 Some(running)
             }
         };
+        Ok((monitor, gateway))
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then finishes the requests in flight.
+    pub fn run(mut self) -> Result<(), ServeError> {
+        let (fd_limit, max_connections) = self.limits();
+        http_log::install(self.log.clone());
+        let server = self.bind()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (monitor, gateway) = self.spawn_listeners(&stop)?;
         let signals = Signals::install()?;
         // One watcher per rules file, whichever accounts share it, each with its own SIGHUP
         // flag; with an accounts file, one more for it.
