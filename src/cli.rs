@@ -18,6 +18,7 @@ Usage:
   wxmp menu check|push|show|delete the custom menu (wxmp menu --help)
   wxmp kf send|typing OPENID ...   customer-service messages (wxmp kf --help)
   wxmp token [--fetch] [--show]    the cached access_token: where from, when it expires
+  wxmp media upload|list ...       upload a file, list permanent material (wxmp media --help)
   wxmp fake-api [OPTIONS]          play api.weixin.qq.com on this machine (wxmp fake-api --help)
   wxmp tail [--metrics-addr ADDR]  watch a running server's pushes live (wxmp tail --help)
   wxmp --help | --version
@@ -27,7 +28,7 @@ Serve options (each also read from the environment variable shown; a flag wins):
 
 const FOOT: &str = "
 --quiet and --log-openid take no value; their variables take 1/0 (true/false, yes/no, on/off).
-The menu, kf and token commands take --appid and the four API options above too.
+The menu, kf, token and media commands take --appid and the four API options above too.
 
 Endpoints: PATH (POST pushes, GET the URL check), / (Hello World!), /healthz (ok); the
 metrics listener serves /metrics and /tail, and only there.
@@ -80,7 +81,7 @@ pub fn parse(mut args: Vec<OsString>) -> Result<Command, UsageError> {
             Command::FakeApi,
         ),
         "tail" => command(rest, &crate::tail::SPEC, crate::tail::usage, Command::Tail),
-        "menu" | "kf" | "token" => {
+        "menu" | "kf" | "token" | "media" => {
             let spec = crate::api_cmd::args::spec(&word);
             Ok(match usage::parse(lexopt::Parser::from_args(rest), &spec)? {
                 Parsed::Help => Command::Help(crate::api_cmd::args::usage()),
@@ -91,7 +92,7 @@ pub fn parse(mut args: Vec<OsString>) -> Result<Command, UsageError> {
             })
         }
         other => Err(UsageError(format!(
-            "unknown command {other:?}; expected serve, check-rules, check-accounts, send, tail, menu, kf, token or fake-api (see wxmp --help)"
+            "unknown command {other:?}; expected serve, check-rules, check-accounts, send, tail, menu, kf, token, media or fake-api (see wxmp --help)"
         ))),
     }
 }

@@ -23,6 +23,12 @@ pub enum Call {
     MenuDelete,
     CustomSend,
     Typing,
+    /// `material/add_material`: a permanent file.
+    MaterialAdd,
+    /// `media/upload`: a temporary file (3 days).
+    MediaUpload,
+    /// `material/batchget_material`.
+    MaterialList,
 }
 
 impl Call {
@@ -35,6 +41,9 @@ impl Call {
             Call::MenuDelete => "deleting the menu (menu/delete)",
             Call::CustomSend => "sending a customer-service message (message/custom/send)",
             Call::Typing => "the typing status (message/custom/typing)",
+            Call::MaterialAdd => "uploading a permanent file (material/add_material)",
+            Call::MediaUpload => "uploading a temporary file (media/upload)",
+            Call::MaterialList => "listing permanent material (material/batchget_material)",
         }
     }
 
@@ -49,7 +58,8 @@ impl Call {
             Call::CustomSend => {
                 Some("500,000 customer-service messages a day (the test account: 50,000)")
             }
-            Call::Typing => None,
+            Call::MediaUpload => Some("5,000 uploads a day (the test account: 500)"),
+            Call::Typing | Call::MaterialAdd | Call::MaterialList => None,
         }
     }
 }
@@ -235,6 +245,10 @@ fn sentence(f: &mut fmt::Formatter<'_>, call: Call, code: i64, errmsg: &str) -> 
         45002 | 45008 => write!(
             f,
             "the message is over WeChat's limits (errcode {code}: {errmsg}): shorten it (a customer-service news message carries one article)"
+        ),
+        40004 | 40005 | 40006 | 41005 | 44001 | 45001 | 40009..=40012 => write!(
+            f,
+            "WeChat refused the file (errcode {code}: {errmsg}): a picture must be jpg, png, gif or bmp of at most 2 MB, a voice mp3, amr, wav or wma of at most 2 MB and 60 s, a video mp4 of at most 10 MB, a thumb jpg of at most 64 KB"
         ),
         -1 => f.write_str("WeChat is busy (errcode -1): try again in a few seconds"),
         _ => write!(

@@ -26,6 +26,9 @@ pub struct Answer {
 /// error.
 pub trait Transport: Send + Sync {
     fn send(&self, method: Method, url: &str, json_body: Option<&str>) -> Result<Answer, NetError>;
+
+    /// POSTs a file upload: `body` is `multipart/form-data`, `content_type` names its boundary.
+    fn send_form(&self, url: &str, content_type: &str, body: &[u8]) -> Result<Answer, NetError>;
 }
 
 /// ureq with a connect and a total time limit on every request.
@@ -56,16 +59,30 @@ impl Transport for Ureq {
                 .set("Content-Type", "application/json; charset=utf-8")
                 .send_string(body.unwrap_or("{}")),
         };
-        let response = match result {
-            Ok(r) => r,
-            // Not a network failure: the caller explains a status other than 200.
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(ureq::Error::Transport(t)) => return Err(NetError::from_transport(&t)),
-        };
-        let status = response.status();
-        let body = response
-            .into_string()
-            .map_err(|e| NetError::from_read(&e))?;
-        Ok(Answer { status, body })
+        read(result)
     }
+
+    fn send_form(&self, url: &str, content_type: &str, body: &[u8]) -> Result<Answer, NetError> {
+        read(
+            self.agent
+                .post(url)
+                .set("Content-Type", content_type)
+                .send_bytes(body),
+        )
+    }
+}
+
+/// The status and body of an answer, any status; no answer is a [`NetError`].
+fn read(result: Result<ureq::Response, ureq::Error>) -> Result<Answer, NetError> {
+    let response = match result {
+        Ok(r) => r,
+        // Not a network failure: the caller explains a status other than 200.
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(ureq::Error::Transport(t)) => return Err(NetError::from_transport(&t)),
+    };
+    let status = response.status();
+    let body = response
+        .into_string()
+        .map_err(|e| NetError::from_read(&e))?;
+    Ok(Answer { status, body })
 }

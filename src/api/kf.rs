@@ -36,7 +36,49 @@ pub enum Message {
         thumb_media_id: Option<String>,
     },
     News(Article),
+    /// A news material (图文素材) by its `media_id`.
+    MpNews {
+        media_id: String,
+    },
+    /// A published article by its `article_id` (from the publish API).
+    MpNewsArticle {
+        article_id: String,
+    },
+    /// A menu of choices; a tap comes back as a text message with a `bizmsgmenuid`. WeChat
+    /// refuses it on test and unverified accounts (40200).
+    MsgMenu {
+        head_content: String,
+        /// `(id, content)` of each choice.
+        list: Vec<(String, String)>,
+        tail_content: String,
+    },
+    /// A card or coupon by its `card_id`.
+    WxCard {
+        card_id: String,
+    },
+    /// A mini-program card (the mini program must be linked to the account).
+    MiniProgramPage {
+        title: String,
+        appid: String,
+        pagepath: String,
+        thumb_media_id: String,
+    },
 }
+
+/// Every `msgtype` [`Message`] knows, in the order help texts list them.
+pub const MSG_TYPES: &[&str] = &[
+    "text",
+    "image",
+    "voice",
+    "video",
+    "music",
+    "news",
+    "mpnews",
+    "mpnewsarticle",
+    "msgmenu",
+    "wxcard",
+    "miniprogrampage",
+];
 
 /// A customer-service news message's one article.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -97,6 +139,11 @@ impl Message {
             Message::Video { .. } => "video",
             Message::Music { .. } => "music",
             Message::News(_) => "news",
+            Message::MpNews { .. } => "mpnews",
+            Message::MpNewsArticle { .. } => "mpnewsarticle",
+            Message::MsgMenu { .. } => "msgmenu",
+            Message::WxCard { .. } => "wxcard",
+            Message::MiniProgramPage { .. } => "miniprogrampage",
         }
     }
 
@@ -138,13 +185,47 @@ impl Message {
                 "url": a.url,
                 "picurl": a.pic_url,
             }] }),
+            Message::MpNews { media_id } => json!({ "media_id": media_id }),
+            Message::MpNewsArticle { article_id } => json!({ "article_id": article_id }),
+            Message::MsgMenu {
+                head_content,
+                list,
+                tail_content,
+            } => json!({
+                "head_content": head_content,
+                "list": list.iter().map(|(id, content)| json!({"id": id, "content": content})).collect::<Vec<_>>(),
+                "tail_content": tail_content,
+            }),
+            Message::WxCard { card_id } => json!({ "card_id": card_id }),
+            Message::MiniProgramPage {
+                title,
+                appid,
+                pagepath,
+                thumb_media_id,
+            } => json!({
+                "title": title,
+                "appid": appid,
+                "pagepath": pagepath,
+                "thumb_media_id": thumb_media_id,
+            }),
         };
         json!({ "touser": openid, "msgtype": ty, ty: inner })
     }
 
     /// Reads a `message/custom/send` body back: the OpenID and the message (the fake API
-    /// checks what it is sent with this).
-    pub fn from_json(body: &Value) -> Result<(String, Message), String> {
+    /// checks what it is sent with this). An error is WeChat's errcode and a reason: 45008 for
+    /// news with more than one article, 47001 for anything else malformed.
+    pub fn from_json(body: &Value) -> Result<(String, Message), (i64, String)> {
+        Message::read(body).map_err(|e| match e {
+            ReadError::Articles(n) => (
+                45008,
+                format!("article size out of limit: news carries 1 article, got {n}"),
+            ),
+            ReadError::Format(reason) => (47001, format!("data format error: {reason}")),
+        })
+    }
+
+    fn read(body: &Value) -> Result<(String, Message), ReadError> {
         let openid = str_at(body, "touser").ok_or("no touser")?;
         let ty = str_at(body, "msgtype").ok_or("no msgtype")?;
         let inner = body
@@ -168,12 +249,13 @@ impl Message {
                 title: opt("title"),
                 description: opt("description"),
             },
+            // WeChat's docs mark thumb_media_id required for a customer-service music message.
             "music" => Message::Music {
                 title: opt("title"),
                 description: opt("description"),
                 music_url: opt("musicurl"),
                 hq_music_url: opt("hqmusicurl"),
-                thumb_media_id: opt("thumb_media_id"),
+                thumb_media_id: Some(req("thumb_media_id")?),
             },
             "news" => {
                 let articles = inner
@@ -181,10 +263,10 @@ impl Message {
                     .and_then(Value::as_array)
                     .ok_or("news needs articles")?;
                 let [a] = articles.as_slice() else {
-                    return Err(format!(
-                        "news carries exactly 1 article, got {}",
-                        articles.len()
-                    ));
+                    if articles.is_empty() {
+                        return Err("news needs 1 article, got 0".into());
+                    }
+                    return Err(ReadError::Articles(articles.len()));
                 };
                 let get = |n: &str| str_at(a, n).unwrap_or_default();
                 Message::News(Article {
@@ -194,7 +276,41 @@ impl Message {
                     pic_url: get("picurl"),
                 })
             }
-            other => return Err(format!("unknown msgtype {other:?}")),
+            "mpnews" => Message::MpNews {
+                media_id: req("media_id")?,
+            },
+            "mpnewsarticle" => Message::MpNewsArticle {
+                article_id: req("article_id")?,
+            },
+            "msgmenu" => {
+                let list = inner
+                    .get("list")
+                    .and_then(Value::as_array)
+                    .filter(|l| !l.is_empty())
+                    .ok_or("msgmenu needs a list of {id, content}")?;
+                let list = list
+                    .iter()
+                    .map(|item| match (str_at(item, "id"), str_at(item, "content")) {
+                        (Some(id), Some(content)) => Ok((id, content)),
+                        _ => Err("each msgmenu list item needs an id and a content".to_owned()),
+                    })
+                    .collect::<Result<_, _>>()?;
+                Message::MsgMenu {
+                    head_content: opt("head_content").unwrap_or_default(),
+                    list,
+                    tail_content: opt("tail_content").unwrap_or_default(),
+                }
+            }
+            "wxcard" => Message::WxCard {
+                card_id: req("card_id")?,
+            },
+            "miniprogrampage" => Message::MiniProgramPage {
+                title: req("title")?,
+                appid: req("appid")?,
+                pagepath: req("pagepath")?,
+                thumb_media_id: req("thumb_media_id")?,
+            },
+            other => return Err(format!("unknown msgtype {other:?}").into()),
         };
         Ok((openid, message))
     }
@@ -223,7 +339,38 @@ impl Message {
             Message::News(a) => format!("news {:?} {}", a.title, a.url)
                 .trim_end()
                 .to_owned(),
+            Message::MpNews { media_id } => format!("mpnews {media_id}"),
+            Message::MpNewsArticle { article_id } => format!("mpnewsarticle {article_id}"),
+            Message::MsgMenu {
+                head_content, list, ..
+            } => {
+                let items: Vec<String> = list.iter().map(|(id, c)| format!("{id}={c}")).collect();
+                format!("msgmenu {head_content:?} {}", items.join(" "))
+            }
+            Message::WxCard { card_id } => format!("wxcard {card_id}"),
+            Message::MiniProgramPage {
+                title, pagepath, ..
+            } => format!("miniprogrampage {title:?} {pagepath}"),
         }
+    }
+}
+
+/// Why a body is not a customer-service message.
+enum ReadError {
+    /// News with this many articles (more than 1).
+    Articles(usize),
+    Format(String),
+}
+
+impl From<String> for ReadError {
+    fn from(s: String) -> ReadError {
+        ReadError::Format(s)
+    }
+}
+
+impl From<&str> for ReadError {
+    fn from(s: &str) -> ReadError {
+        ReadError::Format(s.to_owned())
     }
 }
 
@@ -340,12 +487,58 @@ mod tests {
                 title: "t".into(),
                 ..Article::default()
             }),
+            Message::MpNews {
+                media_id: "M".into(),
+            },
+            Message::MpNewsArticle {
+                article_id: "A".into(),
+            },
+            Message::MsgMenu {
+                head_content: "您对本次服务是否满意呢?".into(),
+                list: vec![
+                    ("101".into(), "满意".into()),
+                    ("102".into(), "不满意".into()),
+                ],
+                tail_content: "欢迎再次光临".into(),
+            },
+            Message::WxCard {
+                card_id: "C".into(),
+            },
+            Message::MiniProgramPage {
+                title: "t".into(),
+                appid: "wxmini".into(),
+                pagepath: "pages/index?foo=bar".into(),
+                thumb_media_id: "T".into(),
+            },
         ];
+        assert_eq!(messages.len(), MSG_TYPES.len());
         for m in messages {
+            assert!(MSG_TYPES.contains(&m.msg_type()));
             let back = Message::from_json(&m.to_json("o9")).unwrap();
             assert_eq!(back, ("o9".to_owned(), m));
         }
+    }
+
+    #[test]
+    fn wechats_errcodes_for_what_it_refuses() {
         let two = json!({"touser":"o","msgtype":"news","news":{"articles":[{},{}]}});
-        assert!(Message::from_json(&two).unwrap_err().contains("exactly 1"));
+        assert_eq!(Message::from_json(&two).unwrap_err().0, 45008);
+        let music = json!({"touser":"o","msgtype":"music","music":{"musicurl":"u"}});
+        let (code, why) = Message::from_json(&music).unwrap_err();
+        assert_eq!(code, 47001);
+        assert!(why.contains("thumb_media_id"), "{why}");
+        let menu = json!({"touser":"o","msgtype":"msgmenu","msgmenu":{"list":[{"id":"1"}]}});
+        assert_eq!(Message::from_json(&menu).unwrap_err().0, 47001);
+    }
+
+    #[test]
+    fn the_json_sent_carries_chinese_and_emoji_unescaped() {
+        // WeChat refuses `\uXXXX` escapes with 40033: serde_json must write UTF-8 as it is.
+        let m = Message::Text {
+            content: "你好 😀 \"q\"".into(),
+        };
+        let body = m.to_json("o1").to_string();
+        assert!(body.contains("你好 😀"), "{body}");
+        assert!(!body.contains("\\u"), "{body}");
     }
 }

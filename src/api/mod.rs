@@ -15,6 +15,7 @@
 pub mod error;
 pub mod http;
 pub mod kf;
+pub mod media;
 pub mod menu;
 pub mod token;
 
@@ -30,6 +31,7 @@ use serde_json::{json, Value};
 
 pub use error::{ApiError, Call};
 use http::{Method, Transport};
+use media::MediaType;
 use token::{AccessToken, Held, Refresh, Tokens};
 
 use crate::protocol::query::percent_encode;
@@ -116,6 +118,36 @@ pub struct ApiStats {
     pub calls: BTreeMap<i64, u64>,
     /// Token fetches attempted, whatever their outcome.
     pub token_fetches: u64,
+}
+
+/// What a request carries.
+enum Payload<'a> {
+    None,
+    Json(&'a str),
+    Form {
+        content_type: &'a str,
+        body: &'a [u8],
+    },
+}
+
+/// A file to upload.
+#[derive(Debug, Clone)]
+pub struct Upload<'a> {
+    pub ty: MediaType,
+    /// The file's name; its extension is set from its content.
+    pub name: &'a str,
+    pub data: &'a [u8],
+    /// A permanent video's title and introduction (WeChat requires the title).
+    pub title: &'a str,
+    pub introduction: &'a str,
+}
+
+/// What an upload made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub media_id: String,
+    /// A permanent image's URL (usable only inside Tencent's domains).
+    pub url: Option<String>,
 }
 
 /// Unix seconds; a trait so tests move time by hand.
@@ -217,6 +249,83 @@ impl Client {
         self.call(Call::MenuDelete, Method::Get, None).map(drop)
     }
 
+    /// Uploads a file as permanent material (`material/add_material`) or, with `permanent`
+    /// false, as temporary media (`media/upload`, kept 3 days). The file is checked first as
+    /// WeChat would (its type by content, the size limit), so a bad file costs no call. A
+    /// video's `title` is required for permanent material.
+    pub fn upload(&self, file: &Upload<'_>, permanent: bool) -> Result<Uploaded, ApiError> {
+        let call = if permanent {
+            Call::MaterialAdd
+        } else {
+            Call::MediaUpload
+        };
+        let format = media::check(file.ty, file.data).map_err(|e| ApiError::WeChat {
+            call,
+            errcode: e.errcode(),
+            errmsg: format!("refused before sending: {e}"),
+        })?;
+        // WeChat wants an extension on the filename, and the right one.
+        let stem = file
+            .name
+            .rsplit_once('.')
+            .map_or(file.name, |(stem, _)| stem);
+        let stem = if stem.is_empty() { "file" } else { stem };
+        let filename = format!("{stem}.{}", format.extension());
+        let description =
+            json!({"title": file.title, "introduction": file.introduction}).to_string();
+        let mut parts = vec![media::Part {
+            name: "media",
+            filename: Some(&filename),
+            content_type: Some(format.mime()),
+            data: file.data,
+        }];
+        if permanent && file.ty == MediaType::Video {
+            parts.push(media::Part {
+                name: "description",
+                filename: None,
+                content_type: None,
+                data: description.as_bytes(),
+            });
+        }
+        let (content_type, body) = media::multipart(&parts);
+        let query = format!("&type={}", file.ty.name());
+        let value = self.call_with(
+            call,
+            Method::Post,
+            &query,
+            &Payload::Form {
+                content_type: &content_type,
+                body: &body,
+            },
+        )?;
+        let media_id = value
+            .get("media_id")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| ApiError::BadResponse {
+                call,
+                url: self.config.api_base.clone(),
+                problem: "the answer has no media_id".into(),
+            })?;
+        Ok(Uploaded {
+            media_id: media_id.to_owned(),
+            url: value.get("url").and_then(Value::as_str).map(str::to_owned),
+        })
+    }
+
+    /// One page of permanent material of a type (`material/batchget_material`): WeChat's JSON,
+    /// `{"total_count", "item_count", "item": [{"media_id", "name", "update_time", "url"}]}`.
+    /// `count` is 1 to 20.
+    pub fn list_materials(
+        &self,
+        ty: MediaType,
+        offset: u64,
+        count: u64,
+    ) -> Result<Value, ApiError> {
+        let body = json!({"type": ty.name(), "offset": offset, "count": count});
+        self.call(Call::MaterialList, Method::Post, Some(&body))
+    }
+
     /// A fresh token, from memory, the cache file or WeChat (`wxmp token --fetch`).
     pub fn token(&self) -> Result<Held, ApiError> {
         self.fresh_token()?;
@@ -278,15 +387,30 @@ impl Client {
     /// One API call; a rejected token is replaced and the call retried, once.
     fn call(&self, call: Call, method: Method, body: Option<&Value>) -> Result<Value, ApiError> {
         let body = body.map(Value::to_string);
+        let payload = match &body {
+            Some(b) => Payload::Json(b),
+            None => Payload::None,
+        };
+        self.call_with(call, method, "", &payload)
+    }
+
+    /// [`Client::call`] with more query parameters (`&type=image`) and any payload.
+    fn call_with(
+        &self,
+        call: Call,
+        method: Method,
+        query: &str,
+        payload: &Payload<'_>,
+    ) -> Result<Value, ApiError> {
         let token = self.fresh_token()?;
-        match self.request(call, method, &token, body.as_deref()) {
+        match self.request(call, method, &token, query, payload) {
             Err(e) if e.errcode().is_some_and(error::is_token_rejection) => {
                 let fresh = self
                     .tokens
                     .replace(&token, &|| self.clock.now(), &|refresh| {
                         self.fetch_token(refresh)
                     })?;
-                self.request(call, method, &fresh, body.as_deref())
+                self.request(call, method, &fresh, query, payload)
             }
             other => other,
         }
@@ -297,7 +421,8 @@ impl Client {
         call: Call,
         method: Method,
         token: &AccessToken,
-        body: Option<&str>,
+        query: &str,
+        payload: &Payload<'_>,
     ) -> Result<Value, ApiError> {
         let path = match call {
             Call::Token => "/cgi-bin/stable_token",
@@ -306,10 +431,16 @@ impl Client {
             Call::MenuDelete => "/cgi-bin/menu/delete",
             Call::CustomSend => "/cgi-bin/message/custom/send",
             Call::Typing => "/cgi-bin/message/custom/typing",
+            Call::MaterialAdd => "/cgi-bin/material/add_material",
+            Call::MediaUpload => "/cgi-bin/media/upload",
+            Call::MaterialList => "/cgi-bin/material/batchget_material",
         };
         let shown = format!("{}{path}", self.config.api_base);
-        let url = format!("{shown}?access_token={}", percent_encode(token.expose()));
-        self.exchange(call, method, &url, &shown, body)
+        let url = format!(
+            "{shown}?access_token={}{query}",
+            percent_encode(token.expose())
+        );
+        self.exchange(call, method, &url, &shown, payload)
     }
 
     /// Sends, reads WeChat's JSON and its errcode, and counts the outcome. `shown` is the URL
@@ -320,7 +451,7 @@ impl Client {
         method: Method,
         url: &str,
         shown: &str,
-        body: Option<&str>,
+        payload: &Payload<'_>,
     ) -> Result<Value, ApiError> {
         let bad = |problem: String| {
             self.count(BAD_RESPONSE);
@@ -330,7 +461,14 @@ impl Client {
                 problem,
             }
         };
-        let answer = self.transport.send(method, url, body).map_err(|cause| {
+        let sent = match payload {
+            Payload::None => self.transport.send(method, url, None),
+            Payload::Json(body) => self.transport.send(method, url, Some(body)),
+            Payload::Form { content_type, body } => {
+                self.transport.send_form(url, content_type, body)
+            }
+        };
+        let answer = sent.map_err(|cause| {
             self.count(NETWORK_ERROR);
             ApiError::Network {
                 call,
@@ -379,7 +517,7 @@ impl Client {
                     Method::Post,
                     &url,
                     &url,
-                    Some(&body.to_string()),
+                    &Payload::Json(&body.to_string()),
                 )?
             }
             TokenEndpoint::Classic => {
@@ -391,7 +529,7 @@ impl Client {
                     percent_encode(&c.app_id),
                     percent_encode(c.secret.expose())
                 );
-                self.exchange(Call::Token, Method::Get, &url, &shown, None)?
+                self.exchange(Call::Token, Method::Get, &url, &shown, &Payload::None)?
             }
         };
         let now = self.clock.now();

@@ -64,6 +64,11 @@ impl Transport for Script {
             .pop_front()
             .unwrap_or_else(|| panic!("unscripted request to {url}"))
     }
+
+    fn send_form(&self, url: &str, content_type: &str, body: &[u8]) -> Result<Answer, NetError> {
+        let shown = format!("{content_type}\n{}", String::from_utf8_lossy(body));
+        self.send(Method::Post, url, Some(&shown))
+    }
 }
 
 struct Fixed(u64);
@@ -272,4 +277,63 @@ fn a_client_can_be_shared_between_threads() {
     let c = client(&Script::default());
     assert_eq!(c.token_expires_at(), None, "nothing fetched yet");
     assert_eq!(c.stats(), ApiStats::default());
+}
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+fn picture() -> Upload<'static> {
+    Upload {
+        ty: MediaType::Image,
+        name: "menu.jpeg",
+        data: PNG,
+        title: "",
+        introduction: "",
+    }
+}
+
+#[test]
+fn an_upload_is_multipart_with_the_type_and_is_retried_once_with_the_same_body() {
+    let script = Script::default()
+        .then(TOKEN1)
+        .then(r#"{"errcode":40001,"errmsg":"invalid credential"}"#)
+        .then(TOKEN2)
+        .then(r#"{"media_id":"MEDIA_1","url":"http://mmbiz.qpic.cn/x"}"#);
+    let c = client(&script);
+    let up = c.upload(&picture(), true).unwrap();
+    assert_eq!(up.media_id, "MEDIA_1");
+    let seen = script.seen();
+    assert!(
+        seen[1]
+            .1
+            .ends_with("/cgi-bin/material/add_material?access_token=TOKEN_ONE&type=image"),
+        "{}",
+        seen[1].1
+    );
+    assert!(
+        seen[3].1.ends_with("?access_token=TOKEN_TWO&type=image"),
+        "{}",
+        seen[3].1
+    );
+    assert_eq!(seen[1].2, seen[3].2, "the retry sends the same body");
+    let body = seen[1].2.as_deref().unwrap();
+    assert!(body.starts_with("multipart/form-data; boundary="), "{body}");
+    // The extension follows the content, not the name it was given.
+    assert!(
+        body.contains("name=\"media\"; filename=\"menu.png\""),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_file_wechat_would_refuse_is_refused_before_any_call() {
+    let script = Script::default();
+    let c = client(&script);
+    let thumb = Upload {
+        ty: MediaType::Thumb,
+        ..picture()
+    };
+    let e = c.upload(&thumb, false).unwrap_err();
+    assert_eq!(e.errcode(), Some(40005));
+    assert!(e.to_string().contains("a thumb must be jpg"), "{e}");
+    assert!(script.seen().is_empty());
 }

@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 
+use crate::api::media::MediaType;
 use crate::api::{kf, ApiConfig};
 use crate::config;
 use crate::usage::{self, Args, Env, Setting, Spec, UsageError};
 
 const HEAD: &str = "\
-wxmp menu | kf | token — talk to the WeChat API
+wxmp menu | kf | token | media — talk to the WeChat API
 
 Usage:
   wxmp menu check FILE [--rules RULES]   validate a menu file and print its tree (no network);
@@ -19,14 +20,26 @@ Usage:
   wxmp kf send OPENID text CONTENT       send a customer-service message to a user
   wxmp kf send OPENID image|voice MEDIA_ID
   wxmp kf send OPENID video MEDIA_ID     [--title T] [--description D] [--thumb-media-id ID]
-  wxmp kf send OPENID music --music-url URL
-                                         [--hq-music-url URL] [--thumb-media-id ID] [--title T]
-                                         [--description D]
+  wxmp kf send OPENID music --music-url URL --thumb-media-id ID
+                                         [--hq-music-url URL] [--title T] [--description D]
   wxmp kf send OPENID news --title T --url URL [--description D] [--pic-url URL]
+  wxmp kf send OPENID mpnews MEDIA_ID    a news material
+  wxmp kf send OPENID mpnewsarticle ARTICLE_ID
+  wxmp kf send OPENID wxcard CARD_ID
+  wxmp kf send OPENID msgmenu ID=CHOICE...  [--head-content H] [--tail-content T]
+  wxmp kf send OPENID miniprogrampage --title T --miniprogram-appid APPID --pagepath PATH
+                                         --thumb-media-id ID
   wxmp kf typing OPENID [--cancel]       show (or end) \"typing...\" to the user
   wxmp token [--fetch] [--show]          whether a token is cached, where it came from and
                                          when it expires; --fetch gets one if needed, --show
                                          prints the token itself (alone on stdout)
+  wxmp media upload FILE [--type image|voice|video|thumb] [--temporary]
+                                         upload as permanent material (material/add_material),
+                                         or for 3 days (media/upload); prints the media_id alone
+                                         on stdout. The type defaults to the file's, by content;
+                                         a permanent video needs --title [--description D]
+  wxmp media list --type image|voice|video
+                                         list permanent material: media_id, date, name
 
 Options (each also read from the environment variable shown; a flag wins):
 ";
@@ -50,6 +63,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting::switch("fetch", "wxmp token: get a token if none is cached"),
     Setting::switch("show", "wxmp token: print the token itself"),
     Setting::switch("cancel", "wxmp kf typing: end \"typing...\""),
+    Setting::value("type", "TYPE", "wxmp media: image, voice, video or thumb"),
+    Setting::switch("temporary", "wxmp media upload: for 3 days (media/upload), not permanent"),
 ];
 
 /// The command line of `wxmp COMMAND` (`menu`, `kf` or `token`).
@@ -58,6 +73,7 @@ pub fn spec(command: &str) -> Spec {
         help: match command {
             "menu" => "wxmp menu --help",
             "kf" => "wxmp kf --help",
+            "media" => "wxmp media --help",
             _ => "wxmp token --help",
         },
         settings: SETTINGS,
@@ -79,6 +95,10 @@ const KF_FIELDS: &[&str] = &[
     "thumb-media-id",
     "music-url",
     "hq-music-url",
+    "head-content",
+    "tail-content",
+    "miniprogram-appid",
+    "pagepath",
 ];
 
 /// A ready-to-run command.
@@ -106,6 +126,19 @@ pub enum Job {
         api: ApiConfig,
     },
     Token(TokenJob),
+    MediaUpload {
+        file: PathBuf,
+        /// `None`: the file's own, by content.
+        ty: Option<MediaType>,
+        temporary: bool,
+        title: Option<String>,
+        introduction: Option<String>,
+        api: ApiConfig,
+    },
+    MediaList {
+        ty: MediaType,
+        api: ApiConfig,
+    },
 }
 
 /// `wxmp token`: the cache to read, and the client when `--fetch` may get a token.
@@ -141,6 +174,23 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
     if (show || fetch) && words.first() != Some(&"token") {
         return Err(UsageError("--show and --fetch belong to wxmp token".into()));
     }
+    let temporary = raw.switch("temporary")?;
+    if temporary && words.get(..2) != Some(&["media", "upload"]) {
+        return Err(UsageError(
+            "--temporary belongs to wxmp media upload".into(),
+        ));
+    }
+    let ty = match raw.get("type") {
+        None => None,
+        Some(_) if words.first() != Some(&"media") => {
+            return Err(UsageError("--type belongs to wxmp media".into()))
+        }
+        Some(t) => Some(MediaType::parse(t.trim()).ok_or_else(|| {
+            UsageError(format!(
+                "invalid --type {t:?}: expected image, voice, video or thumb"
+            ))
+        })?),
+    };
     match words.as_slice() {
         ["menu", verb @ ("check" | "push"), rest @ ..] => {
             let usage = format!("wxmp menu {verb} FILE [--rules RULES]");
@@ -185,7 +235,7 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
             })
         }
         ["kf", "send", ..] => Err(UsageError(
-            "usage: wxmp kf send OPENID text CONTENT (or image, voice, video, music, news; see wxmp kf --help)".into(),
+            "usage: wxmp kf send OPENID text CONTENT (or image, voice, video, music, news, mpnews, mpnewsarticle, msgmenu, wxcard, miniprogrampage; see wxmp kf --help)".into(),
         )),
         ["kf", "typing", openid, ..] => {
             only(3, "wxmp kf typing OPENID [--cancel]")?;
@@ -210,6 +260,42 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
                 show,
             }))
         }
+        ["media", "upload", rest @ ..] => {
+            let usage = "wxmp media upload FILE [--type image|voice|video|thumb] [--temporary]";
+            let [file] = rest else {
+                return Err(UsageError(format!("media upload needs one FILE; usage: {usage}")));
+            };
+            let (title, introduction) = (raw.get("title"), raw.get("description"));
+            let permanent_video = ty == Some(MediaType::Video) && !temporary;
+            if (title.is_some() || introduction.is_some()) && !permanent_video {
+                return Err(UsageError(
+                    "--title and --description belong to a permanent video (--type video)".into(),
+                ));
+            }
+            if permanent_video && title.as_deref().is_none_or(|t| t.trim().is_empty()) {
+                return Err(UsageError(
+                    "a permanent video needs --title (WeChat refuses one without, 41005)".into(),
+                ));
+            }
+            Ok(Job::MediaUpload {
+                file: PathBuf::from(file),
+                ty,
+                temporary,
+                title,
+                introduction,
+                api: api()?,
+            })
+        }
+        ["media", "list", ..] => {
+            only(2, "wxmp media list --type image|voice|video")?;
+            let ty = ty.filter(|t| *t != MediaType::Thumb).ok_or_else(|| {
+                UsageError("wxmp media list needs --type image, voice or video".into())
+            })?;
+            Ok(Job::MediaList { ty, api: api()? })
+        }
+        ["media", ..] => Err(UsageError(
+            "wxmp media needs upload FILE or list --type TYPE (see wxmp media --help)".into(),
+        )),
         _ => Err(UsageError("unknown command (see wxmp --help)".into())),
     }
 }
@@ -236,6 +322,8 @@ fn kf_message(
             "thumb-media-id",
         ],
         "news" => &["title", "description", "url", "pic-url"],
+        "msgmenu" => &["head-content", "tail-content"],
+        "miniprogrampage" => &["title", "miniprogram-appid", "pagepath", "thumb-media-id"],
         _ => &[],
     };
     if let Some((n, _)) = fields.iter().find(|(n, _)| !allowed.contains(&n.as_str())) {
@@ -288,7 +376,8 @@ fn kf_message(
                 description: field("description"),
                 music_url: Some(need("music-url")?),
                 hq_music_url: field("hq-music-url").or_else(|| field("music-url")),
-                thumb_media_id: field("thumb-media-id"),
+                // WeChat's docs mark it required for a customer-service music message.
+                thumb_media_id: Some(need("thumb-media-id")?),
             }
         }
         "news" => {
@@ -300,9 +389,51 @@ fn kf_message(
                 pic_url: field("pic-url").unwrap_or_default(),
             })
         }
+        "mpnews" => kf::Message::MpNews {
+            media_id: one("MEDIA_ID")?,
+        },
+        "mpnewsarticle" => kf::Message::MpNewsArticle {
+            article_id: one("ARTICLE_ID")?,
+        },
+        "wxcard" => kf::Message::WxCard {
+            card_id: one("CARD_ID")?,
+        },
+        "msgmenu" => {
+            let list = args
+                .iter()
+                .map(|a| match a.split_once('=') {
+                    Some((id, c)) if !id.trim().is_empty() && !c.trim().is_empty() => {
+                        Ok((id.to_owned(), c.to_owned()))
+                    }
+                    _ => Err(UsageError(format!(
+                        "msgmenu takes choices as ID=CHOICE, e.g. 101=满意; got {a:?}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if list.is_empty() {
+                return Err(UsageError(
+                    "msgmenu needs at least one choice, e.g. wxmp kf send OPENID msgmenu 101=满意 102=不满意".into(),
+                ));
+            }
+            kf::Message::MsgMenu {
+                head_content: field("head-content").unwrap_or_default(),
+                list,
+                tail_content: field("tail-content").unwrap_or_default(),
+            }
+        }
+        "miniprogrampage" => {
+            none()?;
+            kf::Message::MiniProgramPage {
+                title: need("title")?,
+                appid: need("miniprogram-appid")?,
+                pagepath: need("pagepath")?,
+                thumb_media_id: need("thumb-media-id")?,
+            }
+        }
         other => {
             return Err(UsageError(format!(
-                "unknown message kind {other:?}: expected text, image, voice, video, music or news"
+                "unknown message kind {other:?}: expected {}",
+                kf::MSG_TYPES.join(", ")
             )))
         }
     })
@@ -414,6 +545,66 @@ mod tests {
         assert!(err(&["kf", "send", "o1", "image"]).contains("MEDIA_ID"));
         assert!(err(&["kf", "send", "o1", "text", "x", "--title", "T"]).contains("--title"));
         assert!(err(&["kf", "send", "o1", "gif", "x"]).contains("unknown message kind"));
+        assert!(
+            err(&["kf", "send", "o1", "music", "--music-url", "u"]).contains("--thumb-media-id")
+        );
+        assert!(err(&["kf", "send", "o1", "msgmenu"]).contains("at least one choice"));
+        assert!(err(&["kf", "send", "o1", "msgmenu", "x"]).contains("ID=CHOICE"));
+        assert!(
+            err(&["kf", "send", "o1", "miniprogrampage", "--title", "T"])
+                .contains("--miniprogram-appid")
+        );
+        let kind = |args: &[&str]| match resolve(parsed(args), &env).unwrap() {
+            Job::KfSend { message, .. } => message,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            kind(&[
+                "kf",
+                "send",
+                "o1",
+                "msgmenu",
+                "101=满意",
+                "102=不满意",
+                "--head-content",
+                "H"
+            ]),
+            kf::Message::MsgMenu {
+                head_content: "H".into(),
+                list: vec![
+                    ("101".into(), "满意".into()),
+                    ("102".into(), "不满意".into())
+                ],
+                tail_content: String::new(),
+            }
+        );
+        assert_eq!(
+            kind(&["kf", "send", "o1", "wxcard", "C1"]).msg_type(),
+            "wxcard"
+        );
+        assert_eq!(
+            kind(&["kf", "send", "o1", "mpnews", "M1"]).msg_type(),
+            "mpnews"
+        );
+        assert_eq!(
+            kind(&["kf", "send", "o1", "mpnewsarticle", "A1"]).msg_type(),
+            "mpnewsarticle"
+        );
+        let page = kind(&[
+            "kf",
+            "send",
+            "o1",
+            "miniprogrampage",
+            "--title",
+            "T",
+            "--miniprogram-appid",
+            "wxm",
+            "--pagepath",
+            "p/i",
+            "--thumb-media-id",
+            "TH",
+        ]);
+        assert_eq!(page.msg_type(), "miniprogrampage");
         assert!(err(&["kf", "send"]).contains("usage"));
     }
 

@@ -15,9 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use args::{Job, TokenJob};
 
+use crate::api::media::{self, MediaType};
 use crate::api::menu::{self, Menu};
 use crate::api::token::{read_cache, Held};
-use crate::api::{ApiConfig, ApiError, Client};
+use crate::api::{ApiConfig, ApiError, Client, Upload};
 use crate::log::utc;
 use crate::protocol::message::{Event, Kind, Message};
 use crate::rules::{KeyMatch, Matcher, RuleSet};
@@ -64,7 +65,110 @@ pub fn run(job: Job) -> u8 {
             })
         }
         Job::Token(job) => token(job),
+        Job::MediaUpload {
+            file,
+            ty,
+            temporary,
+            title,
+            introduction,
+            api,
+        } => upload(&file, ty, temporary, title, introduction, api),
+        Job::MediaList { ty, api } => list(ty, api),
     }
+}
+
+/// `wxmp media upload`: the media_id alone on stdout, what was done on stderr.
+fn upload(
+    file: &Path,
+    ty: Option<MediaType>,
+    temporary: bool,
+    title: Option<String>,
+    introduction: Option<String>,
+    api: ApiConfig,
+) -> u8 {
+    let data = match std::fs::read(file) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("wxmp: cannot read {}: {e}", file.display());
+            return 2;
+        }
+    };
+    let ty = match ty.or_else(|| media::sniff(&data).map(MediaType::of)) {
+        Some(t) => t,
+        None => {
+            eprintln!(
+                "wxmp: {} is not a picture, sound or video WeChat takes (by its content); WeChat takes jpg, png, gif, bmp, mp3, amr, wav, wma and mp4",
+                file.display()
+            );
+            return 2;
+        }
+    };
+    if let Err(e) = media::check(ty, &data) {
+        eprintln!("wxmp: {}: {e}; nothing was sent", file.display());
+        return 2;
+    }
+    let name = file
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let client = Client::new(api);
+    let up = Upload {
+        ty,
+        name: &name,
+        data: &data,
+        title: title.as_deref().unwrap_or(""),
+        introduction: introduction.as_deref().unwrap_or(""),
+    };
+    finish(&client, client.upload(&up, !temporary), |done| {
+        println!("{}", done.media_id);
+        let kind = if temporary { "temporary" } else { "permanent" };
+        let kept = if temporary {
+            "media/upload; WeChat keeps it 3 days"
+        } else {
+            "material/add_material"
+        };
+        eprintln!(
+            "wxmp: uploaded {} ({} bytes) as a {kind} {ty} ({kept})",
+            file.display(),
+            data.len()
+        );
+        0
+    })
+}
+
+/// `wxmp media list`: every page of `batchget_material`, one line per file.
+fn list(ty: MediaType, api: ApiConfig) -> u8 {
+    let client = Client::new(api);
+    let mut offset = 0u64;
+    let mut lines = Vec::new();
+    let mut total = 0u64;
+    // WeChat pages 20 at a time; the bound stops a total_count that never comes.
+    for _ in 0..10_000 {
+        let page = match client.list_materials(ty, offset, 20) {
+            Ok(p) => p,
+            Err(e) => return finish(&client, Err::<(), _>(e), |()| 0),
+        };
+        total = page["total_count"].as_u64().unwrap_or(0);
+        let items = page["item"].as_array().cloned().unwrap_or_default();
+        for item in &items {
+            let when = item["update_time"].as_u64().map_or_else(String::new, utc);
+            lines.push(format!(
+                "{}  {when}  {}",
+                item["media_id"].as_str().unwrap_or(""),
+                item["name"].as_str().unwrap_or("")
+            ));
+        }
+        offset += items.len() as u64;
+        if items.is_empty() || offset >= total {
+            break;
+        }
+    }
+    finish(&client, Ok(()), |()| {
+        for line in &lines {
+            println!("{line}");
+        }
+        eprintln!("wxmp: {total} {ty} material(s)");
+        0
+    })
 }
 
 /// `wxmp menu check`: the menu's buttons, then a count.

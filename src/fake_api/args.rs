@@ -13,7 +13,7 @@ pub const DEFAULT_SECRET: &str = "fakesecret";
 pub const DEFAULT_EXPIRES_IN: u64 = 7200;
 
 const HEAD: &str = "\
-wxmp fake-api — play api.weixin.qq.com on this machine: tokens, the menu, customer service
+wxmp fake-api — play api.weixin.qq.com on this machine: tokens, the menu, customer service,\nmaterial and media
 
 Usage: wxmp fake-api [OPTIONS]
 
@@ -25,11 +25,15 @@ const FOOT: &str = "
 --fail 45009@/cgi-bin/menu/create. Without @PATH, 40013, 40125 and 40243 hit token requests,
 40164, 61004 and 89503 every request, and any other code the API calls (not tokens).
 
-It serves POST /cgi-bin/stable_token, GET /cgi-bin/token (each call invalidates the previous
-token), menu/create, menu/get, menu/delete (keeping the menu it was given),
-message/custom/send and message/custom/typing (printing each message as one line), and
-GET /fake/stats (request counts as JSON). Point wxmp at it with
---api-base http://127.0.0.1:PORT (or WXMP_API_BASE).
+It serves POST /cgi-bin/stable_token and GET /cgi-bin/token (isolated from each other, as on
+WeChat: a classic fetch invalidates the previous classic token; force_refresh works at most 20
+times a day, 30 s apart), menu/create, menu/get, menu/delete (keeping the menu it was given),
+message/custom/send and message/custom/typing (printing each message as one line),
+material/add_material, get_material, batchget_material, del_material, media/upload and
+media/get (files kept in memory, checked by content against WeChat's types and size limits),
+and GET /fake/stats (request counts as JSON). Any other path answers errcode 40066 naming it.
+A JSON body with a \\uXXXX-escaped non-ASCII character gets 40033, as on WeChat.
+Point wxmp at it with --api-base http://127.0.0.1:PORT (or WXMP_API_BASE).
 ";
 
 /// `wxmp fake-api`'s options.

@@ -13,5 +13,6 @@
 //! simulator of WeChat, like `send`, not part of the server.
 
 pub mod args;
+pub mod multipart;
 pub mod platform;
 pub mod run;

@@ -8,8 +8,10 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use crate::api::kf;
+use crate::api::media::{self, Format, MediaType};
 use crate::api::menu::Menu;
 use crate::fake_api::args::{Failure, FakeConfig};
+use crate::fake_api::multipart;
 use crate::protocol::query::percent_decode;
 use crate::text::printable;
 
@@ -20,6 +22,8 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The raw query string, without `?`.
     pub query: &'a str,
+    /// The `Content-Type` header ("" when absent).
+    pub content_type: &'a str,
     pub body: &'a [u8],
     pub peer: IpAddr,
     /// Milliseconds since the Unix epoch.
@@ -30,8 +34,21 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
-    pub body: String,
+    pub content_type: String,
+    /// `Content-Disposition`, for a file download.
+    pub disposition: Option<String>,
+    pub body: Vec<u8>,
     pub lines: Vec<String>,
+}
+
+/// What a call produced: WeChat's JSON, or a file (`media/get`, `material/get_material`).
+enum Body {
+    Json(Value),
+    File {
+        mime: &'static str,
+        filename: String,
+        data: Vec<u8>,
+    },
 }
 
 /// What a request is, for failure injection and counting.
@@ -48,10 +65,37 @@ struct Issued {
     lifetime_ms: u64,
 }
 
+/// A file the fake keeps, permanent material or temporary media.
+#[derive(Debug)]
+struct Stored {
+    ty: MediaType,
+    format: Format,
+    /// The multipart filename.
+    name: String,
+    data: Vec<u8>,
+    /// A video's title and introduction (`add_material`'s `description` part).
+    title: String,
+    introduction: String,
+    created_ms: u64,
+}
+
+/// WeChat keeps temporary media 3 days.
+const TEMPORARY_MS: u64 = 3 * 24 * 3600 * 1000;
+/// stable_token's forced mode: at most 20 a day, at least 30 s apart (WeChat's docs).
+const FORCED_PER_DAY: usize = 20;
+const FORCED_GAP_MS: u64 = 30_000;
+const DAY_MS: u64 = 24 * 3600 * 1000;
+/// The fake keeps files in memory: past this many bytes in all it refuses more.
+pub const MAX_STORED_BYTES: usize = 256 * 1024 * 1024;
+
 #[derive(Debug, Default)]
 struct State {
-    /// Tokens WeChat would still accept, newest last.
-    tokens: Vec<Issued>,
+    /// Tokens WeChat would still accept, newest last: the classic and the stable endpoint's are
+    /// isolated, so a fetch from one never invalidates the other's.
+    classic: Vec<Issued>,
+    stable: Vec<Issued>,
+    /// When the stable token was force-refreshed in the last day.
+    forced_at_ms: Vec<u64>,
     issued: u64,
     menu: Option<Value>,
     fail: Vec<Failure>,
@@ -62,6 +106,9 @@ struct State {
     calls: BTreeMap<String, u64>,
     errcodes: BTreeMap<i64, u64>,
     rid: u64,
+    materials: BTreeMap<String, Stored>,
+    temporary: BTreeMap<String, Stored>,
+    stored_bytes: usize,
 }
 
 /// The fake WeChat API.
@@ -72,7 +119,24 @@ pub struct Platform {
     state: Mutex<State>,
 }
 
-type Outcome = Result<(Value, Vec<String>), (i64, String)>;
+type Outcome = Result<(Body, Vec<String>), (i64, String)>;
+
+/// The endpoints the fake serves, with their method.
+pub const ENDPOINTS: &[(&str, &str)] = &[
+    ("POST", "/cgi-bin/stable_token"),
+    ("GET", "/cgi-bin/token"),
+    ("POST", "/cgi-bin/menu/create"),
+    ("GET", "/cgi-bin/menu/get"),
+    ("GET", "/cgi-bin/menu/delete"),
+    ("POST", "/cgi-bin/message/custom/send"),
+    ("POST", "/cgi-bin/message/custom/typing"),
+    ("POST", "/cgi-bin/material/add_material"),
+    ("POST", "/cgi-bin/material/get_material"),
+    ("POST", "/cgi-bin/material/batchget_material"),
+    ("POST", "/cgi-bin/material/del_material"),
+    ("POST", "/cgi-bin/media/upload"),
+    ("GET", "/cgi-bin/media/get"),
+];
 
 impl Platform {
     pub fn new(config: FakeConfig, seed: u64) -> Platform {
@@ -94,16 +158,27 @@ impl Platform {
     pub fn handle(&self, req: &Request<'_>) -> Answer {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let kind = match (req.method, req.path) {
-            ("GET", "/fake/stats") => return answer(200, &state.stats(), vec![]),
+            ("GET", "/fake/stats") => return answer(Body::Json(state.stats()), vec![]),
             ("POST", "/cgi-bin/stable_token") | ("GET", "/cgi-bin/token") => Kind::Token,
-            ("POST", "/cgi-bin/menu/create")
-            | ("GET", "/cgi-bin/menu/get")
-            | ("GET", "/cgi-bin/menu/delete")
-            | ("POST", "/cgi-bin/message/custom/send")
-            | ("POST", "/cgi-bin/message/custom/typing") => Kind::Api,
-            (_, path) => {
-                let body = json!({"errcode": 404, "errmsg": format!("the fake does not serve {} {path}", req.method)});
-                return answer(404, &body, vec![]);
+            (m, p) if ENDPOINTS.contains(&(m, p)) => Kind::Api,
+            (method, path) => {
+                // WeChat's own shape (HTTP 200, an errcode), so an SDK shows the sentence
+                // instead of failing on the status.
+                let served = ENDPOINTS.iter().find(|(_, p)| *p == path);
+                let errmsg = match served {
+                    Some((m, _)) => format!(
+                        "invalid url: wxmp fake-api serves {path} with {m}, not {method}"
+                    ),
+                    None => format!(
+                        "invalid url: wxmp fake-api does not serve {method} {path} (see wxmp fake-api --help)"
+                    ),
+                };
+                let line = format!("{method} {path} → errcode 40066 (not served)");
+                *state.errcodes.entry(40066).or_insert(0) += 1;
+                return answer(
+                    Body::Json(json!({"errcode": 40066, "errmsg": errmsg})),
+                    vec![line],
+                );
             }
         };
         *state.calls.entry(req.path.to_owned()).or_insert(0) += 1;
@@ -120,14 +195,18 @@ impl Platform {
                 state.rid += 1;
                 let errmsg = format!("{errmsg} rid: fake-{:04}", state.rid);
                 let line = format!("{} {} → errcode {code} ({errmsg})", req.method, req.path);
-                (json!({"errcode": code, "errmsg": errmsg}), vec![line], code)
+                (
+                    Body::Json(json!({"errcode": code, "errmsg": errmsg})),
+                    vec![line],
+                    code,
+                )
             }
         };
         *state.errcodes.entry(code).or_insert(0) += 1;
         if code == 0 && kind == Kind::Api && lines.is_empty() {
             lines.push(format!("{} {} → ok", req.method, req.path));
         }
-        answer(200, &body, std::mem::take(&mut lines))
+        answer(body, std::mem::take(&mut lines))
     }
 
     fn serve(&self, state: &mut State, req: &Request<'_>, kind: Kind) -> Outcome {
@@ -135,45 +214,222 @@ impl Platform {
             return self.token(state, req);
         }
         state.check_token(req)?;
+        let json = |v: Value, line: String| Ok((Body::Json(v), vec![line]));
         match req.path {
             "/cgi-bin/menu/create" => {
                 let body = json_body(req.body)?;
                 let (menu, _) = Menu::from_json(&body).map_err(|e| (e.errcode, e.reason))?;
                 let count = menu.all_buttons().count();
-                state.menu = Some(menu.to_json());
-                Ok((ok(), vec![format!("menu created: {count} buttons")]))
+                let mut value = menu.to_json();
+                with_empty_sub_buttons(&mut value);
+                state.menu = Some(value);
+                json(ok(), format!("menu created: {count} buttons"))
             }
             "/cgi-bin/menu/get" => match &state.menu {
-                Some(menu) => Ok((json!({ "menu": menu }), vec!["menu read".to_owned()])),
+                Some(menu) => json(json!({ "menu": menu }), "menu read".to_owned()),
                 None => Err((46003, "menu no exist".to_owned())),
             },
             "/cgi-bin/menu/delete" => {
                 state.menu = None;
-                Ok((ok(), vec!["menu deleted".to_owned()]))
+                json(ok(), "menu deleted".to_owned())
             }
             "/cgi-bin/message/custom/send" => {
                 let body = json_body(req.body)?;
-                let (openid, msg) = kf::Message::from_json(&body)
-                    .map_err(|e| (47001, format!("data format error: {e}")))?;
-                Ok((ok(), vec![format!("kf send → {openid}: {}", msg.summary())]))
+                let (openid, msg) = kf::Message::from_json(&body)?;
+                json(ok(), format!("kf send → {openid}: {}", msg.summary()))
             }
-            _ => {
+            "/cgi-bin/message/custom/typing" => {
                 let body = json_body(req.body)?;
                 let openid = body.get("touser").and_then(Value::as_str).unwrap_or("");
                 match body.get("command").and_then(Value::as_str) {
                     Some(c @ ("Typing" | "CancelTyping")) if !openid.is_empty() => {
-                        Ok((ok(), vec![format!("kf typing → {openid}: {c}")]))
+                        json(ok(), format!("kf typing → {openid}: {c}"))
                     }
                     _ => Err((45072, "command invalid".to_owned())),
                 }
             }
+            "/cgi-bin/material/add_material" | "/cgi-bin/media/upload" => self.upload(state, req),
+            "/cgi-bin/media/get" => {
+                let id = query_param(req.query, "media_id").unwrap_or_default();
+                let stored = state
+                    .temporary
+                    .get(&id)
+                    .filter(|s| req.now_ms.saturating_sub(s.created_ms) < TEMPORARY_MS)
+                    .ok_or_else(|| (40007, "invalid media_id".to_owned()))?;
+                let line = format!("media get: {} {id}", stored.ty);
+                if stored.ty == MediaType::Video {
+                    let url = format!("http://fake.video.weixin.qq.com/{id}.mp4");
+                    return json(json!({ "video_url": url }), line);
+                }
+                Ok((file_of(&id, stored), vec![line]))
+            }
+            "/cgi-bin/material/get_material" => {
+                let id = media_id_of(req.body)?;
+                let stored = state
+                    .materials
+                    .get(&id)
+                    .ok_or_else(|| (40007, "invalid media_id".to_owned()))?;
+                let line = format!("material get: {} {id}", stored.ty);
+                if stored.ty == MediaType::Video {
+                    let url = format!("http://fake.video.weixin.qq.com/{id}.mp4");
+                    let v = json!({"title": stored.title, "description": stored.introduction, "down_url": url});
+                    return json(v, line);
+                }
+                Ok((file_of(&id, stored), vec![line]))
+            }
+            "/cgi-bin/material/del_material" => {
+                let id = media_id_of(req.body)?;
+                let stored = state
+                    .materials
+                    .remove(&id)
+                    .ok_or_else(|| (40007, "invalid media_id".to_owned()))?;
+                state.stored_bytes = state.stored_bytes.saturating_sub(stored.data.len());
+                json(ok(), format!("material deleted: {} {id}", stored.ty))
+            }
+            "/cgi-bin/material/batchget_material" => {
+                let body = json_body(req.body)?;
+                let ty = body.get("type").and_then(Value::as_str).unwrap_or("");
+                let offset = body.get("offset").and_then(Value::as_u64).unwrap_or(0);
+                let count = body.get("count").and_then(Value::as_u64).unwrap_or(0);
+                if !(1..=20).contains(&count) {
+                    return Err((47001, "data format error: count must be 1 to 20".into()));
+                }
+                if ty == "news" {
+                    let v = json!({"total_count": 0, "item_count": 0, "item": []});
+                    return json(v, "material list: news (the fake keeps none)".into());
+                }
+                let ty = MediaType::parse(ty)
+                    .filter(|t| *t != MediaType::Thumb)
+                    .ok_or_else(|| (40004, "invalid media type".to_owned()))?;
+                // Newest first, as WeChat lists them.
+                let mut all: Vec<(&String, &Stored)> =
+                    state.materials.iter().filter(|(_, s)| s.ty == ty).collect();
+                all.sort_by(|a, b| b.1.created_ms.cmp(&a.1.created_ms).then(b.0.cmp(a.0)));
+                let items: Vec<Value> = all
+                    .iter()
+                    .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+                    .take(count as usize)
+                    .map(|(id, s)| {
+                        let mut item = json!({"media_id": id, "name": s.name, "update_time": s.created_ms / 1000});
+                        if ty == MediaType::Image {
+                            item["url"] = json!(image_url(id));
+                        }
+                        item
+                    })
+                    .collect();
+                let line = format!("material list: {ty}, {} of {}", items.len(), all.len());
+                let v = json!({"total_count": all.len(), "item_count": items.len(), "item": items});
+                json(v, line)
+            }
+            other => Err((40066, format!("invalid url: {other}"))),
         }
+    }
+
+    /// `material/add_material` (permanent) and `media/upload` (temporary), multipart.
+    fn upload(&self, state: &mut State, req: &Request<'_>) -> Outcome {
+        let permanent = req.path == "/cgi-bin/material/add_material";
+        let ty = query_param(req.query, "type")
+            .as_deref()
+            .and_then(MediaType::parse)
+            .ok_or_else(|| (40004, "invalid media type".to_owned()))?;
+        let missing = |why: &str| (41005, format!("media data missing: {why}"));
+        let boundary = multipart::boundary(req.content_type)
+            .ok_or_else(|| missing("send multipart/form-data with a part named media"))?;
+        let parts = multipart::parse(req.body, boundary).map_err(|e| missing(&e))?;
+        let media = parts
+            .iter()
+            .find(|p| p.name == "media")
+            .ok_or_else(|| missing("no part named media"))?;
+        let name = media
+            .filename
+            .filter(|f| f.contains('.'))
+            .ok_or_else(|| {
+                (
+                    40005,
+                    "invalid file type: the filename needs an extension".to_owned(),
+                )
+            })?
+            .to_owned();
+        let format = media::check(ty, media.data).map_err(|e| {
+            let code = e.errcode();
+            (code, format!("{}: {e}", canned(code, req.peer)))
+        })?;
+        let (mut title, mut introduction) = (String::new(), String::new());
+        if permanent && ty == MediaType::Video {
+            // WeChat documents a form part; wechatpy 1.8 sends it in the query instead.
+            let description = parts
+                .iter()
+                .find(|p| p.name == "description")
+                .and_then(|p| serde_json::from_slice::<Value>(p.data).ok())
+                .or_else(|| {
+                    query_param(req.query, "description")
+                        .and_then(|d| serde_json::from_str(&d).ok())
+                });
+            let field = |n: &str| {
+                description
+                    .as_ref()
+                    .and_then(|d| d.get(n))
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            title = field("title");
+            introduction = field("introduction");
+            if title.is_empty() {
+                return Err(missing(
+                    "a video needs a description part, JSON with a title",
+                ));
+            }
+        }
+        if state.stored_bytes.saturating_add(media.data.len()) > MAX_STORED_BYTES {
+            return Err((
+                -1,
+                format!("system error: wxmp fake-api keeps at most {MAX_STORED_BYTES} bytes of media; restart it"),
+            ));
+        }
+        state.issued += 1;
+        let id = format!(
+            "{}_{:016x}_{:06}",
+            if permanent { "MAT" } else { "TMP" },
+            self.seed,
+            state.issued
+        );
+        let size = media.data.len();
+        let stored = Stored {
+            ty,
+            format,
+            name: name.clone(),
+            data: media.data.to_vec(),
+            title,
+            introduction,
+            created_ms: req.now_ms,
+        };
+        state.stored_bytes += size;
+        let line = format!(
+            "{} {ty} {id} ({name}, {size} bytes)",
+            if permanent {
+                "material added:"
+            } else {
+                "media uploaded:"
+            }
+        );
+        let body = if permanent {
+            state.materials.insert(id.clone(), stored);
+            match ty {
+                MediaType::Image => json!({"media_id": id, "url": image_url(&id)}),
+                _ => json!({"media_id": id}),
+            }
+        } else {
+            state.temporary.insert(id.clone(), stored);
+            json!({"type": ty.name(), "media_id": id, "created_at": req.now_ms / 1000})
+        };
+        Ok((Body::Json(body), vec![line]))
     }
 
     fn token(&self, state: &mut State, req: &Request<'_>) -> Outcome {
         let (grant, appid, secret, force, classic) = if req.method == "GET" {
             let q = |n: &str| query_param(req.query, n);
-            (q("grant_type"), q("appid"), q("secret"), true, true)
+            (q("grant_type"), q("appid"), q("secret"), false, true)
         } else {
             let body = json_body(req.body)?;
             let s = |n: &str| body.get(n).and_then(Value::as_str).map(str::to_owned);
@@ -184,9 +440,6 @@ impl Platform {
             state.classic_requests += 1;
         } else {
             state.stable_requests += 1;
-            if force {
-                state.forced_refreshes += 1;
-            }
         }
         if grant.as_deref() != Some("client_credential") {
             return Err((40002, "invalid grant_type".into()));
@@ -198,36 +451,74 @@ impl Platform {
             return Err((40125, "invalid appsecret".into()));
         }
         let now = req.now_ms;
-        state.tokens.retain(|t| t.expires_at_ms > now);
+        state.classic.retain(|t| t.expires_at_ms > now);
+        state.stable.retain(|t| t.expires_at_ms > now);
+        state
+            .forced_at_ms
+            .retain(|t| now.saturating_sub(*t) < DAY_MS);
+        let n = state.token_requests;
+        let mut force_ignored = false;
+        if force {
+            // "连续使用该模式时，请保证调用时间隔至少为30s，否则不会刷新": within 30 s of the
+            // last forced refresh, the current token comes back unchanged.
+            let recent = state
+                .forced_at_ms
+                .last()
+                .is_some_and(|t| now.saturating_sub(*t) < FORCED_GAP_MS);
+            if recent && !state.stable.is_empty() {
+                force_ignored = true;
+            } else if state.forced_at_ms.len() >= FORCED_PER_DAY {
+                return Err((
+                    45009,
+                    format!("reach max api daily quota limit: force_refresh is limited to {FORCED_PER_DAY} a day"),
+                ));
+            } else {
+                state.forced_at_ms.push(now);
+                state.forced_refreshes += 1;
+            }
+        }
+        let force = force && !force_ignored;
         let lifetime_ms = self.config.expires_in.saturating_mul(1000);
+        let endpoint = if classic { "token" } else { "stable_token" };
         // stable_token's normal mode hands out the current token until it is within its
         // renewal margin (5 minutes, or half of a short lifetime), then a new one while the
-        // old one stays valid; forced mode and the classic endpoint replace it at once.
-        let reuse = state.tokens.last().filter(|t| {
-            let margin = (300_000u64).min(t.lifetime_ms / 2);
-            !force && t.expires_at_ms.saturating_sub(now) > margin
-        });
-        let n = state.token_requests;
-        let endpoint = if classic { "token" } else { "stable_token" };
-        if let Some(t) = reuse {
-            let left = (t.expires_at_ms - now) / 1000;
-            let body = json!({"access_token": t.token, "expires_in": left});
-            let line = format!("token request {n} ({endpoint}): the same token, {left} s left");
-            return Ok((body, vec![line]));
-        }
-        if force {
-            state.tokens.clear();
+        // old one stays valid; forced mode and the classic endpoint replace theirs at once.
+        if !classic && !force {
+            let reuse = state.stable.last().filter(|t| {
+                let margin = (300_000u64).min(t.lifetime_ms / 2);
+                t.expires_at_ms.saturating_sub(now) > margin
+            });
+            if let Some(t) = reuse {
+                let left = (t.expires_at_ms - now) / 1000;
+                let body = json!({"access_token": t.token, "expires_in": left});
+                let why = if force_ignored {
+                    " (force_refresh within 30 s of the last one: not refreshed)"
+                } else {
+                    ""
+                };
+                let line =
+                    format!("token request {n} ({endpoint}): the same token, {left} s left{why}");
+                return Ok((Body::Json(body), vec![line]));
+            }
         }
         state.issued += 1;
         let token = format!("FAKE_{:016x}_{:06}", self.seed, state.issued);
-        state.tokens.push(Issued {
+        let held = if classic {
+            &mut state.classic
+        } else {
+            &mut state.stable
+        };
+        if classic || force {
+            held.clear();
+        }
+        held.push(Issued {
             token: token.clone(),
             expires_at_ms: now + lifetime_ms,
             lifetime_ms,
         });
         let how = match (classic, force) {
-            (true, _) => "a new token; earlier ones stop working",
-            (false, true) => "a new token (force_refresh); earlier ones stop working",
+            (true, _) => "a new token; earlier classic tokens stop working",
+            (false, true) => "a new token (force_refresh); earlier stable tokens stop working",
             (false, false) => "a new token",
         };
         let line = format!(
@@ -235,7 +526,7 @@ impl Platform {
             self.config.expires_in
         );
         Ok((
-            json!({"access_token": token, "expires_in": self.config.expires_in}),
+            Body::Json(json!({"access_token": token, "expires_in": self.config.expires_in})),
             vec![line],
         ))
     }
@@ -265,7 +556,12 @@ impl State {
         let Some(given) = query_param(req.query, "access_token") else {
             return Err((41001, "access_token missing".into()));
         };
-        match self.tokens.iter().find(|t| t.token == given) {
+        match self
+            .classic
+            .iter()
+            .chain(self.stable.iter())
+            .find(|t| t.token == given)
+        {
             None => Err((
                 40001,
                 "invalid credential, access_token is invalid or not latest".into(),
@@ -289,6 +585,8 @@ impl State {
             "calls": self.calls,
             "errcodes": errcodes,
             "menu": self.menu.is_some(),
+            "materials": self.materials.len(),
+            "temporary_media": self.temporary.len(),
         })
     }
 }
@@ -310,6 +608,13 @@ fn canned(code: i64, peer: IpAddr) -> String {
         45015 => "response out of time limit or subscription is canceled".into(),
         45047 => "out of response count limit".into(),
         46003 => "menu no exist".into(),
+        40004 => "invalid media type".into(),
+        40005 => "invalid file type".into(),
+        40007 => "invalid media_id".into(),
+        41005 => "media data missing".into(),
+        44001 => "empty media data".into(),
+        45001 => "media size out of limit".into(),
+        45008 => "article size out of limit".into(),
         48001 => "api unauthorized".into(),
         -1 => "system error".into(),
         _ => "injected by wxmp fake-api --fail".into(),
@@ -322,19 +627,107 @@ fn ok() -> Value {
 
 /// Every printed line passes here: what came from the request (`touser`, a command, an
 /// errmsg quoting the body) is escaped, so no escape code reaches the terminal.
-fn answer(status: u16, body: &Value, lines: Vec<String>) -> Answer {
-    Answer {
-        status,
-        body: body.to_string(),
-        lines: lines
-            .into_iter()
-            .map(|l| printable(&l).into_owned())
-            .collect(),
+fn answer(body: Body, lines: Vec<String>) -> Answer {
+    let lines = lines
+        .into_iter()
+        .map(|l| printable(&l).into_owned())
+        .collect();
+    match body {
+        Body::Json(v) => Answer {
+            status: 200,
+            content_type: "application/json; charset=utf-8".into(),
+            disposition: None,
+            body: v.to_string().into_bytes(),
+            lines,
+        },
+        Body::File {
+            mime,
+            filename,
+            data,
+        } => Answer {
+            status: 200,
+            content_type: mime.into(),
+            disposition: Some(format!("attachment; filename=\"{filename}\"")),
+            body: data,
+            lines,
+        },
     }
 }
 
+fn file_of(id: &str, stored: &Stored) -> Body {
+    Body::File {
+        mime: stored.format.mime(),
+        filename: format!("{id}.{}", stored.format.extension()),
+        data: stored.data.clone(),
+    }
+}
+
+/// Where WeChat would serve a permanent image (only inside Tencent's domains).
+fn image_url(id: &str) -> String {
+    format!("http://mmbiz.qpic.cn/fake/{id}/0")
+}
+
+/// Puts `"sub_button": []` on every leaf button, as WeChat's `menu/get` does (some SDKs
+/// read the field without checking it is there).
+fn with_empty_sub_buttons(menu: &mut Value) {
+    fn leaf(button: &mut Value) {
+        match button.get_mut("sub_button").and_then(Value::as_array_mut) {
+            Some(subs) => subs.iter_mut().for_each(leaf),
+            None => {
+                if let Some(b) = button.as_object_mut() {
+                    b.insert("sub_button".into(), json!([]));
+                }
+            }
+        }
+    }
+    if let Some(buttons) = menu.get_mut("button").and_then(Value::as_array_mut) {
+        buttons.iter_mut().for_each(leaf);
+    }
+}
+
+/// WeChat's JSON bodies: UTF-8 as it is. A `\uXXXX` escape of a non-ASCII character is
+/// refused with 40033, as WeChat's errcode list says (JSON encoders that escape Chinese, such
+/// as Python's `json.dumps` by default, hit it).
 fn json_body(body: &[u8]) -> Result<Value, (i64, String)> {
+    if escapes_non_ascii(body) {
+        return Err((
+            40033,
+            "invalid charset. please check your request, if include \\uxxxx will create fail!"
+                .into(),
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| (47001, format!("data format error: {e}")))
+}
+
+/// Whether a JSON text carries a `\uXXXX` escape of a character above U+007F.
+fn escapes_non_ascii(body: &[u8]) -> bool {
+    let mut i = 0;
+    while i < body.len() {
+        if body[i] == b'\\' {
+            if body.get(i + 1) == Some(&b'u') {
+                let code = body
+                    .get(i + 2..i + 6)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u32::from_str_radix(h, 16).ok());
+                if code.is_some_and(|c| c > 0x7f) {
+                    return true;
+                }
+            }
+            // Skip the escaped character, so `\\u4f60` (a backslash, then text) is not one.
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+fn media_id_of(body: &[u8]) -> Result<String, (i64, String)> {
+    json_body(body)?
+        .get("media_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| (47001, "data format error: no media_id".into()))
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
@@ -342,7 +735,8 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .split('&')
         .filter_map(|p| p.split_once('='))
         .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| percent_decode(v))
+        // Form encoding, as HTTP clients write queries: `+` is a space.
+        .and_then(|(_, v)| percent_decode(&v.replace('+', " ")))
 }
 
 #[cfg(test)]
@@ -363,11 +757,12 @@ mod tests {
             method,
             path,
             query,
+            content_type: "application/json",
             body: body.as_bytes(),
             peer: "127.0.0.1".parse().unwrap(),
             now_ms: now_s * 1000,
         });
-        serde_json::from_str(&a.body).unwrap()
+        serde_json::from_slice(&a.body).unwrap()
     }
 
     const STABLE: &str = r#"{"grant_type":"client_credential","appid":"wxfake0000000000","secret":"fakesecret","force_refresh":false}"#;
@@ -456,6 +851,7 @@ mod tests {
             method: "POST",
             path: "/cgi-bin/message/custom/send",
             query: &q,
+            content_type: "application/json",
             body: br#"{"touser":"o1","msgtype":"text","text":{"content":"hi"}}"#,
             peer: "127.0.0.1".parse().unwrap(),
             now_ms: 5000,
@@ -473,17 +869,19 @@ mod tests {
         for (path, body) in [
             (
                 "/cgi-bin/message/custom/send",
-                r#"{"touser":"o\u001b[2J\u202e1","msgtype":"text","text":{"content":"hi"}}"#,
+                // U+202E and U+0085 raw: escaped, they would be refused with 40033.
+                "{\"touser\":\"o\\u001b[2J\u{202e}1\",\"msgtype\":\"text\",\"text\":{\"content\":\"hi\"}}",
             ),
             (
                 "/cgi-bin/message/custom/typing",
-                r#"{"touser":"o\u001b]0;pwned\u0007\u0085","command":"Typing"}"#,
+                "{\"touser\":\"o\\u001b]0;pwned\\u0007\u{85}\",\"command\":\"Typing\"}",
             ),
         ] {
             let a = p.handle(&Request {
                 method: "POST",
                 path,
                 query: &q,
+                content_type: "application/json",
                 body: body.as_bytes(),
                 peer: "127.0.0.1".parse().unwrap(),
                 now_ms: 5000,
@@ -495,6 +893,334 @@ mod tests {
                 "{path}: {line:?}"
             );
             assert!(line.contains("o\\u{1b}"), "{path}: {line}");
+        }
+    }
+
+    const CLASSIC: &str = "grant_type=client_credential&appid=wxfake0000000000&secret=fakesecret";
+
+    fn token_query(v: &Value) -> String {
+        format!("access_token={}", v["access_token"].as_str().unwrap())
+    }
+
+    #[test]
+    fn classic_and_stable_tokens_are_isolated() {
+        let p = platform(&[], "7200");
+        let stable = call(&p, "POST", "/cgi-bin/stable_token", "", STABLE, 10);
+        let classic = call(&p, "GET", "/cgi-bin/token", CLASSIC, "", 11);
+        let _ = call(&p, "GET", "/cgi-bin/token", CLASSIC, "", 12);
+        // A classic fetch kills the earlier classic token, never the stable one.
+        assert_eq!(
+            call(
+                &p,
+                "GET",
+                "/cgi-bin/menu/delete",
+                &token_query(&stable),
+                "",
+                13
+            )["errcode"],
+            json!(0)
+        );
+        assert_eq!(
+            call(
+                &p,
+                "GET",
+                "/cgi-bin/menu/delete",
+                &token_query(&classic),
+                "",
+                13
+            )["errcode"],
+            json!(40001)
+        );
+        // A forced stable refresh kills the stable token, never the classic one.
+        let newest = call(&p, "GET", "/cgi-bin/token", CLASSIC, "", 14);
+        let forced = STABLE.replace("false", "true");
+        let f = call(&p, "POST", "/cgi-bin/stable_token", "", &forced, 15);
+        assert_ne!(f["access_token"], stable["access_token"]);
+        for (token, code) in [(&stable, 40001), (&newest, 0), (&f, 0)] {
+            assert_eq!(
+                call(
+                    &p,
+                    "GET",
+                    "/cgi-bin/menu/delete",
+                    &token_query(token),
+                    "",
+                    16
+                )["errcode"],
+                json!(code)
+            );
+        }
+    }
+
+    #[test]
+    fn forced_refreshes_are_30_s_apart_and_20_a_day() {
+        let p = platform(&[], "7200");
+        let forced = STABLE.replace("false", "true");
+        let a = call(&p, "POST", "/cgi-bin/stable_token", "", &forced, 1000);
+        let b = call(&p, "POST", "/cgi-bin/stable_token", "", &forced, 1029);
+        assert_eq!(
+            a["access_token"], b["access_token"],
+            "within 30 s: not refreshed"
+        );
+        let c = call(&p, "POST", "/cgi-bin/stable_token", "", &forced, 1030);
+        assert_ne!(a["access_token"], c["access_token"]);
+        for i in 2..20 {
+            let t = call(
+                &p,
+                "POST",
+                "/cgi-bin/stable_token",
+                "",
+                &forced,
+                1030 + 30 * i,
+            );
+            assert!(t["access_token"].is_string(), "{i}: {t}");
+        }
+        let over = call(&p, "POST", "/cgi-bin/stable_token", "", &forced, 5000);
+        assert_eq!(over["errcode"], json!(45009), "{over}");
+        // A day after the first, one is allowed again.
+        let later = call(
+            &p,
+            "POST",
+            "/cgi-bin/stable_token",
+            "",
+            &forced,
+            1000 + 86_400,
+        );
+        assert!(later["access_token"].is_string(), "{later}");
+        let stats = call(&p, "GET", "/fake/stats", "", "", 1000 + 86_401);
+        assert_eq!(stats["forced_refreshes"], json!(21));
+    }
+
+    #[test]
+    fn escaped_chinese_is_refused_with_40033() {
+        assert!(escapes_non_ascii(br#"{"a":"\u4f60"}"#));
+        assert!(!escapes_non_ascii("{\"a\":\"你\"}".as_bytes()));
+        assert!(!escapes_non_ascii(br#"{"a":"\u001f \\u4f60"}"#));
+        assert!(!escapes_non_ascii(br#"{"a":"\u00"#));
+        let p = platform(&[], "7200");
+        let t = call(&p, "POST", "/cgi-bin/stable_token", "", STABLE, 1);
+        let menu = r#"{"button":[{"type":"click","name":"\u4eca\u65e5","key":"K"}]}"#;
+        let e = call(
+            &p,
+            "POST",
+            "/cgi-bin/menu/create",
+            &token_query(&t),
+            menu,
+            2,
+        );
+        assert_eq!(e["errcode"], json!(40033), "{e}");
+    }
+
+    #[test]
+    fn menu_get_puts_an_empty_sub_button_on_leaves() {
+        let p = platform(&[], "7200");
+        let t = call(&p, "POST", "/cgi-bin/stable_token", "", STABLE, 1);
+        let q = token_query(&t);
+        let menu = r#"{"button":[{"type":"click","name":"a","key":"K"},{"name":"b","sub_button":[{"type":"view","name":"c","url":"https://e.com/"}]}]}"#;
+        assert_eq!(
+            call(&p, "POST", "/cgi-bin/menu/create", &q, menu, 2)["errcode"],
+            json!(0)
+        );
+        let got = call(&p, "GET", "/cgi-bin/menu/get", &q, "", 3);
+        let b = &got["menu"]["button"];
+        assert_eq!(b[0]["sub_button"], json!([]));
+        assert_eq!(b[1]["sub_button"][0]["sub_button"], json!([]));
+        assert_eq!(b[1]["sub_button"][0]["url"], json!("https://e.com/"));
+    }
+
+    #[test]
+    fn unserved_endpoints_answer_an_errcode_that_names_them() {
+        let p = platform(&[], "7200");
+        let e = call(&p, "POST", "/cgi-bin/user/info", "", "", 1);
+        assert_eq!(e["errcode"], json!(40066));
+        assert!(
+            e["errmsg"]
+                .as_str()
+                .unwrap()
+                .contains("POST /cgi-bin/user/info"),
+            "{e}"
+        );
+        let e = call(&p, "GET", "/cgi-bin/menu/create", "", "", 1);
+        assert!(
+            e["errmsg"].as_str().unwrap().contains("with POST, not GET"),
+            "{e}"
+        );
+    }
+
+    fn upload(p: &Platform, path: &str, q: &str, parts: &[media::Part<'_>]) -> Answer {
+        let (ct, body) = media::multipart(parts);
+        p.handle(&Request {
+            method: "POST",
+            path,
+            query: q,
+            content_type: &ct,
+            body: &body,
+            peer: "127.0.0.1".parse().unwrap(),
+            now_ms: 5000,
+        })
+    }
+
+    fn file<'a>(name: &'a str, data: &'a [u8]) -> media::Part<'a> {
+        media::Part {
+            name: "media",
+            filename: Some(name),
+            content_type: None,
+            data,
+        }
+    }
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+
+    #[test]
+    fn materials_are_added_listed_read_and_deleted() {
+        let p = platform(&[], "7200");
+        let t = call(&p, "POST", "/cgi-bin/stable_token", "", STABLE, 1);
+        let q = token_query(&t);
+        let a = upload(
+            &p,
+            "/cgi-bin/material/add_material",
+            &format!("{q}&type=image"),
+            &[file("a.png", PNG)],
+        );
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        let id = v["media_id"].as_str().unwrap().to_owned();
+        assert!(v["url"].is_string(), "{v}");
+        assert!(
+            a.lines[0].starts_with("material added: image MAT_"),
+            "{:?}",
+            a.lines
+        );
+        let list = call(
+            &p,
+            "POST",
+            "/cgi-bin/material/batchget_material",
+            &q,
+            r#"{"type":"image","offset":0,"count":20}"#,
+            2,
+        );
+        assert_eq!(list["total_count"], json!(1));
+        assert_eq!(list["item"][0]["media_id"], json!(id));
+        assert_eq!(list["item"][0]["name"], json!("a.png"));
+        let got = p.handle(&Request {
+            method: "POST",
+            path: "/cgi-bin/material/get_material",
+            query: &q,
+            content_type: "application/json",
+            body: format!(r#"{{"media_id":"{id}"}}"#).as_bytes(),
+            peer: "127.0.0.1".parse().unwrap(),
+            now_ms: 6000,
+        });
+        assert_eq!(got.body, PNG);
+        assert_eq!(got.content_type, "image/png");
+        let del = format!(r#"{{"media_id":"{id}"}}"#);
+        assert_eq!(
+            call(&p, "POST", "/cgi-bin/material/del_material", &q, &del, 3)["errcode"],
+            json!(0)
+        );
+        assert_eq!(
+            call(&p, "POST", "/cgi-bin/material/del_material", &q, &del, 3)["errcode"],
+            json!(40007)
+        );
+        let bad = call(
+            &p,
+            "POST",
+            "/cgi-bin/material/batchget_material",
+            &q,
+            r#"{"type":"image","offset":0,"count":21}"#,
+            4,
+        );
+        assert_eq!(bad["errcode"], json!(47001));
+    }
+
+    #[test]
+    fn uploads_get_wechats_type_and_size_errors() {
+        let p = platform(&[], "7200");
+        let t = call(&p, "POST", "/cgi-bin/stable_token", "", STABLE, 1);
+        let q = token_query(&t);
+        let code = |path: &str, ty: &str, parts: &[media::Part<'_>]| -> i64 {
+            let a = upload(&p, path, &format!("{q}&type={ty}"), parts);
+            let v: Value = serde_json::from_slice(&a.body).unwrap();
+            v["errcode"].as_i64().unwrap_or(0)
+        };
+        let add = "/cgi-bin/material/add_material";
+        assert_eq!(code(add, "gif", &[file("a.png", PNG)]), 40004);
+        assert_eq!(code(add, "thumb", &[file("a.png", PNG)]), 40005);
+        assert_eq!(code(add, "image", &[file("noext", PNG)]), 40005);
+        let wrong_name = media::Part {
+            name: "file",
+            ..file("a.png", PNG)
+        };
+        assert_eq!(code(add, "image", &[wrong_name]), 41005);
+        let mut big = b"\xff\xd8\xff".to_vec();
+        big.resize(64 * 1024 + 1, 0);
+        assert_eq!(code(add, "thumb", &[file("a.jpg", &big)]), 45001);
+        let mp4 = b"\0\0\0\x18ftypmp42....";
+        assert_eq!(
+            code(add, "video", &[file("v.mp4", mp4)]),
+            41005,
+            "no description"
+        );
+        let desc = media::Part {
+            name: "description",
+            filename: None,
+            content_type: None,
+            data: br#"{"title":"T","introduction":"I"}"#,
+        };
+        assert_eq!(code(add, "video", &[file("v.mp4", mp4), desc]), 0);
+        let tmp = upload(
+            &p,
+            "/cgi-bin/media/upload",
+            &format!("{q}&type=image"),
+            &[file("a.png", PNG)],
+        );
+        let v: Value = serde_json::from_slice(&tmp.body).unwrap();
+        assert_eq!(v["type"], json!("image"));
+        let id = v["media_id"].as_str().unwrap();
+        let got = p.handle(&Request {
+            method: "GET",
+            path: "/cgi-bin/media/get",
+            query: &format!("{q}&media_id={id}"),
+            content_type: "",
+            body: b"",
+            peer: "127.0.0.1".parse().unwrap(),
+            now_ms: 7000,
+        });
+        assert_eq!(got.body, PNG);
+        assert!(got.disposition.unwrap().contains(".png"));
+        // Not JSON at all: 41005, never a panic.
+        let a = p.handle(&Request {
+            method: "POST",
+            path: add,
+            query: &format!("{q}&type=image"),
+            content_type: "multipart/form-data; boundary=zz",
+            body: b"--zz\r\n\xff\xff",
+            peer: "127.0.0.1".parse().unwrap(),
+            now_ms: 7000,
+        });
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(v["errcode"], json!(41005));
+    }
+
+    #[test]
+    fn customer_service_news_of_two_articles_is_45008_and_new_types_pass() {
+        let p = platform(&[], "7200");
+        let t = call(&p, "POST", "/cgi-bin/stable_token", "", STABLE, 1);
+        let q = token_query(&t);
+        let two =
+            r#"{"touser":"o","msgtype":"news","news":{"articles":[{"title":"a"},{"title":"b"}]}}"#;
+        assert_eq!(
+            call(&p, "POST", "/cgi-bin/message/custom/send", &q, two, 2)["errcode"],
+            json!(45008)
+        );
+        for body in [
+            r#"{"touser":"o","msgtype":"mpnews","mpnews":{"media_id":"M"}}"#,
+            r#"{"touser":"o","msgtype":"wxcard","wxcard":{"card_id":"C"}}"#,
+            r#"{"touser":"o","msgtype":"mpnewsarticle","mpnewsarticle":{"article_id":"A"}}"#,
+        ] {
+            assert_eq!(
+                call(&p, "POST", "/cgi-bin/message/custom/send", &q, body, 3)["errcode"],
+                json!(0),
+                "{body}"
+            );
         }
     }
 }

@@ -8,8 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::fake_api::args::{FakeConfig, DEFAULT_SECRET};
 use crate::fake_api::platform::{Platform, Request};
 
-/// The body limit: WeChat's own API bodies are small JSON.
-const MAX_BODY: u64 = 1 << 20;
+/// The body limit: the largest upload WeChat takes (a 10 MB video) and room for the multipart
+/// framing.
+const MAX_BODY: u64 = 10 * 1024 * 1024 + 64 * 1024;
 
 /// Serves until the process is stopped; an error only when it cannot listen.
 pub fn serve(config: FakeConfig) -> Result<(), String> {
@@ -66,6 +67,7 @@ fn handle(platform: &Platform, req: &rouille::Request) -> rouille::Response {
         method: req.method(),
         path: req.url().as_str(),
         query: req.raw_query_string(),
+        content_type: req.header("Content-Type").unwrap_or(""),
         body: &body,
         peer: req.remote_addr().ip(),
         now_ms,
@@ -78,6 +80,10 @@ fn handle(platform: &Platform, req: &rouille::Request) -> rouille::Response {
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
     }
-    rouille::Response::from_data("application/json; charset=utf-8", answer.body)
-        .with_status_code(answer.status)
+    let mut response = rouille::Response::from_data(answer.content_type, answer.body)
+        .with_status_code(answer.status);
+    if let Some(d) = answer.disposition {
+        response = response.with_additional_header("Content-Disposition", d);
+    }
+    response
 }

@@ -92,14 +92,14 @@ impl Fake {
         );
     }
 
-    fn stats(&self) -> Value {
+    pub fn stats(&self) -> Value {
         let addr = self.base.trim_start_matches("http://");
         let (status, body) = request(addr, "GET", "/fake/stats", b"");
         assert_eq!(status, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
 
-    fn count(&self, path: &str) -> u64 {
+    pub fn count(&self, path: &str) -> u64 {
         self.stats()["calls"][path].as_u64().unwrap_or(0)
     }
 
@@ -430,17 +430,57 @@ fn kf_send_and_typing_show_up_in_the_fakes_output() {
             "https://example.com/a",
         ],
     ));
+    ok(&wxmp(
+        &fake,
+        &dir,
+        &[
+            "kf",
+            "send",
+            "o_user",
+            "msgmenu",
+            "101=满意",
+            "102=不满意",
+            "--head-content",
+            "满意吗?",
+        ],
+    ));
+    ok(&wxmp(
+        &fake,
+        &dir,
+        &[
+            "kf",
+            "send",
+            "o_user",
+            "music",
+            "--music-url",
+            "https://e.com/a.mp3",
+            "--thumb-media-id",
+            "TH1",
+            "--title",
+            "歌",
+        ],
+    ));
+    ok(&wxmp(
+        &fake,
+        &dir,
+        &["kf", "send", "o_user", "wxcard", "CARD_1"],
+    ));
     ok(&wxmp(&fake, &dir, &["kf", "typing", "o_user"]));
     ok(&wxmp(&fake, &dir, &["kf", "typing", "o_user", "--cancel"]));
     for line in [
         "kf send → o_user: text \"你好 世界\"",
         "kf send → o_user: image MEDIA_1",
         "kf send → o_user: news \"标题\" https://example.com/a",
+        "kf send → o_user: msgmenu \"满意吗?\" 101=满意 102=不满意",
+        "kf send → o_user: music \"歌\" https://e.com/a.mp3",
+        "kf send → o_user: wxcard CARD_1",
         "kf typing → o_user: Typing",
         "kf typing → o_user: CancelTyping",
     ] {
         fake.wait_for(line, secs(10));
     }
+    // The fake refuses `\uXXXX`-escaped Chinese with 40033, as WeChat does: wxmp never sent one.
+    assert_eq!(fake.stats()["errcodes"].get("40033"), None);
 }
 
 #[test]
@@ -736,4 +776,74 @@ fn a_password_in_the_api_base_never_shows() {
     let e = e + &text(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{e}");
     assert!(!e.contains("s3cretpw"), "{e}");
+}
+
+/// A picture WeChat takes: a PNG signature and a header chunk (the type is told by content).
+pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+
+#[test]
+fn media_upload_prints_the_media_id_and_media_list_shows_it() {
+    // The first upload's token is refused: the client refreshes and sends the file again.
+    let fake = Fake::start(&["--fail", "40001@/cgi-bin/material/add_material:once"]);
+    let dir = tempdir();
+    let pic = dir.join("menu.png");
+    std::fs::write(&pic, PNG).unwrap();
+    let pic = pic.to_str().unwrap();
+    let id = ok(&wxmp(&fake, &dir, &["media", "upload", pic]));
+    let id = id.trim();
+    assert!(id.starts_with("MAT_"), "{id}");
+    fake.wait_for(
+        &format!("material added: image {id} (menu.png,"),
+        std::time::Duration::from_secs(10),
+    );
+    let tmp = ok(&wxmp(&fake, &dir, &["media", "upload", pic, "--temporary"]));
+    assert!(tmp.trim().starts_with("TMP_"), "{tmp}");
+    let list = ok(&wxmp(&fake, &dir, &["media", "list", "--type", "image"]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 1, "{list}");
+    assert!(
+        lines[0].starts_with(id) && lines[0].ends_with("menu.png"),
+        "{list}"
+    );
+    assert_eq!(fake.count("/cgi-bin/material/add_material"), 2, "one retry");
+    assert_eq!(fake.stats()["materials"], 1);
+    assert_eq!(fake.count("/cgi-bin/media/upload"), 1);
+}
+
+#[test]
+fn a_file_wechat_would_refuse_is_never_uploaded() {
+    let fake = Fake::start(&[]);
+    let dir = tempdir();
+    let page = dir.join("photo.png");
+    std::fs::write(&page, b"<html>not a picture</html>").unwrap();
+    let pic = dir.join("cover.jpg");
+    std::fs::write(&pic, PNG).unwrap();
+    let (_, err) = exited(
+        &wxmp(&fake, &dir, &["media", "upload", page.to_str().unwrap()]),
+        2,
+    );
+    assert!(err.contains("not a picture, sound or video"), "{err}");
+    let (_, err) = exited(
+        &wxmp(
+            &fake,
+            &dir,
+            &["media", "upload", pic.to_str().unwrap(), "--type", "thumb"],
+        ),
+        2,
+    );
+    assert!(
+        err.contains("by its content it is a png file; a thumb must be jpg"),
+        "{err}"
+    );
+    let (_, err) = exited(
+        &wxmp(
+            &fake,
+            &dir,
+            &["media", "upload", pic.to_str().unwrap(), "--type", "video"],
+        ),
+        2,
+    );
+    assert!(err.contains("needs --title"), "{err}");
+    assert_eq!(fake.count("/cgi-bin/material/add_material"), 0);
+    assert_eq!(fake.token_requests(), 0);
 }

@@ -160,3 +160,38 @@ fn a_cloud_hosting_bot_answers_behind_wxmp_unchanged() {
         crate::kit::wait::secs(10),
     );
 }
+
+/// The fake API as wechatpy's users meet it: the shapes and errcodes SDKs rely on (issue 21).
+#[test]
+#[ignore = "needs python3 with wechatpy: run by make test when it is installed, and by make interop"]
+fn wechatpy_uses_the_fake_api_as_it_uses_wechat() {
+    assert!(
+        wechatpy_available(),
+        "python3 cannot import wechatpy (pip install wechatpy cryptography)"
+    );
+    let fake = crate::api::Fake::start(&[]);
+    let script = format!(
+        "{}/tests/interop/wechatpy_fake_api.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new("python3")
+        .args([
+            script.as_str(),
+            &fake.base,
+            crate::api::APPID,
+            crate::api::SECRET,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wechatpy against the fake failed:\n{stdout}\n{}\nthe fake printed:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        fake.output()
+    );
+    assert!(
+        stdout.contains("material: add image/thumb/video"),
+        "{stdout}"
+    );
+}
