@@ -55,6 +55,16 @@ impl MediaType {
         }
     }
 
+    /// The type with its article, for sentences (`an image`, `a thumb`).
+    pub fn with_article(self) -> &'static str {
+        match self {
+            MediaType::Image => "an image",
+            MediaType::Voice => "a voice",
+            MediaType::Video => "a video",
+            MediaType::Thumb => "a thumb",
+        }
+    }
+
     /// The limit as people write it (`2 MB`, `64 KB`).
     pub fn limit_text(self) -> &'static str {
         match self {
@@ -204,7 +214,8 @@ impl fmt::Display for MediaError {
             MediaError::Empty => f.write_str("the file is empty"),
             MediaError::TooLarge { ty, size } => write!(
                 f,
-                "the file has {size} bytes; WeChat takes a {ty} of at most {} ({} bytes)",
+                "the file has {size} bytes; WeChat takes {} of at most {} ({} bytes)",
+                ty.with_article(),
                 ty.limit_text(),
                 ty.max_bytes()
             ),
@@ -215,7 +226,8 @@ impl fmt::Display for MediaError {
                 };
                 write!(
                     f,
-                    "by its content it is {what}; a {ty} must be {}",
+                    "by its content it is {what}; {} must be {}",
+                    ty.with_article(),
                     ty.formats_text()
                 )
             }

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::template::{Piece, Template};
-use super::{Action, ArticleSpec, KeyMatch, Matcher, ReplySpec, Rule, RuleSet, RulesError, Target};
+use super::{
+    Action, ArticleSpec, KeyMatch, Matcher, MediaSlot, ReplySpec, Rule, RuleSet, RulesError, Target,
+};
 use crate::protocol::{message, reply};
 use crate::text::redact_url;
 
@@ -34,7 +36,12 @@ impl RuleSet {
             let line = line_of(text, header.start);
             let mut notes = Vec::new();
             let reply_at = key_span(text, &header, "reply");
-            let rule = compile_rule(spanned.into_inner(), line, reply_at, &dir, &mut notes)
+            let at = At {
+                dir: &dir,
+                rule: (i + 1).to_string(),
+                line: reply_at.as_ref().map_or(line, |s| line_of(text, s.start)),
+            };
+            let rule = compile_rule(spanned.into_inner(), line, reply_at, &at, &mut notes)
                 .map_err(|Located { span, reason }| {
                     err(
                         Some(span.unwrap_or_else(|| header.clone())),
@@ -58,7 +65,12 @@ impl RuleSet {
                 let span = d.span();
                 let at = key_span(text, &span, "reply").unwrap_or(span);
                 let mut notes = Vec::new();
-                let action = compile_action(d.into_inner().reply, None, &dir, &mut notes)
+                let here = At {
+                    dir: &dir,
+                    rule: "[default]".into(),
+                    line: line_of(text, at.start),
+                };
+                let action = compile_action(d.into_inner().reply, None, &here, &mut notes)
                     .map_err(|r| err(Some(at.clone()), format!("[default]: {r}")))?;
                 warnings.extend(notes.into_iter().map(|reason| RulesError {
                     file: file.to_owned(),
@@ -88,6 +100,14 @@ impl RuleSet {
             warnings,
         })
     }
+}
+
+/// Where a reply is: the rules file's folder (commands run there, files are found there), the
+/// rule and the reply's line (for the files it names).
+struct At<'a> {
+    dir: &'a Path,
+    rule: String,
+    line: usize,
 }
 
 /// A reason, and where in the file it applies (`None`: the rule's `[[rules]]` header).
@@ -233,7 +253,7 @@ fn compile_rule(
     raw: RawRule,
     line: usize,
     reply_at: Option<Range<usize>>,
-    dir: &Path,
+    at: &At<'_>,
     notes: &mut Vec<Located>,
 ) -> Result<Rule, Located> {
     let kinds = [
@@ -305,7 +325,7 @@ fn compile_rule(
         reason,
     };
     let mut reply_notes = Vec::new();
-    let action = compile_action(raw.reply, regex, dir, &mut reply_notes).map_err(located)?;
+    let action = compile_action(raw.reply, regex, at, &mut reply_notes).map_err(located)?;
     notes.extend(reply_notes.into_iter().map(located));
     Ok(Rule {
         line,
@@ -338,27 +358,27 @@ const REPLY_KINDS: &str =
 fn compile_action(
     value: toml::Value,
     regex: Option<&Regex>,
-    dir: &Path,
+    at: &At<'_>,
     notes: &mut Vec<String>,
 ) -> Result<Action, String> {
     if let toml::Value::Table(t) = &value {
         if t.len() == 1 {
             if let Some(v) = t.get("forward") {
-                return compile_forward(v.clone(), regex, dir, notes);
+                return compile_forward(v.clone(), regex, at, notes);
             }
             if let Some(v) = t.get("command") {
-                return compile_command(v.clone(), regex, dir, notes);
+                return compile_command(v.clone(), regex, at, notes);
             }
         }
     }
-    compile_reply(value, regex, notes)
+    compile_reply(value, regex, at, notes)
 }
 
 /// `reply.forward = "URL"` or `{ url = "...", fallback = ... }`.
 fn compile_forward(
     value: toml::Value,
     regex: Option<&Regex>,
-    dir: &Path,
+    at: &At<'_>,
     notes: &mut Vec<String>,
 ) -> Result<Action, String> {
     let (url, fallback) = match value {
@@ -397,7 +417,7 @@ fn compile_forward(
     }
     Ok(Action::Forward {
         target: Target::Http { url },
-        fallback: Box::new(compile_fallback(fallback, regex, dir, notes)?),
+        fallback: Box::new(compile_fallback(fallback, regex, at, notes)?),
     })
 }
 
@@ -405,7 +425,7 @@ fn compile_forward(
 fn compile_command(
     value: toml::Value,
     regex: Option<&Regex>,
-    dir: &Path,
+    at: &At<'_>,
     notes: &mut Vec<String>,
 ) -> Result<Action, String> {
     let (argv, fallback) = match value {
@@ -452,9 +472,9 @@ fn compile_command(
     Ok(Action::Forward {
         target: Target::Command {
             argv,
-            dir: dir.to_path_buf(),
+            dir: at.dir.to_path_buf(),
         },
-        fallback: Box::new(compile_fallback(fallback, regex, dir, notes)?),
+        fallback: Box::new(compile_fallback(fallback, regex, at, notes)?),
     })
 }
 
@@ -463,13 +483,13 @@ fn compile_command(
 fn compile_fallback(
     value: Option<toml::Value>,
     regex: Option<&Regex>,
-    dir: &Path,
+    at: &At<'_>,
     notes: &mut Vec<String>,
 ) -> Result<Action, String> {
     let Some(value) = value else {
         return Ok(Action::Success);
     };
-    match compile_action(value, regex, dir, notes)? {
+    match compile_action(value, regex, at, notes)? {
         Action::Forward { .. } => Err("a fallback cannot itself forward".into()),
         action => Ok(action),
     }
@@ -479,6 +499,7 @@ fn compile_fallback(
 fn compile_reply(
     value: toml::Value,
     regex: Option<&Regex>,
+    at: &At<'_>,
     notes: &mut Vec<String>,
 ) -> Result<Action, String> {
     let table = match value {
@@ -525,7 +546,11 @@ fn compile_reply(
             ReplySpec::Text(t)
         }
         "image" | "voice" => {
-            let id = media_id(&value, &kind)?;
+            let reply = if kind == "image" { "image" } else { "voice" };
+            let id = match file_of(&value, reply)? {
+                Some(file) => media_file(at, &file, reply, reply, None, None),
+                None => media_id(&value, &kind)?,
+            };
             if kind == "image" {
                 ReplySpec::Image(id)
             } else {
@@ -534,22 +559,57 @@ fn compile_reply(
         }
         "video" => {
             let mut t = Fields::new(value, "reply.video")?;
+            let file = t.file()?;
+            let title = t.optional("title")?;
+            let description = t.optional("description")?;
+            let media_id = match file {
+                Some(file) => {
+                    if t.table.contains_key("media_id") {
+                        return Err("reply.video takes `file` or `media_id`, not both".into());
+                    }
+                    let literal = |x: &Option<Template>| {
+                        x.as_ref().and_then(|t| t.literal()).map(str::to_owned)
+                    };
+                    media_file(
+                        at,
+                        &file,
+                        "video",
+                        "video",
+                        literal(&title),
+                        literal(&description),
+                    )
+                }
+                None => t.required("media_id")?,
+            };
             let spec = ReplySpec::Video {
-                media_id: t.required("media_id")?,
-                title: t.optional("title")?,
-                description: t.optional("description")?,
+                media_id,
+                title,
+                description,
             };
             t.finish()?;
             spec
         }
         "music" => {
             let mut t = Fields::new(value, "reply.music")?;
+            let thumb = match t.table.remove("thumb") {
+                None => None,
+                Some(v) => match file_of(&v, "music.thumb")? {
+                    Some(file) => Some(media_file(at, &file, "music", "thumb", None, None)),
+                    None => return Err("reply.music.thumb must be { file = \"cover.jpg\" } (or use thumb_media_id)".into()),
+                },
+            };
+            let thumb_media_id = match (thumb, t.optional("thumb_media_id")?) {
+                (Some(_), Some(_)) => {
+                    return Err("reply.music takes `thumb` or `thumb_media_id`, not both".into())
+                }
+                (thumb, id) => thumb.or(id),
+            };
             let spec = ReplySpec::Music {
                 title: t.optional("title")?,
                 description: t.optional("description")?,
                 music_url: t.optional("music_url")?,
                 hq_music_url: t.optional("hq_music_url")?,
-                thumb_media_id: t.optional("thumb_media_id")?,
+                thumb_media_id,
             };
             t.finish()?;
             if matches!(
@@ -618,6 +678,50 @@ fn compile_reply(
     Ok(Action::Reply(spec))
 }
 
+/// `{ file = "pics/menu.png" }`: the path, when the table names a file.
+fn file_of(value: &toml::Value, what: &str) -> Result<Option<String>, String> {
+    let toml::Value::Table(t) = value else {
+        return Ok(None);
+    };
+    let Some(file) = t.get("file") else {
+        return Ok(None);
+    };
+    if let Some(k) = t.keys().find(|k| *k != "file") {
+        return Err(format!("reply.{what}: `{k}` does not go with `file`"));
+    }
+    match file {
+        toml::Value::String(f) if !f.trim().is_empty() => Ok(Some(f.clone())),
+        toml::Value::String(_) => Err(format!("reply.{what}.file is empty")),
+        other => Err(format!(
+            "reply.{what}.file must be a path, not {}",
+            other.type_str()
+        )),
+    }
+}
+
+/// A template that is the media_id of `file` (relative to the rules file's folder), once the
+/// server has uploaded it.
+fn media_file(
+    at: &At<'_>,
+    file: &str,
+    reply: &'static str,
+    kind: &'static str,
+    title: Option<String>,
+    description: Option<String>,
+) -> Template {
+    Template(vec![Piece::File(std::sync::Arc::new(MediaSlot {
+        path: at.dir.join(file),
+        shown: file.to_owned(),
+        kind,
+        reply,
+        rule: at.rule.clone(),
+        line: at.line,
+        title,
+        description,
+        media_id: Default::default(),
+    }))])
+}
+
 fn media_id(value: &toml::Value, kind: &str) -> Result<Template, String> {
     let t = match value {
         toml::Value::Table(_) => {
@@ -668,6 +772,19 @@ impl Fields {
     fn required(&mut self, key: &str) -> Result<Template, String> {
         self.optional(key)?
             .ok_or_else(|| format!("{} needs `{key}`", self.what))
+    }
+
+    /// `file = "..."`, a path (the reply's media comes from it).
+    fn file(&mut self) -> Result<Option<String>, String> {
+        match self.table.remove("file") {
+            None => Ok(None),
+            Some(toml::Value::String(f)) if !f.trim().is_empty() => Ok(Some(f)),
+            Some(other) => Err(format!(
+                "{}.file must be a path, not {}",
+                self.what,
+                other.type_str()
+            )),
+        }
     }
 
     fn finish(self) -> Result<(), String> {

@@ -67,6 +67,48 @@ pub struct RuleSet {
     warnings: Vec<RulesError>,
 }
 
+/// A file a reply sends (`reply.image = { file = "pics/menu.png" }`). The server uploads it
+/// as permanent material and sets its media_id here; until then the reply is `success`.
+#[derive(Debug)]
+pub struct MediaSlot {
+    /// Resolved against the rules file's folder.
+    pub path: std::path::PathBuf,
+    /// As the rules file writes it.
+    pub shown: String,
+    /// WeChat's media type: `image`, `voice`, `video` or `thumb`.
+    pub kind: &'static str,
+    /// The reply it is in: `image`, `voice`, `video` or `music`.
+    pub reply: &'static str,
+    /// `1` for the first rule, `[default]` for the default.
+    pub rule: String,
+    pub line: usize,
+    /// A video's title and description, for its upload (WeChat requires a title).
+    pub title: Option<String>,
+    pub description: Option<String>,
+    media_id: RwLock<Option<String>>,
+}
+
+impl MediaSlot {
+    pub fn media_id(&self) -> Option<String> {
+        self.media_id.read().ok().and_then(|id| id.clone())
+    }
+
+    pub fn set(&self, media_id: String) {
+        match self.media_id.write() {
+            Ok(mut id) => *id = Some(media_id),
+            Err(poisoned) => *poisoned.into_inner() = Some(media_id),
+        }
+    }
+}
+
+impl PartialEq for MediaSlot {
+    fn eq(&self, other: &MediaSlot) -> bool {
+        (&self.path, self.kind) == (&other.path, other.kind)
+    }
+}
+
+impl Eq for MediaSlot {}
+
 /// One `[[rules]]` entry.
 #[derive(Debug)]
 pub struct Rule {
@@ -196,6 +238,31 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Every file the replies send, in rule order (the default last).
+    pub fn media_files(&self) -> Vec<Arc<MediaSlot>> {
+        fn of(action: &Action, out: &mut Vec<Arc<MediaSlot>>) {
+            match action {
+                Action::Forward { fallback, .. } => of(fallback, out),
+                Action::Reply(spec) => {
+                    for t in spec.templates() {
+                        out.extend(t.files().cloned());
+                    }
+                }
+                Action::Echo | Action::Success => {}
+            }
+        }
+        let mut out = Vec::new();
+        for action in self
+            .rules
+            .iter()
+            .map(|r| &r.action)
+            .chain(std::iter::once(&self.default))
+        {
+            of(action, &mut out);
+        }
+        out
+    }
+
     pub fn default_action(&self) -> &Action {
         &self.default
     }
@@ -320,6 +387,23 @@ fn build(action: &Action, msg: &Message, caps: Option<&regex::Captures<'_>>) -> 
             } => text_reply(content.clone(), &mut warnings),
             _ => Reply::Success,
         },
+        Action::Reply(spec)
+            if spec
+                .templates()
+                .iter()
+                .flat_map(|t| t.files())
+                .any(|f| f.media_id().is_none()) =>
+        {
+            for f in spec.templates().iter().flat_map(|t| t.files()) {
+                if f.media_id().is_none() {
+                    warnings.push(format!(
+                        "reply.{} file {:?} is not uploaded yet; answering success instead",
+                        f.reply, f.shown
+                    ));
+                }
+            }
+            Reply::Success
+        }
         Action::Reply(spec) => {
             let r = |t: &Template| t.render(&ctx);
             let opt = |t: &Option<Template>| t.as_ref().map(r);

@@ -20,6 +20,8 @@ pub(super) enum Piece {
     Scene,
     Group(usize),
     Named(String),
+    /// A file's media_id, once the server has uploaded it (empty until then).
+    File(std::sync::Arc<super::MediaSlot>),
 }
 
 /// What a template is rendered against: the push and the regex captures, if any.
@@ -141,6 +143,14 @@ impl Template {
         self.0.is_empty()
     }
 
+    /// The files this template sends, by media_id once uploaded.
+    pub(super) fn files(&self) -> impl Iterator<Item = &std::sync::Arc<super::MediaSlot>> {
+        self.0.iter().filter_map(|p| match p {
+            Piece::File(slot) => Some(slot),
+            _ => None,
+        })
+    }
+
     pub(super) fn uses_captures(&self) -> impl Iterator<Item = &Piece> {
         self.0
             .iter()
@@ -155,6 +165,7 @@ impl Template {
         for p in &self.0 {
             match p {
                 Piece::Lit(s) => out.push_str(s),
+                Piece::File(slot) => out.push_str(&slot.media_id().unwrap_or_default()),
                 Piece::Content => out.push_str(ctx.msg.said().unwrap_or("")),
                 Piece::FromUser => out.push_str(ctx.msg.from_user()),
                 Piece::ToUser => out.push_str(ctx.msg.to_user()),
@@ -178,10 +189,15 @@ impl Template {
 
 impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A file stands alone (`reply.image = { file = ... }`), and is shown as one.
+        if let [Piece::File(slot)] = self.0.as_slice() {
+            return write!(f, "file {}", slot.shown);
+        }
         let mut s = String::new();
         for p in &self.0 {
             match p {
                 Piece::Lit(l) => s.push_str(&l.replace('{', "{{").replace('}', "}}")),
+                Piece::File(slot) => s.push_str(&format!("file {}", slot.shown)),
                 Piece::Content => s.push_str("{content}"),
                 Piece::FromUser => s.push_str("{from_user}"),
                 Piece::ToUser => s.push_str("{to_user}"),

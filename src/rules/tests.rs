@@ -429,3 +429,75 @@ fn shared_rules_swap_atomically() {
     assert_eq!(before.decide(&text("hi")).reply, text_reply("hi"));
     assert_eq!(shared.current().decide(&text("hi")).reply, Reply::Success);
 }
+
+#[test]
+fn a_reply_by_file_answers_success_until_its_media_id_is_known() {
+    let set = RuleSet::parse(
+        "[[rules]]\ntext = \"a\"\nreply.image = { file = \"pics/menu.png\" }\n\n[[rules]]\ntext = \"b\"\nreply.video = { file = \"v.mp4\", title = \"T\" }\n\n[[rules]]\ntext = \"c\"\nreply.music = { music_url = \"https://e.com/a.mp3\", thumb = { file = \"cover.jpg\" } }\n\n[default]\nreply.voice = { file = \"hi.mp3\" }\n",
+        "dir/rules.toml",
+    )
+    .unwrap();
+    let files = set.media_files();
+    let seen: Vec<_> = files
+        .iter()
+        .map(|f| (f.shown.as_str(), f.kind, f.reply, f.rule.as_str(), f.line))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("pics/menu.png", "image", "image", "1", 3),
+            ("v.mp4", "video", "video", "2", 7),
+            ("cover.jpg", "thumb", "music", "3", 11),
+            ("hi.mp3", "voice", "voice", "[default]", 14),
+        ]
+    );
+    assert_eq!(files[0].path, std::path::Path::new("dir/pics/menu.png"));
+    assert_eq!(files[1].title.as_deref(), Some("T"));
+    let d = set.decide(&text("a"));
+    assert_eq!(d.reply, Reply::Success);
+    assert!(
+        d.warnings[0].contains("not uploaded yet"),
+        "{:?}",
+        d.warnings
+    );
+    files[0].set("MEDIA_A".into());
+    assert_eq!(
+        set.decide(&text("a")).reply,
+        Reply::image("MEDIA_A").unwrap()
+    );
+    assert_eq!(
+        set.rules()[0].to_string(),
+        "line 1: text is \"a\" → image file pics/menu.png"
+    );
+    files[2].set("THUMB".into());
+    match set.decide(&text("c")).reply {
+        Reply::Music(m) => assert_eq!(m.thumb_media_id.as_deref(), Some("THUMB")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_file_reply_is_refused_when_it_is_mixed_with_other_keys() {
+    for (toml, needle) in [
+        (
+            "reply.image = { file = \"a.png\", media_id = \"M\" }",
+            "`media_id` does not go with `file`",
+        ),
+        ("reply.image = { file = \"\" }", "file is empty"),
+        (
+            "reply.video = { file = \"v.mp4\", media_id = \"M\" }",
+            "not both",
+        ),
+        (
+            "reply.music = { thumb = \"c.jpg\" }",
+            "thumb must be { file",
+        ),
+        (
+            "reply.music = { thumb = { file = \"c.jpg\" }, thumb_media_id = \"T\" }",
+            "not both",
+        ),
+    ] {
+        let e = load_err(&format!("[[rules]]\ntext = \"a\"\n{toml}\n"));
+        assert!(e.to_string().contains(needle), "{toml}: {e}");
+    }
+}

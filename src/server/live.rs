@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::api::ApiConfig;
+use crate::api::{ApiConfig, Client};
 use crate::config::accounts::{self, AccountSpec, ApiShared, Problem};
 use crate::config::{AccessOptions, AccountConfig, Forward};
 use crate::log::Log;
@@ -21,6 +21,7 @@ use crate::rules::{RuleSet, RulesError, SharedRules};
 use crate::server::account::Account;
 use crate::server::env::Env;
 use crate::server::forward::{self, Forwarder};
+use crate::server::media::{self, Uploader};
 use crate::server::metrics::Metrics;
 use crate::server::pipeline::{Answer, Pipeline, Plan};
 use crate::server::recent::Recent;
@@ -91,10 +92,7 @@ impl Parts {
 
     /// `m`'s service, answering with `rules`.
     pub fn service(&self, m: Member, rules: Arc<SharedRules>, held_threads: usize) -> Arc<Service> {
-        let client = m
-            .api
-            .clone()
-            .map(|api| Arc::new(crate::api::Client::new(api)));
+        let client = client(&m);
         self.service_with(m, rules, held_threads, client)
     }
 
@@ -170,6 +168,14 @@ impl Parts {
     }
 }
 
+/// An account's API client, one per account, so one token holder for its late answers, the
+/// gateway and the uploads of its rules' files.
+pub fn client(m: &Member) -> Option<Arc<crate::api::Client>> {
+    m.api
+        .clone()
+        .map(|api| Arc::new(crate::api::Client::new(api)))
+}
+
 /// The rules files in use, each compiled once however many accounts name it, with the
 /// watcher that reloads it.
 #[derive(Default)]
@@ -182,6 +188,8 @@ struct Followed {
     rules: Arc<SharedRules>,
     /// Set to stop its watcher (the file is no account's any more, or the server stops).
     stop: Arc<AtomicBool>,
+    /// Uploads the files its replies send, with its account's API client.
+    uploader: Option<Arc<Uploader>>,
     watcher: Option<thread::JoinHandle<()>>,
 }
 
@@ -192,8 +200,19 @@ impl RulesFiles {
         &mut self,
         file: &Option<PathBuf>,
         log: &Log,
+        client: Option<&Arc<Client>>,
     ) -> Result<Arc<SharedRules>, RulesError> {
         if let Some(f) = self.files.iter().find(|f| f.file == *file) {
+            if let (Some(u), Some(path)) = (&f.uploader, file) {
+                let same = client.is_some_and(|c| c.config().app_id == u.app_id());
+                if !same {
+                    return Err(RulesError {
+                        file: path.display().to_string(),
+                        line: None,
+                        reason: "its replies send files, uploaded with one AppID's API, so it serves one AppID: give each account a rules file of its own".into(),
+                    });
+                }
+            }
             return Ok(Arc::clone(&f.rules));
         }
         let set = match file {
@@ -203,12 +222,27 @@ impl RulesFiles {
         for w in set.warnings() {
             log.warn(&format!("rules: {w}"));
         }
+        // A rules file named by an account with the API gets an uploader, so a reload may add
+        // files; without the API, files are refused now and on every reload.
+        let uploader = match (file, client) {
+            (Some(_), Some(c)) => {
+                let u = Uploader::start(Arc::clone(c), log.clone());
+                u.adopt(&set);
+                Some(u)
+            }
+            (Some(path), None) => {
+                media::require_api(&set, &path.display().to_string())?;
+                None
+            }
+            (None, _) => None,
+        };
         let rules = Arc::new(SharedRules::new(set));
         self.files.push(Followed {
             file: file.clone(),
             rules: Arc::clone(&rules),
             stop: Arc::new(AtomicBool::new(false)),
             watcher: None,
+            uploader,
         });
         Ok(rules)
     }
@@ -239,6 +273,7 @@ impl RulesFiles {
                     stop: Arc::clone(&f.stop),
                     log: log.clone(),
                     metrics: Arc::clone(metrics),
+                    media: f.uploader.clone(),
                 },
             ));
             if !any_file {
@@ -402,13 +437,14 @@ impl Accounts {
                 Some(_) => changed.push(spec.name.clone()),
                 None => added.push(spec.name.clone()),
             }
-            let shared = match rules.get(&spec.account.rules, &log) {
-                Ok(r) => r,
-                Err(e) => return fail(format!("account {:?}: {e}", spec.name)),
-            };
             let m = Member::from(spec);
+            let api = client(&m);
+            let shared = match rules.get(&m.account.rules, &log, api.as_ref()) {
+                Ok(r) => r,
+                Err(e) => return fail(format!("account {:?}: {e}", m.name)),
+            };
             let held = Parts::held_threads(&m, &shared);
-            services.push(self.parts.service(m, shared, held));
+            services.push(self.parts.service_with(m, shared, held, api));
         }
         let removed: Vec<String> = self
             .digests

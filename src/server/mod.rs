@@ -19,6 +19,7 @@ pub mod gate;
 pub mod gateway;
 pub mod http_log;
 pub mod live;
+pub mod media;
 pub mod metrics;
 pub mod monitor;
 pub mod pipeline;

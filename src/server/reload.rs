@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::log::Log;
 use crate::rules::{RuleSet, RulesError, SharedRules};
+use crate::server::media::{self, Uploader};
 use crate::server::metrics::Metrics;
 
 const POLL: Duration = Duration::from_millis(250);
@@ -22,7 +23,8 @@ const POLL: Duration = Duration::from_millis(250);
 /// into place (docs/rules.md says so).
 const SETTLE: Duration = Duration::from_millis(500);
 
-/// Reads and parses a rules file; errors carry the file name and line.
+/// Reads and parses a rules file, and checks the files its replies send (exists, type by
+/// content, WeChat's size limit); errors carry the file name and line.
 pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
     let name = path.display().to_string();
     let text = fs::read_to_string(path).map_err(|e| RulesError {
@@ -30,7 +32,9 @@ pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
         line: None,
         reason: format!("cannot read: {e}"),
     })?;
-    RuleSet::parse(&text, &name)
+    let set = RuleSet::parse(&text, &name)?;
+    media::check_files(&set, &name)?;
+    Ok(set)
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -49,6 +53,8 @@ pub struct Watch {
     pub log: Log,
     /// Each reload is counted by outcome.
     pub metrics: Arc<Metrics>,
+    /// Uploads the files the rules send; `None` without the API, when such rules are refused.
+    pub media: Option<Arc<Uploader>>,
 }
 
 /// Watches the rules file until `stop` is set, swapping good versions into `rules`. SIGHUP is
@@ -79,13 +85,15 @@ fn follow(path: &Path, rules: &SharedRules, w: &Watch) {
         }
         if w.hup.swap(false, Ordering::Relaxed) {
             loaded = now;
-            w.metrics.reload(reload(path, rules, "SIGHUP", &w.log));
+            let media = w.media.as_deref();
+            w.metrics
+                .reload(reload(path, rules, "SIGHUP", &w.log, media));
         } else if now != loaded && seen_since.elapsed() >= SETTLE {
             // Loaded only if the file did not change while it was read; otherwise the next
             // polls see the change and wait again.
             if let Some(set) = load_settled(path, now) {
                 loaded = now;
-                let ok = swap_in(path, rules, set, "file changed", &w.log);
+                let ok = swap_in(path, rules, set, "file changed", &w.log, w.media.as_deref());
                 w.metrics.reload(ok);
             }
         }
@@ -103,8 +111,14 @@ fn load_settled(
 }
 
 /// Loads the file again and swaps it in (true), or keeps the old rules and says why (false).
-pub fn reload(path: &Path, rules: &SharedRules, why: &str, log: &Log) -> bool {
-    swap_in(path, rules, load(path), why, log)
+pub fn reload(
+    path: &Path,
+    rules: &SharedRules,
+    why: &str,
+    log: &Log,
+    media: Option<&Uploader>,
+) -> bool {
+    swap_in(path, rules, load(path), why, log, media)
 }
 
 fn swap_in(
@@ -113,7 +127,16 @@ fn swap_in(
     loaded: Result<RuleSet, RulesError>,
     why: &str,
     log: &Log,
+    media: Option<&Uploader>,
 ) -> bool {
+    // Files are looked up (and new ones queued for upload) before the set serves.
+    let loaded = loaded.and_then(|set| {
+        match media {
+            Some(u) => u.adopt(&set),
+            None => media::require_api(&set, &path.display().to_string())?,
+        }
+        Ok(set)
+    });
     match loaded {
         Ok(set) => {
             let n = set.rules().len();

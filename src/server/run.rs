@@ -171,7 +171,8 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
     let mut rules = RulesFiles::default();
     let mut shared = Vec::with_capacity(members.len());
     for (m, _) in &members {
-        shared.push(rules.get(&m.account.rules, &log)?);
+        let api = live::client(m);
+        shared.push((rules.get(&m.account.rules, &log, api.as_ref())?, api));
     }
     let env: Arc<dyn Env> = Arc::new(SystemEnv);
     let metrics = Arc::new(Metrics::new());
@@ -210,17 +211,13 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
     // accounts do not cost a thousand reserves of threads.
     let (mut forwarding, mut reserve) = (0usize, 0usize);
     let mut services = Vec::with_capacity(members.len());
-    for ((m, _), rules) in members.into_iter().zip(shared) {
+    for ((m, _), (rules, client)) in members.into_iter().zip(shared) {
         let held = Parts::held_threads(&m, &rules);
         if rules.current().forwards() {
             forwarding = forwarding.saturating_add(held);
         } else {
             reserve = reserve.max(held);
         }
-        let client = m
-            .api
-            .clone()
-            .map(|api| Arc::new(crate::api::Client::new(api)));
         // The gateway is one account's (config refuses it with an accounts file); it shares
         // that account's client, so the process has one token holder.
         if let (Some(settings), Some(client)) = (&config.gateway, &client) {

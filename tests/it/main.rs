@@ -17,6 +17,7 @@ mod http;
 mod interop;
 mod kit;
 mod log_queue;
+mod media_rules;
 mod observability;
 mod pool;
 mod redis;
