@@ -2,7 +2,7 @@
 //! WeChat's 5-second deadline is wxmp's problem, not theirs.
 //!
 //! One call per push, whatever WeChat's retries do: the first attempt hands its retry-store
-//! ticket to a worker thread that makes the call; every attempt, the first included, waits on
+//! ticket to a thread of the call [`pool`] that makes the call; every attempt, the first included, waits on
 //! the store for the answer until its own deadline (see [`timing`]). What happens when the
 //! answer is late is the [`Late`] strategy:
 //!
@@ -21,6 +21,7 @@
 
 pub mod command;
 pub mod http;
+pub mod pool;
 pub mod timing;
 
 use std::collections::HashMap;
@@ -28,7 +29,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::log::Log;
@@ -224,6 +224,8 @@ pub struct Forwarder {
     warned_small_pool: AtomicBool,
     /// The API gateway's address once it listens: commands get it as `WXMP_API_PROXY`.
     api_proxy: Arc<OnceLock<SocketAddr>>,
+    /// The threads that make the calls, reused from call to call.
+    calls: pool::Pool,
 }
 
 /// A slot in a bounded count, given back on drop.
@@ -299,6 +301,7 @@ impl Forwarder {
             held_cap: settings_held,
             warned_small_pool: AtomicBool::new(false),
             api_proxy: Arc::default(),
+            calls: pool::Pool::default(),
         }
     }
 
@@ -376,12 +379,10 @@ impl Forwarder {
             processes: Arc::clone(&self.processes),
             api_proxy: self.api_proxy.get().copied(),
         };
-        let spawned = thread::Builder::new()
-            .name("wxmp-forward".into())
-            .spawn(move || {
-                let _permit = permit;
-                worker.run(ticket, job);
-            });
+        let spawned = self.calls.run(move || {
+            let _permit = permit;
+            worker.run(ticket, job);
+        });
         if let Err(e) = spawned {
             // The ticket went down with the closure: the push was released, not answered.
             self.log.error(&format!(
