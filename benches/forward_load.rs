@@ -3,7 +3,9 @@
 //!
 //! `forward_load endpoint DELAY_MS`: an HTTP endpoint on a free loopback port (it prints
 //! `listening on http://127.0.0.1:PORT/wechat`) that answers every forwarded push after
-//! DELAY_MS with a text echoing its `Content`, over keep-alive connections.
+//! DELAY_MS with a text echoing its `Content`, over keep-alive connections. Every second in
+//! which something changed it prints `connections C requests R`: the connections it accepted
+//! and the requests it answered so far (how well wxmp reuses its connections).
 //!
 //! `forward_load hold ADDR TOKEN N SECONDS`: N loops that each behave like WeChat for `hold`
 //! pushes: send one, abandon it after 5 s without an answer and send it again, three tries in
@@ -50,14 +52,35 @@ fn endpoint(delay: Duration) {
     if let Ok(addr) = listener.local_addr() {
         println!("listening on http://{addr}/wechat");
     }
+    let connections = Arc::new(AtomicU64::new(0));
+    let requests = Arc::new(AtomicU64::new(0));
+    {
+        let (connections, requests) = (Arc::clone(&connections), Arc::clone(&requests));
+        thread::spawn(move || {
+            let mut last = (0, 0);
+            loop {
+                thread::sleep(Duration::from_secs(1));
+                let now = (
+                    connections.load(Ordering::Relaxed),
+                    requests.load(Ordering::Relaxed),
+                );
+                if now != last {
+                    println!("connections {} requests {}", now.0, now.1);
+                    last = now;
+                }
+            }
+        });
+    }
     for stream in listener.incoming().flatten() {
         let _ = stream.set_nodelay(true);
-        thread::spawn(move || serve(stream, delay));
+        connections.fetch_add(1, Ordering::Relaxed);
+        let requests = Arc::clone(&requests);
+        thread::spawn(move || serve(stream, delay, &requests));
     }
 }
 
 /// One keep-alive connection: read a request, answer it, until the peer closes.
-fn serve(stream: TcpStream, delay: Duration) {
+fn serve(stream: TcpStream, delay: Duration, requests: &AtomicU64) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
@@ -102,6 +125,7 @@ fn serve(stream: TcpStream, delay: Duration) {
         if writer.write_all(out.as_bytes()).is_err() {
             return;
         }
+        requests.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -7,7 +7,10 @@
 # Knobs: BENCH_SECONDS (per wrk run, default 10), BENCH_THREADS (handler threads for wxmp and the
 # floor, default wxmp's own default), BENCH_PIN=1 puts the server on the first half of the cores
 # and wrk on the rest (default: both share all cores, wrk -t2), BENCH_MICRO=0 skips criterion,
-# BENCH_PEER=0 skips Python.
+# BENCH_PEER=0 skips Python, BENCH_ROWS runs only the rows named (space-separated, of W1 W2 W3 W4
+# W5 W2long floor FWD held peer c1000 cache; e.g. BENCH_ROWS="W2 floor" BENCH_MICRO=0) and
+# BENCH_CONNS the connection counts of W1-W5 and the floor (default "50 1"), BENCH_WXMP another
+# wxmp binary to measure (the one built from this tree by default).
 #
 # wrk shares the machine with the server, so req/s is what client and server reach together; the
 # "server CPU" column (the server's own CPU time per request, from /proc) depends far less on that.
@@ -29,12 +32,14 @@ cores=$(nproc)
 default_threads=$((cores * 4 < 8 ? 8 : (cores * 4 > 64 ? 64 : cores * 4)))
 THREADS="${BENCH_THREADS:-$default_threads}"
 TARGET="${CARGO_TARGET_DIR:-target}"
-WXMP="$TARGET/release/wxmp"
+WXMP="${BENCH_WXMP:-$TARGET/release/wxmp}"
 FLOOR="$TARGET/release/examples/floor"
 GEN="$TARGET/release/examples/gen_safe"
 FWD="$TARGET/release/examples/forward_load"
 
 die() { echo "bench: $*" >&2; exit 1; }
+# want ROW: whether BENCH_ROWS (default: all) names ROW.
+want() { [ -z "${BENCH_ROWS:-}" ] || [[ " $BENCH_ROWS " == *" $1 "* ]]; }
 
 if ! command -v wrk >/dev/null; then
     echo "bench: installing wrk"
@@ -229,49 +234,61 @@ LONG_TEXT=$(printf '你好hello %.0s' $(seq 91)) # 1001 bytes
 P="/weixin?openid=$OPENID"
 
 echo "== wrk: ${SECS}s per run, $THREADS handler threads, wrk -t$WRK_THREADS, $arrangement"
-for c in 50 1; do
-    start_wxmp "w2-c$c"
-    expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
-    run_wrk "W2-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
-    stop_server
+for c in ${BENCH_CONNS:-50 1}; do
+    if want W2; then
+        start_wxmp "w2-c$c"
+        expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+        run_wrk "W2-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+        stop_server
+    fi
 
     # Right after W2, so the ratio compares neighbouring runs.
-    start_server "floor-c$c" "${PIN_SERVER[@]}" "$FLOOR" --port 0 --threads "$THREADS"
-    expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
-    run_wrk "floor-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
-    stop_server
+    if want floor; then
+        start_server "floor-c$c" "${PIN_SERVER[@]}" "$FLOOR" --port 0 --threads "$THREADS"
+        expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+        run_wrk "floor-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+        stop_server
+    fi
 
-    start_wxmp "w1-c$c"
-    expect "$W:$SPORT/weixin?$(fresh_q)&echostr=$ECHOSTR" "$ECHOSTR"
-    run_wrk "W1-c$c" "$c" benches/wrk/check.lua "$W:$SPORT/weixin?echostr=$ECHOSTR"
-    stop_server
+    if want W1; then
+        start_wxmp "w1-c$c"
+        expect "$W:$SPORT/weixin?$(fresh_q)&echostr=$ECHOSTR" "$ECHOSTR"
+        run_wrk "W1-c$c" "$c" benches/wrk/check.lua "$W:$SPORT/weixin?echostr=$ECHOSTR"
+        stop_server
+    fi
 
-    start_wxmp "w3-c$c"
-    expect "$W:$SPORT$P&$(fresh_q)" "北京天气挺好的！" "${check_body/CONTENT/天气}"
-    run_wrk "W3-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "天气"
-    stop_server
+    if want W3; then
+        start_wxmp "w3-c$c"
+        expect "$W:$SPORT$P&$(fresh_q)" "北京天气挺好的！" "${check_body/CONTENT/天气}"
+        run_wrk "W3-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "天气"
+        stop_server
+    fi
 
-    if [ "$c" = 50 ]; then
+    if [ "$c" = 50 ] || [ -z "${safe_count:-}" ]; then
         # Enough distinct safe-mode bodies for the run, sized on W1 (a GET with no body, the
         # cheapest request) rather than W2, which run-to-run noise can put below W4.
-        safe_count=$(awk -v r="${RPS[W1-c50]}" -v s="$SECS" 'BEGIN { printf "%d", r * s * 1.2 + 2000 }')
+        safe_count=$(awk -v r="${RPS[W1-c50]:-$POOL_RATE}" -v s="$SECS" 'BEGIN { printf "%d", r * s * 1.2 + 2000 }')
     fi
     # Made just before the run: each push is signed and timestamped when it is sealed.
-    "$GEN" requests "$work/safe" "$WRK_THREADS" "$safe_count" $((9000000000000000 + c * 100000000))
-    "$GEN" requests "$work/check" 1 1 $((8000000000000000 + c))
-    safe_check_query=$(cut -d' ' -f1 "$work/check.0")
-    safe_check_body=$(cut -d' ' -f2- "$work/check.0")
-    start_wxmp "w4-c$c" --aes-key "$AES_KEY" --appid "$APPID"
-    expect "$W:$SPORT$P&encrypt_type=aes&$safe_check_query" "<Encrypt>" "$safe_check_body"
-    run_wrk "W4-c$c" "$c" benches/wrk/safe.lua "$W:$SPORT$P&encrypt_type=aes" "$work/safe"
-    stop_server
+    if want W4; then
+        "$GEN" requests "$work/safe" "$WRK_THREADS" "$safe_count" $((9000000000000000 + c * 100000000))
+        "$GEN" requests "$work/check" 1 1 $((8000000000000000 + c))
+        safe_check_query=$(cut -d' ' -f1 "$work/check.0")
+        safe_check_body=$(cut -d' ' -f2- "$work/check.0")
+        start_wxmp "w4-c$c" --aes-key "$AES_KEY" --appid "$APPID"
+        expect "$W:$SPORT$P&encrypt_type=aes&$safe_check_query" "<Encrypt>" "$safe_check_body"
+        run_wrk "W4-c$c" "$c" benches/wrk/safe.lua "$W:$SPORT$P&encrypt_type=aes" "$work/safe"
+        stop_server
+    fi
 
-    start_wxmp "w5-c$c" --rules "$work/rules-500.toml"
-    expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
-    run_wrk "W5-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
-    stop_server
+    if want W5; then
+        start_wxmp "w5-c$c" --rules "$work/rules-500.toml"
+        expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+        run_wrk "W5-c$c" "$c" benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+        stop_server
+    fi
 
-    if [ "$c" = 50 ]; then
+    if [ "$c" = 50 ] && want W2long; then
         # Not one of W1-W5: W2 with a 1 KB text, so the reply passes 1 KiB (as long echoes,
         # news and safe-mode replies of longer texts do), where the HTTP layer behaves differently.
         start_wxmp "w2long-c$c"
@@ -295,40 +312,54 @@ start_endpoint() { # NAME DELAY_MS: leaves the URL in EP_URL and the pid in EP_P
     done
     die "the $1 endpoint did not start"
 }
-start_endpoint ep-now 0
-printf '[default]\nreply.forward = "%s"\n' "$EP_URL" >"$work/forward-echo.toml"
-start_wxmp fwd-c50 --rules "$work/forward-echo.toml"
-expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
-run_wrk "FWD-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
-stop_server
-start_endpoint ep-slow 20000
-printf '[[rules]]\ntext = "hold"\nreply.forward = { url = "%s", fallback = { text = "wait" } }\n\n[default]\nreply = "echo"\n' \
-    "$EP_URL" >"$work/forward-hold.toml"
-start_wxmp w2held-c50 --rules "$work/forward-hold.toml"
-# W2 alone on this same server first (its pool keeps threads for held attempts), so the ratio
-# compares like with like, measured a moment apart.
-expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
-run_wrk "W2fwd-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
-HOLD_SECS=$((SECS + 8))
-"$FWD" hold "127.0.0.1:$SPORT" "$TOKEN" 200 "$HOLD_SECS" >"$work/hold.out" 2>&1 &
-hold_pid=$!
-# The holders' first attempts are held for WeChat's 5 s; from then on about 200 pushes are held
-# at any moment (each loop has one push in flight, as WeChat would).
-sleep 6
-held_threads=$(awk '/^Threads:/ { print $2 }' "/proc/$SPID/status")
-expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
-run_wrk "W2held-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
-wait "$hold_pid" || true
-hold_summary=$(cat "$work/hold.out")
-stop_server
+fwd_conns="n/a"
+if want FWD; then
+    start_endpoint ep-now 0
+    printf '[default]\nreply.forward = "%s"\n' "$EP_URL" >"$work/forward-echo.toml"
+    start_wxmp fwd-c50 --rules "$work/forward-echo.toml"
+    expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+    run_wrk "FWD-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+    stop_server
+    # The endpoint prints its counts once a second; wait for the line that has them all.
+    for _ in $(seq 30); do
+        fwd_line=$(grep '^connections ' "$work/ep-now.out" | tail -1)
+        [ "$(echo "$fwd_line" | cut -d' ' -f4)" -ge "${R[requests]}" ] 2>/dev/null && break
+        sleep 0.2
+    done
+    fwd_conns=$(echo "$fwd_line" | awk '{ if ($4 > 0) printf "%d connections for %d calls (%.2f per 1,000)", $2, $4, $2 * 1000 / $4; else print "n/a" }')
+    echo "  the endpoint accepted $fwd_conns"
+fi
+held_threads="n/a" hold_summary=""
+if want held; then
+    start_endpoint ep-slow 20000
+    printf '[[rules]]\ntext = "hold"\nreply.forward = { url = "%s", fallback = { text = "wait" } }\n\n[default]\nreply = "echo"\n' \
+        "$EP_URL" >"$work/forward-hold.toml"
+    start_wxmp w2held-c50 --rules "$work/forward-hold.toml"
+    # W2 alone on this same server first (its pool keeps threads for held attempts), so the ratio
+    # compares like with like, measured a moment apart.
+    expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+    run_wrk "W2fwd-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+    HOLD_SECS=$((SECS + 8))
+    "$FWD" hold "127.0.0.1:$SPORT" "$TOKEN" 200 "$HOLD_SECS" >"$work/hold.out" 2>&1 &
+    hold_pid=$!
+    # The holders' first attempts are held for WeChat's 5 s; from then on about 200 pushes are held
+    # at any moment (each loop has one push in flight, as WeChat would).
+    sleep 6
+    held_threads=$(awk '/^Threads:/ { print $2 }' "/proc/$SPID/status")
+    expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+    run_wrk "W2held-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+    wait "$hold_pid" || true
+    hold_summary=$(cat "$work/hold.out")
+    stop_server
+fi
 # shellcheck disable=SC2086 # a list of pids
-kill $EP_PIDS 2>/dev/null || true
+kill ${EP_PIDS:-} 2>/dev/null || true
 
 # The Flask app wxmp replaces, under gunicorn: one worker process per core, each with 4 threads
 # (gthread keeps connections alive, as wrk's do; sync workers close every connection), so it
 # has as many handler threads as wxmp.
 peer=""
-if [ "${BENCH_PEER:-1}" != 0 ] && command -v python3 >/dev/null; then
+if want peer && [ "${BENCH_PEER:-1}" != 0 ] && command -v python3 >/dev/null; then
     if python3 -c 'import flask, gunicorn' 2>/dev/null ||
         python3 -m pip install --quiet flask gunicorn >"$work/pip.log" 2>&1; then
         peer_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -357,45 +388,50 @@ fi
 
 # 1000 keep-alive connections: WeChat gives up after 5 s, so every request must be answered
 # within that (wrk counts anything slower as a timeout).
-start_wxmp w2-c1000
-expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
-run_wrk "W2-c1000" 1000 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
-c1000_errors=${R[errors]}
-c1000_max_ms=$(awk -v x="${R[max_us]}" 'BEGIN { printf "%.1f", x / 1000 }')
-c1000_requests=${R[requests]}
-c1000_threads=$(awk '/^Threads:/ { print $2 }' "/proc/$SPID/status")
-stop_server
-if [ "$c1000_errors" = 0 ] && [ "${R[max_us]}" -lt 5000000 ]; then
-    c1000_verdict="PASS: all $c1000_requests answered, none errored, slowest $c1000_max_ms ms (< 5 s)"
-else
-    c1000_verdict="FAIL: ${ROW[W2-c1000]##*| } errors, slowest $c1000_max_ms ms (deadline 5 s)"
+c1000_verdict="not run" c1000_threads="n/a"
+if want c1000; then
+    start_wxmp w2-c1000
+    expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+    run_wrk "W2-c1000" 1000 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+    c1000_errors=${R[errors]}
+    c1000_max_ms=$(awk -v x="${R[max_us]}" 'BEGIN { printf "%.1f", x / 1000 }')
+    c1000_requests=${R[requests]}
+    c1000_threads=$(awk '/^Threads:/ { print $2 }' "/proc/$SPID/status")
+    stop_server
+    if [ "$c1000_errors" = 0 ] && [ "${R[max_us]}" -lt 5000000 ]; then
+        c1000_verdict="PASS: all $c1000_requests answered, none errored, slowest $c1000_max_ms ms (< 5 s)"
+    else
+        c1000_verdict="FAIL: ${ROW[W2-c1000]##*| } errors, slowest $c1000_max_ms ms (deadline 5 s)"
+    fi
 fi
 
 # Retry cache: fill it with distinct pushes, then compare RSS with the cache empty and full.
 # Entries that fit and their accounted bytes come from wxmp's own accounting (gen_safe cache).
 cache_lines=""
 declare -A ENTRIES BASE FULL
-for mb in 8 32; do
-    read -r entries accounted < <("$GEN" cache "$mb")
-    start_wxmp "cache-$mb" --cache-mb "$mb"
-    # Warm up with URL checks (no cache entries), so threads and buffers exist before the baseline.
-    SECS=2 run_wrk "cache-warm-$mb" 50 benches/wrk/check.lua "$W:$SPORT/weixin?echostr=$ECHOSTR" >/dev/null
-    base=$(rss_kib "$SPID")
-    fill_secs=$(awk -v e="$entries" -v r="${RPS[W2-c50]}" 'BEGIN { s = int(2 * e / r) + 2; print (s > 60 ? 60 : s) }')
-    SECS=$fill_secs run_wrk "cache-fill-$mb" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好" >/dev/null
-    full=$(rss_kib "$SPID")
-    [ "${R[requests]}" -ge $((entries * 3 / 2)) ] ||
-        echo "bench: warning: only ${R[requests]} pushes for $entries entries; the $mb MiB cache may not be full"
-    stop_server
-    ENTRIES[$mb]=$entries BASE[$mb]=$base FULL[$mb]=$full
-    cache_lines="$cache_lines$(awk -v mb="$mb" -v e="$entries" -v a="$accounted" -v b="$base" -v f="$full" 'BEGIN {
-        printf "- `--cache-mb %d`: %d entries fit; accounted %.0f B/entry (%.1f MiB); RSS %.1f MiB empty, %.1f MiB full: %.0f B/entry measured\n",
-            mb, e, a / e, a / 1048576, b / 1024, f / 1024, (f - b) * 1024 / e }')
-"
-done
-cache_lines="$cache_lines$(awk -v e8="${ENTRIES[8]}" -v e32="${ENTRIES[32]}" -v f8="${FULL[8]}" -v f32="${FULL[32]}" -v b8="${BASE[8]}" -v b32="${BASE[32]}" 'BEGIN {
-    printf "- marginal cost from 8 to 32 MiB: %.0f B/entry (RSS growth over the extra entries, baselines subtracted)\n",
-        ((f32 - b32) - (f8 - b8)) * 1024 / (e32 - e8) }')"
+if want cache; then
+    for mb in 8 32; do
+        read -r entries accounted < <("$GEN" cache "$mb")
+        start_wxmp "cache-$mb" --cache-mb "$mb"
+        # Warm up with URL checks (no cache entries), so threads and buffers exist before the baseline.
+        SECS=2 run_wrk "cache-warm-$mb" 50 benches/wrk/check.lua "$W:$SPORT/weixin?echostr=$ECHOSTR" >/dev/null
+        base=$(rss_kib "$SPID")
+        fill_secs=$(awk -v e="$entries" -v r="${RPS[W2-c50]}" 'BEGIN { s = int(2 * e / r) + 2; print (s > 60 ? 60 : s) }')
+        SECS=$fill_secs run_wrk "cache-fill-$mb" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好" >/dev/null
+        full=$(rss_kib "$SPID")
+        [ "${R[requests]}" -ge $((entries * 3 / 2)) ] ||
+            echo "bench: warning: only ${R[requests]} pushes for $entries entries; the $mb MiB cache may not be full"
+        stop_server
+        ENTRIES[$mb]=$entries BASE[$mb]=$base FULL[$mb]=$full
+        cache_lines="$cache_lines$(awk -v mb="$mb" -v e="$entries" -v a="$accounted" -v b="$base" -v f="$full" 'BEGIN {
+            printf "- `--cache-mb %d`: %d entries fit; accounted %.0f B/entry (%.1f MiB); RSS %.1f MiB empty, %.1f MiB full: %.0f B/entry measured\n",
+                mb, e, a / e, a / 1048576, b / 1024, f / 1024, (f - b) * 1024 / e }')
+    "
+    done
+    cache_lines="$cache_lines$(awk -v e8="${ENTRIES[8]}" -v e32="${ENTRIES[32]}" -v f8="${FULL[8]}" -v f32="${FULL[32]}" -v b8="${BASE[8]}" -v b32="${BASE[32]}" 'BEGIN {
+        printf "- marginal cost from 8 to 32 MiB: %.0f B/entry (RSS growth over the extra entries, baselines subtracted)\n",
+            ((f32 - b32) - (f8 - b8)) * 1024 / (e32 - e8) }')"
+fi
 
 ratio() { awk -v a="${RPS[$1]:-0}" -v b="${RPS[$2]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 # Server CPU per request, first over second (>1 means the first costs more).
@@ -429,7 +465,7 @@ label() {
             [ -n "${ROW[$w-c$c]:-}" ] && echo "| $(label "$w") | $c | ${ROW[$w-c$c]} |"
         done
     done
-    echo "| W2 text echo, 1000 connections | 1000 | ${ROW[W2-c1000]} |"
+    [ -z "${ROW[W2-c1000]:-}" ] || echo "| W2 text echo, 1000 connections | 1000 | ${ROW[W2-c1000]} |"
     echo
     echo "Ratios of req/s (in brackets: of server CPU per request, >1 = costs more):"
     echo
@@ -437,7 +473,7 @@ label() {
     echo "- W4 / W2 (safe mode): $(ratio W4-c50 W2-c50) at 50, $(ratio W4-c1 W2-c1) at 1 (CPU $(cpu_ratio W4-c50 W2-c50), $(cpu_ratio W4-c1 W2-c1))"
     echo "- W5 / W2 ($rule_count rules): $(ratio W5-c50 W2-c50) at 50, $(ratio W5-c1 W2-c1) at 1 (CPU $(cpu_ratio W5-c50 W2-c50), $(cpu_ratio W5-c1 W2-c1))"
     echo "- W2 with a 1 KB text / W2: $(ratio W2long-c50 W2-c50) at 50 connections (CPU $(cpu_ratio W2long-c50 W2-c50))"
-    echo "- forwarding: a forwarded echo / W2 = $(ratio FWD-c50 W2-c50) (CPU $(cpu_ratio FWD-c50 W2-c50)); W2 beside 200 held pushes / W2 alone on that server = $(ratio W2held-c50 W2fwd-c50), p99 $(awk -v a="${P99[W2held-c50]:-0}" -v b="${P99[W2fwd-c50]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')x (target: rate >= 0.8, 0 errors; / W2 on the plain server: $(ratio W2held-c50 W2-c50)); $held_threads server threads while held; $hold_summary"
+    echo "- forwarding: a forwarded echo / W2 = $(ratio FWD-c50 W2-c50) (CPU $(cpu_ratio FWD-c50 W2-c50)), the endpoint accepted $fwd_conns; W2 beside 200 held pushes / W2 alone on that server = $(ratio W2held-c50 W2fwd-c50), p99 $(awk -v a="${P99[W2held-c50]:-0}" -v b="${P99[W2fwd-c50]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')x (target: rate >= 0.8, 0 errors; / W2 on the plain server: $(ratio W2held-c50 W2-c50)); $held_threads server threads while held; $hold_summary"
     [ -z "$peer" ] || echo "- W2 / peer: wxmp serves $(ratio W2-c50 peer-c50)x the requests of $peer at 50 connections, $(ratio W2-c1 peer-c1)x at 1 (the peer uses $(cpu_ratio peer-c50 W2-c50)x, $(cpu_ratio peer-c1 W2-c1)x wxmp's CPU per request)"
     echo "- 1000 connections: $c1000_verdict; $c1000_threads server threads"
     echo
