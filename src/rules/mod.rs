@@ -11,6 +11,7 @@
 
 mod describe;
 mod file;
+mod lanes;
 mod template;
 
 use template::Ctx;
@@ -19,7 +20,7 @@ pub use template::Template;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use regex::{Regex, RegexSet};
+use regex::Regex;
 
 use crate::protocol::message::{Kind, Message};
 use crate::protocol::reply::{self, Answering, Article, Music, Reply, Video};
@@ -62,7 +63,7 @@ pub struct RuleSet {
     default: Action,
     /// All regex matchers in one automaton: one scan of the text tells whether any can match,
     /// so hundreds of regex rules that do not match cost about as much as one.
-    regex_set: RegexSet,
+    regex_set: lanes::Lanes,
     /// What loaded but is probably not meant (a misspelt MsgType, a text over WeChat's limit).
     warnings: Vec<RulesError>,
 }
