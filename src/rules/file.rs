@@ -513,13 +513,7 @@ fn compile_reply(
     notes: &mut Vec<String>,
 ) -> Result<Action, String> {
     let table = match value {
-        toml::Value::String(s) => {
-            return match s.as_str() {
-                "echo" => Ok(Action::Echo),
-                "success" => Ok(Action::Success),
-                other => Err(format!("reply = {other:?}: expected {REPLY_KINDS}")),
-            }
-        }
+        toml::Value::String(s) => return compile_reply_word(&s),
         toml::Value::Table(t) => t,
         other => {
             return Err(format!(
@@ -528,156 +522,14 @@ fn compile_reply(
             ))
         }
     };
-    if table.len() != 1 {
-        let keys: Vec<_> = table.keys().map(String::as_str).collect();
-        return Err(format!(
-            "reply needs exactly one kind ({REPLY_KINDS}); found [{}]",
-            keys.join(", ")
-        ));
-    }
-    let Some((kind, value)) = table.into_iter().next() else {
-        return Err("reply is empty".into());
-    };
+    let (kind, value) = single_reply_kind(table)?;
     let spec = match kind.as_str() {
-        "text" => {
-            let t = template(&value, "reply.text")?;
-            if t.is_empty() {
-                return Err("reply.text is empty (WeChat shows the user an error for empty text; use reply = \"success\")".into());
-            }
-            if let Some(literal) = t.literal() {
-                if literal.len() > reply::MAX_TEXT_BYTES {
-                    notes.push(format!(
-                        "reply.text is {} bytes; WeChat's limit is {}, so it will be cut",
-                        literal.len(),
-                        reply::MAX_TEXT_BYTES
-                    ));
-                }
-            }
-            ReplySpec::Text(t)
-        }
-        "image" | "voice" => {
-            let reply = if kind == "image" { "image" } else { "voice" };
-            let id = match file_of(&value, reply)? {
-                Some(file) => media_file(at, &file, reply, reply, None, None),
-                None => media_id(&value, &kind)?,
-            };
-            if kind == "image" {
-                ReplySpec::Image(id)
-            } else {
-                ReplySpec::Voice(id)
-            }
-        }
-        "video" => {
-            let mut t = Fields::new(value, "reply.video")?;
-            let file = t.file()?;
-            let title = t.optional("title")?;
-            let description = t.optional("description")?;
-            let media_id = match file {
-                Some(file) => {
-                    if t.table.contains_key("media_id") {
-                        return Err("reply.video takes `file` or `media_id`, not both".into());
-                    }
-                    let literal = |x: &Option<Template>| {
-                        x.as_ref().and_then(|t| t.literal()).map(str::to_owned)
-                    };
-                    media_file(
-                        at,
-                        &file,
-                        "video",
-                        "video",
-                        literal(&title),
-                        literal(&description),
-                    )
-                }
-                None => t.required("media_id")?,
-            };
-            let spec = ReplySpec::Video {
-                media_id,
-                title,
-                description,
-            };
-            t.finish()?;
-            spec
-        }
-        "music" => {
-            let mut t = Fields::new(value, "reply.music")?;
-            let thumb = match t.table.remove("thumb") {
-                None => None,
-                Some(v) => match file_of(&v, "music.thumb")? {
-                    Some(file) => Some(media_file(at, &file, "music", "thumb", None, None)),
-                    None => return Err("reply.music.thumb must be { file = \"cover.jpg\" } (or use thumb_media_id)".into()),
-                },
-            };
-            let thumb_media_id = match (thumb, t.optional("thumb_media_id")?) {
-                (Some(_), Some(_)) => {
-                    return Err("reply.music takes `thumb` or `thumb_media_id`, not both".into())
-                }
-                (thumb, id) => thumb.or(id),
-            };
-            let spec = ReplySpec::Music {
-                title: t.optional("title")?,
-                description: t.optional("description")?,
-                music_url: t.optional("music_url")?,
-                hq_music_url: t.optional("hq_music_url")?,
-                thumb_media_id,
-            };
-            t.finish()?;
-            if matches!(
-                spec,
-                ReplySpec::Music {
-                    thumb_media_id: None,
-                    ..
-                }
-            ) {
-                notes.push(
-                    "reply.music has no thumb_media_id, which WeChat's passive-reply docs mark as required".into(),
-                );
-            }
-            spec
-        }
-        "news" => {
-            let items = match value {
-                toml::Value::Array(a) => a,
-                toml::Value::Table(t) => vec![toml::Value::Table(t)],
-                other => {
-                    return Err(format!(
-                        "reply.news must be a list of articles, not {}",
-                        other.type_str()
-                    ))
-                }
-            };
-            if items.is_empty() || items.len() > reply::MAX_ARTICLES {
-                return Err(format!(
-                    "reply.news has {} articles; WeChat needs 1 to {}",
-                    items.len(),
-                    reply::MAX_ARTICLES
-                ));
-            }
-            let mut articles = Vec::with_capacity(items.len());
-            for item in items {
-                let mut t = Fields::new(item, "reply.news article")?;
-                articles.push(ArticleSpec {
-                    title: t.optional("title")?.unwrap_or(Template(vec![])),
-                    description: t.optional("description")?.unwrap_or(Template(vec![])),
-                    pic_url: t.optional("pic_url")?.unwrap_or(Template(vec![])),
-                    url: t.optional("url")?.unwrap_or(Template(vec![])),
-                });
-                t.finish()?;
-            }
-            ReplySpec::News(articles)
-        }
-        "transfer_customer_service" => match value {
-            toml::Value::Boolean(true) => ReplySpec::TransferCustomerService(None),
-            toml::Value::String(_) => {
-                ReplySpec::TransferCustomerService(Some(template(&value, "kf_account")?))
-            }
-            other => {
-                let mut t = Fields::new(other, "reply.transfer_customer_service")?;
-                let kf = t.optional("kf_account")?;
-                t.finish()?;
-                ReplySpec::TransferCustomerService(kf)
-            }
-        },
+        "text" => compile_text(&value, notes)?,
+        "image" | "voice" => compile_image_or_voice(&kind, &value, at)?,
+        "video" => compile_video(value, at)?,
+        "music" => compile_music(value, at, notes)?,
+        "news" => compile_news(value)?,
+        "transfer_customer_service" => compile_transfer(value)?,
         other => {
             return Err(format!(
                 "unknown reply kind `{other}`: expected {REPLY_KINDS}"
@@ -686,6 +538,195 @@ fn compile_reply(
     };
     check_captures(&spec, regex)?;
     Ok(Action::Reply(spec))
+}
+
+/// `reply = "echo"` and `reply = "success"` need no table, so the short form is a word.
+fn compile_reply_word(word: &str) -> Result<Action, String> {
+    match word {
+        "echo" => Ok(Action::Echo),
+        "success" => Ok(Action::Success),
+        other => Err(format!("reply = {other:?}: expected {REPLY_KINDS}")),
+    }
+}
+
+/// A reply table names one kind, so two keys would leave it ambiguous which to send.
+fn single_reply_kind(table: toml::Table) -> Result<(String, toml::Value), String> {
+    if table.len() != 1 {
+        let keys: Vec<_> = table.keys().map(String::as_str).collect();
+        return Err(format!(
+            "reply needs exactly one kind ({REPLY_KINDS}); found [{}]",
+            keys.join(", ")
+        ));
+    }
+    table
+        .into_iter()
+        .next()
+        .ok_or_else(|| "reply is empty".into())
+}
+
+/// Empty text makes WeChat show the user an error, and long text is cut, so both are caught on load.
+fn compile_text(value: &toml::Value, notes: &mut Vec<String>) -> Result<ReplySpec, String> {
+    let t = template(value, "reply.text")?;
+    if t.is_empty() {
+        return Err("reply.text is empty (WeChat shows the user an error for empty text; use reply = \"success\")".into());
+    }
+    if let Some(literal) = t.literal() {
+        if literal.len() > reply::MAX_TEXT_BYTES {
+            notes.push(format!(
+                "reply.text is {} bytes; WeChat's limit is {}, so it will be cut",
+                literal.len(),
+                reply::MAX_TEXT_BYTES
+            ));
+        }
+    }
+    Ok(ReplySpec::Text(t))
+}
+
+/// Pictures and voice differ only in name, so one reader takes either a file or a media_id.
+fn compile_image_or_voice(
+    kind: &str,
+    value: &toml::Value,
+    at: &At<'_>,
+) -> Result<ReplySpec, String> {
+    let reply = if kind == "image" { "image" } else { "voice" };
+    let id = match file_of(value, reply)? {
+        Some(file) => media_file(at, &file, reply, reply, None, None),
+        None => media_id(value, kind)?,
+    };
+    if kind == "image" {
+        Ok(ReplySpec::Image(id))
+    } else {
+        Ok(ReplySpec::Voice(id))
+    }
+}
+
+/// A video file is uploaded with its title and description, so those travel with the file.
+fn compile_video(value: toml::Value, at: &At<'_>) -> Result<ReplySpec, String> {
+    let mut t = Fields::new(value, "reply.video")?;
+    let file = t.file()?;
+    let title = t.optional("title")?;
+    let description = t.optional("description")?;
+    let media_id = match file {
+        Some(file) => {
+            if t.table.contains_key("media_id") {
+                return Err("reply.video takes `file` or `media_id`, not both".into());
+            }
+            let literal =
+                |x: &Option<Template>| x.as_ref().and_then(|t| t.literal()).map(str::to_owned);
+            media_file(
+                at,
+                &file,
+                "video",
+                "video",
+                literal(&title),
+                literal(&description),
+            )
+        }
+        None => t.required("media_id")?,
+    };
+    let spec = ReplySpec::Video {
+        media_id,
+        title,
+        description,
+    };
+    t.finish()?;
+    Ok(spec)
+}
+
+/// Music's cover is a file or a media_id, and WeChat's docs require one, so a missing cover is noted.
+fn compile_music(
+    value: toml::Value,
+    at: &At<'_>,
+    notes: &mut Vec<String>,
+) -> Result<ReplySpec, String> {
+    let mut t = Fields::new(value, "reply.music")?;
+    let thumb =
+        match t.table.remove("thumb") {
+            None => None,
+            Some(v) => match file_of(&v, "music.thumb")? {
+                Some(file) => Some(media_file(at, &file, "music", "thumb", None, None)),
+                None => return Err(
+                    "reply.music.thumb must be { file = \"cover.jpg\" } (or use thumb_media_id)"
+                        .into(),
+                ),
+            },
+        };
+    let thumb_media_id = match (thumb, t.optional("thumb_media_id")?) {
+        (Some(_), Some(_)) => {
+            return Err("reply.music takes `thumb` or `thumb_media_id`, not both".into())
+        }
+        (thumb, id) => thumb.or(id),
+    };
+    let spec = ReplySpec::Music {
+        title: t.optional("title")?,
+        description: t.optional("description")?,
+        music_url: t.optional("music_url")?,
+        hq_music_url: t.optional("hq_music_url")?,
+        thumb_media_id,
+    };
+    t.finish()?;
+    if matches!(
+        spec,
+        ReplySpec::Music {
+            thumb_media_id: None,
+            ..
+        }
+    ) {
+        notes.push(
+            "reply.music has no thumb_media_id, which WeChat's passive-reply docs mark as required"
+                .into(),
+        );
+    }
+    Ok(spec)
+}
+
+/// One article may be written as a bare table, and WeChat's article count limit is checked on load.
+fn compile_news(value: toml::Value) -> Result<ReplySpec, String> {
+    let items = match value {
+        toml::Value::Array(a) => a,
+        toml::Value::Table(t) => vec![toml::Value::Table(t)],
+        other => {
+            return Err(format!(
+                "reply.news must be a list of articles, not {}",
+                other.type_str()
+            ))
+        }
+    };
+    if items.is_empty() || items.len() > reply::MAX_ARTICLES {
+        return Err(format!(
+            "reply.news has {} articles; WeChat needs 1 to {}",
+            items.len(),
+            reply::MAX_ARTICLES
+        ));
+    }
+    let mut articles = Vec::with_capacity(items.len());
+    for item in items {
+        let mut t = Fields::new(item, "reply.news article")?;
+        articles.push(ArticleSpec {
+            title: t.optional("title")?.unwrap_or(Template(vec![])),
+            description: t.optional("description")?.unwrap_or(Template(vec![])),
+            pic_url: t.optional("pic_url")?.unwrap_or(Template(vec![])),
+            url: t.optional("url")?.unwrap_or(Template(vec![])),
+        });
+        t.finish()?;
+    }
+    Ok(ReplySpec::News(articles))
+}
+
+/// The hand-over to customer service has three spellings: `true`, an account, or a table.
+fn compile_transfer(value: toml::Value) -> Result<ReplySpec, String> {
+    Ok(match value {
+        toml::Value::Boolean(true) => ReplySpec::TransferCustomerService(None),
+        toml::Value::String(_) => {
+            ReplySpec::TransferCustomerService(Some(template(&value, "kf_account")?))
+        }
+        other => {
+            let mut t = Fields::new(other, "reply.transfer_customer_service")?;
+            let kf = t.optional("kf_account")?;
+            t.finish()?;
+            ReplySpec::TransferCustomerService(kf)
+        }
+    })
 }
 
 /// `{ file = "pics/menu.png" }`: the path, when the table names a file.

@@ -367,6 +367,7 @@ impl SharedRules {
     }
 }
 
+/// The decision for one action; a forward takes its fallback's decision and adds the target.
 fn build(action: &Action, msg: &Message, caps: Option<&regex::Captures<'_>>) -> Decision {
     let mut warnings = Vec::new();
     let ctx = Ctx { msg, caps };
@@ -388,87 +389,109 @@ fn build(action: &Action, msg: &Message, caps: Option<&regex::Captures<'_>>) -> 
             } => text_reply(content.clone(), &mut warnings),
             _ => Reply::Success,
         },
-        Action::Reply(spec)
-            if spec
-                .templates()
-                .iter()
-                .flat_map(|t| t.files())
-                .any(|f| f.media_id().is_none()) =>
-        {
-            for f in spec.templates().iter().flat_map(|t| t.files()) {
-                if f.media_id().is_none() {
-                    warnings.push(format!(
-                        "reply.{} file {:?} is not uploaded yet; answering success instead",
-                        f.reply, f.shown
-                    ));
-                }
-            }
+        Action::Reply(spec) if has_unuploaded_file(spec) => {
+            warn_unuploaded_files(spec, &mut warnings);
             Reply::Success
         }
-        Action::Reply(spec) => {
-            let r = |t: &Template| t.render(&ctx);
-            let opt = |t: &Option<Template>| t.as_ref().map(r);
-            let built = match spec {
-                ReplySpec::Text(t) => Ok(text_reply(r(t), &mut warnings)),
-                ReplySpec::Image(t) => Reply::image(r(t)),
-                ReplySpec::Voice(t) => Reply::voice(r(t)),
-                ReplySpec::Video {
-                    media_id,
-                    title,
-                    description,
-                } => Reply::video(Video {
-                    media_id: r(media_id),
-                    title: opt(title),
-                    description: opt(description),
-                }),
-                ReplySpec::Music {
-                    title,
-                    description,
-                    music_url,
-                    hq_music_url,
-                    thumb_media_id,
-                } => Ok(Reply::music(Music {
-                    title: opt(title),
-                    description: opt(description),
-                    music_url: opt(music_url),
-                    hq_music_url: opt(hq_music_url),
-                    thumb_media_id: opt(thumb_media_id),
-                })),
-                ReplySpec::News(articles) => {
-                    let mut list: Vec<Article> = articles
-                        .iter()
-                        .map(|a| Article {
-                            title: r(&a.title),
-                            description: r(&a.description),
-                            pic_url: r(&a.pic_url),
-                            url: r(&a.url),
-                        })
-                        .collect();
-                    match Reply::news(list.clone(), answering) {
-                        Err(e @ reply::ReplyError::TooManyArticles { .. }) => {
-                            // WeChat shows a user's message only one article: send the first.
-                            warnings.push(format!("{e}; sending the first only"));
-                            list.truncate(1);
-                            Reply::news(list, answering)
-                        }
-                        other => other,
-                    }
-                }
-                ReplySpec::TransferCustomerService(kf) => {
-                    Ok(Reply::transfer_customer_service(opt(kf)))
-                }
-            };
-            built.unwrap_or_else(|e| {
-                warnings.push(format!("{e}; answering success instead"));
-                Reply::Success
-            })
-        }
+        Action::Reply(spec) => render_spec(spec, &ctx, answering, &mut warnings),
     };
     Decision {
         reply,
         rule: None,
         warnings,
         forward: None,
+    }
+}
+
+/// A file still being uploaded has no media_id to send, so the reply cannot be built yet.
+fn has_unuploaded_file(spec: &ReplySpec) -> bool {
+    spec.templates()
+        .iter()
+        .flat_map(|t| t.files())
+        .any(|f| f.media_id().is_none())
+}
+
+/// Answering `success` for a file not yet uploaded would be silent without a warning per file.
+fn warn_unuploaded_files(spec: &ReplySpec, warnings: &mut Vec<String>) {
+    for f in spec.templates().iter().flat_map(|t| t.files()) {
+        if f.media_id().is_none() {
+            warnings.push(format!(
+                "reply.{} file {:?} is not uploaded yet; answering success instead",
+                f.reply, f.shown
+            ));
+        }
+    }
+}
+
+/// A reply the platform would refuse becomes `success` with a warning, so the user sees no error.
+fn render_spec(
+    spec: &ReplySpec,
+    ctx: &Ctx<'_, '_>,
+    answering: Answering,
+    warnings: &mut Vec<String>,
+) -> Reply {
+    let r = |t: &Template| t.render(ctx);
+    let opt = |t: &Option<Template>| t.as_ref().map(r);
+    let built = match spec {
+        ReplySpec::Text(t) => Ok(text_reply(r(t), warnings)),
+        ReplySpec::Image(t) => Reply::image(r(t)),
+        ReplySpec::Voice(t) => Reply::voice(r(t)),
+        ReplySpec::Video {
+            media_id,
+            title,
+            description,
+        } => Reply::video(Video {
+            media_id: r(media_id),
+            title: opt(title),
+            description: opt(description),
+        }),
+        ReplySpec::Music {
+            title,
+            description,
+            music_url,
+            hq_music_url,
+            thumb_media_id,
+        } => Ok(Reply::music(Music {
+            title: opt(title),
+            description: opt(description),
+            music_url: opt(music_url),
+            hq_music_url: opt(hq_music_url),
+            thumb_media_id: opt(thumb_media_id),
+        })),
+        ReplySpec::News(articles) => {
+            let list = articles
+                .iter()
+                .map(|a| Article {
+                    title: r(&a.title),
+                    description: r(&a.description),
+                    pic_url: r(&a.pic_url),
+                    url: r(&a.url),
+                })
+                .collect();
+            news_reply(list, answering, warnings)
+        }
+        ReplySpec::TransferCustomerService(kf) => Ok(Reply::transfer_customer_service(opt(kf))),
+    };
+    built.unwrap_or_else(|e| {
+        warnings.push(format!("{e}; answering success instead"));
+        Reply::Success
+    })
+}
+
+/// Too many articles is the one refusal worth repairing, by sending the first, not `success`.
+fn news_reply(
+    mut list: Vec<Article>,
+    answering: Answering,
+    warnings: &mut Vec<String>,
+) -> Result<Reply, reply::ReplyError> {
+    match Reply::news(list.clone(), answering) {
+        Err(e @ reply::ReplyError::TooManyArticles { .. }) => {
+            // WeChat shows a user's message only one article: send the first.
+            warnings.push(format!("{e}; sending the first only"));
+            list.truncate(1);
+            Reply::news(list, answering)
+        }
+        other => other,
     }
 }
 
