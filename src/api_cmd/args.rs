@@ -156,61 +156,11 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
     let raw = raw.with_env(env);
     let words: Vec<&str> = raw.words.iter().map(String::as_str).collect();
     let api = || config::require_api(&raw, env);
-    let rules = || raw.get("rules").map(PathBuf::from);
-    let (cancel, show, fetch) = (
-        raw.switch("cancel")?,
-        raw.switch("show")?,
-        raw.switch("fetch")?,
-    );
-    let only = |n: usize, usage: &str| -> Result<(), UsageError> {
-        match words.get(n) {
-            None => Ok(()),
-            Some(extra) => Err(UsageError(format!("unexpected {extra:?}; usage: {usage}"))),
-        }
-    };
-    if cancel && words.get(..2) != Some(&["kf", "typing"]) {
-        return Err(UsageError("--cancel belongs to wxmp kf typing".into()));
-    }
-    if (show || fetch) && words.first() != Some(&"token") {
-        return Err(UsageError("--show and --fetch belong to wxmp token".into()));
-    }
-    let temporary = raw.switch("temporary")?;
-    if temporary && words.get(..2) != Some(&["media", "upload"]) {
-        return Err(UsageError(
-            "--temporary belongs to wxmp media upload".into(),
-        ));
-    }
-    let ty = match raw.get("type") {
-        None => None,
-        Some(_) if words.first() != Some(&"media") => {
-            return Err(UsageError("--type belongs to wxmp media".into()))
-        }
-        Some(t) => Some(MediaType::parse(t.trim()).ok_or_else(|| {
-            UsageError(format!(
-                "invalid --type {t:?}: expected image, voice, video or thumb"
-            ))
-        })?),
-    };
+    let only = |n: usize, usage: &str| only_words(&words, n, usage);
+    let flags = Flags::of(&raw, &words)?;
+    let (temporary, ty) = (flags.temporary, flags.ty);
     match words.as_slice() {
-        ["menu", verb @ ("check" | "push"), rest @ ..] => {
-            let usage = format!("wxmp menu {verb} FILE [--rules RULES]");
-            let [file] = rest else {
-                return Err(UsageError(format!("menu {verb} needs one FILE; usage: {usage}")));
-            };
-            let file = PathBuf::from(file);
-            if *verb == "check" {
-                Ok(Job::MenuCheck {
-                    file,
-                    rules: rules(),
-                })
-            } else {
-                Ok(Job::MenuPush {
-                    file,
-                    rules: rules(),
-                    api: api()?,
-                })
-            }
-        }
+        ["menu", verb @ ("check" | "push"), rest @ ..] => menu_file_job(verb, rest, &raw, env),
         ["menu", "show", ..] => {
             only(2, "wxmp menu show")?;
             Ok(Job::MenuShow(api()?))
@@ -223,11 +173,7 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
             "wxmp menu needs check FILE, push FILE, show or delete (see wxmp menu --help)".into(),
         )),
         ["kf", "send", openid, kind, args @ ..] => {
-            let fields: Vec<(String, String)> = KF_FIELDS
-                .iter()
-                .flat_map(|f| raw.all(f).into_iter().map(|v| (f.to_string(), v)))
-                .collect();
-            let message = kf_message(kind, args, &fields)?;
+            let message = kf_message(kind, args, &kf_fields(&raw))?;
             Ok(Job::KfSend {
                 openid: openid.to_string(),
                 message,
@@ -241,7 +187,7 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
             only(3, "wxmp kf typing OPENID [--cancel]")?;
             Ok(Job::KfTyping {
                 openid: openid.to_string(),
-                cancel,
+                cancel: flags.cancel,
                 api: api()?,
             })
         }
@@ -250,33 +196,14 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
         )),
         ["token", ..] => {
             only(1, "wxmp token [--fetch] [--show]")?;
-            let (app_id, api_base, cache) = config::token_cache_of(&raw, env)?;
-            let fetch = if fetch { Some(api()?) } else { None };
-            Ok(Job::Token(TokenJob {
-                app_id,
-                api_base,
-                cache,
-                fetch,
-                show,
-            }))
+            token_job(&raw, env, &flags)
         }
         ["media", "upload", rest @ ..] => {
             let usage = "wxmp media upload FILE [--type image|voice|video|thumb] [--temporary]";
             let [file] = rest else {
                 return Err(UsageError(format!("media upload needs one FILE; usage: {usage}")));
             };
-            let (title, introduction) = (raw.get("title"), raw.get("description"));
-            let permanent_video = ty == Some(MediaType::Video) && !temporary;
-            if (title.is_some() || introduction.is_some()) && !permanent_video {
-                return Err(UsageError(
-                    "--title and --description belong to a permanent video (--type video)".into(),
-                ));
-            }
-            if permanent_video && title.as_deref().is_none_or(|t| t.trim().is_empty()) {
-                return Err(UsageError(
-                    "a permanent video needs --title (WeChat refuses one without, 41005)".into(),
-                ));
-            }
+            let (title, introduction) = video_fields(&raw, &flags)?;
             Ok(Job::MediaUpload {
                 file: PathBuf::from(file),
                 ty,
@@ -300,19 +227,133 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<Job, UsageError> {
     }
 }
 
-fn kf_message(
-    kind: &str,
-    args: &[&str],
-    fields: &[(String, String)],
-) -> Result<kf::Message, UsageError> {
-    let field = |name: &str| {
-        fields
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+/// The switches and `--type`, each refused outside the command it belongs to, checked
+/// before the words so a misplaced option is named rather than the command's usage.
+struct Flags {
+    cancel: bool,
+    show: bool,
+    fetch: bool,
+    temporary: bool,
+    ty: Option<MediaType>,
+}
+
+impl Flags {
+    /// Reads and places every option in one spot, in the order users are told about them.
+    fn of(raw: &Args, words: &[&str]) -> Result<Flags, UsageError> {
+        let (cancel, show, fetch) = (
+            raw.switch("cancel")?,
+            raw.switch("show")?,
+            raw.switch("fetch")?,
+        );
+        if cancel && words.get(..2) != Some(&["kf", "typing"]) {
+            return Err(UsageError("--cancel belongs to wxmp kf typing".into()));
+        }
+        if (show || fetch) && words.first() != Some(&"token") {
+            return Err(UsageError("--show and --fetch belong to wxmp token".into()));
+        }
+        let temporary = raw.switch("temporary")?;
+        if temporary && words.get(..2) != Some(&["media", "upload"]) {
+            return Err(UsageError(
+                "--temporary belongs to wxmp media upload".into(),
+            ));
+        }
+        let ty = match raw.get("type") {
+            None => None,
+            Some(_) if words.first() != Some(&"media") => {
+                return Err(UsageError("--type belongs to wxmp media".into()))
+            }
+            Some(t) => Some(MediaType::parse(t.trim()).ok_or_else(|| {
+                UsageError(format!(
+                    "invalid --type {t:?}: expected image, voice, video or thumb"
+                ))
+            })?),
+        };
+        Ok(Flags {
+            cancel,
+            show,
+            fetch,
+            temporary,
+            ty,
+        })
+    }
+}
+
+/// `menu check` and `menu push` share their FILE and --rules; only push needs the API,
+/// so check works offline.
+fn menu_file_job(verb: &str, rest: &[&str], raw: &Args, env: Env<'_>) -> Result<Job, UsageError> {
+    let usage = format!("wxmp menu {verb} FILE [--rules RULES]");
+    let [file] = rest else {
+        return Err(UsageError(format!(
+            "menu {verb} needs one FILE; usage: {usage}"
+        )));
     };
-    let allowed: &[&str] = match kind {
+    let file = PathBuf::from(file);
+    let rules = raw.get("rules").map(PathBuf::from);
+    if verb == "check" {
+        Ok(Job::MenuCheck { file, rules })
+    } else {
+        Ok(Job::MenuPush {
+            file,
+            rules,
+            api: config::require_api(raw, env)?,
+        })
+    }
+}
+
+/// `wxmp token` needs the API settings only with `--fetch`; without, it just reads the cache.
+fn token_job(raw: &Args, env: Env<'_>, flags: &Flags) -> Result<Job, UsageError> {
+    let (app_id, api_base, cache) = config::token_cache_of(raw, env)?;
+    let fetch = if flags.fetch {
+        Some(config::require_api(raw, env)?)
+    } else {
+        None
+    };
+    Ok(Job::Token(TokenJob {
+        app_id,
+        api_base,
+        cache,
+        fetch,
+        show: flags.show,
+    }))
+}
+
+/// Refuses words past the `n`th, so a stray word is not silently dropped.
+fn only_words(words: &[&str], n: usize, usage: &str) -> Result<(), UsageError> {
+    match words.get(n) {
+        None => Ok(()),
+        Some(extra) => Err(UsageError(format!("unexpected {extra:?}; usage: {usage}"))),
+    }
+}
+
+/// Every kf option given, in order, so [`kf_message`] can refuse those its kind does not take.
+fn kf_fields(raw: &Args) -> Vec<(String, String)> {
+    KF_FIELDS
+        .iter()
+        .flat_map(|f| raw.all(f).into_iter().map(|v| (f.to_string(), v)))
+        .collect()
+}
+
+/// `--title` and `--description` of a media upload: WeChat wants them for a permanent video
+/// only, and refuses one without a title (41005), so both are caught here instead.
+fn video_fields(raw: &Args, flags: &Flags) -> Result<(Option<String>, Option<String>), UsageError> {
+    let permanent_video = flags.ty == Some(MediaType::Video) && !flags.temporary;
+    let (title, introduction) = (raw.get("title"), raw.get("description"));
+    if (title.is_some() || introduction.is_some()) && !permanent_video {
+        return Err(UsageError(
+            "--title and --description belong to a permanent video (--type video)".into(),
+        ));
+    }
+    if permanent_video && title.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        return Err(UsageError(
+            "a permanent video needs --title (WeChat refuses one without, 41005)".into(),
+        ));
+    }
+    Ok((title, introduction))
+}
+
+/// The options a kf message kind takes, so the others are refused rather than ignored.
+fn kf_allowed(kind: &str) -> &'static [&'static str] {
+    match kind {
         "video" => &["title", "description", "thumb-media-id"],
         "music" => &[
             "title",
@@ -325,38 +366,100 @@ fn kf_message(
         "msgmenu" => &["head-content", "tail-content"],
         "miniprogrampage" => &["title", "miniprogram-appid", "pagepath", "thumb-media-id"],
         _ => &[],
-    };
+    }
+}
+
+/// The words and options of one `wxmp kf send`, so each kind's checks name the kind alike.
+struct KfInput<'a> {
+    kind: &'a str,
+    args: &'a [&'a str],
+    fields: &'a [(String, String)],
+}
+
+impl KfInput<'_> {
+    /// The last value of an option: a repeated option overrides, as elsewhere.
+    fn field(&self, name: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The single non-blank word a kind such as image or wxcard takes.
+    fn one(&self, what: &str) -> Result<String, UsageError> {
+        match self.args {
+            [a] if !a.trim().is_empty() => Ok(a.to_string()),
+            _ => Err(UsageError(format!("{} takes one {what}", self.kind))),
+        }
+    }
+
+    /// Refuses words for a kind given by options alone, rather than dropping them.
+    fn none(&self) -> Result<(), UsageError> {
+        match self.args.first() {
+            None => Ok(()),
+            Some(a) => Err(UsageError(format!(
+                "{} takes options, not {a:?}",
+                self.kind
+            ))),
+        }
+    }
+
+    /// A required option, named in the error so the user knows what to add.
+    fn need(&self, name: &str) -> Result<String, UsageError> {
+        self.field(name)
+            .ok_or_else(|| UsageError(format!("a {} message needs --{name}", self.kind)))
+    }
+}
+
+/// The words of a text message, joined: `wxmp kf send o1 text hello world` sends "hello
+/// world" without the user having to quote it.
+fn text_content(args: &[&str]) -> Result<String, UsageError> {
+    let content = args.join(" ");
+    if content.trim().is_empty() {
+        return Err(UsageError(
+            "text needs CONTENT, e.g. wxmp kf send OPENID text 你好".into(),
+        ));
+    }
+    Ok(content)
+}
+
+/// msgmenu's ID=CHOICE words, refused one by one so the bad word is quoted.
+fn msgmenu_choices(args: &[&str]) -> Result<Vec<(String, String)>, UsageError> {
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((id, c)) if !id.trim().is_empty() && !c.trim().is_empty() => {
+                Ok((id.to_owned(), c.to_owned()))
+            }
+            _ => Err(UsageError(format!(
+                "msgmenu takes choices as ID=CHOICE, e.g. 101=满意; got {a:?}"
+            ))),
+        })
+        .collect()
+}
+
+/// Builds one kf message from the words and options after its kind, refusing options the
+/// kind does not take rather than dropping them.
+fn kf_message(
+    kind: &str,
+    args: &[&str],
+    fields: &[(String, String)],
+) -> Result<kf::Message, UsageError> {
+    let allowed = kf_allowed(kind);
     if let Some((n, _)) = fields.iter().find(|(n, _)| !allowed.contains(&n.as_str())) {
         return Err(UsageError(format!(
             "--{n} does not apply to a {kind} message"
         )));
     }
-    let one = |what: &str| -> Result<String, UsageError> {
-        match args {
-            [a] if !a.trim().is_empty() => Ok(a.to_string()),
-            _ => Err(UsageError(format!("{kind} takes one {what}"))),
-        }
-    };
-    let none = || -> Result<(), UsageError> {
-        match args.first() {
-            None => Ok(()),
-            Some(a) => Err(UsageError(format!("{kind} takes options, not {a:?}"))),
-        }
-    };
-    let need = |name: &str| {
-        field(name).ok_or_else(|| UsageError(format!("a {kind} message needs --{name}")))
-    };
+    let input = KfInput { kind, args, fields };
+    let field = |name: &str| input.field(name);
+    let one = |what: &str| input.one(what);
+    let none = || input.none();
+    let need = |name: &str| input.need(name);
     Ok(match kind {
-        "text" => {
-            // `wxmp kf send o1 text hello world` sends "hello world".
-            let content = args.join(" ");
-            if content.trim().is_empty() {
-                return Err(UsageError(
-                    "text needs CONTENT, e.g. wxmp kf send OPENID text 你好".into(),
-                ));
-            }
-            kf::Message::Text { content }
-        }
+        "text" => kf::Message::Text {
+            content: text_content(args)?,
+        },
         "image" => kf::Message::Image {
             media_id: one("MEDIA_ID")?,
         },
@@ -399,17 +502,7 @@ fn kf_message(
             card_id: one("CARD_ID")?,
         },
         "msgmenu" => {
-            let list = args
-                .iter()
-                .map(|a| match a.split_once('=') {
-                    Some((id, c)) if !id.trim().is_empty() && !c.trim().is_empty() => {
-                        Ok((id.to_owned(), c.to_owned()))
-                    }
-                    _ => Err(UsageError(format!(
-                        "msgmenu takes choices as ID=CHOICE, e.g. 101=满意; got {a:?}"
-                    ))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let list = msgmenu_choices(args)?;
             if list.is_empty() {
                 return Err(UsageError(
                     "msgmenu needs at least one choice, e.g. wxmp kf send OPENID msgmenu 101=满意 102=不满意".into(),

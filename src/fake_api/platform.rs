@@ -249,34 +249,8 @@ impl Platform {
                 }
             }
             "/cgi-bin/material/add_material" | "/cgi-bin/media/upload" => self.upload(state, req),
-            "/cgi-bin/media/get" => {
-                let id = query_param(req.query, "media_id").unwrap_or_default();
-                let stored = state
-                    .temporary
-                    .get(&id)
-                    .filter(|s| req.now_ms.saturating_sub(s.created_ms) < TEMPORARY_MS)
-                    .ok_or_else(|| (40007, "invalid media_id".to_owned()))?;
-                let line = format!("media get: {} {id}", stored.ty);
-                if stored.ty == MediaType::Video {
-                    let url = format!("http://fake.video.weixin.qq.com/{id}.mp4");
-                    return json(json!({ "video_url": url }), line);
-                }
-                Ok((file_of(&id, stored), vec![line]))
-            }
-            "/cgi-bin/material/get_material" => {
-                let id = media_id_of(req.body)?;
-                let stored = state
-                    .materials
-                    .get(&id)
-                    .ok_or_else(|| (40007, "invalid media_id".to_owned()))?;
-                let line = format!("material get: {} {id}", stored.ty);
-                if stored.ty == MediaType::Video {
-                    let url = format!("http://fake.video.weixin.qq.com/{id}.mp4");
-                    let v = json!({"title": stored.title, "description": stored.introduction, "down_url": url});
-                    return json(v, line);
-                }
-                Ok((file_of(&id, stored), vec![line]))
-            }
+            "/cgi-bin/media/get" => media_get(state, req),
+            "/cgi-bin/material/get_material" => material_get(state, req),
             "/cgi-bin/material/del_material" => {
                 let id = media_id_of(req.body)?;
                 let stored = state
@@ -286,41 +260,7 @@ impl Platform {
                 state.stored_bytes = state.stored_bytes.saturating_sub(stored.data.len());
                 json(ok(), format!("material deleted: {} {id}", stored.ty))
             }
-            "/cgi-bin/material/batchget_material" => {
-                let body = json_body(req.body)?;
-                let ty = body.get("type").and_then(Value::as_str).unwrap_or("");
-                let offset = body.get("offset").and_then(Value::as_u64).unwrap_or(0);
-                let count = body.get("count").and_then(Value::as_u64).unwrap_or(0);
-                if !(1..=20).contains(&count) {
-                    return Err((47001, "data format error: count must be 1 to 20".into()));
-                }
-                if ty == "news" {
-                    let v = json!({"total_count": 0, "item_count": 0, "item": []});
-                    return json(v, "material list: news (the fake keeps none)".into());
-                }
-                let ty = MediaType::parse(ty)
-                    .filter(|t| *t != MediaType::Thumb)
-                    .ok_or_else(|| (40004, "invalid media type".to_owned()))?;
-                // Newest first, as WeChat lists them.
-                let mut all: Vec<(&String, &Stored)> =
-                    state.materials.iter().filter(|(_, s)| s.ty == ty).collect();
-                all.sort_by(|a, b| b.1.created_ms.cmp(&a.1.created_ms).then(b.0.cmp(a.0)));
-                let items: Vec<Value> = all
-                    .iter()
-                    .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-                    .take(count as usize)
-                    .map(|(id, s)| {
-                        let mut item = json!({"media_id": id, "name": s.name, "update_time": s.created_ms / 1000});
-                        if ty == MediaType::Image {
-                            item["url"] = json!(image_url(id));
-                        }
-                        item
-                    })
-                    .collect();
-                let line = format!("material list: {ty}, {} of {}", items.len(), all.len());
-                let v = json!({"total_count": all.len(), "item_count": items.len(), "item": items});
-                json(v, line)
-            }
+            "/cgi-bin/material/batchget_material" => material_list(state, req),
             other => Err((40066, format!("invalid url: {other}"))),
         }
     }
@@ -427,15 +367,13 @@ impl Platform {
     }
 
     fn token(&self, state: &mut State, req: &Request<'_>) -> Outcome {
-        let (grant, appid, secret, force, classic) = if req.method == "GET" {
-            let q = |n: &str| query_param(req.query, n);
-            (q("grant_type"), q("appid"), q("secret"), false, true)
-        } else {
-            let body = json_body(req.body)?;
-            let s = |n: &str| body.get(n).and_then(Value::as_str).map(str::to_owned);
-            let force = body.get("force_refresh").and_then(Value::as_bool) == Some(true);
-            (s("grant_type"), s("appid"), s("secret"), force, false)
-        };
+        let TokenRequest {
+            grant,
+            appid,
+            secret,
+            force,
+            classic,
+        } = TokenRequest::of(req)?;
         if classic {
             state.classic_requests += 1;
         } else {
@@ -457,26 +395,7 @@ impl Platform {
             .forced_at_ms
             .retain(|t| now.saturating_sub(*t) < DAY_MS);
         let n = state.token_requests;
-        let mut force_ignored = false;
-        if force {
-            // "连续使用该模式时，请保证调用时间隔至少为30s，否则不会刷新": within 30 s of the
-            // last forced refresh, the current token comes back unchanged.
-            let recent = state
-                .forced_at_ms
-                .last()
-                .is_some_and(|t| now.saturating_sub(*t) < FORCED_GAP_MS);
-            if recent && !state.stable.is_empty() {
-                force_ignored = true;
-            } else if state.forced_at_ms.len() >= FORCED_PER_DAY {
-                return Err((
-                    45009,
-                    format!("reach max api daily quota limit: force_refresh is limited to {FORCED_PER_DAY} a day"),
-                ));
-            } else {
-                state.forced_at_ms.push(now);
-                state.forced_refreshes += 1;
-            }
-        }
+        let force_ignored = force && state.force_ignored(now)?;
         let force = force && !force_ignored;
         let lifetime_ms = self.config.expires_in.saturating_mul(1000);
         let endpoint = if classic { "token" } else { "stable_token" };
@@ -532,7 +451,65 @@ impl Platform {
     }
 }
 
+/// A token request, read from the classic `GET token` query or the `POST stable_token` JSON
+/// body, so both endpoints are then checked alike.
+struct TokenRequest {
+    grant: Option<String>,
+    appid: Option<String>,
+    secret: Option<String>,
+    force: bool,
+    classic: bool,
+}
+
+impl TokenRequest {
+    /// Only stable_token can ask for force_refresh; the classic endpoint always replaces.
+    fn of(req: &Request<'_>) -> Result<TokenRequest, (i64, String)> {
+        if req.method == "GET" {
+            let q = |n: &str| query_param(req.query, n);
+            return Ok(TokenRequest {
+                grant: q("grant_type"),
+                appid: q("appid"),
+                secret: q("secret"),
+                force: false,
+                classic: true,
+            });
+        }
+        let body = json_body(req.body)?;
+        let s = |n: &str| body.get(n).and_then(Value::as_str).map(str::to_owned);
+        Ok(TokenRequest {
+            grant: s("grant_type"),
+            appid: s("appid"),
+            secret: s("secret"),
+            force: body.get("force_refresh").and_then(Value::as_bool) == Some(true),
+            classic: false,
+        })
+    }
+}
+
 impl State {
+    /// Applies WeChat's limits on stable_token's force_refresh: whether this one is ignored
+    /// (within 30 s of the last), or refused once the day's quota is used.
+    fn force_ignored(&mut self, now: u64) -> Result<bool, (i64, String)> {
+        // "连续使用该模式时，请保证调用时间隔至少为30s，否则不会刷新": within 30 s of the
+        // last forced refresh, the current token comes back unchanged.
+        let recent = self
+            .forced_at_ms
+            .last()
+            .is_some_and(|t| now.saturating_sub(*t) < FORCED_GAP_MS);
+        if recent && !self.stable.is_empty() {
+            Ok(true)
+        } else if self.forced_at_ms.len() >= FORCED_PER_DAY {
+            Err((
+                45009,
+                format!("reach max api daily quota limit: force_refresh is limited to {FORCED_PER_DAY} a day"),
+            ))
+        } else {
+            self.forced_at_ms.push(now);
+            self.forced_refreshes += 1;
+            Ok(false)
+        }
+    }
+
     /// The errcode of the first `--fail` that applies to this request, used up by one.
     fn injected(&mut self, path: &str, kind: Kind) -> Option<i64> {
         let f = self.fail.iter_mut().find(|f| {
@@ -619,6 +596,82 @@ fn canned(code: i64, peer: IpAddr) -> String {
         -1 => "system error".into(),
         _ => "injected by wxmp fake-api --fail".into(),
     }
+}
+
+/// `media/get`: a temporary medium is served only for its 3 days, as WeChat does, and a
+/// video as a URL rather than bytes.
+fn media_get(state: &State, req: &Request<'_>) -> Outcome {
+    let id = query_param(req.query, "media_id").unwrap_or_default();
+    let stored = state
+        .temporary
+        .get(&id)
+        .filter(|s| req.now_ms.saturating_sub(s.created_ms) < TEMPORARY_MS)
+        .ok_or_else(|| (40007, "invalid media_id".to_owned()))?;
+    let line = format!("media get: {} {id}", stored.ty);
+    if stored.ty == MediaType::Video {
+        let url = format!("http://fake.video.weixin.qq.com/{id}.mp4");
+        return Ok((Body::Json(json!({ "video_url": url })), vec![line]));
+    }
+    Ok((file_of(&id, stored), vec![line]))
+}
+
+/// `material/get_material`: a permanent video comes back as its title, description and a
+/// URL, as WeChat answers, other material as the bytes.
+fn material_get(state: &State, req: &Request<'_>) -> Outcome {
+    let id = media_id_of(req.body)?;
+    let stored = state
+        .materials
+        .get(&id)
+        .ok_or_else(|| (40007, "invalid media_id".to_owned()))?;
+    let line = format!("material get: {} {id}", stored.ty);
+    if stored.ty == MediaType::Video {
+        let url = format!("http://fake.video.weixin.qq.com/{id}.mp4");
+        let v = json!({"title": stored.title, "description": stored.introduction, "down_url": url});
+        return Ok((Body::Json(v), vec![line]));
+    }
+    Ok((file_of(&id, stored), vec![line]))
+}
+
+/// `material/batchget_material`: checked and paged as WeChat does, so SDK paging loops
+/// behave as they would against WeChat.
+fn material_list(state: &State, req: &Request<'_>) -> Outcome {
+    let body = json_body(req.body)?;
+    let ty = body.get("type").and_then(Value::as_str).unwrap_or("");
+    let offset = body.get("offset").and_then(Value::as_u64).unwrap_or(0);
+    let count = body.get("count").and_then(Value::as_u64).unwrap_or(0);
+    if !(1..=20).contains(&count) {
+        return Err((47001, "data format error: count must be 1 to 20".into()));
+    }
+    if ty == "news" {
+        let v = json!({"total_count": 0, "item_count": 0, "item": []});
+        return Ok((
+            Body::Json(v),
+            vec!["material list: news (the fake keeps none)".into()],
+        ));
+    }
+    let ty = MediaType::parse(ty)
+        .filter(|t| *t != MediaType::Thumb)
+        .ok_or_else(|| (40004, "invalid media type".to_owned()))?;
+    // Newest first, as WeChat lists them.
+    let mut all: Vec<(&String, &Stored)> =
+        state.materials.iter().filter(|(_, s)| s.ty == ty).collect();
+    all.sort_by(|a, b| b.1.created_ms.cmp(&a.1.created_ms).then(b.0.cmp(a.0)));
+    let items: Vec<Value> = all
+        .iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(count as usize)
+        .map(|(id, s)| {
+            let mut item =
+                json!({"media_id": id, "name": s.name, "update_time": s.created_ms / 1000});
+            if ty == MediaType::Image {
+                item["url"] = json!(image_url(id));
+            }
+            item
+        })
+        .collect();
+    let line = format!("material list: {ty}, {} of {}", items.len(), all.len());
+    let v = json!({"total_count": all.len(), "item_count": items.len(), "item": items});
+    Ok((Body::Json(v), vec![line]))
 }
 
 fn ok() -> Value {
