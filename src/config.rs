@@ -872,15 +872,10 @@ fn api_parts(args: &Args, env: Env<'_>) -> Result<ApiParts, UsageError> {
     })
 }
 
-/// `$XDG_CACHE_HOME/wxmp/access_token-APPID.json`, else `~/.cache/wxmp/…`; `None` when neither
-/// variable gives an absolute directory (the token is then kept in memory only).
-pub fn default_token_cache(app_id: &str, env: Env<'_>) -> Option<PathBuf> {
-    let absolute = |v: String| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
-    let base = env("XDG_CACHE_HOME")
-        .and_then(absolute)
-        .or_else(|| env("HOME").and_then(absolute).map(|h| h.join(".cache")))?;
-    // An AppID is letters and digits; anything else must not steer the path.
-    let name: String = app_id
+/// An AppID as it goes into a file name (the token cache, the media map). An AppID is letters
+/// and digits; anything else must not steer the path.
+pub fn app_id_in_file_name(app_id: &str) -> String {
+    app_id
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
@@ -889,7 +884,17 @@ pub fn default_token_cache(app_id: &str, env: Env<'_>) -> Option<PathBuf> {
                 '_'
             }
         })
-        .collect();
+        .collect()
+}
+
+/// `$XDG_CACHE_HOME/wxmp/access_token-APPID.json`, else `~/.cache/wxmp/…`; `None` when neither
+/// variable gives an absolute directory (the token is then kept in memory only).
+pub fn default_token_cache(app_id: &str, env: Env<'_>) -> Option<PathBuf> {
+    let absolute = |v: String| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let base = env("XDG_CACHE_HOME")
+        .and_then(absolute)
+        .or_else(|| env("HOME").and_then(absolute).map(|h| h.join(".cache")))?;
+    let name = app_id_in_file_name(app_id);
     Some(
         Path::new(&base)
             .join("wxmp")

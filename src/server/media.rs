@@ -130,16 +130,7 @@ struct Shared {
 /// `media-APPID.json` beside the token cache; `None` when the token is kept in memory only.
 pub fn state_path(token_cache: Option<&Path>, app_id: &str) -> Option<PathBuf> {
     let dir = token_cache?.parent()?;
-    let name: String = app_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = crate::config::app_id_in_file_name(app_id);
     Some(dir.join(format!("media-{name}.json")))
 }
 
