@@ -27,10 +27,9 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Cursor, Read};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rouille::{Request, Response, ResponseBody};
@@ -43,6 +42,7 @@ use crate::config::{AccessOptions, Gateway as Settings};
 use crate::log::{Field, Level, Log};
 use crate::net::NetError;
 use crate::protocol::query::percent_encode;
+use crate::server::listener::{self, Running};
 use crate::server::metrics::Metrics;
 
 /// The largest body buffered: WeChat's largest upload (a video, 10 MB) plus room for the
@@ -664,38 +664,16 @@ fn read_body(req: &Request) -> Result<Vec<u8>, u16> {
     Ok(body)
 }
 
-/// The listener, running on its own thread until `stop` is set.
-pub struct Running {
-    pub addr: SocketAddr,
-    thread: JoinHandle<()>,
-}
-
-impl Running {
-    /// Waits for the listener's thread after `stop` was set.
-    pub fn join(self) {
-        let _ = self.thread.join();
-    }
-}
-
 /// Binds the gateway's address and serves there until `stop` is set.
 pub fn spawn(gateway: Arc<Gateway>, stop: Arc<AtomicBool>) -> Result<Running, io::Error> {
     let addr = gateway.settings.addr;
-    let server = rouille::Server::new(addr, move |req: &Request| gateway.handle(req))
-        .map_err(|e| match e.downcast::<io::Error>() {
-            Ok(e) => *e,
-            Err(other) => io::Error::other(other.to_string()),
-        })?
-        .pool_size(THREADS);
-    let addr = server.server_addr();
-    let thread = thread::Builder::new()
-        .name("gateway".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                server.poll_timeout(Duration::from_millis(100));
-            }
-            server.join();
-        })?;
-    Ok(Running { addr, thread })
+    listener::spawn(
+        addr,
+        "gateway",
+        THREADS,
+        move |req| gateway.handle(req),
+        stop,
+    )
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod forward;
 pub mod gate;
 pub mod gateway;
 pub mod http_log;
+pub mod listener;
 pub mod live;
 pub mod media;
 pub mod metrics;

@@ -15,14 +15,14 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use rouille::{Request, Response};
 
 use crate::log::Log;
+use crate::server::listener::{self, Running};
 use crate::server::metrics::{Metrics, CONTENT_TYPE};
 use crate::server::recent::{Ask, Recent, DEFAULT_HISTORY};
 
@@ -137,42 +137,19 @@ fn ask(req: &Request) -> Ask {
     }
 }
 
-/// The listener, running on its own thread until `stop` is set.
-pub struct Running {
-    pub addr: SocketAddr,
-    thread: JoinHandle<()>,
-}
-
-impl Running {
-    /// Waits for the listener's thread after `stop` was set (at most one poll interval, plus the
-    /// requests in flight, which are bounded by `recent::MAX_WAIT`).
-    pub fn join(self) {
-        let _ = self.thread.join();
-    }
-}
-
 /// Binds `addr` and serves `monitor` there until `stop` is set.
 pub fn spawn(
     addr: SocketAddr,
     monitor: Monitor,
     stop: Arc<AtomicBool>,
 ) -> Result<Running, io::Error> {
-    let server = rouille::Server::new(addr, move |req: &Request| handle(&monitor, req))
-        .map_err(|e| match e.downcast::<io::Error>() {
-            Ok(e) => *e,
-            Err(other) => io::Error::other(other.to_string()),
-        })?
-        .pool_size(THREADS);
-    let addr = server.server_addr();
-    let thread = thread::Builder::new()
-        .name("metrics".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                server.poll_timeout(Duration::from_millis(100));
-            }
-            server.join();
-        })?;
-    Ok(Running { addr, thread })
+    listener::spawn(
+        addr,
+        "metrics",
+        THREADS,
+        move |req| handle(&monitor, req),
+        stop,
+    )
 }
 
 #[cfg(test)]

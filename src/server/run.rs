@@ -20,6 +20,7 @@ use crate::server::env::{Env, SystemEnv};
 use crate::server::forward;
 use crate::server::gateway::{self, Gateway};
 use crate::server::http_log;
+use crate::server::listener;
 use crate::server::live::{self, load_accounts, Member, Parts, RulesFiles};
 use crate::server::metrics::Metrics;
 use crate::server::monitor::{self, Monitor};
@@ -441,7 +442,7 @@ impl Server {
     fn spawn_listeners(
         &self,
         stop: &Arc<AtomicBool>,
-    ) -> Result<(Option<monitor::Running>, Option<gateway::Running>), ServeError> {
+    ) -> Result<(Option<listener::Running>, Option<listener::Running>), ServeError> {
         let monitor = match self.listen.metrics {
             None => None,
             Some(addr) => {
