@@ -3,7 +3,8 @@
 //!
 //! The JSON shapes are WeChat's (`{"touser":…,"msgtype":"text","text":{"content":…}}`). A
 //! customer-service news message carries one article (more is refused with 45008), so a news
-//! reply keeps its first. Out of scope: when sending is allowed (the 48-hour window and the
+//! reply keeps its first; music without a thumbnail (refused with 47001) goes as a text with its
+//! link. Out of scope: when sending is allowed (the 48-hour window and the
 //! per-interaction quota are WeChat's to enforce; its errors say so).
 
 use serde_json::{json, Map, Value};
@@ -110,13 +111,31 @@ impl Message {
                 title: v.title.clone(),
                 description: v.description.clone(),
             },
-            Reply::Music(m) => Message::Music {
+            Reply::Music(m) if m.thumb_media_id.is_some() => Message::Music {
                 title: m.title.clone(),
                 description: m.description.clone(),
                 music_url: m.music_url.clone(),
                 hq_music_url: m.hq_music_url.clone(),
                 thumb_media_id: m.thumb_media_id.clone(),
             },
+            // A customer-service music message needs its thumbnail (WeChat refuses one without
+            // with 47001), and a passive one may go without: the user still gets what the
+            // reply said, as a text with the title, description and link.
+            Reply::Music(m) => {
+                let link = m.music_url.as_ref().or(m.hq_music_url.as_ref());
+                let lines: Vec<&str> = [m.title.as_ref(), m.description.as_ref(), link]
+                    .into_iter()
+                    .flatten()
+                    .map(|s| s.trim())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if lines.is_empty() {
+                    return None;
+                }
+                Message::Text {
+                    content: lines.join("\n"),
+                }
+            }
             // A news reply always has at least one article; customer service takes one.
             Reply::News(news) => {
                 let a = news.articles().first()?;
@@ -431,6 +450,39 @@ mod tests {
             music.to_json("o1")["music"],
             json!({"title":"歌","musicurl":"https://e.com/a.mp3","hqmusicurl":"https://e.com/hq.mp3","thumb_media_id":"TH"})
         );
+    }
+
+    #[test]
+    fn music_without_a_thumbnail_goes_out_as_a_text_with_its_link() {
+        // Regression: it was sent as music without thumb_media_id, which WeChat refuses (47001).
+        let music = |title: Option<&str>, url: Option<&str>, hq: Option<&str>| {
+            Message::from_reply(&Reply::music(reply::Music {
+                title: title.map(Into::into),
+                description: Some("周杰伦".into()),
+                music_url: url.map(Into::into),
+                hq_music_url: hq.map(Into::into),
+                thumb_media_id: None,
+            }))
+        };
+        let m = music(Some("晴天"), Some("https://e.com/a.mp3"), None).unwrap();
+        assert_eq!(
+            m.to_json("o1"),
+            json!({"touser":"o1","msgtype":"text","text":{"content":"晴天\n周杰伦\nhttps://e.com/a.mp3"}})
+        );
+        assert!(Message::from_json(&m.to_json("o1")).is_ok());
+        let m = music(None, None, Some("https://e.com/hq.mp3")).unwrap();
+        assert_eq!(
+            m.to_json("o1")["text"]["content"],
+            "周杰伦\nhttps://e.com/hq.mp3"
+        );
+        let nothing = Reply::music(reply::Music {
+            title: Some(" ".into()),
+            description: None,
+            music_url: None,
+            hq_music_url: None,
+            thumb_media_id: None,
+        });
+        assert_eq!(Message::from_reply(&nothing), None);
     }
 
     #[test]

@@ -469,6 +469,42 @@ fn under_kf_a_very_slow_answer_arrives_as_a_customer_service_message() {
     assert!(metric(&server, "wxmp_access_token_expiry_seconds").is_some_and(|s| s > 60.0));
 }
 
+/// Regression: a late music answer without `ThumbMediaId` went out as a customer-service music
+/// message without `thumb_media_id`, which WeChat (and the fake) refuse with 47001. It now
+/// reaches the user as a text with the title, description and link.
+#[test]
+fn under_kf_late_music_without_a_thumbnail_arrives_as_a_text_with_its_link() {
+    let fake = Fake::start(&[]);
+    let ep = endpoint(
+        Duration::from_secs(7),
+        200,
+        r#"{"MsgType":"music","Music":{"Title":"晴天","Description":"周杰伦","MusicUrl":"https://e.com/a.mp3"}}"#,
+    );
+    let cache = tempdir().join("token.json");
+    let server = serve(
+        &forward_rules(&ep.url),
+        &[
+            "--appid",
+            APPID,
+            "--secret",
+            SECRET,
+            "--api-base",
+            &fake.base,
+            "--token-cache",
+            cache.to_str().unwrap(),
+        ],
+    );
+    let out = answered(&send(&server, &["--from", "o_music", "text", "a song"]));
+    assert!(out.starts_with("text: 稍等"), "{out}");
+    // The fake prints what it was sent escaped, each newline as \\n.
+    fake.wait_for(
+        r#"kf send → o_music: text "晴天\\n周杰伦\\nhttps://e.com/a.mp3""#,
+        secs(60),
+    );
+    let log = server.log();
+    assert!(!log.contains("47001"), "{log}");
+}
+
 #[test]
 fn kf_needs_the_api_settings() {
     let o = Command::new(env!("CARGO_BIN_EXE_wxmp"))
