@@ -45,8 +45,9 @@ fn wechatpy_encrypts_and_decrypts_against_the_real_binary() {
 }
 
 /// Issue 21: an unchanged wechatpy `WeChatClient` with a dummy AppSecret, its API base the
-/// gateway, creates and reads the menu and sends a customer-service message through the real
-/// `wxmp fake-api`.
+/// gateway, creates and reads the menu, sends a customer-service message, uploads a picture as
+/// temporary media and as permanent material (which the real `wxmp fake-api` then holds byte
+/// for byte), and downloads both back through the gateway.
 #[test]
 #[ignore = "needs python3 with wechatpy: run by make test when it is installed, and by make interop"]
 fn wechatpy_calls_the_api_through_the_gateway_with_a_dummy_secret() {
@@ -60,11 +61,18 @@ fn wechatpy_calls_the_api_through_the_gateway_with_a_dummy_secret() {
         "{}/tests/interop/wechatpy_gateway.py",
         env!("CARGO_MANIFEST_DIR")
     );
+    // A PNG of 1.5 MB: past the gateway's JSON sniff, with every byte value in it.
+    let image = crate::kit::tempdir().join("picture.png");
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend((0..1_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(&image, &png).unwrap();
     let out = Command::new("python3")
         .args([
             script.as_str(),
             &format!("http://{}", gw.addr),
             crate::api::APPID,
+            image.to_str().unwrap(),
+            &fake.base,
         ])
         .output()
         .unwrap();
@@ -76,6 +84,21 @@ fn wechatpy_calls_the_api_through_the_gateway_with_a_dummy_secret() {
         gw.server.log()
     );
     assert!(stdout.contains("menu.get: 今日歌曲"), "{stdout}");
+    for line in [
+        "the fake holds both: 1500008 bytes, identical",
+        "media.download: 1500008 bytes, identical",
+        "material.get: 1500008 bytes, identical",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing: {stdout}");
+    }
+    for line in [
+        "gateway POST /cgi-bin/media/upload?type&access_token 200 errcode 0",
+        "gateway POST /cgi-bin/material/add_material?access_token&type 200 errcode 0",
+        "gateway GET /cgi-bin/media/get?media_id&access_token 200 errcode 0",
+        "gateway POST /cgi-bin/material/get_material?access_token 200 errcode 0",
+    ] {
+        gw.server.wait_for_log(line, crate::kit::wait::secs(10));
+    }
     assert!(
         crate::kit::wait::at_most(crate::kit::wait::secs(10), || fake
             .output()
