@@ -49,7 +49,7 @@ Exit status: 0 done; 1 WeChat refused (the errcode and what to do are printed) o
 reached; 2 usage, file or configuration error. Try them on this machine with wxmp fake-api.
 ";
 
-/// The options of `wxmp menu`, `kf` and `token`: the server's API settings, and their own.
+/// The options of `wxmp menu`, `kf`, `token` and `media`: the server's API settings, and their own.
 #[rustfmt::skip]
 pub const SETTINGS: &[Setting] = &[
     config::APPID,
@@ -67,7 +67,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::switch("temporary", "wxmp media upload: for 3 days (media/upload), not permanent"),
 ];
 
-/// The command line of `wxmp COMMAND` (`menu`, `kf` or `token`).
+/// The command line of `wxmp COMMAND` (`menu`, `kf`, `token` or `media`).
 pub fn spec(command: &str) -> Spec {
     Spec {
         help: match command {

@@ -606,3 +606,56 @@ fn the_api_commands_use_an_accounts_appid_and_secret() {
     assert_eq!(code, Some(2), "{shown}");
     assert!(shown.contains("no AppSecret"), "{shown}");
 }
+
+/// `wxmp media` takes the account's AppID and AppSecret from the file the same way: an upload
+/// and the listing that shows it, both as account `k`; an account without an AppSecret is
+/// refused before any call.
+#[test]
+fn media_uploads_and_lists_with_an_accounts_appid_and_secret() {
+    use crate::api::{Fake, APPID, PNG, SECRET};
+
+    let fake = Fake::start(&[]);
+    let dir = tempdir();
+    let pic = dir.join("pic.png");
+    std::fs::write(&pic, PNG).unwrap();
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\n\n\
+             [[account]]\nname = \"k\"\ntoken = \"tokenk1\"\nappid = \"{APPID}\"\nsecret_env = \"WXMP_TEST_SECRET_K\"\n"
+        ),
+    )
+    .unwrap();
+    let media = |account: &str, args: &[&str]| {
+        let o = wxmp(&["media"])
+            .args(args)
+            .args(["--accounts", file.to_str().unwrap(), "--account", account])
+            .args(["--api-base", &fake.base])
+            .env("WXMP_TEST_SECRET_K", SECRET)
+            .env("XDG_CACHE_HOME", &dir)
+            .env("HOME", &dir)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+            out(&o),
+        )
+    };
+    let (code, id, shown) = media("k", &["upload", pic.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(!id.is_empty() && !id.contains(' '), "{shown}");
+    let (code, _, shown) = media("k", &["list", "--type", "image"]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(shown.contains(&id) && shown.contains("pic.png"), "{shown}");
+    assert!(
+        !shown.contains(SECRET),
+        "the AppSecret was printed: {shown}"
+    );
+    assert_eq!(fake.count("/cgi-bin/material/add_material"), 1);
+    let (code, _, shown) = media("a", &["list", "--type", "image"]);
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("no AppSecret"), "{shown}");
+    assert_eq!(fake.count("/cgi-bin/material/batchget_material"), 1);
+}
