@@ -181,6 +181,10 @@ pub fn client(m: &Member) -> Option<Arc<crate::api::Client>> {
 #[derive(Default)]
 pub struct RulesFiles {
     files: Vec<Followed>,
+    /// Serving an accounts file: SIGHUP reloads it and then every rules file its accounts
+    /// name, so accounts on the built-in rules have nothing to say about SIGHUP (and
+    /// `--rules`, which the warning suggests, is refused with accounts).
+    accounts: bool,
 }
 
 struct Followed {
@@ -194,6 +198,14 @@ struct Followed {
 }
 
 impl RulesFiles {
+    /// The rules files of the accounts in an accounts file (see the `accounts` field).
+    pub fn for_accounts() -> RulesFiles {
+        RulesFiles {
+            accounts: true,
+            ..RulesFiles::default()
+        }
+    }
+
     /// The compiled form of `file` (`None`: the built-in rules), loaded now if no account had
     /// it yet. Warnings go to `log`.
     pub fn get(
@@ -247,12 +259,13 @@ impl RulesFiles {
         Ok(rules)
     }
 
-    /// Starts a watcher for each file that has none. With no file at all, one watcher answers
-    /// SIGHUP with a warning. Each watcher has its own SIGHUP flag.
+    /// Starts a watcher for each file that has none. With no file at all and no accounts
+    /// file, one watcher answers SIGHUP with a warning. Each watcher has its own SIGHUP flag.
     pub fn watch(&mut self, log: &Log, metrics: &Arc<Metrics>) -> std::io::Result<()> {
         let any_file = self.files.iter().any(|f| f.file.is_some());
+        let quiet_builtin = any_file || self.accounts;
         for f in &mut self.files {
-            if any_file && f.file.is_none() {
+            if quiet_builtin && f.file.is_none() {
                 // The built-in rules' watcher only says that SIGHUP has no file to reload.
                 if f.watcher.take().is_some() {
                     f.stop.store(true, Ordering::Relaxed);

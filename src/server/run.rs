@@ -169,7 +169,10 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
     }
     let (members, accounts_file) = members(&config, &log)?;
     // Accounts naming the same rules file share its compiled form (and one watcher).
-    let mut rules = RulesFiles::default();
+    let mut rules = match accounts_file {
+        Some(_) => RulesFiles::for_accounts(),
+        None => RulesFiles::default(),
+    };
     let mut shared = Vec::with_capacity(members.len());
     for (m, _) in &members {
         let api = live::client(m);
@@ -381,33 +384,36 @@ pub fn route(router: &Router, req: &rouille::Request) -> rouille::Response {
     routes::handle(table.service(path), req)
 }
 
-/// The flags the signal handlers set.
+/// The flags the signal handlers set. SIGHUP means one thing, "read the files again": without
+/// an accounts file the rules file's watcher takes it (or says there is no file); with one,
+/// the accounts watcher reloads the accounts file and each rules watcher its file.
 struct Signals {
     /// SIGTERM or SIGINT: stop.
     term: Arc<AtomicBool>,
-    /// SIGHUP: reload the accounts file (each rules watcher has a flag of its own).
-    hup: Arc<AtomicBool>,
+    /// SIGHUP, for the accounts watcher; `None` without an accounts file, where the rules
+    /// watcher has the signal's only flag.
+    hup: Option<Arc<AtomicBool>>,
 }
 
 impl Signals {
-    fn install() -> Result<Signals, ServeError> {
-        let signals = Signals {
-            term: Arc::new(AtomicBool::new(false)),
-            hup: Arc::new(AtomicBool::new(false)),
-        };
-        for (signal, flag) in [
-            (signal_hook::consts::SIGTERM, &signals.term),
-            (signal_hook::consts::SIGINT, &signals.term),
-            (signal_hook::consts::SIGHUP, &signals.hup),
-        ] {
+    fn install(accounts: bool) -> Result<Signals, ServeError> {
+        let term = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             // A second Ctrl-C while stopping exits at once.
-            if signal != signal_hook::consts::SIGHUP {
-                let _ =
-                    signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag));
-            }
-            signal_hook::flag::register(signal, Arc::clone(flag)).map_err(ServeError::Signals)?;
+            let _ =
+                signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&term));
+            signal_hook::flag::register(signal, Arc::clone(&term)).map_err(ServeError::Signals)?;
         }
-        Ok(signals)
+        let hup = match accounts {
+            false => None,
+            true => {
+                let hup = Arc::new(AtomicBool::new(false));
+                signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+                    .map_err(ServeError::Signals)?;
+                Some(hup)
+            }
+        };
+        Ok(Signals { term, hup })
     }
 }
 
@@ -477,7 +483,7 @@ impl Server {
         let server = self.bind()?;
         let stop = Arc::new(AtomicBool::new(false));
         let (monitor, gateway) = self.spawn_listeners(&stop)?;
-        let signals = Signals::install()?;
+        let signals = Signals::install(self.accounts.is_some())?;
         // One watcher per rules file, whichever accounts share it, each with its own SIGHUP
         // flag; with an accounts file, one more for it.
         lock(&self.rules)
@@ -492,9 +498,9 @@ impl Server {
         };
         // The banner names the accounts file, so it is written before its watcher takes it.
         println!("{}", self.banner(&started));
-        let accounts = match self.accounts.take() {
-            None => None,
-            Some(a) => Some(live::watch(a, Arc::clone(&signals.hup), Arc::clone(&stop))),
+        let accounts = match (self.accounts.take(), &signals.hup) {
+            (Some(a), Some(hup)) => Some(live::watch(a, Arc::clone(hup), Arc::clone(&stop))),
+            _ => None,
         };
         println!(
             "{}",

@@ -659,3 +659,52 @@ fn media_uploads_and_lists_with_an_accounts_appid_and_secret() {
     assert!(shown.contains("no AppSecret"), "{shown}");
     assert_eq!(fake.count("/cgi-bin/material/batchget_material"), 1);
 }
+
+/// SIGHUP means "read the files again" in both modes. With an accounts file it reloads the
+/// accounts file and each rules file its accounts name; accounts on the built-in rules add
+/// nothing. Regression: it also logged the single-account "no rules file to reload ... pass
+/// --rules FILE" warning, naming a flag the accounts file refuses.
+#[test]
+fn sighup_reloads_the_accounts_file_and_its_rules_files_only() {
+    let dir = tempdir();
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\n\n\
+         [[account]]\nname = \"b\"\ntoken = \"tokenb2\"\n",
+    )
+    .unwrap();
+    let server = start(&file);
+    server.signal("HUP");
+    server.wait_for_log("accounts reloaded (SIGHUP): 2 accounts from", secs(15));
+    // The rules watchers poll every 250 ms: four polls for a wrong line to show up.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        !server.log().contains("no rules file to reload"),
+        "{}",
+        server.log()
+    );
+    // An account gets a rules file: the next SIGHUP reloads that file too.
+    std::fs::write(
+        dir.join("b.toml"),
+        "[[rules]]\ntext = \"who\"\nreply.text = \"rules-b\"\n",
+    )
+    .unwrap();
+    replace(
+        &file,
+        "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\n\n\
+         [[account]]\nname = \"b\"\ntoken = \"tokenb2\"\nrules = \"b.toml\"\n",
+    );
+    server.wait_for_log("changed b", secs(15));
+    assert!(answer(&server, "/weixin/b", "tokenb2").contains("rules-b"));
+    server.signal("HUP");
+    server.wait_for_log("rules reloaded (SIGHUP): 1 rules from", secs(15));
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        log.matches("accounts reloaded (SIGHUP)").count(),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains("no rules file to reload"), "{log}");
+}
