@@ -169,6 +169,8 @@ pub enum Accounts {
         path: PathBuf,
         /// What the accounts' API clients share.
         api: accounts::ApiShared,
+        /// The variables its `<key>_env` keys name, as they were at start.
+        vars: accounts::EnvVars,
     },
 }
 
@@ -433,7 +435,8 @@ impl Config {
                     cache_home,
                 };
                 let path = PathBuf::from(path);
-                (Accounts::File { path, api }, None, forward)
+                let vars = accounts::EnvVars::read(&path, env);
+                (Accounts::File { path, api, vars }, None, forward)
             }
             None => {
                 let api = resolve_api(&args, env)?;

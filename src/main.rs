@@ -17,8 +17,13 @@ use wxmp::usage::Args;
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let command = cli::parse(args);
-    // Before any thread: the secrets leave the process environment here.
-    let secrets = match Environment::take() {
+    // Before any thread: the secrets leave the process environment here, and so do the
+    // variables the server's accounts file names (its reloads read them from the copy).
+    let named = match &command {
+        Ok(Command::Serve(args)) => accounts_env_names(args),
+        _ => Vec::new(),
+    };
+    let secrets = match Environment::take(&named) {
         Ok(secrets) => secrets,
         Err(e) => return fail(e),
     };
@@ -40,7 +45,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::CheckRules(path)) => check_rules(&path),
-        Ok(Command::CheckAccounts(path)) => check_accounts(&path),
+        Ok(Command::CheckAccounts(path)) => check_accounts(&path, &env),
         Ok(Command::Serve(args)) => serve(*args, &env),
         Ok(Command::Api(args)) => match account_env(&args, &env)
             .and_then(|env| wxmp::api_cmd::args::resolve(*args, &*env).map_err(|e| e.to_string()))
@@ -68,6 +73,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The variables the accounts file of `wxmp --accounts FILE` (or `WXMP_ACCOUNTS`) names in
+/// its `<key>_env` keys; none without one.
+fn accounts_env_names(args: &Args) -> Vec<String> {
+    let file = args
+        .get("accounts")
+        .or_else(|| std::env::var("WXMP_ACCOUNTS").ok());
+    let text = file.and_then(|f| std::fs::read_to_string(f).ok());
+    text.map_or_else(Vec::new, |t| wxmp::config::accounts::env_names(&t))
+}
+
 /// A variable lookup, owned.
 type BoxedEnv<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
 
@@ -92,10 +107,11 @@ fn account_env<'a>(
         token_endpoint: wxmp::api::TokenEndpoint::Stable,
         cache_home: None,
     };
-    let loaded = server::live::load_accounts(Path::new(&file), &api, 1).map_err(|problems| {
-        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        shown.join("\nwxmp: ")
-    })?;
+    let loaded =
+        server::live::load_accounts(Path::new(&file), &api, 1, env).map_err(|problems| {
+            let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            shown.join("\nwxmp: ")
+        })?;
     let names: Vec<&str> = loaded.accounts.iter().map(|a| a.name.as_str()).collect();
     let Some(a) = loaded.accounts.iter().find(|a| a.name == name) else {
         return Err(format!(
@@ -154,13 +170,14 @@ fn check_rules(path: &Path) -> ExitCode {
 
 /// Lists each account with where its secrets came from (never their values) and its rules;
 /// every problem of the file and of its rules files, each with its line, exits 2.
-fn check_accounts(path: &Path) -> ExitCode {
+fn check_accounts(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
     let api = wxmp::config::accounts::ApiShared {
         api_base: wxmp::config::DEFAULT_API_BASE.to_owned(),
         token_endpoint: wxmp::api::TokenEndpoint::Stable,
         cache_home: None,
     };
-    let loaded = match server::live::load_accounts(path, &api, wxmp::config::DEFAULT_PROCESSES) {
+    let processes = wxmp::config::DEFAULT_PROCESSES;
+    let loaded = match server::live::load_accounts(path, &api, processes, env) {
         Ok(l) => l,
         Err(problems) => {
             for p in &problems {

@@ -12,6 +12,10 @@
 //! PID with the same arguments, with the secrets removed from the environment and handed over on
 //! a pipe as its stdin (which the server never reads otherwise).
 //!
+//! The same holds for the variables an accounts file names in its `<key>_env` keys: the server
+//! reads them at start ([`Environment::take`]'s `named`), removes them and hands them over the
+//! same way, and its reloads read the copy ([`crate::config::accounts::EnvVars`]).
+//!
 //! Flags are not covered: `--token` and the like are in `/proc/PID/cmdline`, which `ps` shows to
 //! every local user. The README says so and recommends the variables or the files.
 
@@ -51,14 +55,14 @@ impl std::error::Error for SecretError {}
 /// The secrets taken from the environment, and the environment for everything else.
 #[derive(Default)]
 pub struct Environment {
-    secrets: Vec<(&'static str, String)>,
+    secrets: Vec<(String, String)>,
     /// A secret was a variable's value, so it is in `/proc/PID/environ`.
     in_environ: bool,
 }
 
 impl fmt::Debug for Environment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.secrets.iter().map(|(n, _)| *n).collect();
+        let names: Vec<&str> = self.secrets.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Environment")
             .field("secrets", &names)
             .finish_non_exhaustive()
@@ -67,18 +71,30 @@ impl fmt::Debug for Environment {
 
 impl Environment {
     /// Reads the secrets (from a handed-over stdin, the variables or their files) and removes
-    /// every one of those variables from the process environment. Call it before any thread is
-    /// started: changing the environment is not thread-safe.
-    pub fn take() -> Result<Environment, SecretError> {
+    /// every one of those variables from the process environment, and so the variables in
+    /// `named` (an accounts file's `<key>_env`). Call it before any thread is started: changing
+    /// the environment is not thread-safe.
+    pub fn take(named: &[String]) -> Result<Environment, SecretError> {
         let mut env = Environment::default();
         if std::env::var_os(HANDED_OVER).is_some() {
             std::env::remove_var(HANDED_OVER);
             let mut raw = Vec::new();
+            let count = secret_vars().count() + named.len();
             std::io::stdin()
-                .take(MAX_SECRET * secret_vars().count() as u64 * 2)
+                .take(MAX_SECRET * count as u64 * 2)
                 .read_to_end(&mut raw)
                 .map_err(|e| SecretError(format!("cannot read the handed-over secrets: {e}")))?;
-            env.secrets = decode(&raw);
+            env.secrets = decode(&raw, named);
+        }
+        for var in named.iter().filter(|v| valid_name(v)) {
+            let Some(value) = std::env::var_os(var) else {
+                continue;
+            };
+            std::env::remove_var(var);
+            env.in_environ = true;
+            env.secrets.retain(|(n, _)| n != var);
+            env.secrets
+                .push((var.clone(), value.to_string_lossy().into_owned()));
         }
         for var in secret_vars() {
             let file_var = format!("{var}_FILE");
@@ -99,8 +115,8 @@ impl Environment {
                 (None, Some(path)) => read_file(&file_var, Path::new(&path))?,
                 (None, None) => continue,
             };
-            env.secrets.retain(|(n, _)| *n != var);
-            env.secrets.push((var, value));
+            env.secrets.retain(|(n, _)| n != var);
+            env.secrets.push((var.to_owned(), value));
         }
         Ok(env)
     }
@@ -164,7 +180,7 @@ fn read_file(var: &str, path: &Path) -> Result<String, SecretError> {
 
 /// `NAME\0VALUE\0` for each secret (values never hold NUL: they come from the environment or
 /// a line of text).
-fn encode(secrets: &[(&'static str, String)]) -> Vec<u8> {
+fn encode(secrets: &[(String, String)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in secrets {
         out.extend_from_slice(name.as_bytes());
@@ -175,16 +191,25 @@ fn encode(secrets: &[(&'static str, String)]) -> Vec<u8> {
     out
 }
 
-fn decode(raw: &[u8]) -> Vec<(&'static str, String)> {
+/// The handed-over secrets whose names are wxmp's own or in `named`.
+fn decode(raw: &[u8], named: &[String]) -> Vec<(String, String)> {
     let mut parts = raw.split(|&b| b == 0);
     let mut out = Vec::new();
     while let (Some(name), Some(value)) = (parts.next(), parts.next()) {
-        let known = secret_vars().find(|v| v.as_bytes() == name);
-        if let (Some(var), Ok(value)) = (known, std::str::from_utf8(value)) {
-            out.push((var, value.to_owned()));
+        let known = secret_vars().any(|v| v.as_bytes() == name)
+            || named.iter().any(|v| v.as_bytes() == name);
+        if let (true, Ok(name), Ok(value)) =
+            (known, std::str::from_utf8(name), std::str::from_utf8(value))
+        {
+            out.push((name.to_owned(), value.to_owned()));
         }
     }
     out
+}
+
+/// A name `remove_var` accepts: not empty, no `=` and no NUL (it panics on those).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['=', '\0'])
 }
 
 #[cfg(test)]
@@ -204,18 +229,36 @@ mod tests {
         }
     }
 
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn the_handover_round_trips_and_ignores_unknown_names() {
-        let secrets = vec![
-            ("WXMP_TOKEN", "tok123".to_owned()),
-            ("WXMP_SECRET", "s=2".into()),
-        ];
-        assert_eq!(decode(&encode(&secrets)), secrets);
+        let secrets = pairs(&[("WXMP_TOKEN", "tok123"), ("WXMP_SECRET", "s=2")]);
+        assert_eq!(decode(&encode(&secrets), &[]), secrets);
         assert_eq!(
-            decode(b"PATH\0/bin\0WXMP_TOKEN\0t\0"),
-            vec![("WXMP_TOKEN", "t".into())]
+            decode(b"PATH\0/bin\0WXMP_TOKEN\0t\0", &[]),
+            pairs(&[("WXMP_TOKEN", "t")])
         );
-        assert_eq!(decode(b"WXMP_TOKEN"), vec![]);
+        assert_eq!(decode(b"WXMP_TOKEN", &[]), vec![]);
+        // An accounts file's `_env` variables are handed over too, and only those it names.
+        let named = ["SHOP_TOKEN".to_owned()];
+        let both = pairs(&[("SHOP_TOKEN", "shoptok1"), ("OTHER", "x")]);
+        assert_eq!(
+            decode(&encode(&both), &named),
+            pairs(&[("SHOP_TOKEN", "shoptok1")])
+        );
+    }
+
+    #[test]
+    fn names_remove_var_would_panic_on_are_skipped() {
+        assert!(valid_name("SHOP_TOKEN"));
+        for bad in ["", "A=B", "A\0B"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
     }
 
     #[test]
@@ -243,7 +286,7 @@ mod tests {
     #[test]
     fn secrets_are_answered_from_the_copy_and_never_shown() {
         let env = Environment {
-            secrets: vec![("WXMP_TOKEN", "tok123".into())],
+            secrets: pairs(&[("WXMP_TOKEN", "tok123")]),
             in_environ: false,
         };
         assert_eq!(env.var("WXMP_TOKEN").as_deref(), Some("tok123"));

@@ -11,6 +11,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -33,6 +34,69 @@ pub struct ApiShared {
     pub token_endpoint: TokenEndpoint,
     /// `XDG_CACHE_HOME` / `HOME`, resolved once: where each AppID's token is cached.
     pub cache_home: Option<PathBuf>,
+}
+
+/// The values of the variables the accounts file names in `<key>_env`, read once when the
+/// server starts. The server takes those variables out of its environment at start (so the
+/// programs `reply.command` runs, and the server's own restart, never see them) and answers
+/// every reload from this copy: a variable first named by a later edit is not found (a
+/// secret file, `<key>_file`, is read at every reload).
+#[derive(Clone, Default)]
+pub struct EnvVars(Arc<Vec<(String, String)>>);
+
+impl EnvVars {
+    /// The variables `file` names, each with its value from `env` (those not set are left
+    /// out: the accounts file's check then says so, with its line). An unreadable file names
+    /// none (the server then refuses it with the reason).
+    pub fn read(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> EnvVars {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let vars = env_names(&text)
+            .into_iter()
+            .filter_map(|name| env(&name).map(|v| (name, v)))
+            .collect();
+        EnvVars(Arc::new(vars))
+    }
+
+    /// The value of `name`, as it was at start.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+impl fmt::Debug for EnvVars {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
+
+/// The variables an accounts file names in its `<key>_env` keys, in order, each once; a file
+/// that is not TOML names none.
+pub fn env_names(text: &str) -> Vec<String> {
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = Vec::new();
+    let tables = doc.get("account").and_then(toml::Value::as_array);
+    for table in tables
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_table)
+    {
+        for key in SECRETS {
+            let named = table
+                .get(&format!("{key}_env"))
+                .and_then(toml::Value::as_str);
+            if let Some(name) = named.filter(|n| !names.iter().any(|m| m == n)) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names
 }
 
 /// One account of the file, validated.
@@ -647,6 +711,25 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_variables_a_file_names_are_listed_once_and_read_once() {
+        let text = "[[account]]\nname = \"a\"\ntoken_env = \"TOK_A\"\nsecret_env = \"APP\"\n\n\
+                    [[account]]\nname = \"b\"\ntoken = \"inline\"\naes_key_env = \"APP\"\nforward_secret_env = \"FWD\"\n";
+        assert_eq!(env_names(text), ["TOK_A", "APP", "FWD"]);
+        assert!(env_names("not toml [").is_empty());
+        let dir = std::env::temp_dir().join(format!("wxmp-envvars-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("accounts.toml");
+        std::fs::write(&file, text).unwrap();
+        let env = |n: &str| (n != "FWD").then(|| format!("value-of-{n}"));
+        let vars = EnvVars::read(&file, &env);
+        assert_eq!(vars.get("TOK_A").as_deref(), Some("value-of-TOK_A"));
+        assert_eq!(vars.get("FWD"), None, "not set at start");
+        assert_eq!(vars.get("PATH"), None, "a variable the file does not name");
+        assert!(!format!("{vars:?}").contains("value-of"), "{vars:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn api() -> ApiShared {
         ApiShared {

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::{ApiConfig, Client};
-use crate::config::accounts::{self, AccountSpec, ApiShared, Problem};
+use crate::config::accounts::{self, AccountSpec, ApiShared, EnvVars, Problem};
 use crate::config::{AccessOptions, AccountConfig, Forward};
 use crate::log::Log;
 use crate::rules::{RuleSet, RulesError, SharedRules};
@@ -328,19 +328,20 @@ impl RulesFiles {
     }
 }
 
-/// Reads and checks the accounts file, with the process's environment and files.
+/// Reads and checks the accounts file, with the process's files and `env` for its `_env` keys
+/// (the server's: the values it read at start, [`accounts::EnvVars`]).
 pub fn load_accounts(
     path: &Path,
     api: &ApiShared,
     processes: usize,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<accounts::Accounts, Vec<Problem>> {
-    let env = |name: &str| std::env::var(name).ok();
     let read = |p: &Path| std::fs::read_to_string(p);
     let mode = file_mode(path);
     accounts::load(
         path,
         &accounts::Context {
-            env: &env,
+            env,
             read: &read,
             api,
             processes,
@@ -364,6 +365,8 @@ fn file_mode(_: &Path) -> Option<u32> {
 pub struct Accounts {
     pub file: PathBuf,
     pub api: ApiShared,
+    /// The variables the file's `_env` keys named at start, with their values.
+    pub vars: EnvVars,
     pub processes: usize,
     pub parts: Parts,
     pub router: Arc<Router>,
@@ -416,7 +419,9 @@ impl Accounts {
                 "accounts reload failed ({why}), keeping the {kept} accounts in force: {reason}"
             ));
         };
-        let loaded = match load_accounts(&self.file, &self.api, self.processes) {
+        let vars = self.vars.clone();
+        let env = move |name: &str| vars.get(name);
+        let loaded = match load_accounts(&self.file, &self.api, self.processes, &env) {
             Ok(l) => l,
             Err(problems) => {
                 let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::accounts::{ApiShared, Problem};
+use crate::config::accounts::{ApiShared, EnvVars, Problem};
 use crate::config::{default_max_connections, Accounts as ConfigAccounts, Config, Listen};
 use crate::log::Log;
 use crate::rules::RulesError;
@@ -240,9 +240,10 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
     let router = Arc::new(Router::new(Table::new(services, fallback)));
     watch_router(&metrics, &router);
     let rules = Arc::new(Mutex::new(rules));
-    let accounts = accounts_file.map(|(file, api)| live::Accounts {
+    let accounts = accounts_file.map(|(file, api, vars)| live::Accounts {
         file,
         api,
+        vars,
         processes: config.forward.processes,
         parts,
         router: Arc::clone(&router),
@@ -270,7 +271,7 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
 fn members(
     config: &Config,
     log: &Log,
-) -> Result<(Vec<(Member, u64)>, Option<(PathBuf, ApiShared)>), BuildError> {
+) -> Result<(Vec<(Member, u64)>, Option<(PathBuf, ApiShared, EnvVars)>), BuildError> {
     let found = match &config.accounts {
         ConfigAccounts::One(account) => (
             vec![(
@@ -284,9 +285,10 @@ fn members(
             )],
             None,
         ),
-        ConfigAccounts::File { path, api } => {
-            let loaded =
-                load_accounts(path, api, config.forward.processes).map_err(BuildError::Accounts)?;
+        ConfigAccounts::File { path, api, vars } => {
+            let env = |name: &str| vars.get(name);
+            let loaded = load_accounts(path, api, config.forward.processes, &env)
+                .map_err(BuildError::Accounts)?;
             for w in &loaded.warnings {
                 log.warn(w);
             }
@@ -298,7 +300,7 @@ fn members(
                     (Member::from(spec), digest)
                 })
                 .collect();
-            (members, Some((path.clone(), api.clone())))
+            (members, Some((path.clone(), api.clone(), vars.clone())))
         }
     };
     Ok(found)

@@ -708,3 +708,56 @@ fn sighup_reloads_the_accounts_file_and_its_rules_files_only() {
     );
     assert!(!log.contains("no rules file to reload"), "{log}");
 }
+
+/// The variables an accounts file names in `<key>_env` leave wxmp's environment at start: the
+/// programs `reply.command` runs see neither them nor their values (in their environment or in
+/// wxmp's `/proc/PID/environ`), and a reload still resolves them from the values read at start.
+/// Regression: they stayed in the environment, so every command inherited the account's token.
+#[test]
+fn env_secrets_of_the_accounts_file_never_reach_the_programs_it_runs() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("bot.sh"),
+        "cat >/dev/null\n\
+         if env | grep -q acctoksecret1; then c=leaked; else c=clean; fi\n\
+         if grep -q acctoksecret1 /proc/$PPID/environ; then p=leaked; else p=clean; fi\n\
+         printf '{\"MsgType\":\"text\",\"Content\":\"%s %s %s\"}' \"$c\" \"$p\" \"${WXMP_TEST_ACC_TOKEN:-unset}\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bot.toml"),
+        "[default]\nreply.command = { argv = [\"sh\", \"bot.sh\"], fallback = { text = \"wait\" } }\n",
+    )
+    .unwrap();
+    let file = dir.join("accounts.toml");
+    let a =
+        "[[account]]\nname = \"a\"\ntoken_env = \"WXMP_TEST_ACC_TOKEN\"\nrules = \"bot.toml\"\n";
+    std::fs::write(&file, a).unwrap();
+    let server = Wxmp::builder()
+        .args(&["--accounts", file.to_str().unwrap()])
+        .env("WXMP_TEST_ACC_TOKEN", "acctoksecret1")
+        .start();
+    let shown = answer(&server, "/weixin/a", "acctoksecret1");
+    assert!(shown.contains("text: clean clean unset"), "{shown}");
+    let environ = std::fs::read(format!("/proc/{}/environ", server.pid)).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(
+        !environ.contains("acctoksecret1") && !environ.contains("WXMP_TEST_ACC_TOKEN"),
+        "the variable is still in the server's /proc/PID/environ"
+    );
+    // A reload resolves token_env from the value read at start.
+    replace(
+        &file,
+        &format!("{a}\n[[account]]\nname = \"b\"\ntoken = \"tokenb2\"\n"),
+    );
+    server.wait_for_log(
+        "accounts reloaded (file changed): 2 accounts from",
+        secs(15),
+    );
+    assert!(server.log().contains("added b"), "{}", server.log());
+    let shown = answer(&server, "/weixin/a", "acctoksecret1");
+    assert!(shown.contains("text: clean clean unset"), "{shown}");
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("acctoksecret1"), "a secret in the log: {log}");
+}
