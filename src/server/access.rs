@@ -1,5 +1,5 @@
 //! The access log: one record per request on the public port, successes included, and its
-//! renderings: the text line and the JSON object of the [`Log`], the [`Metrics`], and the
+//! renderings: the text line and the JSON object of the [`Log`], the metrics (a [`Series`]), and the
 //! live view's line (`recent::line`), all over the same phrases, written here once.
 //!
 //! `routes` builds one [`Record`] per request from the status, the duration, what the request
@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::log::{Field, Format, Level, Log};
 use crate::protocol::envelope::Mode;
 use crate::server::forward::timing::ATTEMPTS;
-use crate::server::metrics::Metrics;
+use crate::server::metrics::Series;
 use crate::server::pipeline::{Answered, Decided, Outcome, PushKind};
 use crate::server::sample::quoted;
 
@@ -324,21 +324,21 @@ impl<'a> Record<'a> {
         f
     }
 
-    /// Counts the request: by status class and mode; a push by name; an answered push's
-    /// duration and how it was answered.
-    pub fn count(&self, metrics: &Metrics) {
+    /// Counts the request in its account's `series`: by status class and mode; a push by
+    /// name; an answered push's duration and how it was answered.
+    pub fn count(&self, series: &Series) {
         let o = self.outcome();
-        metrics.request(self.status, o.and_then(|o| o.mode));
+        series.request(self.status, o.and_then(|o| o.mode));
         let Some(o) = o else {
             return;
         };
         if let Some(p) = &o.push {
-            metrics.push(p);
+            series.push(p);
         }
         if self.status == 200 {
-            metrics.push_duration.observe(self.duration);
+            series.push_duration.observe(self.duration);
             if let Some(a) = o.answered {
-                metrics.answered(a);
+                series.answered(a);
             }
         }
     }
@@ -369,7 +369,7 @@ mod tests {
 
     #[test]
     fn requests_are_counted_by_class_and_mode() {
-        let m = Metrics::new();
+        let m = crate::server::metrics::Metrics::new();
         let o = Outcome {
             mode: Some(Mode::Safe),
             push: Some(PushKind::of(
@@ -391,13 +391,13 @@ mod tests {
             user: None,
             account: None,
         };
-        push.count(&m);
+        push.count(m.unlabelled());
         Record {
             status: 404,
             what: What::Other,
             ..push
         }
-        .count(&m);
+        .count(m.unlabelled());
         let text = m.render();
         for line in [
             "wxmp_http_requests_total{class=\"2xx\",mode=\"safe\"} 1\n",

@@ -22,7 +22,7 @@ use crate::server::account::Account;
 use crate::server::env::Env;
 use crate::server::forward::{self, Forwarder};
 use crate::server::media::{self, Uploader};
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{ApiWatch, Metrics, Series};
 use crate::server::pipeline::{Answer, Pipeline, Plan};
 use crate::server::recent::Recent;
 use crate::server::reload::{self, Watch};
@@ -105,8 +105,9 @@ impl Parts {
         held_threads: usize,
         client: Option<Arc<crate::api::Client>>,
     ) -> Arc<Service> {
+        let series = self.metrics.account(&m.name);
         let forwarder = self
-            .forwarder(&m.forward, client, held_threads)
+            .forwarder(&m.forward, client, held_threads, series)
             .with_api_proxy(Arc::clone(&self.api_proxy));
         let pipeline = Arc::new(
             Pipeline::new(
@@ -132,35 +133,38 @@ impl Parts {
         )
     }
 
-    /// An account's forwarder, counting its calls in the metrics; with the API configured,
-    /// late answers go out as customer-service messages with the account's own token.
+    /// An account's forwarder, counting its calls in the account's `series`; with the API
+    /// configured, late answers go out as customer-service messages with the account's own
+    /// token, and the client's calls are counted too (by account, with an accounts file).
     fn forwarder(
         &self,
         settings: &Forward,
         client: Option<Arc<crate::api::Client>>,
         held_threads: usize,
+        series: Arc<Series>,
     ) -> Forwarder {
         let mut forwarder =
             Forwarder::new(settings.clone(), Arc::clone(&self.env), self.log.clone())
                 .with_held_threads(held_threads)
                 .with_observer({
-                    let metrics = Arc::clone(&self.metrics);
+                    let series = Arc::clone(&series);
                     Arc::new(move |outcome: forward::CallOutcome, took| {
-                        metrics.forward(outcome, took)
+                        series.forward(outcome, took)
                     })
                 });
         if let Some(client) = client {
+            let (calls, expiry) = (Arc::clone(&client), Arc::clone(&client));
+            let calls = move || calls.stats().calls;
+            let expires_in = move || {
+                expiry.token_expires_at().map(|at| {
+                    at.duration_since(SystemTime::now())
+                        .map_or(0.0, |d| d.as_secs_f64())
+                })
+            };
             if self.watch_api {
-                let (calls, expiry) = (Arc::clone(&client), Arc::clone(&client));
-                self.metrics.watch_api(
-                    move || calls.stats().calls,
-                    move || {
-                        expiry.token_expires_at().map(|at| {
-                            at.duration_since(SystemTime::now())
-                                .map_or(0.0, |d| d.as_secs_f64())
-                        })
-                    },
-                );
+                self.metrics.watch_api(calls, expires_in);
+            } else {
+                series.watch_api(ApiWatch::new(calls, expires_in));
             }
             forwarder = forwarder.with_late_sender(client);
         }
@@ -485,6 +489,9 @@ impl Accounts {
         let n = services.len();
         let fallback = Arc::clone(&services[0]);
         self.router.replace(Table::new(services, fallback));
+        // Removed accounts' series leave /metrics; added ones came with their services.
+        let names: Vec<&str> = digests.iter().map(|(n, _)| n.as_str()).collect();
+        self.parts.metrics.keep_accounts(&names);
         self.digests = digests;
         let list = |what: &str, names: &[String]| {
             (!names.is_empty()).then(|| format!("{what} {}", names.join(", ")))

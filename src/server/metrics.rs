@@ -54,6 +54,10 @@ use crate::server::forward::CallOutcome;
 use crate::server::pipeline::{Answered, Name, PushKind};
 use crate::server::store::{Limits, Usage};
 
+const API_CALLS_HELP: &str = "WeChat API requests (token fetches and retries included), by errcode: 0 ok, -1 WeChat busy, -2 no answer, -3 not WeChat's JSON, WeChat's code for a refusal (codes wxmp has no sentence for are counted as other).";
+const API_EXPIRY_HELP: &str =
+    "Seconds until the access token the server holds expires; 0 while it holds none.";
+
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -93,18 +97,29 @@ impl Metric for ErrcodeCounts {
         "counter"
     }
 
-    fn write(&self, name: &str, _labels: &str, out: &mut String) {
-        let mut by_label: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for (code, n) in (self.0)() {
-            let label = ERRCODES
-                .iter()
-                .find(|(c, _)| *c == code)
-                .map_or("other", |(_, l)| *l);
-            *by_label.entry(label).or_default() += n;
-        }
-        for (label, n) in by_label {
-            sample(out, name, &format!("errcode=\"{label}\""), &n.to_string());
-        }
+    fn write(&self, name: &str, labels: &str, out: &mut String) {
+        write_errcodes((self.0)(), name, labels, out);
+    }
+}
+
+/// Counts by errcode as samples, each code wxmp has no label for as `other`.
+fn write_errcodes(counts: BTreeMap<i64, u64>, name: &str, labels: &str, out: &mut String) {
+    let mut by_label: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for (code, n) in counts {
+        let label = ERRCODES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or("other", |(_, l)| *l);
+        *by_label.entry(label).or_default() += n;
+    }
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (label, n) in by_label {
+        sample(
+            out,
+            name,
+            &format!("{labels}{sep}errcode=\"{label}\""),
+            &n.to_string(),
+        );
     }
 }
 
@@ -336,16 +351,14 @@ impl Grid {
     }
 }
 
-impl Metric for Grid {
-    fn kind(&self) -> &'static str {
-        "counter"
-    }
-
-    fn write(&self, name: &str, _labels: &str, out: &mut String) {
+impl Grid {
+    /// Writes the rows after the labels `labels` (`a="x"` or empty), every combination when
+    /// `preset`, else only those counted.
+    fn write_rows(&self, name: &str, labels: &str, preset: bool, out: &mut String) {
         let mut rows: Vec<(Vec<&'static str>, u64)> = Vec::new();
         for (i, c) in self.counts.iter().enumerate() {
             let n = c.load(Ordering::Relaxed);
-            if n == 0 && !self.preset {
+            if n == 0 && !preset {
                 continue;
             }
             let mut key = Vec::with_capacity(self.values.len());
@@ -359,15 +372,25 @@ impl Metric for Grid {
         }
         rows.sort();
         for (values, n) in rows {
-            let mut labels = String::new();
-            for (i, (n, v)) in self.label_names.iter().zip(&values).enumerate() {
-                if i > 0 {
-                    labels.push(',');
+            let mut all = labels.to_owned();
+            for (n, v) in self.label_names.iter().zip(&values) {
+                if !all.is_empty() {
+                    all.push(',');
                 }
-                let _ = write!(labels, "{n}=\"{}\"", escape_label(v));
+                let _ = write!(all, "{n}=\"{}\"", escape_label(v));
             }
-            sample(out, name, &labels, &n.to_string());
+            sample(out, name, &all, &n.to_string());
         }
+    }
+}
+
+impl Metric for Grid {
+    fn kind(&self) -> &'static str {
+        "counter"
+    }
+
+    fn write(&self, name: &str, labels: &str, out: &mut String) {
+        self.write_rows(name, labels, self.preset, out);
     }
 }
 
@@ -563,116 +586,77 @@ fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-/// `wxmp_http_requests_total`'s classes and modes, in [`Metrics::request`]'s order.
+/// `wxmp_http_requests_total`'s classes and modes, in [`Series::request`]'s order.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 const MODES: [&str; 4] = ["plain", "compat", "safe", "none"];
 
-/// The server's metrics. Handles are public so the parts that see an event update them; the
-/// README's Metrics section lists each one.
-pub struct Metrics {
-    registry: Registry,
-    /// Every request on the public port, by status class and mode ([`Metrics::request`]).
-    pub requests: Arc<Grid>,
-    /// Pushes that were read, by MsgType and Event ([`Metrics::push`]).
-    pub pushes: Arc<Grid>,
-    /// From a push's arrival to its answer, for answered pushes.
-    pub push_duration: Arc<Histogram>,
-    /// Answered pushes, by fresh / cached / joined ([`Metrics::answered`]).
-    pub answers: Arc<Grid>,
-    /// Rules-file reloads, by outcome.
-    pub reloads: Arc<Family<Counter>>,
-    /// Calls to the user's own code (`reply.forward` / `reply.command`), by how they ended.
-    pub forwards: Arc<Grid>,
-    /// How long those calls took, from start to answer (or failure).
-    pub forward_duration: Arc<Histogram>,
-    /// Calls through the API gateway (`--api-proxy`), by how they ended.
-    pub gateway: Arc<Family<Counter>>,
+/// The API client's counts, read at each scrape: calls by errcode, and the seconds until its
+/// access token expires (`None` while it holds none).
+pub struct ApiWatch {
+    calls: Box<dyn Fn() -> BTreeMap<i64, u64> + Send + Sync>,
+    expires_in: Box<dyn Fn() -> Option<f64> + Send + Sync>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
+impl ApiWatch {
+    pub fn new(
+        calls: impl Fn() -> BTreeMap<i64, u64> + Send + Sync + 'static,
+        expires_in: impl Fn() -> Option<f64> + Send + Sync + 'static,
+    ) -> ApiWatch {
+        ApiWatch {
+            calls: Box::new(calls),
+            expires_in: Box::new(expires_in),
+        }
     }
 }
 
-impl Metrics {
-    pub fn new() -> Metrics {
-        let registry = Registry::default();
-        registry.register(
-            "wxmp_build_info",
-            "The running version; always 1.",
-            Family::new(&["version"], || {
-                let g = Gauge::default();
-                g.set(1.0);
-                g
-            })
-            .preset(&[&[env!("CARGO_PKG_VERSION")]]),
-        );
-        let requests = registry.register(
-            "wxmp_http_requests_total",
-            "Requests on the public port, by status class (2xx, 4xx, 5xx) and mode (plain, compat, safe; none for requests that are not pushes).",
-            Grid::new(&["class", "mode"], vec![CLASSES.to_vec(), MODES.to_vec()]),
-        );
-        let pushes = registry.register(
-            "wxmp_pushes_total",
-            "Pushes read, by MsgType and Event (empty for messages); unknown names are counted as other.",
-            Grid::new(
+/// One account's per-push counts: the requests on its path, its pushes, how they were
+/// answered, its calls to the user's code and (with an accounts file) its API client. With an
+/// accounts file each is exposed with `account="NAME"`; with one account, and for the paths no
+/// account has, without the label, as before there were accounts.
+pub struct Series {
+    /// Every request, by status class and mode ([`Series::request`]).
+    pub requests: Grid,
+    /// Pushes that were read, by MsgType and Event ([`Series::push`]).
+    pub pushes: Grid,
+    /// From a push's arrival to its answer, for answered pushes.
+    pub push_duration: Histogram,
+    /// Answered pushes, by fresh / cached / joined ([`Series::answered`]).
+    pub answers: Grid,
+    /// Calls to the user's own code (`reply.forward` / `reply.command`), by how they ended.
+    pub forwards: Grid,
+    /// How long those calls took, from start to answer (or failure).
+    pub forward_duration: Histogram,
+    /// The account's API client, with an accounts file (one account's is registered alone).
+    api: RwLock<Option<Arc<ApiWatch>>>,
+}
+
+impl Series {
+    fn new() -> Series {
+        Series {
+            requests: Grid::new(&["class", "mode"], vec![CLASSES.to_vec(), MODES.to_vec()]),
+            pushes: Grid::new(
                 &["msg_type", "event"],
                 vec![
                     MSG_TYPES.iter().copied().chain(["other"]).collect(),
-                    [""].into_iter().chain(EVENTS.iter().copied()).chain(["other"]).collect(),
+                    [""].into_iter()
+                        .chain(EVENTS.iter().copied())
+                        .chain(["other"])
+                        .collect(),
                 ],
             ),
-        );
-        let push_duration = registry.register(
-            "wxmp_push_duration_seconds",
-            "From a push's arrival to its answer, for pushes answered with 200; WeChat gives up after 5 s.",
-            Histogram::new(DEADLINE_BUCKETS),
-        );
-        let answers = registry.register(
-            "wxmp_answers_total",
-            "Answered pushes: fresh (decided now), cached (a retry answered from the retry store), joined (a retry that took the answer of the attempt in flight).",
-            Grid::new(&["answered"], vec![Answered::ALL.map(Answered::as_str).to_vec()]).preset(),
-        );
-        let reloads = registry.register(
-            "wxmp_rules_reloads_total",
-            "Rules-file reloads, by outcome: ok, or failed (the old rules stay in force).",
-            Family::counters(&["outcome"]).preset(&[&["ok"], &["failed"]]),
-        );
-        let forwards = registry.register(
-            "wxmp_forward_calls_total",
-            "Calls to your own code, by outcome: on_time (answered within the first attempt), late_stretched (answered on a retry WeChat held open), late_kf (sent later as a customer-service message), fallback (the fallback stood: too late, or no capacity), error (the call failed or its answer was refused).",
-            Grid::new(&["outcome"], vec![CallOutcome::ALL.map(CallOutcome::as_str).to_vec()])
-                .preset(),
-        );
-        let forward_duration = registry.register(
-            "wxmp_forward_call_duration_seconds",
-            "How long calls to your own code took, from the call to its answer or failure.",
-            Histogram::new(DEADLINE_BUCKETS),
-        );
-        let gateway = registry.register(
-            "wxmp_api_gateway_calls_total",
-            "Calls through the API gateway (--api-proxy), by outcome: ok (errcode 0 or a file), errcode (WeChat refused it), retried (the token was replaced once after 40001/40014/42001), unanswered (WeChat did not answer: 502 or 504), busy (too many in flight: 503), refused (a peer, host, method or body the gateway does not serve), other. Their errcodes are counted in wxmp_api_calls_total too.",
-            Family::counters(&["outcome"]).preset(&[
-                &["ok"],
-                &["errcode"],
-                &["retried"],
-                &["unanswered"],
-                &["busy"],
-                &["refused"],
-                &["other"],
-            ]),
-        );
-        Metrics {
-            registry,
-            gateway,
-            requests,
-            pushes,
-            push_duration,
-            answers,
-            reloads,
-            forwards,
-            forward_duration,
+            push_duration: Histogram::new(DEADLINE_BUCKETS),
+            answers: Grid::new(
+                &["answered"],
+                vec![Answered::ALL.map(Answered::as_str).to_vec()],
+            )
+            .preset(),
+            forwards: Grid::new(
+                &["outcome"],
+                vec![CallOutcome::ALL.map(CallOutcome::as_str).to_vec()],
+            )
+            .preset(),
+            forward_duration: Histogram::new(DEADLINE_BUCKETS),
+            api: RwLock::new(None),
         }
     }
 
@@ -711,6 +695,260 @@ impl Metrics {
         self.answers.inc(&[a as usize]);
     }
 
+    /// Reads the account's API client at each scrape (a changed account brings a new one).
+    pub fn watch_api(&self, api: ApiWatch) {
+        let api = Some(Arc::new(api));
+        match self.api.write() {
+            Ok(mut g) => *g = api,
+            Err(poisoned) => *poisoned.into_inner() = api,
+        }
+    }
+
+    fn api(&self) -> Option<Arc<ApiWatch>> {
+        match self.api.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// The series in force: the unlabelled one, and one per account of the accounts file.
+#[derive(Default)]
+struct SeriesSet {
+    unlabelled: Arc<Series>,
+    /// `(account="NAME", series)`, in the order the accounts were first seen.
+    accounts: RwLock<Vec<(String, Arc<Series>)>>,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Series::new()
+    }
+}
+
+impl SeriesSet {
+    fn accounts(&self) -> Vec<(String, Arc<Series>)> {
+        match self.accounts.read() {
+            Ok(a) => a.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn write_accounts(&self) -> std::sync::RwLockWriteGuard<'_, Vec<(String, Arc<Series>)>> {
+        self.accounts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One of [`Series`]'s metrics, written for every series in force.
+struct BySeries {
+    set: Arc<SeriesSet>,
+    kind: &'static str,
+    /// Writes the series' metric after the given labels; `full`: its preset rows and an empty
+    /// histogram too (not for the unlabelled series beside accounts, which shows what it
+    /// counted).
+    write: fn(&Series, &str, &str, bool, &mut String),
+}
+
+impl Metric for BySeries {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn write(&self, name: &str, _labels: &str, out: &mut String) {
+        let accounts = self.set.accounts();
+        (self.write)(&self.set.unlabelled, name, "", accounts.is_empty(), out);
+        for (label, series) in &accounts {
+            (self.write)(series, name, label, true, out);
+        }
+    }
+}
+
+fn write_grid(g: &Grid, name: &str, labels: &str, full: bool, out: &mut String) {
+    g.write_rows(name, labels, full && g.preset, out);
+}
+
+fn write_histogram(h: &Histogram, name: &str, labels: &str, full: bool, out: &mut String) {
+    if full || h.count() > 0 {
+        h.write(name, labels, out);
+    }
+}
+
+/// The server's metrics. Handles are public so the parts that see an event update them; the
+/// README's Metrics section lists each one.
+pub struct Metrics {
+    registry: Registry,
+    /// The per-push series: unlabelled, and one per account ([`Metrics::account`]).
+    series: Arc<SeriesSet>,
+    /// Rules-file reloads, by outcome.
+    pub reloads: Arc<Family<Counter>>,
+    /// Calls through the API gateway (`--api-proxy`), by how they ended.
+    pub gateway: Arc<Family<Counter>>,
+    /// The accounts' API metrics are registered (with the first account of an accounts file).
+    accounts_api: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::default();
+        registry.register(
+            "wxmp_build_info",
+            "The running version; always 1.",
+            Family::new(&["version"], || {
+                let g = Gauge::default();
+                g.set(1.0);
+                g
+            })
+            .preset(&[&[env!("CARGO_PKG_VERSION")]]),
+        );
+        let series = Arc::new(SeriesSet::default());
+        let by = |kind: &'static str, write: fn(&Series, &str, &str, bool, &mut String)| BySeries {
+            set: Arc::clone(&series),
+            kind,
+            write,
+        };
+        registry.register(
+            "wxmp_http_requests_total",
+            "Requests on the public port, by status class (2xx, 4xx, 5xx) and mode (plain, compat, safe; none for requests that are not pushes).",
+            by("counter", |s, n, l, f, o| write_grid(&s.requests, n, l, f, o)),
+        );
+        registry.register(
+            "wxmp_pushes_total",
+            "Pushes read, by MsgType and Event (empty for messages); unknown names are counted as other.",
+            by("counter", |s, n, l, f, o| write_grid(&s.pushes, n, l, f, o)),
+        );
+        registry.register(
+            "wxmp_push_duration_seconds",
+            "From a push's arrival to its answer, for pushes answered with 200; WeChat gives up after 5 s.",
+            by("histogram", |s, n, l, f, o| write_histogram(&s.push_duration, n, l, f, o)),
+        );
+        registry.register(
+            "wxmp_answers_total",
+            "Answered pushes: fresh (decided now), cached (a retry answered from the retry store), joined (a retry that took the answer of the attempt in flight).",
+            by("counter", |s, n, l, f, o| write_grid(&s.answers, n, l, f, o)),
+        );
+        let reloads = registry.register(
+            "wxmp_rules_reloads_total",
+            "Rules-file reloads, by outcome: ok, or failed (the old rules stay in force).",
+            Family::counters(&["outcome"]).preset(&[&["ok"], &["failed"]]),
+        );
+        registry.register(
+            "wxmp_forward_calls_total",
+            "Calls to your own code, by outcome: on_time (answered within the first attempt), late_stretched (answered on a retry WeChat held open), late_kf (sent later as a customer-service message), fallback (the fallback stood: too late, or no capacity), error (the call failed or its answer was refused).",
+            by("counter", |s, n, l, f, o| write_grid(&s.forwards, n, l, f, o)),
+        );
+        registry.register(
+            "wxmp_forward_call_duration_seconds",
+            "How long calls to your own code took, from the call to its answer or failure.",
+            by("histogram", |s, n, l, f, o| {
+                write_histogram(&s.forward_duration, n, l, f, o)
+            }),
+        );
+        let gateway = registry.register(
+            "wxmp_api_gateway_calls_total",
+            "Calls through the API gateway (--api-proxy), by outcome: ok (errcode 0 or a file), errcode (WeChat refused it), retried (the token was replaced once after 40001/40014/42001), unanswered (WeChat did not answer: 502 or 504), busy (too many in flight: 503), refused (a peer, host, method or body the gateway does not serve), other. Their errcodes are counted in wxmp_api_calls_total too.",
+            Family::counters(&["outcome"]).preset(&[
+                &["ok"],
+                &["errcode"],
+                &["retried"],
+                &["unanswered"],
+                &["busy"],
+                &["refused"],
+                &["other"],
+            ]),
+        );
+        Metrics {
+            registry,
+            series,
+            gateway,
+            reloads,
+            accounts_api: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The series without an account label: the one account's without an accounts file, and
+    /// the paths no account has beside them.
+    pub fn unlabelled(&self) -> &Arc<Series> {
+        &self.series.unlabelled
+    }
+
+    /// The series of the account `name` of the accounts file, exposed with `account="NAME"`
+    /// from now on (the same one for a changed account, so its counts go on); `""`, the one
+    /// account of the flags, is [`Metrics::unlabelled`]. Names come from the accounts file only,
+    /// so the label stays bounded.
+    pub fn account(&self, name: &str) -> Arc<Series> {
+        if name.is_empty() {
+            return Arc::clone(&self.series.unlabelled);
+        }
+        let label = format!("account=\"{}\"", escape_label(name));
+        let series = {
+            let mut accounts = self.series.write_accounts();
+            if let Some((_, s)) = accounts.iter().find(|(l, _)| *l == label) {
+                return Arc::clone(s);
+            }
+            let series = Arc::new(Series::new());
+            accounts.push((label, Arc::clone(&series)));
+            series
+        };
+        // Outside the accounts' lock: a scrape takes the registry's lock, then that one.
+        if !self.accounts_api.swap(true, Ordering::Relaxed) {
+            self.watch_accounts_api();
+        }
+        series
+    }
+
+    /// Drops the series of the accounts not in `names` (removed from the accounts file): they
+    /// leave `/metrics`. Their pushes still in flight count into a series no one shows.
+    pub fn keep_accounts(&self, names: &[&str]) {
+        let labels: Vec<String> = names
+            .iter()
+            .map(|n| format!("account=\"{}\"", escape_label(n)))
+            .collect();
+        self.series
+            .write_accounts()
+            .retain(|(l, _)| labels.contains(l));
+    }
+
+    /// Each account's API client, by account: its calls by errcode and its token's expiry,
+    /// read from what [`Series::watch_api`] was given (with an accounts file).
+    fn watch_accounts_api(&self) {
+        let (a, b) = (Arc::clone(&self.series), Arc::clone(&self.series));
+        self.registry.register(
+            "wxmp_api_calls_total",
+            API_CALLS_HELP,
+            BySeries {
+                set: a,
+                kind: "counter",
+                write: |s, name, labels, _, out| {
+                    if let Some(api) = s.api() {
+                        write_errcodes((api.calls)(), name, labels, out);
+                    }
+                },
+            },
+        );
+        self.registry.register(
+            "wxmp_access_token_expiry_seconds",
+            API_EXPIRY_HELP,
+            BySeries {
+                set: b,
+                kind: "gauge",
+                write: |s, name, labels, _, out| {
+                    if let Some(api) = s.api() {
+                        let left = (api.expires_in)().unwrap_or(0.0).max(0.0);
+                        sample(out, name, labels, &number(left));
+                    }
+                },
+            },
+        );
+    }
+
     /// Forwarding's bounded counts, read at each scrape.
     pub fn watch_forwarding(
         &self,
@@ -738,12 +976,12 @@ impl Metrics {
     ) {
         self.registry.register(
             "wxmp_api_calls_total",
-            "WeChat API requests (token fetches and retries included), by errcode: 0 ok, -1 WeChat busy, -2 no answer, -3 not WeChat's JSON, WeChat's code for a refusal (codes wxmp has no sentence for are counted as other).",
+            API_CALLS_HELP,
             ErrcodeCounts(Box::new(calls)),
         );
         self.registry.register(
             "wxmp_access_token_expiry_seconds",
-            "Seconds until the access token the server holds expires; 0 while it holds none.",
+            API_EXPIRY_HELP,
             GaugeFn::new(move || expires_in().unwrap_or(0.0).max(0.0)),
         );
     }
@@ -944,7 +1182,8 @@ mod tests {
             "<xml><MsgType>event</MsgType></xml>",
             "<xml><MsgType>text</MsgType></xml>",
         ] {
-            m.push(&PushKind::of(&Message::parse(xml).unwrap()));
+            m.unlabelled()
+                .push(&PushKind::of(&Message::parse(xml).unwrap()));
         }
         let text = m.render();
         for line in [
@@ -956,6 +1195,41 @@ mod tests {
             assert!(text.contains(line), "{line} in\n{text}");
         }
         assert_eq!(text.matches("wxmp_pushes_total{").count(), 4, "{text}");
+    }
+
+    #[test]
+    fn accounts_get_a_labelled_series_each_until_they_are_removed() {
+        let m = Metrics::new();
+        let one = m.render();
+        assert!(!one.contains("account="), "{one}");
+        m.account("shop").request(200, Some(Mode::Plain));
+        m.account("shop").answered(Answered::Fresh);
+        m.account("school")
+            .forward(CallOutcome::OnTime, Duration::from_millis(3));
+        // `/healthz` beside the accounts: counted without a label, and only what was counted.
+        m.unlabelled().request(200, None);
+        let text = m.render();
+        for line in [
+            "wxmp_http_requests_total{account=\"shop\",class=\"2xx\",mode=\"plain\"} 1\n",
+            "wxmp_answers_total{account=\"shop\",answered=\"fresh\"} 1\n",
+            "wxmp_answers_total{account=\"school\",answered=\"fresh\"} 0\n",
+            "wxmp_forward_calls_total{account=\"school\",outcome=\"on_time\"} 1\n",
+            "wxmp_forward_call_duration_seconds_count{account=\"school\"} 1\n",
+            "wxmp_http_requests_total{class=\"2xx\",mode=\"none\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("wxmp_answers_total{answered="), "{text}");
+        assert!(
+            !text.contains("wxmp_push_duration_seconds_count 0"),
+            "{text}"
+        );
+        m.keep_accounts(&["school"]);
+        let text = m.render();
+        assert!(!text.contains("shop"), "{text}");
+        assert!(text.contains("account=\"school\""), "{text}");
+        // The one account of the flags is the unlabelled series.
+        assert!(Arc::ptr_eq(&m.account(""), m.unlabelled()));
     }
 
     #[test]

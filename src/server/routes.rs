@@ -12,7 +12,7 @@ use crate::log::Log;
 use crate::protocol::envelope::EnvelopeError;
 use crate::protocol::query::Query;
 use crate::server::access::{reply_context, user_label, AccessOptions, Record, Shown, What};
-use crate::server::metrics::Metrics;
+use crate::server::metrics::{Metrics, Series};
 use crate::server::pipeline::{Outcome, Pipeline, Push, Rejection};
 use crate::server::recent::{self, Recent};
 
@@ -26,17 +26,21 @@ pub struct Service {
     pub log: Log,
     pub access: AccessOptions,
     pub metrics: Arc<Metrics>,
+    /// Where the requests on the account's path are counted: [`Metrics::account`].
+    pub series: Arc<Series>,
     /// `None` when nobody can watch (no loopback metrics listener).
     pub recent: Option<Arc<Recent>>,
 }
 
 impl Service {
     pub fn new(pipeline: Arc<Pipeline>, log: Log) -> Service {
+        let metrics = Arc::new(Metrics::new());
         Service {
             pipeline,
             log,
             access: AccessOptions::default(),
-            metrics: Arc::new(Metrics::new()),
+            series: Arc::clone(metrics.unlabelled()),
+            metrics,
             recent: None,
         }
     }
@@ -46,7 +50,10 @@ impl Service {
         self
     }
 
+    /// Counts in `metrics`, the requests on the account's path in its series
+    /// ([`Metrics::account`] of the account's name).
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Service {
+        self.series = metrics.account(&self.pipeline.account().name);
         self.metrics = metrics;
         self
     }
@@ -189,7 +196,12 @@ pub fn handle(service: &Service, req: &Request) -> Response {
             .filter(|n| !n.is_empty() && path == service.pipeline.account().path),
     };
     record.log(&service.log, service.access);
-    record.count(&service.metrics);
+    // Only the account's own path counts as the account's; `/healthz` and unknown paths are
+    // no account's.
+    match record.account {
+        Some(_) => record.count(&service.series),
+        None => record.count(service.metrics.unlabelled()),
+    }
     if let Some(recent) = &service.recent {
         if !matches!(record.what, What::Other) || record.status >= 400 {
             recent.push(recent::line(env.now(), &record, sample.as_deref()));

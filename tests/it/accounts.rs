@@ -761,3 +761,79 @@ fn env_secrets_of_the_accounts_file_never_reach_the_programs_it_runs() {
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains("acctoksecret1"), "a secret in the log: {log}");
 }
+
+/// With an accounts file the per-push series carry `account="NAME"`, one set per account in
+/// the file (never a name a client sent); a path no account has is counted without it. A live
+/// edit that removes an account takes its series off `/metrics`; an added one gets its own.
+#[test]
+fn metrics_carry_the_account_and_follow_live_changes() {
+    use crate::kit::http::request;
+
+    let dir = tempdir();
+    let file = dir.join("accounts.toml");
+    let a = "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\n";
+    std::fs::write(
+        &file,
+        format!("{a}\n[[account]]\nname = \"b\"\ntoken = \"tokenb2\"\n"),
+    )
+    .unwrap();
+    let server = Wxmp::builder()
+        .args(&[
+            "--accounts",
+            file.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .start();
+    let scrape = || {
+        let (status, body) = request(&server.metrics_addr(), "GET", "/metrics", b"");
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    for _ in 0..2 {
+        assert!(answer(&server, "/weixin/a", "tokena1").contains("[HTTP 200"));
+    }
+    assert!(answer(&server, "/weixin/b", "tokenb2").contains("[HTTP 200"));
+    assert!(answer(&server, "/weixin/b", "tokena1").contains("HTTP 403"));
+    assert!(answer(&server, "/weixin/nope", "tokena1").contains("HTTP 404"));
+    let wanted = [
+        "wxmp_pushes_total{account=\"a\",msg_type=\"text\",event=\"\"} 2\n",
+        "wxmp_pushes_total{account=\"b\",msg_type=\"text\",event=\"\"} 1\n",
+        "wxmp_http_requests_total{account=\"a\",class=\"2xx\",mode=\"plain\"} 2\n",
+        "wxmp_http_requests_total{account=\"b\",class=\"2xx\",mode=\"plain\"} 1\n",
+        "wxmp_http_requests_total{account=\"b\",class=\"4xx\",mode=\"plain\"} 1\n",
+        "wxmp_answers_total{account=\"a\",answered=\"fresh\"} 2\n",
+        "wxmp_push_duration_seconds_count{account=\"b\"} 1\n",
+        "wxmp_forward_calls_total{account=\"b\",outcome=\"on_time\"} 0\n",
+        // The path no account has: no account label.
+        "wxmp_http_requests_total{class=\"4xx\",mode=\"none\"} 1\n",
+    ];
+    crate::kit::wait::until_ok(secs(10), "both accounts' series", || {
+        let text = scrape();
+        match wanted.iter().find(|l| !text.contains(*l)) {
+            None => Ok(()),
+            Some(l) => Err(format!("no {l:?} in\n{text}")),
+        }
+    });
+    let text = scrape();
+    assert!(
+        !text.contains("wxmp_pushes_total{msg_type="),
+        "a push counted without its account:\n{text}"
+    );
+
+    // Remove b and add c: b's series go, c's come (at 0), a's counts go on.
+    replace(
+        &file,
+        &format!("{a}\n[[account]]\nname = \"c\"\ntoken = \"tokenc3\"\n"),
+    );
+    until(secs(15), "account b's series to leave /metrics", || {
+        !scrape().contains("account=\"b\"")
+    });
+    let text = scrape();
+    for line in [
+        "wxmp_answers_total{account=\"c\",answered=\"fresh\"} 0\n",
+        "wxmp_pushes_total{account=\"a\",msg_type=\"text\",event=\"\"} 2\n",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+}
