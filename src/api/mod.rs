@@ -208,6 +208,13 @@ impl Client {
         &self.config
     }
 
+    /// Keeps the token in `store`, shared with other instances (`--store`); a caller waits at
+    /// most the request timeout for another instance's refresh. Set once, before the first
+    /// call.
+    pub fn share_tokens(&self, store: std::sync::Arc<dyn token::SharedTokens>) {
+        self.tokens.share(store, self.config.timeout);
+    }
+
     /// Sends a customer-service message (`message/custom/send`) to the user `openid`.
     pub fn send_custom(&self, openid: &str, msg: &kf::Message) -> Result<(), ApiError> {
         self.call(Call::CustomSend, Method::Post, Some(&msg.to_json(openid)))

@@ -17,6 +17,13 @@
 //!   renamed over it), and never holds the AppSecret.
 //! - **A rejected token** (40001/40014/42001) is replaced only if it is still the one held: when
 //!   two callers see the same rejection, the second uses the first one's fresh token.
+//! - **Several instances** (`--store redis://...`) share one token through [`SharedTokens`]:
+//!   the token lives there, one instance at a time refreshes it (a lock that lapses by
+//!   itself), the others wait for its write, and a rejection is compared, under that lock,
+//!   with the token the store holds, so N instances seeing one 40001 cause one refresh. The
+//!   copy in memory is re-read after [`SHARED_COPY`] seconds, so a token another instance
+//!   replaced is seen without a failed call. When the store cannot be reached, the instance
+//!   falls back to the path above (its cache file and its own fetch).
 //!
 //! Out of scope here: HTTP (the client passes a `fetch` function) and the clock (passed in, so
 //! tests move it by hand).
@@ -26,7 +33,8 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +44,39 @@ use crate::api::TokenEndpoint;
 /// Refresh at least this long before the token expires (WeChat's stable_token renews 5 minutes
 /// ahead too).
 pub const REFRESH_AHEAD: u64 = 300;
+
+/// With a shared store, the in-memory copy is trusted this long (seconds) before the store is
+/// asked again: short, so a token another instance replaced is picked up within seconds, and
+/// never past the token's own refresh time.
+pub const SHARED_COPY: u64 = 5;
+
+/// A waiter for another instance's refresh asks the store again at least this often, in case
+/// a notification was lost.
+const SHARED_RECHECK: Duration = Duration::from_millis(250);
+
+/// The store shared with other instances could not be used; the caller falls back to its own
+/// token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// Where several processes keep one token (Redis, with `--store`), one per AppID. Every method
+/// may fail with [`Unavailable`], and the holder then does without it.
+pub trait SharedTokens: Send + Sync {
+    /// The token held there, if any (one for another API base counts as none).
+    fn read(&self) -> Result<Option<Held>, Unavailable>;
+    /// Takes the refresh lock, which lapses by itself if its holder dies; false: another
+    /// process holds it.
+    fn lock(&self) -> Result<bool, Unavailable>;
+    /// Releases the lock if it is still this process's.
+    fn unlock(&self);
+    /// Stores a token just fetched (expiring before WeChat's expiry), and wakes the processes
+    /// waiting for it.
+    fn write(&self, held: &Held, now: u64) -> Result<(), Unavailable>;
+    /// A count of the notifications so far, for [`SharedTokens::wait`].
+    fn events(&self) -> u64;
+    /// Waits at most `timeout` for a notification after `seen`.
+    fn wait(&self, seen: u64, timeout: Duration);
+}
 
 /// An access_token. Its `Debug` is redacted; only [`AccessToken::expose`] shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -277,6 +318,10 @@ pub struct Tokens {
     refreshing: Mutex<()>,
     /// Cache problems, for the caller to report (the token still works from memory).
     notes: Mutex<Vec<String>>,
+    /// The store shared with other instances, and how long to wait for another's refresh.
+    shared: OnceLock<(Arc<dyn SharedTokens>, Duration)>,
+    /// When (by the caller's clock) the token in memory was last read from the shared store.
+    shared_read_at: Mutex<u64>,
 }
 
 /// Whether a fetch may return the token WeChat holds or must get a new one.
@@ -300,7 +345,16 @@ impl Tokens {
             held: Mutex::new(None),
             refreshing: Mutex::new(()),
             notes: Mutex::new(Vec::new()),
+            shared: OnceLock::new(),
+            shared_read_at: Mutex::new(0),
         }
+    }
+
+    /// Keeps the token in `store`, shared with other instances; a caller waits at most `wait`
+    /// for another instance's refresh before fetching its own. Set once; later calls are
+    /// ignored.
+    pub fn share(&self, store: Arc<dyn SharedTokens>, wait: Duration) {
+        let _ = self.shared.set((store, wait));
     }
 
     /// The token held in memory, if any.
@@ -316,7 +370,16 @@ impl Tokens {
     /// A fresh token: the one held, else the cache file's, else a fetched one.
     pub fn get(&self, now: &dyn Fn() -> u64, fetch: &Fetch<'_>) -> Result<AccessToken, ApiError> {
         if let Some(h) = self.current().filter(|h| h.is_fresh(now())) {
-            return Ok(h.token);
+            if self.shared.get().is_none()
+                || now() < lock(&self.shared_read_at).saturating_add(SHARED_COPY)
+            {
+                return Ok(h.token);
+            }
+        }
+        if let Some((store, wait)) = self.shared.get() {
+            if let Some(token) = self.shared_get(store.as_ref(), *wait, None, now, fetch)? {
+                return Ok(token);
+            }
         }
         let _refreshing = match self.refreshing.try_lock() {
             Ok(guard) => guard,
@@ -347,6 +410,13 @@ impl Tokens {
         now: &dyn Fn() -> u64,
         fetch: &Fetch<'_>,
     ) -> Result<AccessToken, ApiError> {
+        if let Some((store, wait)) = self.shared.get() {
+            if let Some(token) =
+                self.shared_get(store.as_ref(), *wait, Some(rejected), now, fetch)?
+            {
+                return Ok(token);
+            }
+        }
         let _refreshing = lock(&self.refreshing);
         let newer = |h: &Held| &h.token != rejected && h.is_fresh(now());
         if let Some(h) = self.current().filter(newer) {
@@ -356,6 +426,92 @@ impl Tokens {
             return Ok(self.hold(h));
         }
         Ok(self.hold_fetched(fetch(Refresh::Force)?))
+    }
+
+    /// A token through the shared store: the one it holds when usable (fresh, and not
+    /// `rejected`), else one this instance fetches under the store's lock (after comparing
+    /// again under it), else, while another instance holds the lock, the one it writes.
+    /// `Ok(None)`: the store is unavailable, and the caller uses its own path.
+    fn shared_get(
+        &self,
+        store: &dyn SharedTokens,
+        wait: Duration,
+        rejected: Option<&AccessToken>,
+        now: &dyn Fn() -> u64,
+        fetch: &Fetch<'_>,
+    ) -> Result<Option<AccessToken>, ApiError> {
+        let usable = |h: &Held| h.is_fresh(now()) && rejected.is_none_or(|r| h.token != *r);
+        let deadline = Instant::now() + wait;
+        loop {
+            let seen = store.events();
+            let Ok(found) = store.read() else {
+                return Ok(None);
+            };
+            if let Some(h) = found.as_ref().filter(|h| usable(h)) {
+                return Ok(Some(self.hold_shared(h.clone(), now())));
+            }
+            match store.lock() {
+                Err(Unavailable) => return Ok(None),
+                Ok(true) => {
+                    let got = self.refresh_locked(store, rejected, &usable, now, fetch);
+                    store.unlock();
+                    return got;
+                }
+                Ok(false) => {}
+            }
+            // Another instance is refreshing: a token WeChat still accepts serves meanwhile.
+            if rejected.is_none() {
+                let valid = found.or_else(|| self.current());
+                if let Some(h) = valid.filter(|h| h.is_valid(now())) {
+                    return Ok(Some(h.token));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // Its holder died or is stuck past any fetch's limit: do without it.
+                let held = fetch(refresh_of(rejected))?;
+                let _ = store.write(&held, now());
+                return Ok(Some(self.hold_shared(held, now())));
+            }
+            store.wait(seen, left.min(SHARED_RECHECK));
+        }
+    }
+
+    /// Under the shared lock: the store's token if another instance wrote a usable one since
+    /// it was read, else this instance's own (still fresh, not rejected: Redis lost it), else
+    /// a fetched one, written for the others.
+    fn refresh_locked(
+        &self,
+        store: &dyn SharedTokens,
+        rejected: Option<&AccessToken>,
+        usable: &dyn Fn(&Held) -> bool,
+        now: &dyn Fn() -> u64,
+        fetch: &Fetch<'_>,
+    ) -> Result<Option<AccessToken>, ApiError> {
+        let again = match store.read() {
+            Ok(h) => h,
+            Err(Unavailable) => return Ok(None),
+        };
+        if let Some(h) = again.filter(|h| usable(h)) {
+            return Ok(Some(self.hold_shared(h, now())));
+        }
+        let held = match self.current().filter(|h| usable(h)) {
+            Some(mine) => mine,
+            None => fetch(refresh_of(rejected))?,
+        };
+        let _ = store.write(&held, now());
+        if let Some(path) = &self.cache {
+            if let Err(e) = write_cache(path, &self.app_id, &held) {
+                self.note(e.to_string());
+            }
+        }
+        Ok(Some(self.hold_shared(held, now())))
+    }
+
+    /// Holds a token read from (or written to) the shared store, noting when.
+    fn hold_shared(&self, held: Held, now: u64) -> AccessToken {
+        *lock(&self.shared_read_at) = now;
+        self.hold(held)
     }
 
     fn cached(&self) -> Option<Held> {
@@ -388,6 +544,15 @@ impl Tokens {
 
     fn note(&self, text: String) {
         lock(&self.notes).push(text);
+    }
+}
+
+/// A forced fetch replaces a rejected token; otherwise WeChat's current one will do.
+fn refresh_of(rejected: Option<&AccessToken>) -> Refresh {
+    if rejected.is_some() {
+        Refresh::Force
+    } else {
+        Refresh::IfNeeded
     }
 }
 

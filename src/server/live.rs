@@ -25,6 +25,7 @@ use crate::server::media::{self, Uploader};
 use crate::server::metrics::{ApiWatch, Metrics, Series};
 use crate::server::pipeline::{Answer, Pipeline, Plan};
 use crate::server::recent::Recent;
+use crate::server::redis_token::RedisTokens;
 use crate::server::reload::{self, Watch};
 use crate::server::replay::Replay;
 use crate::server::router::{Router, Table};
@@ -92,7 +93,7 @@ impl Parts {
 
     /// `m`'s service, answering with `rules`.
     pub fn service(&self, m: Member, rules: Arc<SharedRules>, held_threads: usize) -> Arc<Service> {
-        let client = client(&m);
+        let client = client(&m, self.redis.as_ref(), &self.log);
         self.service_with(m, rules, held_threads, client)
     }
 
@@ -173,11 +174,21 @@ impl Parts {
 }
 
 /// An account's API client, one per account, so one token holder for its late answers, the
-/// gateway and the uploads of its rules' files.
-pub fn client(m: &Member) -> Option<Arc<crate::api::Client>> {
-    m.api
-        .clone()
-        .map(|api| Arc::new(crate::api::Client::new(api)))
+/// gateway and the uploads of its rules' files; with `--store`, the token is on the Redis the
+/// instances share.
+pub fn client(m: &Member, redis: Option<&Arc<Shared>>, log: &Log) -> Option<Arc<Client>> {
+    let client = Arc::new(Client::new(m.api.clone()?));
+    if let Some(redis) = redis {
+        let c = client.config();
+        client.share_tokens(Arc::new(RedisTokens::new(
+            Arc::clone(redis),
+            &c.app_id,
+            &c.api_base,
+            c.timeout,
+            log.clone(),
+        )));
+    }
+    Some(client)
 }
 
 /// The rules files in use, each compiled once however many accounts name it, with the
@@ -189,6 +200,8 @@ pub struct RulesFiles {
     /// name, so accounts on the built-in rules have nothing to say about SIGHUP (and
     /// `--rules`, which the warning suggests, is refused with accounts).
     accounts: bool,
+    /// With `--store`, the uploaders share their media_ids there.
+    redis: Option<Arc<Shared>>,
 }
 
 struct Followed {
@@ -208,6 +221,12 @@ impl RulesFiles {
             accounts: true,
             ..RulesFiles::default()
         }
+    }
+
+    /// Uploaders will share their media_ids on `redis` (`--store`).
+    pub fn sharing(mut self, redis: Option<Arc<Shared>>) -> RulesFiles {
+        self.redis = redis;
+        self
     }
 
     /// The compiled form of `file` (`None`: the built-in rules), loaded now if no account had
@@ -242,7 +261,7 @@ impl RulesFiles {
         // files; without the API, files are refused now and on every reload.
         let uploader = match (file, client) {
             (Some(_), Some(c)) => {
-                let u = Uploader::start(Arc::clone(c), log.clone());
+                let u = Uploader::start(Arc::clone(c), self.redis.clone(), log.clone());
                 u.adopt(&set);
                 Some(u)
             }
@@ -460,7 +479,7 @@ impl Accounts {
                 None => added.push(spec.name.clone()),
             }
             let m = Member::from(spec);
-            let api = client(&m);
+            let api = client(&m, self.parts.redis.as_ref(), &log);
             let shared = match rules.get(&m.account.rules, &log, api.as_ref()) {
                 Ok(r) => r,
                 Err(e) => return fail(format!("account {:?}: {e}", m.name)),

@@ -8,6 +8,13 @@
 //! again, across restarts; the rest go to one background thread that uploads them with the
 //! API client. Until a file's upload succeeds, its rule answers `success`. A refused upload is
 //! logged with WeChat's sentence and tried again on the next reload, at most once a minute.
+//!
+//! With `--store redis://...`, the instances share the map: `media:APPID:SHA1` holds the
+//! media_id for [`MEDIA_TTL`], renewed each time a load uses it, and one instance at a time
+//! uploads a file (`media:APPID:SHA1:lock`), so N instances with one picture upload it once.
+//! Permanent material stays on WeChat until it is deleted, and each upload takes one of the
+//! account's 100,000 images, so the entry lives long; the expiry only lets Redis forget files
+//! no rule names any more. When Redis fails, the state file and a local upload do as before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -25,6 +32,16 @@ use crate::api::media::{self, MediaType};
 use crate::api::{Client, Upload};
 use crate::log::Log;
 use crate::rules::{MediaSlot, RuleSet, RulesError};
+use crate::server::shared::Shared as Store;
+
+/// How long Redis keeps a media_id after the last load that used it (30 days): see the
+/// module's documentation.
+pub const MEDIA_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Another instance's upload is waited for at most this much beyond the API timeout; its lock
+/// lapses then, so an instance that died mid-upload delays the others by no more.
+const UPLOAD_SLACK: Duration = Duration::from_secs(5);
+/// A waiter asks Redis again at least this often, in case a notification was lost.
+const RECHECK: Duration = Duration::from_millis(250);
 
 /// A refused upload is not tried again sooner than this.
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -120,6 +137,8 @@ pub struct Uploader {
 struct Shared {
     app_id: String,
     client: Arc<Client>,
+    /// The Redis the instances share the map on (`--store`).
+    store: Option<Arc<Store>>,
     state_path: Option<PathBuf>,
     state: Mutex<StateFile>,
     /// When each hash's last upload was refused.
@@ -140,8 +159,9 @@ impl Uploader {
         &self.shared.app_id
     }
 
-    /// Reads the state file and starts the upload thread.
-    pub fn start(client: Arc<Client>, log: Log) -> Arc<Uploader> {
+    /// Reads the state file and starts the upload thread; with `store`, the media_ids are
+    /// shared there.
+    pub fn start(client: Arc<Client>, store: Option<Arc<Store>>, log: Log) -> Arc<Uploader> {
         let config = client.config();
         let state_path = state_path(config.token_cache.as_deref(), &config.app_id);
         let fresh = StateFile {
@@ -160,6 +180,7 @@ impl Uploader {
         let shared = Arc::new(Shared {
             app_id: config.app_id.clone(),
             client,
+            store,
             state_path,
             state: Mutex::new(state),
             refused: Mutex::new(HashMap::new()),
@@ -195,13 +216,7 @@ impl Uploader {
                 }
             };
             let hash = sha1_smol::Sha1::from(&bytes).digest().to_string();
-            let known = self
-                .shared
-                .lock_state()
-                .files
-                .get(&hash)
-                .map(|e| e.media_id.clone());
-            if let Some(id) = known {
+            if let Some(id) = self.shared.known(&hash, &slot) {
                 slot.set(id);
                 continue;
             }
@@ -244,6 +259,129 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The media_id of the content `hash`, from Redis (renewing it there) or the state file
+    /// (sharing it on Redis, where it was missing).
+    fn known(&self, hash: &str, slot: &MediaSlot) -> Option<String> {
+        let local = self.lock_state().files.get(hash).cloned();
+        let Some(store) = &self.store else {
+            return local.map(|e| e.media_id);
+        };
+        let key = self.key(store, hash);
+        let ttl = MEDIA_TTL.as_secs();
+        let shared = store
+            .run(|c| {
+                redis::pipe()
+                    .cmd("GET")
+                    .arg(&key)
+                    .cmd("EXPIRE")
+                    .arg(&key)
+                    .arg(ttl)
+                    .ignore()
+                    .query::<(Option<Vec<u8>>,)>(c)
+            })
+            .ok()
+            .and_then(|(v,)| serde_json::from_slice::<Entry>(&v?).ok());
+        match (shared, local) {
+            (Some(e), _) => {
+                self.remember(hash, e.clone(), slot);
+                Some(e.media_id)
+            }
+            (None, Some(e)) => {
+                self.share(store, hash, &e);
+                Some(e.media_id)
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn key(&self, store: &Store, hash: &str) -> String {
+        format!("{}media:{}:{hash}", store.prefix(), self.app_id)
+    }
+
+    /// Puts an entry on Redis for the other instances (unless one is there) and wakes them.
+    fn share(&self, store: &Store, hash: &str, e: &Entry) {
+        let key = self.key(store, hash);
+        let Ok(value) = serde_json::to_vec(e) else {
+            return;
+        };
+        let _ = store.run(|c| {
+            redis::pipe()
+                .cmd("SET")
+                .arg(&key)
+                .arg(&value)
+                .arg("NX")
+                .arg("EX")
+                .arg(MEDIA_TTL.as_secs())
+                .ignore()
+                .cmd("PUBLISH")
+                .arg(store.channel())
+                .arg(&key)
+                .ignore()
+                .query::<()>(c)
+        });
+    }
+
+    /// Keeps an entry in the state file too, so a restart finds it even without Redis.
+    fn remember(&self, hash: &str, e: Entry, slot: &MediaSlot) {
+        let text = {
+            let mut state = self.lock_state();
+            if state
+                .files
+                .get(hash)
+                .is_some_and(|old| old.media_id == e.media_id)
+            {
+                return;
+            }
+            state.files.insert(hash.to_owned(), e);
+            serde_json::to_string_pretty(&*state).unwrap_or_default()
+        };
+        if let Some(path) = &self.state_path {
+            if let Err(err) = write_private(path, text.as_bytes()) {
+                self.log.warn(&format!(
+                    "media: cannot write {}: {err}; rule {} still answers the shared media_id",
+                    path.display(),
+                    slot.rule
+                ));
+            }
+        }
+    }
+
+    /// With Redis: waits while another instance uploads the same content, and takes the
+    /// upload lock when no one holds it. `Some(id)`: another instance's media_id; `None`:
+    /// upload here (holding the lock, or without Redis). Returns the lock's key to release.
+    fn turn(&self, job: &Job) -> (Option<String>, Option<String>) {
+        let Some(store) = &self.store else {
+            return (None, None);
+        };
+        let key = self.key(store, &job.hash);
+        let lock = format!("{key}:lock");
+        let lease = self.client.config().timeout + UPLOAD_SLACK;
+        let me = store.instance().to_owned();
+        let deadline = Instant::now() + lease * 2;
+        loop {
+            let seen = store.events();
+            if let Some(id) = self.known(&job.hash, &job.slot) {
+                return (Some(id), None);
+            }
+            let taken = store.run(|c| {
+                redis::cmd("SET")
+                    .arg(&lock)
+                    .arg(&me)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(lease.as_millis() as u64)
+                    .query::<Option<String>>(c)
+            });
+            match taken {
+                // Compare again under the lock: the holder may have finished just before.
+                Ok(Some(_)) => return (self.known(&job.hash, &job.slot), Some(lock)),
+                Ok(None) if Instant::now() < deadline => store.wait_event(seen, RECHECK),
+                // Redis failed, or the holder is stuck: upload here.
+                _ => return (None, None),
+            }
+        }
+    }
+
     fn upload(&self, job: &Job) {
         let slot = &job.slot;
         // Another job may have uploaded the same content meanwhile.
@@ -251,6 +389,32 @@ impl Shared {
             slot.set(e.media_id.clone());
             return;
         }
+        let (theirs, lock) = self.turn(job);
+        if let Some(id) = theirs {
+            slot.set(id);
+            self.unlock(lock);
+            return;
+        }
+        self.upload_here(job);
+        self.unlock(lock);
+    }
+
+    /// Releases the upload lock (it lapses by itself otherwise).
+    fn unlock(&self, lock: Option<String>) {
+        if let (Some(store), Some(lock)) = (&self.store, lock) {
+            let _ = store.run(|c| {
+                redis::cmd("EVAL")
+                    .arg(crate::server::redis_token::UNLOCK)
+                    .arg(1)
+                    .arg(&lock)
+                    .arg(store.instance())
+                    .query::<i64>(c)
+            });
+        }
+    }
+
+    fn upload_here(&self, job: &Job) {
+        let slot = &job.slot;
         let Some(ty) = MediaType::parse(slot.kind) else {
             return;
         };
@@ -284,17 +448,18 @@ impl Shared {
                 let now = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
+                let entry = Entry {
+                    media_id: done.media_id.clone(),
+                    ty: ty.name().to_owned(),
+                    file: slot.shown.clone(),
+                    uploaded_at: now,
+                };
+                if let Some(store) = &self.store {
+                    self.share(store, &job.hash, &entry);
+                }
                 let text = {
                     let mut state = self.lock_state();
-                    state.files.insert(
-                        job.hash.clone(),
-                        Entry {
-                            media_id: done.media_id.clone(),
-                            ty: ty.name().to_owned(),
-                            file: slot.shown.clone(),
-                            uploaded_at: now,
-                        },
-                    );
+                    state.files.insert(job.hash.clone(), entry);
                     serde_json::to_string_pretty(&*state).unwrap_or_default()
                 };
                 if let Some(path) = &self.state_path {

@@ -26,6 +26,7 @@ pub mod monitor;
 pub mod pipeline;
 pub mod recent;
 pub mod redis_store;
+pub mod redis_token;
 pub mod reload;
 pub mod replay;
 pub mod router;

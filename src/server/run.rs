@@ -168,22 +168,21 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         log.warn(w);
     }
     let (members, accounts_file) = members(&config, &log)?;
+    let metrics = new_metrics(&log);
+    // Before the API clients: with `--store`, their tokens and media_ids are on it.
+    let (store, redis) = open_store(&config, &log, &metrics);
     // Accounts naming the same rules file share its compiled form (and one watcher).
     let mut rules = match accounts_file {
         Some(_) => RulesFiles::for_accounts(),
         None => RulesFiles::default(),
-    };
+    }
+    .sharing(redis.clone());
     let mut shared = Vec::with_capacity(members.len());
     for (m, _) in &members {
-        let api = live::client(m);
+        let api = live::client(m, redis.as_ref(), &log);
         shared.push((rules.get(&m.account.rules, &log, api.as_ref())?, api));
     }
     let env: Arc<dyn Env> = Arc::new(SystemEnv);
-    let metrics = Arc::new(Metrics::new());
-    {
-        let log = log.clone();
-        metrics.watch_log(move || log.dropped());
-    }
     // The live view shows message content, so it exists only behind a loopback listener.
     let live_view = config.listen.metrics.is_some_and(|a| a.ip().is_loopback());
     let recent = live_view.then(|| {
@@ -192,7 +191,6 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
             .map_or(0, |d| d.as_nanos() as u64);
         Arc::new(Recent::new(epoch))
     });
-    let (store, redis) = open_store(&config, &log, &metrics);
     let parts = Parts {
         store,
         redis,
@@ -304,6 +302,14 @@ fn members(
         }
     };
     Ok(found)
+}
+
+/// The process's metrics, counting the log's dropped lines.
+fn new_metrics(log: &Log) -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::new());
+    let log = log.clone();
+    metrics.watch_log(move || log.dropped());
+    metrics
 }
 
 /// The retry store: in memory, or on the Redis shared with other instances (`--store`),

@@ -21,6 +21,7 @@ mod media_rules;
 mod observability;
 mod pool;
 mod redis;
+mod redis_api;
 mod regressions;
 mod replay;
 mod rules;

@@ -23,13 +23,13 @@ const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
 const APPID: &str = "wx0123456789abcdef";
 
 /// A `redis-server` of this test's own, stopped (by PID) on drop.
-struct Redis {
+pub(crate) struct Redis {
     child: Option<Child>,
     port: u16,
 }
 
 impl Redis {
-    fn start() -> Redis {
+    pub(crate) fn start() -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -39,7 +39,7 @@ impl Redis {
         r
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
@@ -81,7 +81,7 @@ impl Redis {
     }
 
     /// Every key with its TTL (ms) and value.
-    fn dump(&self) -> Vec<(String, i64, Vec<u8>)> {
+    pub(crate) fn dump(&self) -> Vec<(String, i64, Vec<u8>)> {
         let mut c = self.connection().expect("redis answers");
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
         keys.into_iter()
