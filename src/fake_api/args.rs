@@ -43,6 +43,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting::value("port", "PORT", "port to listen on (0 = any)").default("8090").range(0, 65535, ""),
     Setting::value("appid", "APPID", "the AppID it accepts").env("WXMP_APPID").default(DEFAULT_APPID),
     Setting::value("secret", "SECRET", "the AppSecret it accepts").env("WXMP_SECRET").default(DEFAULT_SECRET).secret(),
+    Setting::value("account", "APPID:SECRET", "one more AppID it serves, with its AppSecret (repeatable)").secret(),
     Setting::value("expires-in", "SECS", "how long its tokens live").default("7200").range(1, u64::MAX, ""),
     Setting::value("fail", "SPEC", "answer with an errcode (see below)"),
 ];
@@ -81,6 +82,19 @@ pub struct FakeConfig {
     pub default_secret: bool,
     pub expires_in: u64,
     pub fail: Vec<Failure>,
+    /// More AppIDs it serves (`--account`), each with its AppSecret: each AppID gets tokens
+    /// of its own, and a call says which AppID's token it came with.
+    pub more: Vec<(String, Secret)>,
+}
+
+impl FakeConfig {
+    /// The AppSecret of `app_id`, if the fake serves it.
+    pub fn secret_of(&self, app_id: &str) -> Option<&Secret> {
+        if app_id == self.app_id {
+            return Some(&self.secret);
+        }
+        self.more.iter().find(|(a, _)| a == app_id).map(|(_, s)| s)
+    }
 }
 
 /// Applies defaults (flags, then `WXMP_APPID` / `WXMP_SECRET`, then built-ins) and validates.
@@ -103,15 +117,40 @@ pub fn resolve(raw: Args, env: Env<'_>) -> Result<FakeConfig, UsageError> {
         .iter()
         .map(|s| failure(s))
         .collect::<Result<_, _>>()?;
+    let app_id = app_id.trim().to_owned();
+    let mut more: Vec<(String, Secret)> = Vec::new();
+    for spec in raw.all("account") {
+        let (a, s) = account(&spec)?;
+        if a == app_id || more.iter().any(|(m, _)| *m == a) {
+            return Err(UsageError(format!(
+                "--account: the AppID {a} is given twice"
+            )));
+        }
+        more.push((a, s));
+    }
     Ok(FakeConfig {
         host: raw.get("host").unwrap_or_else(|| DEFAULT_HOST.to_owned()),
         port,
-        app_id: app_id.trim().to_owned(),
+        app_id,
         secret,
         default_secret,
         expires_in,
         fail,
+        more,
     })
+}
+
+/// `APPID:SECRET` (the secret never in the message).
+fn account(spec: &str) -> Result<(String, Secret), UsageError> {
+    match spec.split_once(':') {
+        Some((a, s)) if !a.trim().is_empty() && !s.trim().is_empty() && !a.contains(' ') => {
+            Ok((a.trim().to_owned(), Secret::new(s.trim().to_owned())))
+        }
+        _ => Err(UsageError(
+            "invalid --account: expected APPID:SECRET, e.g. --account wxfake0000000002:secret2"
+                .to_owned(),
+        )),
+    }
 }
 
 /// `CODE[@PATH][:once|:N]`.
@@ -182,6 +221,29 @@ pub(crate) mod tests {
         for bad in ["", "abc", "40001:never", "40001:0", "0", "45009@menu"] {
             assert!(failure(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn more_appids_come_with_their_secrets() {
+        let c = resolve(
+            args(&["--account", "wxb:sb", "--account", "wxc:s:c"]),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.secret_of(DEFAULT_APPID).map(Secret::expose),
+            Some(DEFAULT_SECRET)
+        );
+        assert_eq!(c.secret_of("wxb").map(Secret::expose), Some("sb"));
+        assert_eq!(c.secret_of("wxc").map(Secret::expose), Some("s:c"));
+        assert!(c.secret_of("wxd").is_none());
+        for bad in ["wxb", "wxb:", ":s", "wx b:s"] {
+            let e = resolve(args(&["--account", bad]), &no_env).unwrap_err();
+            assert!(e.0.starts_with("invalid --account: expected"), "{bad}: {e}");
+        }
+        let e = resolve(args(&["--account", "wxb:1", "--account", "wxb:2"]), &no_env).unwrap_err();
+        assert!(e.0.contains("given twice"), "{e}");
+        assert!(!format!("{c:?}").contains("sb\""), "{c:?}");
     }
 
     #[test]

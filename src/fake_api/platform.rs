@@ -88,14 +88,26 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 /// The fake keeps files in memory: past this many bytes in all it refuses more.
 pub const MAX_STORED_BYTES: usize = 256 * 1024 * 1024;
 
+/// One AppID's tokens.
 #[derive(Debug, Default)]
-struct State {
+struct Tokens {
     /// Tokens WeChat would still accept, newest last: the classic and the stable endpoint's are
     /// isolated, so a fetch from one never invalidates the other's.
     classic: Vec<Issued>,
     stable: Vec<Issued>,
     /// When the stable token was force-refreshed in the last day.
     forced_at_ms: Vec<u64>,
+}
+
+/// The customer-service messages kept for `/fake/stats`, the newest.
+const KF_KEPT: usize = 1000;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Each AppID's tokens (`--appid`, and each `--account`).
+    apps: BTreeMap<String, Tokens>,
+    /// Customer-service messages accepted: which AppID's token each came with, to whom, what.
+    kf: std::collections::VecDeque<Value>,
     issued: u64,
     menu: Option<Value>,
     fail: Vec<Failure>,
@@ -213,7 +225,7 @@ impl Platform {
         if kind == Kind::Token {
             return self.token(state, req);
         }
-        state.check_token(req)?;
+        let app_id = state.check_token(req)?;
         let json = |v: Value, line: String| Ok((Body::Json(v), vec![line]));
         match req.path {
             "/cgi-bin/menu/create" => {
@@ -236,7 +248,19 @@ impl Platform {
             "/cgi-bin/message/custom/send" => {
                 let body = json_body(req.body)?;
                 let (openid, msg) = kf::Message::from_json(&body)?;
-                json(ok(), format!("kf send → {openid}: {}", msg.summary()))
+                let summary = msg.summary();
+                if state.kf.len() == KF_KEPT {
+                    state.kf.pop_front();
+                }
+                state
+                    .kf
+                    .push_back(json!({"appid": app_id, "touser": openid, "summary": summary}));
+                // With several AppIDs, the line says whose token sent it.
+                let whose = match self.config.more.is_empty() {
+                    true => String::new(),
+                    false => format!(" (AppID {app_id})"),
+                };
+                json(ok(), format!("kf send → {openid}: {summary}{whose}"))
             }
             "/cgi-bin/message/custom/typing" => {
                 let body = json_body(req.body)?;
@@ -382,20 +406,36 @@ impl Platform {
         if grant.as_deref() != Some("client_credential") {
             return Err((40002, "invalid grant_type".into()));
         }
-        if appid.as_deref() != Some(self.config.app_id.as_str()) {
+        let Some(appid) = appid.filter(|a| self.config.secret_of(a).is_some()) else {
             return Err((40013, "invalid appid".into()));
-        }
-        if secret.as_deref() != Some(self.config.secret.expose()) {
+        };
+        if secret.as_deref() != self.config.secret_of(&appid).map(|s| s.expose()) {
             return Err((40125, "invalid appsecret".into()));
         }
-        let now = req.now_ms;
-        state.classic.retain(|t| t.expires_at_ms > now);
-        state.stable.retain(|t| t.expires_at_ms > now);
-        state
-            .forced_at_ms
-            .retain(|t| now.saturating_sub(*t) < DAY_MS);
+        // This AppID's tokens, put back whatever the outcome.
+        let mut app = state.apps.remove(&appid).unwrap_or_default();
+        let issued = self.issue(state, &mut app, req.now_ms, force, classic);
+        state.apps.insert(appid, app);
+        issued
+    }
+
+    /// A token request of one AppID that passed the checks: its current token or a new one.
+    fn issue(
+        &self,
+        state: &mut State,
+        app: &mut Tokens,
+        now: u64,
+        force: bool,
+        classic: bool,
+    ) -> Outcome {
+        app.classic.retain(|t| t.expires_at_ms > now);
+        app.stable.retain(|t| t.expires_at_ms > now);
+        app.forced_at_ms.retain(|t| now.saturating_sub(*t) < DAY_MS);
         let n = state.token_requests;
-        let force_ignored = force && state.force_ignored(now)?;
+        let force_ignored = force && app.force_ignored(now)?;
+        if force && !force_ignored {
+            state.forced_refreshes += 1;
+        }
         let force = force && !force_ignored;
         let lifetime_ms = self.config.expires_in.saturating_mul(1000);
         let endpoint = if classic { "token" } else { "stable_token" };
@@ -403,7 +443,7 @@ impl Platform {
         // renewal margin (5 minutes, or half of a short lifetime), then a new one while the
         // old one stays valid; forced mode and the classic endpoint replace theirs at once.
         if !classic && !force {
-            let reuse = state.stable.last().filter(|t| {
+            let reuse = app.stable.last().filter(|t| {
                 let margin = (300_000u64).min(t.lifetime_ms / 2);
                 t.expires_at_ms.saturating_sub(now) > margin
             });
@@ -423,9 +463,9 @@ impl Platform {
         state.issued += 1;
         let token = format!("FAKE_{:016x}_{:06}", self.seed, state.issued);
         let held = if classic {
-            &mut state.classic
+            &mut app.classic
         } else {
-            &mut state.stable
+            &mut app.stable
         };
         if classic || force {
             held.clear();
@@ -486,7 +526,7 @@ impl TokenRequest {
     }
 }
 
-impl State {
+impl Tokens {
     /// Applies WeChat's limits on stable_token's force_refresh: whether this one is ignored
     /// (within 30 s of the last), or refused once the day's quota is used.
     fn force_ignored(&mut self, now: u64) -> Result<bool, (i64, String)> {
@@ -505,11 +545,12 @@ impl State {
             ))
         } else {
             self.forced_at_ms.push(now);
-            self.forced_refreshes += 1;
             Ok(false)
         }
     }
+}
 
+impl State {
     /// The errcode of the first `--fail` that applies to this request, used up by one.
     fn injected(&mut self, path: &str, kind: Kind) -> Option<i64> {
         let f = self.fail.iter_mut().find(|f| {
@@ -529,22 +570,24 @@ impl State {
         Some(f.errcode)
     }
 
-    fn check_token(&mut self, req: &Request<'_>) -> Result<(), (i64, String)> {
+    /// The AppID whose token the request carries.
+    fn check_token(&mut self, req: &Request<'_>) -> Result<String, (i64, String)> {
         let Some(given) = query_param(req.query, "access_token") else {
             return Err((41001, "access_token missing".into()));
         };
-        match self
-            .classic
-            .iter()
-            .chain(self.stable.iter())
-            .find(|t| t.token == given)
-        {
+        let found = self.apps.iter().find_map(|(app, tokens)| {
+            let mut all = tokens.classic.iter().chain(tokens.stable.iter());
+            all.find(|t| t.token == given).map(|t| (app, t))
+        });
+        match found {
             None => Err((
                 40001,
                 "invalid credential, access_token is invalid or not latest".into(),
             )),
-            Some(t) if t.expires_at_ms <= req.now_ms => Err((42001, "access_token expired".into())),
-            Some(_) => Ok(()),
+            Some((_, t)) if t.expires_at_ms <= req.now_ms => {
+                Err((42001, "access_token expired".into()))
+            }
+            Some((app, _)) => Ok(app.clone()),
         }
     }
 
@@ -564,6 +607,7 @@ impl State {
             "menu": self.menu.is_some(),
             "materials": self.materials.len(),
             "temporary_media": self.temporary.len(),
+            "kf": self.kf,
         })
     }
 }
@@ -842,6 +886,38 @@ mod tests {
             call(&p, "GET", "/cgi-bin/menu/delete", &q, "", 1000 + 7200)["errcode"],
             json!(42001)
         );
+    }
+
+    #[test]
+    fn each_appid_has_its_own_tokens_and_a_kf_message_says_whose_token_sent_it() {
+        let config = resolve(args(&["--account", "wxsecond0000001:second"]), &|_| None);
+        let p = Platform::new(config.unwrap(), 7);
+        let second = STABLE
+            .replace("wxfake0000000000", "wxsecond0000001")
+            .replace("fakesecret", "second");
+        let a = call(&p, "POST", "/cgi-bin/stable_token", "", STABLE, 100);
+        let b = call(&p, "POST", "/cgi-bin/stable_token", "", &second, 100);
+        assert_ne!(a["access_token"], b["access_token"]);
+        // One AppID's secret does not open the other.
+        let crossed = STABLE.replace("wxfake0000000000", "wxsecond0000001");
+        let refused = call(&p, "POST", "/cgi-bin/stable_token", "", &crossed, 100);
+        assert_eq!(refused["errcode"], 40125);
+        // A forced refresh of one AppID leaves the other's token working.
+        let forced = second.replace("false", "true");
+        let b2 = call(&p, "POST", "/cgi-bin/stable_token", "", &forced, 100);
+        assert_ne!(b2["access_token"], b["access_token"]);
+        for (token, user) in [(&a, "o_one"), (&b2, "o_two")] {
+            let q = format!("access_token={}", token["access_token"].as_str().unwrap());
+            let body =
+                format!(r#"{{"touser":"{user}","msgtype":"text","text":{{"content":"hi"}}}}"#);
+            let sent = call(&p, "POST", "/cgi-bin/message/custom/send", &q, &body, 101);
+            assert_eq!(sent["errcode"], 0, "{sent}");
+        }
+        let kf = call(&p, "GET", "/fake/stats", "", "", 102)["kf"].clone();
+        assert_eq!(kf[0]["appid"], "wxfake0000000000", "{kf}");
+        assert_eq!(kf[0]["touser"], "o_one", "{kf}");
+        assert_eq!(kf[1]["appid"], "wxsecond0000001", "{kf}");
+        assert_eq!(kf[1]["touser"], "o_two", "{kf}");
     }
 
     #[test]

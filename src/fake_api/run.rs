@@ -32,9 +32,15 @@ pub fn serve(config: FakeConfig) -> Result<(), String> {
     } else {
         "as given"
     };
+    let more: Vec<&str> = config.more.iter().map(|(a, _)| a.as_str()).collect();
     println!(
-        "wxmp fake-api listening on {url} (AppID {}, AppSecret {secret}, tokens live {} s{})",
+        "wxmp fake-api listening on {url} (AppID {}, AppSecret {secret}{}, tokens live {} s{})",
         config.app_id,
+        if more.is_empty() {
+            String::new()
+        } else {
+            format!("; also AppID {}", more.join(", "))
+        },
         config.expires_in,
         if config.fail.is_empty() {
             String::new()

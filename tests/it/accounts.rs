@@ -837,3 +837,118 @@ fn metrics_carry_the_account_and_follow_live_changes() {
         assert!(text.contains(line), "no {line:?} in\n{text}");
     }
 }
+
+/// Late `kf` answers go out with the right account's token: two accounts with different AppIDs
+/// forward to the same slow code; each push's late answer reaches `wxmp fake-api` (serving both
+/// AppIDs) with its own account's token and to its own user, and each account's API calls are
+/// counted under its name.
+#[test]
+fn late_kf_answers_go_out_with_each_accounts_own_token() {
+    use std::time::Duration;
+
+    use crate::api::{Fake, APPID, SECRET};
+    use crate::forward::{endpoint, forward_rules};
+
+    const APPID_B: &str = "wxacctwo00000002";
+    let fake = Fake::start(&["--account", &format!("{APPID_B}:secrettwo")]);
+    let ep = endpoint(
+        Duration::from_secs(7),
+        200,
+        r#"{"MsgType":"text","Content":"late but here"}"#,
+    );
+    // A rules file per account: a rules file named by accounts with an AppSecret serves one AppID.
+    let (rules_a, rules_b) = (forward_rules(&ep.url), forward_rules(&ep.url));
+    let (rules_a, rules_b) = (rules_a.to_str().unwrap(), rules_b.to_str().unwrap());
+    let dir = tempdir();
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\nappid = \"{APPID}\"\nsecret_env = \"WXMP_TEST_SECRET_A\"\nlate = \"kf\"\nrules = \"{rules_a}\"\n\n\
+             [[account]]\nname = \"b\"\ntoken = \"tokenb2\"\nappid = \"{APPID_B}\"\nsecret_env = \"WXMP_TEST_SECRET_B\"\nlate = \"kf\"\nrules = \"{rules_b}\"\n"
+        ),
+    )
+    .unwrap();
+    let server = Wxmp::builder()
+        .args(&[
+            "--accounts",
+            file.to_str().unwrap(),
+            "--api-base",
+            &fake.base,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .env("WXMP_TEST_SECRET_A", SECRET)
+        .env("WXMP_TEST_SECRET_B", "secrettwo")
+        .env("XDG_CACHE_HOME", dir.to_str().unwrap())
+        .env("HOME", dir.to_str().unwrap())
+        .start();
+    let pushes: Vec<_> = [("a", "tokena1", "o_user_a"), ("b", "tokenb2", "o_user_b")]
+        .into_iter()
+        .map(|(name, token, user)| {
+            let url = format!("http://{}/weixin/{name}", server.addr);
+            std::thread::spawn(move || {
+                wxmp(&["send", "--url", &url, "--token", token, "--from", user])
+                    .args(["text", "hello"])
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for p in pushes {
+        let o = p.join().unwrap();
+        assert!(out(&o).contains("text: 稍等"), "{}", out(&o));
+    }
+    let mut sent = Vec::new();
+    crate::kit::wait::until_ok(secs(60), "both late answers at the fake", || {
+        let kf = fake.stats()["kf"].clone();
+        sent = kf
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let field = |k: &str| m[k].as_str().unwrap_or("").to_owned();
+                (field("appid"), field("touser"), field("summary"))
+            })
+            .collect();
+        if sent.len() >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{sent:?}\n{}", fake.output()))
+        }
+    });
+    sent.sort();
+    let late = "text \"late but here\"".to_owned();
+    assert_eq!(
+        sent,
+        [
+            (APPID_B.to_owned(), "o_user_b".to_owned(), late.clone()),
+            (APPID.to_owned(), "o_user_a".to_owned(), late),
+        ],
+        "{}",
+        fake.output()
+    );
+    assert_eq!(ep.calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Each account's API calls (its token fetch and its message) and its late answer, by name.
+    crate::kit::wait::until_ok(secs(10), "each account's API calls in /metrics", || {
+        let (_, metrics) =
+            crate::kit::http::request(&server.metrics_addr(), "GET", "/metrics", b"");
+        for account in ["a", "b"] {
+            let calls = format!("wxmp_api_calls_total{{account=\"{account}\",errcode=\"0\"}} ");
+            let n: f64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&calls)?.parse().ok())
+                .unwrap_or(0.0);
+            let late = format!(
+                "wxmp_forward_calls_total{{account=\"{account}\",outcome=\"late_kf\"}} 1\n"
+            );
+            if n < 2.0 || !metrics.contains(&late) {
+                return Err(format!("{calls}{n}, {late:?} in\n{metrics}"));
+            }
+        }
+        Ok(())
+    });
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("secrettwo") && !log.contains(SECRET), "{log}");
+}
