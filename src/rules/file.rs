@@ -9,7 +9,8 @@ use toml::Spanned;
 
 use super::template::{Piece, Template};
 use super::{
-    Action, ArticleSpec, KeyMatch, Matcher, MediaSlot, ReplySpec, Rule, RuleSet, RulesError, Target,
+    Action, ArticleSpec, KeyMatch, Matcher, MediaSlot, Pattern, ReplySpec, Rule, RuleSet,
+    RulesError, Target,
 };
 use crate::protocol::{message, reply};
 use crate::text::redact_url;
@@ -286,6 +287,7 @@ fn compile_rule(
             ));
         }
     }
+    let mut checked = None;
     let matcher = if let Some(t) = raw.text {
         Matcher::Text(t.into_inner())
     } else if let Some(t) = raw.contains {
@@ -296,7 +298,9 @@ fn compile_rule(
         }
         Matcher::Contains(t.into_inner())
     } else if let Some(r) = raw.regex {
-        Matcher::Regex(compile_regex(r.get_ref()).map_err(Located::at(r.span()))?)
+        // Compiled here to check it and the reply's captures, then dropped (see `Pattern`).
+        checked = Some(compile_regex(r.get_ref()).map_err(Located::at(r.span()))?);
+        Matcher::Regex(Pattern::checked(r.into_inner()))
     } else if let Some(t) = raw.msg_type {
         if let Some(w) = unknown_name("msg_type", t.get_ref(), &[message::MSG_TYPES]) {
             notes.push(Located::at(t.span())(w));
@@ -326,10 +330,7 @@ fn compile_rule(
             key,
         }
     };
-    let regex = match &matcher {
-        Matcher::Regex(re) => Some(re),
-        _ => None,
-    };
+    let regex = checked.as_ref();
     let located = |reason: String| Located {
         span: reply_at.clone(),
         reason,
@@ -344,7 +345,7 @@ fn compile_rule(
     })
 }
 
-fn compile_regex(pattern: &str) -> Result<Regex, String> {
+pub(super) fn compile_regex(pattern: &str) -> Result<Regex, String> {
     regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build()

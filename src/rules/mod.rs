@@ -18,7 +18,7 @@ use template::Ctx;
 pub use template::Template;
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use regex::Regex;
 
@@ -123,13 +123,63 @@ pub struct Rule {
 pub enum Matcher {
     Text(String),
     Contains(String),
-    Regex(Regex),
+    Regex(Pattern),
     MsgType(String),
     /// Event name compared case-insensitively, optionally with its `EventKey`.
     Event {
         name: String,
         key: Option<KeyMatch>,
     },
+}
+
+/// A regex rule's pattern, compiled on its own only when its rule is first tried on a text
+/// that the set of all patterns (`lanes`) matched. Checked when the file is loaded (so errors
+/// still have their line), then dropped: each compiled `Regex` keeps its own automata (about
+/// 50 KiB for a short pattern), so 500 rules that rarely match cost 26 MiB kept for nothing.
+pub struct Pattern {
+    source: String,
+    compiled: OnceLock<Option<Regex>>,
+}
+
+impl Pattern {
+    /// A pattern that compiled when the file was loaded (see `file::compile_regex`).
+    fn checked(source: String) -> Pattern {
+        Pattern {
+            source,
+            compiled: OnceLock::new(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether the pattern was compiled (it is once its rule was tried on a text).
+    pub fn is_compiled(&self) -> bool {
+        self.compiled.get().is_some()
+    }
+
+    fn regex(&self) -> Option<&Regex> {
+        // It compiled at load with the same settings, so `None` cannot happen; if it did, the
+        // rule would simply not match.
+        self.compiled
+            .get_or_init(|| file::compile_regex(&self.source).ok())
+            .as_ref()
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.regex().is_some_and(|re| re.is_match(text))
+    }
+
+    pub fn captures<'t>(&self, text: &'t str) -> Option<regex::Captures<'t>> {
+        self.regex().and_then(|re| re.captures(text))
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({:?})", self.source)
+    }
 }
 
 #[derive(Debug)]

@@ -501,3 +501,38 @@ fn a_file_reply_is_refused_when_it_is_mixed_with_other_keys() {
         assert!(e.to_string().contains(needle), "{toml}: {e}");
     }
 }
+
+/// W5's memory: a regex rule keeps no compiled engine of its own until its rule is tried on a
+/// text the set of all patterns matched (500 such engines were 26 MiB of W5's peak).
+#[test]
+fn a_regex_rule_is_compiled_only_once_its_rule_is_tried() {
+    let set = load(
+        r#"
+[[rules]]
+regex = '^order (\d+)$'
+reply.text = "order ${1}"
+[[rules]]
+regex = '^track (\d+)$'
+reply.text = "track ${1}"
+[[rules]]
+regex = '^help$'
+reply.text = "help"
+"#,
+    );
+    let compiled = |set: &RuleSet| -> Vec<bool> {
+        set.rules()
+            .iter()
+            .map(|r| match &r.matcher {
+                Matcher::Regex(p) => p.is_compiled(),
+                _ => false,
+            })
+            .collect()
+    };
+    assert_eq!(compiled(&set), [false, false, false], "none after loading");
+    assert_eq!(set.decide(&text("hello")).rule, None);
+    assert_eq!(compiled(&set), [false, false, false], "the set said none");
+    assert_eq!(set.decide(&text("track 42")).reply, text_reply("track 42"));
+    // Rules are tried in order: the first was tried and did not match, the third never.
+    assert_eq!(compiled(&set), [true, true, false]);
+    assert_eq!(set.decide(&text("track 7")).reply, text_reply("track 7"));
+}
