@@ -385,8 +385,18 @@ impl Message {
     /// The push as WeChat sends it in plaintext mode. [`Message::parse`] reads it back to an
     /// equal `Message`.
     pub fn to_xml(&self) -> String {
-        let mut w = Writer(String::with_capacity(320));
-        w.0.push_str("<xml>");
+        let mut xml = Xml(String::with_capacity(320));
+        xml.0.push_str("<xml>");
+        self.write_fields(&mut xml);
+        xml.0.push_str("</xml>");
+        xml.0
+    }
+
+    /// Walks the push's fields in WeChat's names and order (absent fields left out) into
+    /// `sink`: the XML above and Cloud Hosting's JSON (`json::push_json`) are both written from
+    /// this one walk, so they cannot disagree on a field.
+    pub fn write_fields(&self, sink: &mut dyn FieldSink) {
+        let mut w = Writer(sink);
         w.text("ToUserName", &self.to_user_name);
         w.text("FromUserName", &self.from_user_name);
         w.number("CreateTime", &self.create_time);
@@ -455,8 +465,6 @@ impl Message {
         for (name, node) in &self.extra {
             w.node(name, node);
         }
-        w.0.push_str("</xml>");
-        w.0
     }
 
     /// The MsgType as WeChat names it (`text`, `event`, ...).
@@ -765,31 +773,23 @@ impl Node {
     }
 }
 
-/// Writes the push's elements; absent fields are left out.
-struct Writer(String);
+/// Where [`Message::write_fields`] puts a push's fields.
+pub trait FieldSink {
+    /// A text field (in XML: `<name><![CDATA[text]]></name>`).
+    fn text(&mut self, name: &str, text: &str);
+    /// A number, or a field WeChat writes bare when it is a number (in XML: `<name>v</name>`).
+    fn bare(&mut self, name: &str, v: &str);
+    /// An element with child elements begins; the fields until [`FieldSink::close`] are its.
+    fn open(&mut self, name: &str);
+    fn close(&mut self, name: &str);
+}
 
-impl Writer {
-    fn text(&mut self, name: &str, value: &Option<String>) {
-        if let Some(v) = value {
-            push_cdata_element(&mut self.0, name, v);
-        }
-    }
+/// The push as XML, the way WeChat writes it.
+struct Xml(String);
 
-    /// A number as WeChat writes it (bare); text that did not parse goes in CDATA, as sent.
-    fn number<T: fmt::Display>(&mut self, name: &str, value: &Option<Numeric<T>>) {
-        match value {
-            Some(Numeric::Parsed(v)) => self.bare(name, &v.to_string()),
-            Some(Numeric::Raw(s)) => push_cdata_element(&mut self.0, name, s),
-            None => {}
-        }
-    }
-
-    /// A field WeChat writes bare when it is a number (MsgId), in CDATA otherwise.
-    fn raw_number(&mut self, name: &str, value: &Option<String>) {
-        match value {
-            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => self.bare(name, v),
-            other => self.text(name, other),
-        }
+impl FieldSink for Xml {
+    fn text(&mut self, name: &str, text: &str) {
+        push_cdata_element(&mut self.0, name, text);
     }
 
     fn bare(&mut self, name: &str, v: &str) {
@@ -813,10 +813,50 @@ impl Writer {
         self.0.push_str(name);
         self.0.push('>');
     }
+}
+
+/// Writes the push's elements into a sink; absent fields are left out.
+struct Writer<'s>(&'s mut dyn FieldSink);
+
+impl Writer<'_> {
+    fn text(&mut self, name: &str, value: &Option<String>) {
+        if let Some(v) = value {
+            self.0.text(name, v);
+        }
+    }
+
+    /// A number as WeChat writes it (bare); text that did not parse goes in CDATA, as sent.
+    fn number<T: fmt::Display>(&mut self, name: &str, value: &Option<Numeric<T>>) {
+        match value {
+            Some(Numeric::Parsed(v)) => self.bare(name, &v.to_string()),
+            Some(Numeric::Raw(s)) => self.0.text(name, s),
+            None => {}
+        }
+    }
+
+    /// A field WeChat writes bare when it is a number (MsgId), in CDATA otherwise.
+    fn raw_number(&mut self, name: &str, value: &Option<String>) {
+        match value {
+            Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => self.bare(name, v),
+            other => self.text(name, other),
+        }
+    }
+
+    fn bare(&mut self, name: &str, v: &str) {
+        self.0.bare(name, v);
+    }
+
+    fn open(&mut self, name: &str) {
+        self.0.open(name);
+    }
+
+    fn close(&mut self, name: &str) {
+        self.0.close(name);
+    }
 
     fn node(&mut self, name: &str, node: &Node) {
         match node {
-            Node::Text(t) => push_cdata_element(&mut self.0, name, t),
+            Node::Text(t) => self.0.text(name, t),
             Node::Tree(children) => {
                 self.open(name);
                 for (n, c) in children {
@@ -869,7 +909,7 @@ impl Writer {
                         self.open("PicList");
                         for sum in &p.pic_md5_sums {
                             self.open("item");
-                            push_cdata_element(&mut self.0, "PicMd5Sum", sum);
+                            self.0.text("PicMd5Sum", sum);
                             self.close("item");
                         }
                         self.close("PicList");
