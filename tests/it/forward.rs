@@ -35,6 +35,16 @@ pub struct Endpoint {
 
 /// A local HTTP endpoint: after `delay`, answers `status` with `answer`.
 pub fn endpoint(delay: Duration, status: u16, answer: &'static str) -> Endpoint {
+    endpoint_paced(move |_| delay, status, answer)
+}
+
+/// The same, answering its `n`th call (from 0) after `pace(n)`.
+pub fn endpoint_paced(
+    pace: impl Fn(usize) -> Duration + Send + Sync + 'static,
+    status: u16,
+    answer: &'static str,
+) -> Endpoint {
+    let pace = Arc::new(pace);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -43,7 +53,8 @@ pub fn endpoint(delay: Duration, status: u16, answer: &'static str) -> Endpoint 
         let (calls, seen) = (Arc::clone(&calls), Arc::clone(&seen));
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (calls, seen) = (Arc::clone(&calls), Arc::clone(&seen));
+                let (calls, seen, pace) =
+                    (Arc::clone(&calls), Arc::clone(&seen), Arc::clone(&pace));
                 thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut line = String::new();
@@ -66,10 +77,10 @@ pub fn endpoint(delay: Duration, status: u16, answer: &'static str) -> Endpoint 
                     }
                     let mut body = vec![0; length];
                     reader.read_exact(&mut body).unwrap();
-                    calls.fetch_add(1, Ordering::SeqCst);
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
                     seen.lock().unwrap().push((headers, body));
                     // Pacing the answer is the endpoint's behaviour under test.
-                    thread::sleep(delay);
+                    thread::sleep(pace(n));
                     let mut s = stream;
                     let _ = write!(
                         s,
@@ -271,6 +282,28 @@ fn a_slow_endpoint_is_answered_on_wechats_second_attempt() {
         "wxmp_forward_calls_total{outcome=\"late_stretched\"}",
         1.0,
     );
+}
+
+/// Issue 20: after fast answers, a first attempt makes the call on its own thread; an endpoint
+/// that then turns slow is still answered on WeChat's second attempt, with one call per push.
+#[test]
+fn after_fast_answers_a_slow_one_is_still_answered_on_the_second_attempt() {
+    let ep = endpoint_paced(
+        |n| Duration::from_secs(if n < 3 { 0 } else { 7 }),
+        200,
+        r#"{"MsgType":"text","Content":"fast, then slow"}"#,
+    );
+    let server = serve(&forward_rules(&ep.url), &[]);
+    for i in 0..3 {
+        let out = answered(&send(&server, &["text", &format!("quick {i}")]));
+        assert!(out.starts_with("text: fast, then slow"), "{out}");
+        assert!(!out.contains("attempt 2"), "{out}");
+    }
+    let out = answered(&send(&server, &["text", "take your time"]));
+    assert!(out.starts_with("text: fast, then slow"), "{out}");
+    assert!(out.contains("attempt 2 of 3"), "{out}");
+    assert_eq!(ep.calls(), 4, "one call per push");
+    server.wait_for_log("forward attempt 1 of 3: held", secs(10));
 }
 
 #[test]
