@@ -500,11 +500,6 @@ impl Forwarder {
         }
     }
 
-    /// Threads alive in the pool of call threads (idle or making a call).
-    pub fn call_threads(&self) -> usize {
-        self.calls.threads()
-    }
-
     /// A retry of a forwarded push: joins the call in flight.
     pub fn join<P>(
         &self,
