@@ -9,8 +9,15 @@
 use std::sync::{Condvar, Mutex, PoisonError};
 
 pub struct Gate {
-    free: Mutex<usize>,
+    places: Mutex<Places>,
     freed: Condvar,
+}
+
+struct Places {
+    free: usize,
+    /// Pushes blocked in [`Gate::enter`]. A `notify` is a syscall whether or not anyone waits,
+    /// and the gate is usually open, so leaving only notifies when someone is waiting.
+    waiting: usize,
 }
 
 /// A place inside the gate, given back on drop.
@@ -20,31 +27,39 @@ impl Gate {
     /// A gate for `n` at once (at least one).
     pub fn new(n: usize) -> Gate {
         Gate {
-            free: Mutex::new(n.max(1)),
+            places: Mutex::new(Places {
+                free: n.max(1),
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         }
     }
 
     /// Waits for a place.
     pub fn enter(&self) -> Inside<'_> {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 {
-            free = self
+        let mut places = self.places.lock().unwrap_or_else(PoisonError::into_inner);
+        while places.free == 0 {
+            places.waiting += 1;
+            places = self
                 .freed
-                .wait(free)
+                .wait(places)
                 .unwrap_or_else(PoisonError::into_inner);
+            places.waiting -= 1;
         }
-        *free -= 1;
+        places.free -= 1;
         Inside(self)
     }
 }
 
 impl Drop for Inside<'_> {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(PoisonError::into_inner);
-        *free += 1;
-        drop(free);
-        self.0.freed.notify_one();
+        let mut places = self.0.places.lock().unwrap_or_else(PoisonError::into_inner);
+        places.free += 1;
+        let wake = places.waiting > 0;
+        drop(places);
+        if wake {
+            self.0.freed.notify_one();
+        }
     }
 }
 
@@ -79,6 +94,36 @@ mod tests {
         }
         assert!(most.load(Ordering::SeqCst) <= 3);
         assert!(most.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[test]
+    fn a_push_blocked_at_the_gate_is_counted_and_let_in_when_a_place_frees() {
+        // Leaving skips the wake when nobody is counted as waiting: a blocked push must be
+        // counted, or it would never be let in.
+        let gate = Arc::new(Gate::new(1));
+        let first = gate.enter();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let blocked = {
+            let gate = gate.clone();
+            thread::spawn(move || {
+                let _in = gate.enter();
+                tx.send(()).unwrap();
+            })
+        };
+        let start = std::time::Instant::now();
+        while gate.places.lock().unwrap().waiting != 1 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "waited 10 s for the second push to block at the gate"
+            );
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the blocked push was let in within 10 s of a place freeing");
+        blocked.join().unwrap();
+        let places = gate.places.lock().unwrap();
+        assert_eq!((places.free, places.waiting), (1, 0));
     }
 
     #[test]

@@ -294,6 +294,20 @@ enum CellState<V> {
 struct Cell<V, P> {
     state: CellState<V>,
     plan: Option<P>,
+    /// Threads blocked on the cell's condvar. Almost every push has none (retries are rare),
+    /// and a `notify` wakes with a syscall whether or not anyone waits, so the settling side
+    /// only notifies when this is above zero. Counted under the cell's lock, so a waiter is
+    /// never missed.
+    waiters: usize,
+}
+
+impl<V, P> Cell<V, P> {
+    /// Wakes the waiters, if any: the caller has just changed the cell under `ready`'s lock.
+    fn wake(&self, ready: &Condvar) {
+        if self.waiters > 0 {
+            ready.notify_all();
+        }
+    }
 }
 
 impl<V, P> Default for Cell<V, P> {
@@ -301,6 +315,7 @@ impl<V, P> Default for Cell<V, P> {
         Cell {
             state: CellState::Waiting,
             plan: None,
+            waiters: 0,
         }
     }
 }
@@ -491,7 +506,7 @@ impl<V: Weigh + Send + Sync, P: Clone + Send + Sync> Pending<V, P> for MemoryPen
             }
         }
         cell.state = CellState::Done(value.clone());
-        self.ready.notify_all();
+        cell.wake(&self.ready);
         Settled { won: true, value }
     }
 
@@ -509,7 +524,7 @@ impl<V: Weigh + Send + Sync, P: Clone + Send + Sync> Pending<V, P> for MemoryPen
             }
         }
         cell.state = CellState::Abandoned;
-        self.ready.notify_all();
+        cell.wake(&self.ready);
     }
 
     fn wait(&self, timeout: Duration) -> Option<V> {
@@ -536,7 +551,7 @@ impl<V: Clone + Send, P: Clone + Send> Pending<V, P> for Loose<V, P> {
             CellState::Abandoned => Settled { won: false, value },
             CellState::Waiting => {
                 cell.state = CellState::Done(value.clone());
-                self.ready.notify_all();
+                cell.wake(&self.ready);
                 Settled { won: true, value }
             }
         }
@@ -546,7 +561,7 @@ impl<V: Clone + Send, P: Clone + Send> Pending<V, P> for Loose<V, P> {
         let mut cell = lock(&self.cell);
         if matches!(cell.state, CellState::Waiting) {
             cell.state = CellState::Abandoned;
-            self.ready.notify_all();
+            cell.wake(&self.ready);
         }
     }
 
@@ -569,11 +584,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn wait_on<V: Clone, P>(cell: &Mutex<Cell<V, P>>, ready: &Condvar, timeout: Duration) -> Option<V> {
-    let (guard, _) = ready
-        .wait_timeout_while(lock(cell), timeout, |c| {
-            matches!(c.state, CellState::Waiting)
-        })
-        .unwrap_or_else(|p| p.into_inner());
+    let guard = wait_while(cell, ready, timeout, |c| {
+        matches!(c.state, CellState::Waiting)
+    });
     match &guard.state {
         CellState::Done(v) => Some(v.clone()),
         CellState::Waiting | CellState::Abandoned => None,
@@ -581,17 +594,35 @@ fn wait_on<V: Clone, P>(cell: &Mutex<Cell<V, P>>, ready: &Condvar, timeout: Dura
 }
 
 fn set_plan<V, P>(cell: &Mutex<Cell<V, P>>, ready: &Condvar, plan: P) {
-    lock(cell).plan = Some(plan);
-    ready.notify_all();
+    let mut c = lock(cell);
+    c.plan = Some(plan);
+    c.wake(ready);
 }
 
 fn plan_of<V, P: Clone>(cell: &Mutex<Cell<V, P>>, ready: &Condvar, timeout: Duration) -> Option<P> {
-    let (guard, _) = ready
-        .wait_timeout_while(lock(cell), timeout, |c| {
-            c.plan.is_none() && matches!(c.state, CellState::Waiting)
-        })
-        .unwrap_or_else(|p| p.into_inner());
+    let guard = wait_while(cell, ready, timeout, |c| {
+        c.plan.is_none() && matches!(c.state, CellState::Waiting)
+    });
     guard.plan.clone()
+}
+
+/// Waits up to `timeout` while `blocked` holds, counted in the cell's `waiters` meanwhile.
+fn wait_while<'c, V, P>(
+    cell: &'c Mutex<Cell<V, P>>,
+    ready: &Condvar,
+    timeout: Duration,
+    mut blocked: impl FnMut(&Cell<V, P>) -> bool,
+) -> MutexGuard<'c, Cell<V, P>> {
+    let mut guard = lock(cell);
+    if !blocked(&guard) {
+        return guard;
+    }
+    guard.waiters += 1;
+    let (mut guard, _) = ready
+        .wait_timeout_while(guard, timeout, |c| blocked(c))
+        .unwrap_or_else(|p| p.into_inner());
+    guard.waiters -= 1;
+    guard
 }
 
 #[cfg(test)]
@@ -844,6 +875,71 @@ mod tests {
         };
         drop(t2);
         assert_eq!(orphan.plan(Duration::from_secs(600)), None);
+    }
+
+    /// How many threads are blocked on the pending push under `k`.
+    fn waiters_on(c: &Cache, k: &Key) -> usize {
+        match c.inner.lock(k.shard()).map.get(k) {
+            Some(Slot::Pending { pending, .. }) => lock(&pending.cell).waiters,
+            _ => panic!("no pending push under the key"),
+        }
+    }
+
+    /// Polls until `k` has `n` blocked waiters, for at most 10 s.
+    fn until_waiters(c: &Cache, k: &Key, n: usize) {
+        let start = std::time::Instant::now();
+        while waiters_on(c, k) != n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "waited 10 s for {n} blocked waiters, saw {}",
+                waiters_on(c, k)
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn blocked_waiters_are_counted_and_woken_by_the_answer_and_the_plan() {
+        // Settling skips the wake when nobody is counted as waiting: a waiter blocked before
+        // the answer must be counted, or it would sleep to its timeout (60 s here).
+        let c: Cache = Cache::new(Limits::default());
+        let k = key("1");
+        let Begin::Fresh(t) = c.begin(k.clone(), 1) else {
+            panic!("a new push is fresh")
+        };
+        let Begin::InFlight(w) = c.begin(k.clone(), 1) else {
+            panic!("a retry joins")
+        };
+        let Begin::InFlight(p) = c.begin(k.clone(), 1) else {
+            panic!("a retry joins")
+        };
+        assert_eq!(waiters_on(&c, &k), 0);
+        let start = std::time::Instant::now();
+        let answer = thread::spawn(move || w.wait(Duration::from_secs(60)));
+        let plan = thread::spawn(move || p.plan(Duration::from_secs(60)));
+        until_waiters(&c, &k, 2);
+        t.plan(());
+        assert_eq!(plan.join().unwrap(), Some(()));
+        until_waiters(&c, &k, 1);
+        t.complete("the answer".into(), 2);
+        assert_eq!(answer.join().unwrap().as_deref(), Some("the answer"));
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a waiter slept to its timeout"
+        );
+    }
+
+    #[test]
+    fn a_waiter_that_times_out_is_no_longer_counted() {
+        let c = Cache::new(Limits::default());
+        let k = key("1");
+        let _t = c.begin(k.clone(), 1);
+        let Begin::InFlight(w) = c.begin(k.clone(), 1) else {
+            panic!("a retry joins")
+        };
+        assert_eq!(w.wait(Duration::from_millis(10)), None);
+        assert_eq!(w.plan(Duration::from_millis(10)), None);
+        assert_eq!(waiters_on(&c, &k), 0);
     }
 
     #[test]
