@@ -60,14 +60,18 @@ pub fn is_xml_char(c: char) -> bool {
 }
 
 /// True when every character of `text` is an XML 1.0 `Char`. Works on bytes: in UTF-8 the only
-/// non-ASCII characters left out are U+FFFE and U+FFFF (`EF BF BE`, `EF BF BF`).
+/// non-ASCII characters left out are U+FFFE and U+FFFF (`EF BF BE`, `EF BF BF`). Every body
+/// passes here, so the control check is one pass without early exits, which the compiler
+/// turns into vector code (a byte-at-a-time `match` was 5% of a plain push's instructions).
 fn all_xml_chars(text: &str) -> bool {
     let b = text.as_bytes();
-    b.iter().enumerate().all(|(i, &c)| match c {
-        b'\t' | b'\n' | b'\r' | 0x20..=0x7F | 0x80..=0xBD | 0xC0..=0xFF => true,
-        0xBE | 0xBF => !(i >= 2 && b[i - 2] == 0xEF && b[i - 1] == 0xBF),
-        _ => false,
-    })
+    let controls = b.iter().fold(false, |found, &c| {
+        found | (c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r')
+    });
+    !controls
+        && !b
+            .windows(3)
+            .any(|w| w[0] == 0xEF && w[1] == 0xBF && w[2] >= 0xBE)
 }
 
 /// `text` without the characters XML 1.0 forbids; borrowed when there are none (the common case).
@@ -207,7 +211,10 @@ pub fn flat_fields<'a>(clean: &'a Clean<'_>) -> Option<Vec<(&'a str, &'a str)>> 
         rest = rest.strip_prefix('<')?;
         let end = rest.find('>')?;
         let name = &rest[..end];
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        // An XML name cannot start with a digit; the parser refuses one.
+        if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             return None;
         }
         rest = &rest[end + 1..];
@@ -218,10 +225,13 @@ pub fn flat_fields<'a>(clean: &'a Clean<'_>) -> Option<Vec<(&'a str, &'a str)>> 
             rest = &cdata[end + 3..];
         } else {
             let end = rest.find('<')?;
-            value = &rest[..end];
-            if value.contains(['&', '>']) {
-                return None;
-            }
+            value = match &rest[..end] {
+                // The parser drops white space between tags: such an element has no text.
+                v if v.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) => "",
+                // Entities, and line ends the parser would normalise.
+                v if v.contains(['&', '>', '\r']) => return None,
+                v => v,
+            };
             rest = &rest[end..];
         }
         rest = rest
@@ -513,6 +523,8 @@ mod tests {
             "<xml><A>x</B></xml>",
             "<xml><A>x</A>",
             "<root><A>x</A></root>",
+            "<xml><1A>x</1A></xml>",
+            "<xml><A>a\r\nb</A></xml>",
         ] {
             let clean = sanitize(doc.as_bytes()).unwrap();
             assert_eq!(flat_fields(&clean), None, "{doc}");
@@ -536,14 +548,7 @@ mod tests {
             if let Some(fields) = flat_fields(&clean) {
                 let tree = parse(&clean).unwrap();
                 for (name, value) in fields {
-                    let parsed = child_text(&tree, name).unwrap();
-                    if cdata {
-                        prop_assert_eq!(parsed, value);
-                    } else if !value.trim().is_empty() {
-                        // Outside CDATA xml-rs normalises line ends and drops whitespace-only text.
-                        let norm = |s: &str| s.replace("\r\n", "\n").replace('\r', "\n");
-                        prop_assert_eq!(norm(&parsed), norm(value));
-                    }
+                    prop_assert_eq!(child_text(&tree, name).unwrap(), value);
                 }
             }
         }

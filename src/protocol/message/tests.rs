@@ -392,3 +392,79 @@ proptest! {
         prop_assert_eq!(back, m, "{}", xml);
     }
 }
+
+/// A field of a generated flat push: a name (WeChat's, an unknown one, or one XML forbids) and
+/// text that may be empty, white space, carry line ends, entities or markup, in CDATA or not.
+fn flat_field() -> impl Strategy<Value = String> {
+    let name = prop_oneof![
+        Just("ToUserName"),
+        Just("FromUserName"),
+        Just("CreateTime"),
+        Just("MsgType"),
+        Just("Content"),
+        Just("MsgId"),
+        Just("MsgID"),
+        Just("Event"),
+        Just("EventKey"),
+        Just("ScanCodeInfo"),
+        Just("SendPicsInfo"),
+        Just("Location_X"),
+        Just("Xtra"),
+        Just("_u"),
+        Just("1bad"),
+    ];
+    let value = prop_oneof![
+        Just("text".to_owned()),
+        Just("event".to_owned()),
+        Just("location".to_owned()),
+        Just("scancode_push".to_owned()),
+        Just("pic_weixin".to_owned()),
+        Just("CLICK".to_owned()),
+        "[ \t\r\n]{0,3}",
+        "[ \t\r\na-z0-9你好&;<>\\]\\[!]{0,10}",
+    ];
+    (name, value, any::<bool>(), "[ \n]{0,2}").prop_map(|(name, value, cdata, gap)| {
+        if cdata {
+            format!("{gap}<{name}><![CDATA[{value}]]></{name}>")
+        } else {
+            format!("{gap}<{name}>{value}</{name}>")
+        }
+    })
+}
+
+proptest! {
+    /// A flat push is read without the tree parser (regression: W2's cost); whatever that
+    /// reader takes, the tree parser reads to the same `Message`, or the same refusal.
+    #[test]
+    fn a_flat_push_reads_the_same_without_the_tree_parser(
+        fields in proptest::collection::vec(flat_field(), 0..8),
+        end in "[ \n]{0,2}",
+    ) {
+        let doc = format!("<xml>{}{end}</xml>", fields.concat());
+        let Ok(clean) = xml::sanitize(doc.as_bytes()) else { return Ok(()) };
+        if xml::flat_fields(&clean).is_some() {
+            let tree = xml::parse(&clean);
+            prop_assert!(tree.is_ok(), "the flat reader took what the parser refuses: {doc:?}");
+            let by_tree = tree.map_err(ParseError::from).and_then(|t| Message::from_element(&t));
+            prop_assert_eq!(Message::parse_clean(&clean), by_tree, "{:?}", doc);
+        }
+    }
+}
+
+#[test]
+fn a_flat_push_and_a_nested_one_are_both_read() {
+    // The flat reader takes the text push; the menu event's nested info needs the tree.
+    let clean = xml::sanitize(TEXT.as_bytes()).unwrap();
+    assert!(xml::flat_fields(&clean).is_some());
+    assert_eq!(parse(TEXT).said(), Some("天气"));
+    let nested = "<xml><ToUserName>gh</ToUserName><FromUserName>o1</FromUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>scancode_push</Event><EventKey>k</EventKey><ScanCodeInfo><ScanType>qrcode</ScanType><ScanResult>r</ScanResult></ScanCodeInfo></xml>";
+    assert!(xml::flat_fields(&xml::sanitize(nested.as_bytes()).unwrap()).is_none());
+    assert_eq!(
+        parse(nested).event(),
+        Some(&Event::ScancodePush(ScanCode {
+            event_key: s("k"),
+            scan_type: s("qrcode"),
+            scan_result: s("r"),
+        }))
+    );
+}
