@@ -143,13 +143,15 @@ pub fn decrypt(key: &AesKey, encrypt: &str) -> Result<Decrypted, CryptoError> {
         .and_then(|s| s.try_into().ok())
         .ok_or(CryptoError::Length)?;
     let len = u32::from_be_bytes(len_bytes) as usize;
-    let xml = content
-        .get(20..20usize.checked_add(len).ok_or(CryptoError::Length)?)
-        .ok_or(CryptoError::Length)?;
-    let app_id = content.get(20 + len..).ok_or(CryptoError::Length)?;
+    let xml_end = 20usize.checked_add(len).ok_or(CryptoError::Length)?;
+    let app_id = content.get(xml_end..).ok_or(CryptoError::Length)?;
+    let app_id = String::from_utf8(app_id.to_vec()).map_err(|_| CryptoError::Utf8)?;
+    // The XML is taken out of the buffer in place rather than copied.
+    buf.truncate(xml_end);
+    buf.drain(..20);
     Ok(Decrypted {
-        xml: String::from_utf8(xml.to_vec()).map_err(|_| CryptoError::Utf8)?,
-        app_id: String::from_utf8(app_id.to_vec()).map_err(|_| CryptoError::Utf8)?,
+        xml: String::from_utf8(buf).map_err(|_| CryptoError::Utf8)?,
+        app_id,
     })
 }
 
@@ -165,11 +167,12 @@ pub fn encrypt(key: &AesKey, app_id: &str, random: &[u8; 16], xml: &str) -> Stri
     buf.extend_from_slice(app_id.as_bytes());
     buf.resize(body_len + pad, pad as u8);
     let len = buf.len();
-    let cipher = Aes256CbcEnc::new(&key.0.into(), &key.iv().into())
+    // Encrypted in place and encoded from there; the length is a whole number of blocks, so
+    // this cannot fail.
+    Aes256CbcEnc::new(&key.0.into(), &key.iv().into())
         .encrypt_padded_mut::<NoPadding>(&mut buf, len)
-        .map(|c| c.to_vec())
-        .unwrap_or_default();
-    B64.encode(cipher)
+        .map(|cipher| B64.encode(cipher))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -65,13 +65,17 @@ pub fn is_xml_char(c: char) -> bool {
 /// turns into vector code (a byte-at-a-time `match` was 5% of a plain push's instructions).
 fn all_xml_chars(text: &str) -> bool {
     let b = text.as_bytes();
-    let controls = b.iter().fold(false, |found, &c| {
-        found | (c < 0x20 && c != b'\t' && c != b'\n' && c != b'\r')
-    });
-    !controls
-        && !b
-            .windows(3)
+    let (mut controls, mut ef) = (false, false);
+    for &c in b {
+        controls |= (c < 0x20) & (c != b'\t') & (c != b'\n') & (c != b'\r');
+        ef |= c == 0xEF;
+    }
+    // `EF` also starts common characters (full-width punctuation): look closer only then.
+    let noncharacter = || {
+        b.windows(3)
             .any(|w| w[0] == 0xEF && w[1] == 0xBF && w[2] >= 0xBE)
+    };
+    !controls && (!ef || !noncharacter())
 }
 
 /// `text` without the characters XML 1.0 forbids; borrowed when there are none (the common case).
@@ -220,7 +224,7 @@ pub fn flat_fields<'a>(clean: &'a Clean<'_>) -> Option<Vec<(&'a str, &'a str)>> 
         rest = &rest[end + 1..];
         let value;
         if let Some(cdata) = rest.strip_prefix("<![CDATA[") {
-            let end = cdata.find("]]>")?;
+            let end = find(cdata.as_bytes(), b"]]>")?;
             value = &cdata[..end];
             rest = &cdata[end + 3..];
         } else {
@@ -255,7 +259,7 @@ fn scan(b: &[u8]) -> Scan {
     let (mut i, mut depth, mut max) = (0usize, 0usize, 0usize);
     let mut doctype = false;
     while i < b.len() {
-        match b[i..].iter().position(|&c| c == b'<') {
+        match position(&b[i..], b'<') {
             Some(p) => i += p,
             None => break,
         }
@@ -304,7 +308,7 @@ fn scan(b: &[u8]) -> Scan {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, rest) = needle.split_first()?;
     let mut from = 0;
-    while let Some(p) = haystack.get(from..)?.iter().position(|&b| b == first) {
+    while let Some(p) = position(haystack.get(from..)?, first) {
         let at = from + p;
         if haystack.get(at + 1..at + needle.len()) == Some(rest) {
             return Some(at);
@@ -312,6 +316,25 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         from = at + 1;
     }
     None
+}
+
+/// Position of `byte` in `haystack`, 32 bytes at a time: a whole chunk is tested without early
+/// exits, which the compiler turns into vector code; long CDATA (safe mode's base64) is
+/// crossed this way several times per push.
+fn position(haystack: &[u8], byte: u8) -> Option<usize> {
+    let mut chunks = haystack.chunks_exact(32);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        if chunk.iter().fold(false, |found, &c| found | (c == byte)) {
+            return chunk.iter().position(|&c| c == byte).map(|p| base + p);
+        }
+        base += 32;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == byte)
+        .map(|p| base + p)
 }
 
 /// The text of a direct child element (text and CDATA joined), if the child exists.
@@ -326,7 +349,9 @@ pub fn push_cdata(out: &mut String, text: &str) {
     out.push_str("<![CDATA[");
     let clean = strip_forbidden(text);
     let mut rest: &str = &clean;
-    while let Some(pos) = rest.find("]]>") {
+    // A byte search: `str::find` with a string pattern sets up a two-way searcher per call,
+    // which was most of sealing a reply's CDATA.
+    while let Some(pos) = find(rest.as_bytes(), b"]]>") {
         out.push_str(&rest[..pos]);
         out.push_str("]]]]><![CDATA[>");
         rest = &rest[pos + 3..];
@@ -489,6 +514,11 @@ mod tests {
         #[test]
         fn byte_level_check_matches_chars(s in any::<String>()) {
             prop_assert_eq!(all_xml_chars(&s), s.chars().all(is_xml_char));
+        }
+
+        #[test]
+        fn position_agrees_with_iter(h in proptest::collection::vec(0u8..4, 0..100), b in 0u8..4) {
+            prop_assert_eq!(position(&h, b), h.iter().position(|&c| c == b));
         }
 
         #[test]
