@@ -319,7 +319,7 @@ impl Forward {
 }
 
 /// The API gateway: where it listens and who besides loopback may call it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Gateway {
     pub addr: SocketAddr,
     /// Networks whose peers may call it besides loopback (`--api-proxy-allow`).
@@ -332,6 +332,14 @@ impl Gateway {
         let peer = unmapped(peer);
         peer.is_loopback() || self.allow.iter().any(|c| c.contains(peer))
     }
+
+    /// The networks of `CIDR[,CIDR...]`; `Err` is the entry that is not one.
+    pub fn allow_list(list: &str) -> Result<Vec<Cidr>, String> {
+        list.split(',')
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| Cidr::parse(c).ok_or_else(|| c.trim().to_owned()))
+            .collect()
+    }
 }
 
 /// An IPv4 address that reached an IPv6 socket (`::ffff:a.b.c.d`) as the IPv4 address it is.
@@ -343,7 +351,7 @@ fn unmapped(ip: IpAddr) -> IpAddr {
 }
 
 /// A network, `172.17.0.0/16` or `fd00::/8`; a bare address is a network of one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Cidr {
     net: IpAddr,
     prefix: u8,
@@ -694,8 +702,8 @@ fn replay_window(args: &Args, warnings: &mut Vec<String>) -> Result<u64, UsageEr
     Ok(window)
 }
 
-/// The gateway holds one account's token: `api` says the flags configure it; `accounts_file`
-/// that an accounts file (many accounts, none of them the gateway's) is in use.
+/// The gateway: `api` says the flags configure the API; `accounts_file` that an accounts file
+/// is in use (then the gateway serves each account under `/<name>/`).
 fn gateway(
     args: &Args,
     api: bool,
@@ -704,18 +712,11 @@ fn gateway(
 ) -> Result<Option<Gateway>, UsageError> {
     let allow = match args.get("api-proxy-allow") {
         None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .filter(|c| !c.trim().is_empty())
-            .map(|c| {
-                Cidr::parse(c).ok_or_else(|| {
-                    UsageError(format!(
-                        "invalid network {:?} (--api-proxy-allow / WXMP_API_PROXY_ALLOW): expected CIDR[,CIDR...], like 172.17.0.0/16",
-                        c.trim()
-                    ))
-                })
-            })
-            .collect::<Result<_, _>>()?,
+        Some(list) => Gateway::allow_list(&list).map_err(|c| {
+            UsageError(format!(
+                "invalid network {c:?} (--api-proxy-allow / WXMP_API_PROXY_ALLOW): expected CIDR[,CIDR...], like 172.17.0.0/16"
+            ))
+        })?,
     };
     let Some(a) = args.get("api-proxy") else {
         if !allow.is_empty() {
@@ -728,12 +729,9 @@ fn gateway(
             "invalid address {a:?} (--api-proxy / WXMP_API_PROXY): expected IP:PORT, like 127.0.0.1:9200"
         ))
     })?;
-    if accounts_file {
-        return Err(UsageError(
-            "--api-proxy (WXMP_API_PROXY) serves one account's access_token, and cannot be used with --accounts / WXMP_ACCOUNTS; run it in a wxmp of its own with that account's --appid and --secret".into(),
-        ));
-    }
-    if !api {
+    // With an accounts file the gateway serves each account under /<name>/, with the API
+    // settings of the file.
+    if !api && !accounts_file {
         return Err(UsageError(
             "--api-proxy (WXMP_API_PROXY) calls WeChat with wxmp's access_token, which needs --appid and --secret (WXMP_APPID, WXMP_SECRET)".into(),
         ));

@@ -233,8 +233,11 @@ fn check_accounts(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> ExitCode
             Some(s) => format!("safe mode, AppID {}", s.app_id),
             None => "plaintext".to_owned(),
         };
+        let gateway = a.gateway.as_ref().map_or(String::new(), |g| {
+            format!("; its own API gateway on http://{}", g.addr)
+        });
         println!(
-            "{:width$}  {:path_width$}  {mode}; {}; {rules_note}",
+            "{:width$}  {:path_width$}  {mode}; {}; {rules_note}{gateway}",
             a.name,
             a.account.path,
             secrets.join(", "),

@@ -9,6 +9,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    default_token_cache, AccountConfig, Forward, ForwardSecret, Late, API_TIMEOUT,
+    default_token_cache, AccountConfig, Forward, ForwardSecret, Gateway, Late, API_TIMEOUT,
     DEFAULT_CAPACITY, DEFAULT_KF_WAIT, DEFAULT_PATH,
 };
 use crate::api::{ApiConfig, Secret, TokenEndpoint};
@@ -116,6 +117,9 @@ pub struct AccountSpec {
     /// Its forwarding: late strategy, secret, capacity and kf wait are its own; the processes
     /// limit is the server's.
     pub forward: Forward,
+    /// Its own API gateway (`api_proxy`, `api_proxy_allow`): a listener for this account only,
+    /// for clients that cannot put the account's name in the path (`HTTP_PROXY`).
+    pub gateway: Option<Gateway>,
     /// Where each secret came from, for `check-accounts` (never the value).
     pub sources: Vec<(&'static str, Source)>,
     /// A hash of everything above as resolved (secret values included): a reload rebuilds an
@@ -200,6 +204,8 @@ struct RawAccount {
     late: S,
     forward_capacity: Option<Spanned<i64>>,
     kf_wait: Option<Spanned<i64>>,
+    api_proxy: S,
+    api_proxy_allow: S,
 }
 
 impl RawAccount {
@@ -281,12 +287,11 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
         let late = late_of(&raw, api.is_some(), &mut errors);
         let (capacity, kf_wait) = numbers(&raw, &mut errors);
         let rules = raw.rules.as_ref().map(|r| dir.join(r.get_ref()));
-        let digest = {
-            let mut h = DefaultHasher::new();
-            (&name, &path.as_ref().map(|p| &p.0), &app_id, &rules).hash(&mut h);
-            (secrets_hash, late.as_str(), capacity, kf_wait).hash(&mut h);
-            h.finish()
-        };
+        let gateway = seen.gateway(&raw, api.is_some(), name.as_deref(), text, &mut errors);
+        let digest = hash_of((
+            (&name, &path.as_ref().map(|p| &p.0), &app_id, &rules),
+            (secrets_hash, late.as_str(), capacity, kf_wait, &gateway),
+        ));
         if !errors.is_empty() {
             problems.extend(located(errors, file, text, line, &label));
             continue;
@@ -316,6 +321,7 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
                 processes: cx.processes,
                 kf_wait: Duration::from_secs(kf_wait),
             },
+            gateway,
             sources,
             digest,
         });
@@ -329,6 +335,7 @@ pub fn parse(text: &str, file: &Path, cx: &Context<'_>) -> Result<Accounts, Vec<
         .filter(|m| inline && m & 0o077 != 0)
         .map(|mode| readable_warning(&name, mode))
         .into_iter()
+        .chain(seen.warnings)
         .collect();
     Ok(Accounts { accounts, warnings })
 }
@@ -353,9 +360,57 @@ type Found = (String, Option<Range<usize>>);
 struct Seen {
     names: HashMap<String, usize>,
     paths: HashMap<String, (String, usize)>,
+    /// Each account's own gateway address, with the account and its line.
+    proxies: Vec<(SocketAddr, String, usize)>,
+    warnings: Vec<String>,
 }
 
 impl Seen {
+    /// The account's own gateway, valid and on an address of its own.
+    fn gateway(
+        &mut self,
+        raw: &RawAccount,
+        has_api: bool,
+        name: Option<&str>,
+        text: &str,
+        errors: &mut Errors,
+    ) -> Option<Gateway> {
+        gateway_of(raw, has_api, errors, &mut self.warnings)
+            .filter(|g| self.proxy(raw, g, name, text, errors))
+    }
+
+    /// An account's own gateway address, which no other account may listen on (`false`, and
+    /// the error, when one does): the same port
+    /// on the same address, or on any address when either is `0.0.0.0` / `::`.
+    fn proxy(
+        &mut self,
+        raw: &RawAccount,
+        gateway: &Gateway,
+        name: Option<&str>,
+        text: &str,
+        errors: &mut Errors,
+    ) -> bool {
+        let span = raw.api_proxy.as_ref().map(Spanned::span);
+        let line = span.as_ref().map_or(0, |s| line_of(text, s.start));
+        let addr = gateway.addr;
+        let clash = self.proxies.iter().find(|(other, _, _)| {
+            other.port() == addr.port()
+                && (other.ip() == addr.ip()
+                    || other.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
+        });
+        if let Some((other, account, at)) = clash {
+            errors.push((
+                span,
+                format!("duplicate api_proxy {addr}: account {account:?} (line {at}) listens on {other}"),
+            ));
+            return false;
+        }
+        self.proxies
+            .push((addr, name.unwrap_or_default().to_owned(), line));
+        true
+    }
+
     /// The account's name, when it is present, valid and not a duplicate.
     fn name(&mut self, raw: &RawAccount, text: &str, errors: &mut Errors) -> Option<String> {
         match &raw.name {
@@ -469,6 +524,74 @@ fn read_secrets(
         sources,
         hash: secrets_hash,
     }
+}
+
+/// The account's own API gateway (`api_proxy`, `api_proxy_allow`), by the rules of
+/// `--api-proxy` and `--api-proxy-allow`, with a fixed port: `HTTP_PROXY` clients are told it.
+fn gateway_of(
+    raw: &RawAccount,
+    has_api: bool,
+    errors: &mut Errors,
+    warnings: &mut Vec<String>,
+) -> Option<Gateway> {
+    let allow = match &raw.api_proxy_allow {
+        None => Vec::new(),
+        Some(list) => match Gateway::allow_list(list.get_ref()) {
+            Ok(allow) => allow,
+            Err(bad) => {
+                errors.push((
+                    Some(list.span()),
+                    format!("api_proxy_allow: invalid network {bad:?}: expected \"CIDR[,CIDR...]\", like \"172.17.0.0/16\""),
+                ));
+                return None;
+            }
+        },
+    };
+    let Some(given) = &raw.api_proxy else {
+        if raw.api_proxy_allow.is_some() {
+            let name = raw.name.as_ref().map_or("", |n| n.get_ref().as_str());
+            warnings.push(format!("account {name:?}: api_proxy_allow is set without api_proxy: there is no gateway to allow anyone into"));
+        }
+        return None;
+    };
+    let span = Some(given.span());
+    let Ok(addr) = given.get_ref().trim().parse::<SocketAddr>() else {
+        errors.push((
+            span,
+            format!(
+                "api_proxy: invalid address {:?}: expected IP:PORT, like \"127.0.0.1:9201\"",
+                given.get_ref()
+            ),
+        ));
+        return None;
+    };
+    let why = if addr.port() == 0 {
+        Some(
+            "api_proxy: give a fixed port (not 0): the account's HTTP_PROXY clients are told it"
+                .to_owned(),
+        )
+    } else if !has_api {
+        Some(
+            "api_proxy calls WeChat with the account's access_token, which needs appid and secret"
+                .to_owned(),
+        )
+    } else if !addr.ip().is_loopback() && allow.is_empty() {
+        Some(format!("api_proxy {addr} is not a loopback address: the gateway is a key to the whole account, so name the networks that may call it with api_proxy_allow = \"CIDR[,CIDR...]\", e.g. \"172.17.0.0/16\" for Docker"))
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        errors.push((span, why));
+        return None;
+    }
+    Some(Gateway { addr, allow })
+}
+
+/// A hash of `v`, to tell a changed account on reload.
+fn hash_of(v: impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
 }
 
 /// The token, required and valid.
@@ -805,6 +928,61 @@ mod tests {
         );
         let a = check("[[account]]\nname = \"a\"\ntoken_env = \"TOK\"\n").unwrap();
         assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    }
+
+    #[test]
+    fn an_account_s_own_gateway_follows_the_rules_of_the_flags() {
+        let two = "[[account]]\nname = \"a\"\ntoken = \"tok123\"\nappid = \"wx1\"\nsecret = \"s\"\napi_proxy = \"127.0.0.1:9201\"\n\
+                   [[account]]\nname = \"b\"\ntoken = \"tok123\"\nappid = \"wx2\"\nsecret = \"s\"\napi_proxy = \"0.0.0.0:9202\"\napi_proxy_allow = \"172.17.0.0/16\"\n";
+        let a = check(two).unwrap();
+        let gw = |i: usize| a.accounts[i].gateway.clone().unwrap();
+        assert_eq!(gw(0).addr, "127.0.0.1:9201".parse().unwrap());
+        assert!(gw(1).allows("172.17.0.9".parse().unwrap()));
+        assert!(!gw(1).allows("10.0.0.9".parse().unwrap()));
+        let shown = |text: &str| -> Vec<String> {
+            check(text)
+                .unwrap_err()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let account = |n: &str, extra: &str| {
+            format!("[[account]]\nname = \"{n}\"\ntoken = \"tok123\"\nappid = \"wx{n}\"\nsecret = \"s\"\n{extra}")
+        };
+        let text = [
+            account("a", "api_proxy = \"127.0.0.1:9201\"\n"),
+            account(
+                "b",
+                "api_proxy = \"0.0.0.0:9201\"\napi_proxy_allow = \"10.0.0.0/8\"\n",
+            ),
+            account("c", "api_proxy = \"10.1.2.3:9203\"\n"),
+            account("d", "api_proxy = \"127.0.0.1:0\"\n"),
+            account("e", "api_proxy = \"localhost\"\n"),
+            account(
+                "f",
+                "api_proxy = \"127.0.0.1:9206\"\napi_proxy_allow = \"10.0.0.0/33\"\n",
+            ),
+            "[[account]]\nname = \"g\"\ntoken = \"tok123\"\napi_proxy = \"127.0.0.1:9207\"\n"
+                .to_owned(),
+        ]
+        .concat();
+        assert_eq!(
+            shown(&text),
+            [
+                "/etc/acc/accounts.toml:12: account \"b\": duplicate api_proxy 0.0.0.0:9201: account \"a\" (line 6) listens on 127.0.0.1:9201",
+                "/etc/acc/accounts.toml:19: account \"c\": api_proxy 10.1.2.3:9203 is not a loopback address: the gateway is a key to the whole account, so name the networks that may call it with api_proxy_allow = \"CIDR[,CIDR...]\", e.g. \"172.17.0.0/16\" for Docker",
+                "/etc/acc/accounts.toml:25: account \"d\": api_proxy: give a fixed port (not 0): the account's HTTP_PROXY clients are told it",
+                "/etc/acc/accounts.toml:31: account \"e\": api_proxy: invalid address \"localhost\": expected IP:PORT, like \"127.0.0.1:9201\"",
+                "/etc/acc/accounts.toml:38: account \"f\": api_proxy_allow: invalid network \"10.0.0.0/33\": expected \"CIDR[,CIDR...]\", like \"172.17.0.0/16\"",
+                "/etc/acc/accounts.toml:42: account \"g\": api_proxy calls WeChat with the account's access_token, which needs appid and secret",
+            ]
+        );
+        let a = check(&account("a", "api_proxy_allow = \"10.0.0.0/8\"\n")).unwrap();
+        assert!(
+            a.warnings[1].contains("api_proxy_allow is set without api_proxy"),
+            "{:?}",
+            a.warnings
+        );
     }
 
     #[test]

@@ -21,13 +21,18 @@
 //! - logs one line per call (never the token, never query values) and counts it in the API
 //!   metrics.
 //!
+//! With an accounts file, the shared gateway serves each account under its name
+//! (`/<name>/cgi-bin/...`: the prefix picks the account's token and is stripped before the call),
+//! and an account may have a gateway of its own (`api_proxy` in the file), for `HTTP_PROXY`
+//! clients, which cannot add a prefix. [`Listeners`] opens and closes those as the file changes.
+//!
 //! Besides `routes`, `run` and `monitor`, the one server module that names rouille: it is the
 //! edge of a third HTTP server.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{self, Cursor, Read};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +49,7 @@ use crate::net::NetError;
 use crate::protocol::query::percent_encode;
 use crate::server::listener::{self, Running};
 use crate::server::metrics::Metrics;
+use crate::server::router::Router;
 
 /// The largest body buffered: WeChat's largest upload (a video, 10 MB) plus room for the
 /// multipart framing.
@@ -62,9 +68,26 @@ pub const SNIFF: usize = 1 << 20;
 /// The hosts an absolute-form request may name.
 pub const HOSTS: [&str; 2] = ["api.weixin.qq.com", "api2.weixin.qq.com"];
 
-/// The gateway: the API client whose token it uses, and what it reports to.
+/// Whose token a gateway hands out.
+pub enum Scope {
+    /// The one account of the flags.
+    One(Arc<Client>),
+    /// Every account of the accounts file, by the name that starts the path
+    /// (`/<name>/cgi-bin/...`): the shared gateway, `--api-proxy`.
+    Prefixed(Arc<Router>),
+    /// One account of the file, on its own address (its `api_proxy`).
+    Account(String, Arc<Router>),
+}
+
+/// How long an address closed by a reload may take to be free for the account that takes it.
+const REBIND: Duration = Duration::from_secs(2);
+
+/// How many account names a 404 lists.
+const NAMES_SHOWN: usize = 10;
+
+/// The gateway: whose token it uses, and what it reports to.
 pub struct Gateway {
-    client: Arc<Client>,
+    scope: Scope,
     settings: Settings,
     agent: ureq::Agent,
     in_flight: Arc<AtomicUsize>,
@@ -107,6 +130,8 @@ impl<R: Read> Read for Streamed<R> {
 /// What one call looked like, for its log line and the metrics.
 #[derive(Debug, Default)]
 struct Record {
+    /// The account, with an accounts file.
+    account: Option<String>,
     /// The path, and the query's parameter names without their values.
     shown: String,
     status: u16,
@@ -185,6 +210,17 @@ pub fn shown(path: &str, query: &str) -> String {
         out.extend(name.chars().take(40));
     }
     out.escape_debug().to_string()
+}
+
+/// The account's name that starts `path`, and the rest of the path (`/` when nothing follows):
+/// `/shop/cgi-bin/menu/get` is `shop` and `/cgi-bin/menu/get`.
+pub fn prefix(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (name, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    (!name.is_empty()).then_some((name, tail))
 }
 
 /// `appid` from a token request's query (classic) or JSON body (stable).
@@ -320,7 +356,7 @@ impl Upstream {
 
 impl Gateway {
     pub fn new(
-        client: Arc<Client>,
+        scope: Scope,
         settings: Settings,
         log: Log,
         access: AccessOptions,
@@ -334,7 +370,7 @@ impl Gateway {
             .user_agent(concat!("wxmp/", env!("CARGO_PKG_VERSION"), " (gateway)"))
             .build();
         Gateway {
-            client,
+            scope,
             settings,
             agent,
             in_flight: Arc::default(),
@@ -364,32 +400,19 @@ impl Gateway {
     }
 
     fn serve(&self, req: &Request, record: &mut Record) -> Response {
-        let peer: IpAddr = req.remote_addr().ip();
         let raw = req.raw_url();
         record.shown = shown(raw.split('?').next().unwrap_or(""), "");
-        if !self.settings.allows(peer) {
-            record.note = Some(format!("refused: {peer} is not allowed"));
-            return errcode(
-                403,
-                -1,
-                &format!("wxmp gateway: {peer} may not call it; add its network to --api-proxy-allow (WXMP_API_PROXY_ALLOW)"),
-            );
-        }
-        if req.method().eq_ignore_ascii_case("CONNECT") {
-            record.note = Some("refused: CONNECT".into());
-            return errcode(
-                405,
-                -1,
-                &format!("wxmp gateway: CONNECT (an https:// URL through HTTP_PROXY) is not supported: call http://api.weixin.qq.com/... (wxmp calls WeChat over HTTPS for you), or the gateway's own address, http://{}/cgi-bin/...", self.settings.addr),
-            )
-            .with_unique_header("Allow", "GET, POST");
-        }
-        let target = match target(raw) {
+        let target = match self.admit(req, raw, record) {
             Ok(t) => t,
-            Err((status, why)) => {
-                record.note = Some("refused: not WeChat's API".into());
-                return errcode(status, -1, &format!("wxmp gateway: {why}"));
-            }
+            Err(refused) => return refused,
+        };
+        let (client, path) = match self.account(raw, &target, record) {
+            Ok(found) => found,
+            Err(refused) => return refused,
+        };
+        let target = Target {
+            path,
+            query: target.query,
         };
         record.shown = shown(target.path, target.query);
         let Some(permit) = Permit::take(&self.in_flight) else {
@@ -420,22 +443,27 @@ impl Gateway {
         let method = req.method();
         let is = |m: &str, p: &str| method.eq_ignore_ascii_case(m) && target.path == p;
         if is("GET", "/cgi-bin/token") || is("POST", "/cgi-bin/stable_token") {
-            return self.token_answer(&target, &body, record);
+            return self.token_answer(&client, &target, &body, record);
         }
         let headers: Vec<(&str, String)> = REQUEST_HEADERS
             .iter()
             .filter_map(|h| req.header(h).map(|v| (*h, v.to_owned())))
             .collect();
-        let base = &self.client.config().api_base;
+        let base = &client.config().api_base;
         if target.path.starts_with("/sns/") {
             // The user's own OAuth tokens: sent as they came, never retried.
             let url = match target.query {
                 "" => format!("{base}{}", target.path),
                 q => format!("{base}{}?{q}", target.path),
             };
-            return self.finish(self.send(method, &url, &headers, &body), permit, record);
+            return self.finish(
+                &client,
+                self.send(method, &url, &headers, &body),
+                permit,
+                record,
+            );
         }
-        let mut token = match self.client.token() {
+        let mut token = match client.token() {
             Ok(h) => h.token,
             Err(e) => return self.no_token(&e, record),
         };
@@ -448,8 +476,8 @@ impl Gateway {
         }) = answer
         {
             if is_token_rejection(code) {
-                self.client.record(code);
-                token = match self.client.replace_token(&token) {
+                client.record(code);
+                token = match client.replace_token(&token) {
                     Ok(h) => h.token,
                     Err(e) => return self.no_token(&e, record),
                 };
@@ -457,7 +485,117 @@ impl Gateway {
                 answer = self.send(method, &url(&token), &headers, &body);
             }
         }
-        self.finish(answer, permit, record)
+        self.finish(&client, answer, permit, record)
+    }
+
+    /// The request's target, if the peer may call and the target is WeChat's API.
+    #[allow(clippy::result_large_err)] // the refusal is the response to send
+    fn admit<'r>(
+        &self,
+        req: &Request,
+        raw: &'r str,
+        record: &mut Record,
+    ) -> Result<Target<'r>, Response> {
+        let peer: IpAddr = req.remote_addr().ip();
+        if !self.settings.allows(peer) {
+            record.note = Some(format!("refused: {peer} is not allowed"));
+            let setting = match self.scope {
+                Scope::Account(..) => "the account's api_proxy_allow in the accounts file",
+                _ => "--api-proxy-allow (WXMP_API_PROXY_ALLOW)",
+            };
+            return Err(errcode(
+                403,
+                -1,
+                &format!("wxmp gateway: {peer} may not call it; add its network to {setting}"),
+            ));
+        }
+        if req.method().eq_ignore_ascii_case("CONNECT") {
+            record.note = Some("refused: CONNECT".into());
+            return Err(errcode(
+                405,
+                -1,
+                &format!("wxmp gateway: CONNECT (an https:// URL through HTTP_PROXY) is not supported: call http://api.weixin.qq.com/... (wxmp calls WeChat over HTTPS for you), or the gateway's own address, http://{}/cgi-bin/...", self.settings.addr),
+            )
+            .with_unique_header("Allow", "GET, POST"));
+        }
+        target(raw).map_err(|(status, why)| {
+            record.note = Some("refused: not WeChat's API".into());
+            errcode(status, -1, &format!("wxmp gateway: {why}"))
+        })
+    }
+
+    /// The account `raw` is for, and the path to call upstream (without the account's name):
+    /// its API client, or the refusal. The account is looked up on every call, so a reload's
+    /// changes (an account added, removed, given another AppSecret) apply at once.
+    #[allow(clippy::result_large_err)] // the refusal is the response to send
+    fn account<'t>(
+        &self,
+        raw: &str,
+        target: &Target<'t>,
+        record: &mut Record,
+    ) -> Result<(Arc<Client>, &'t str), Response> {
+        let (router, name, path) = match &self.scope {
+            Scope::One(client) => return Ok((Arc::clone(client), target.path)),
+            Scope::Account(name, router) => (router, name.as_str(), target.path),
+            Scope::Prefixed(router) => match prefix(target.path) {
+                Some((name, path)) if raw.starts_with('/') => (router, name, path),
+                _ => return Err(self.no_prefix(record)),
+            },
+        };
+        record.account = Some(
+            name.chars()
+                .take(64)
+                .collect::<String>()
+                .escape_debug()
+                .to_string(),
+        );
+        record.shown = shown(path, "");
+        let table = router.current();
+        let services = table.services();
+        let Some(service) = services
+            .iter()
+            .find(|s| *s.pipeline.account().name == *name)
+        else {
+            // A WeChat path with no account's name before it.
+            if matches!(name, "cgi-bin" | "sns") && matches!(self.scope, Scope::Prefixed(_)) {
+                record.account = None;
+                record.shown = shown(target.path, "");
+                return Err(self.no_prefix(record));
+            }
+            record.note = Some("refused: no such account".into());
+            let names: Vec<&str> = services
+                .iter()
+                .map(|s| &*s.pipeline.account().name)
+                .take(NAMES_SHOWN)
+                .collect();
+            let more = if services.len() > NAMES_SHOWN {
+                ", ..."
+            } else {
+                ""
+            };
+            return Err(errcode(
+                404,
+                -1,
+                &format!(
+                    "wxmp gateway: no account named {:?} in the accounts file; the accounts are {}{more}",
+                    name.chars().take(64).collect::<String>(),
+                    names.join(", ")
+                ),
+            ));
+        };
+        match &service.api {
+            Some(client) => Ok((Arc::clone(client), path)),
+            None => {
+                record.note = Some("refused: the account has no appid and secret".into());
+                Err(errcode(
+                    403,
+                    -1,
+                    &format!(
+                        "wxmp gateway: account {name:?} has no appid and secret in the accounts file, so wxmp holds no access_token for it"
+                    ),
+                ))
+            }
+        }
     }
 
     fn send(
@@ -485,8 +623,23 @@ impl Gateway {
         }
     }
 
+    /// A call on the gateway of many accounts that names none (or comes through `HTTP_PROXY`,
+    /// which cannot name one).
+    fn no_prefix(&self, record: &mut Record) -> Response {
+        record.note = Some("refused: no account in the path".into());
+        errcode(
+            400,
+            -1,
+            &format!(
+                "wxmp gateway: this gateway serves several accounts: put the account's name first, as in http://{}/NAME/cgi-bin/..., or call the account's own api_proxy (set in the accounts file; an HTTP_PROXY client needs one, as it cannot add the name)",
+                self.settings.addr
+            ),
+        )
+    }
+
     fn finish(
         &self,
+        client: &Client,
         answer: Result<Upstream, NetError>,
         permit: Permit,
         record: &mut Record,
@@ -494,7 +647,7 @@ impl Gateway {
         match answer {
             Ok(up) => {
                 record.errcode = up.errcode;
-                self.client.record(match up.errcode {
+                client.record(match up.errcode {
                     Some(code) => code,
                     None if up.status == 200 => 0,
                     None => BAD_RESPONSE,
@@ -502,7 +655,7 @@ impl Gateway {
                 up.into_response(permit)
             }
             Err(e) => {
-                self.client.record(NETWORK_ERROR);
+                client.record(NETWORK_ERROR);
                 record.note = Some(format!("no answer from WeChat: {e}"));
                 let status = if e.is_timeout() { 504 } else { 502 };
                 errcode(
@@ -510,7 +663,7 @@ impl Gateway {
                     -1,
                     &format!(
                         "wxmp gateway: no answer from {}: {e}",
-                        self.client.config().api_base
+                        client.config().api_base
                     ),
                 )
             }
@@ -536,12 +689,18 @@ impl Gateway {
     /// (`force_refresh: true`) is WeChat's passive refresh: honoured only when the caller's
     /// token (its `access_token` parameter, or else the one wxmp handed out) is still wxmp's
     /// current one and at least [`PASSIVE_REFRESH_AGE`] seconds old.
-    fn token_answer(&self, target: &Target<'_>, body: &[u8], record: &mut Record) -> Response {
+    fn token_answer(
+        &self,
+        client: &Client,
+        target: &Target<'_>,
+        body: &[u8],
+        record: &mut Record,
+    ) -> Response {
         let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let app_id = param(target.query, "appid")
             .map(str::to_owned)
             .or_else(|| json.get("appid").and_then(Value::as_str).map(str::to_owned));
-        let ours = &self.client.config().app_id;
+        let ours = &client.config().app_id;
         if app_id.as_ref().is_some_and(|a| a != ours) {
             record.note = Some("token refused: another AppID".into());
             record.errcode = Some(40013);
@@ -554,11 +713,11 @@ impl Gateway {
             );
         }
         let force = json.get("force_refresh").and_then(Value::as_bool) == Some(true);
-        let mut held: Held = match self.client.token() {
+        let mut held: Held = match client.token() {
             Ok(h) => h,
             Err(e) => return self.no_token(&e, record),
         };
-        let now = self.client.now();
+        let now = client.now();
         let mut note = "answered by wxmp".to_owned();
         if force {
             let callers = param(target.query, "access_token");
@@ -573,7 +732,7 @@ impl Gateway {
                     "; forced refresh refused: the token is {age} s old (at least {PASSIVE_REFRESH_AGE})"
                 );
             } else {
-                held = match self.client.replace_token(&held.token) {
+                held = match client.replace_token(&held.token) {
                     Ok(h) => h,
                     Err(e) => return self.no_token(&e, record),
                 };
@@ -610,7 +769,15 @@ impl Gateway {
         let method: String = method.chars().take(16).collect::<String>();
         let method = method.escape_debug().to_string();
         let code = r.errcode.map_or("-".to_owned(), |c| c.to_string());
-        let mut text = format!("gateway {method} {} {} errcode {code}", r.shown, r.status);
+        let mut text = match &r.account {
+            Some(a) => format!("[{a}] "),
+            None => String::new(),
+        };
+        let _ = write!(
+            text,
+            "gateway {method} {} {} errcode {code}",
+            r.shown, r.status
+        );
         if let Some(c) = r.retried_after {
             let _ = write!(text, ", retried after {c}");
         }
@@ -626,13 +793,17 @@ impl Gateway {
             _ => Level::Info,
         };
         let retried = r.retried_after.map(|c| c.to_string()).unwrap_or_default();
-        let mut fields = vec![
+        let mut fields = Vec::with_capacity(9);
+        if let Some(a) = &r.account {
+            fields.push(("account", Field::Str(a)));
+        }
+        fields.extend([
             ("listener", Field::Str("gateway")),
             ("method", Field::Str(&method)),
             ("path", Field::Str(&r.shown)),
             ("status", Field::Int(u64::from(r.status))),
             ("errcode", Field::Str(&code)),
-        ];
+        ]);
         if r.retried_after.is_some() {
             fields.push(("retried_after", Field::Str(&retried)));
         }
@@ -662,6 +833,141 @@ fn read_body(req: &Request) -> Result<Vec<u8>, u16> {
         return Err(413);
     }
     Ok(body)
+}
+
+/// The gateways of single accounts (`api_proxy` in the accounts file): opened at start, then
+/// opened, moved and closed as the accounts file changes. Each is a listener of its own, with
+/// its own [`MAX_IN_FLIGHT`].
+pub struct Listeners {
+    router: Arc<Router>,
+    log: Log,
+    access: AccessOptions,
+    metrics: Arc<Metrics>,
+    /// What the accounts file asks for at start, by account.
+    wanted: Vec<(String, Settings)>,
+    open: Vec<Own>,
+}
+
+/// One account's gateway, listening.
+struct Own {
+    name: String,
+    settings: Settings,
+    stop: Arc<AtomicBool>,
+    running: Running,
+}
+
+impl Listeners {
+    pub fn new(
+        router: Arc<Router>,
+        log: Log,
+        access: AccessOptions,
+        metrics: Arc<Metrics>,
+        wanted: Vec<(String, Settings)>,
+    ) -> Listeners {
+        Listeners {
+            router,
+            log,
+            access,
+            metrics,
+            wanted,
+            open: Vec::new(),
+        }
+    }
+
+    /// Opens the gateways asked for at start; `Err` names the first that cannot listen.
+    pub fn open(&mut self) -> Result<(), (String, SocketAddr, io::Error)> {
+        for (name, settings) in std::mem::take(&mut self.wanted) {
+            let own = self
+                .start(&name, &settings)
+                .map_err(|e| (name.clone(), settings.addr, e))?;
+            self.open.push(own);
+        }
+        Ok(())
+    }
+
+    /// Makes the open gateways those of `wanted`: closes those of accounts that are gone or
+    /// whose `api_proxy` changed, then opens the new ones. One line each; an address that
+    /// cannot be bound leaves its account without a gateway of its own until the next reload.
+    pub fn sync(&mut self, wanted: &[(String, Settings)]) {
+        let (keep, close): (Vec<Own>, Vec<Own>) = std::mem::take(&mut self.open)
+            .into_iter()
+            .partition(|o| wanted.iter().any(|(n, s)| *n == o.name && *s == o.settings));
+        let freed: Vec<SocketAddr> = close.iter().map(|o| o.running.addr).collect();
+        for own in close {
+            let why = if wanted.iter().any(|(n, _)| *n == own.name) {
+                "its api_proxy changed"
+            } else {
+                "it has no api_proxy any more"
+            };
+            let addr = own.running.addr;
+            let name = own.name.clone();
+            own.close();
+            self.log.info(&format!(
+                "[{name}] API gateway on http://{addr} closed: {why}"
+            ));
+        }
+        self.open = keep;
+        for (name, settings) in wanted {
+            if self.open.iter().any(|o| o.name == *name) {
+                continue;
+            }
+            // An address closed just now is free once its accept thread has let it go.
+            let mut started = self.start(name, settings);
+            let deadline = Instant::now() + REBIND;
+            while freed.contains(&settings.addr)
+                && Instant::now() < deadline
+                && matches!(&started, Err(e) if e.kind() == io::ErrorKind::AddrInUse)
+            {
+                std::thread::sleep(Duration::from_millis(50));
+                started = self.start(name, settings);
+            }
+            match started {
+                Ok(own) => self.open.push(own),
+                Err(e) => self.log.error(&format!(
+                    "[{name}] cannot listen for the account's API gateway on {}: {}; check api_proxy in the accounts file",
+                    settings.addr,
+                    listener::why(&e)
+                )),
+            }
+        }
+    }
+
+    /// Closes every account's gateway, after the calls in flight.
+    pub fn stop(&mut self) {
+        for own in std::mem::take(&mut self.open) {
+            own.close();
+        }
+    }
+
+    fn start(&self, name: &str, settings: &Settings) -> Result<Own, io::Error> {
+        let gateway = Arc::new(Gateway::new(
+            Scope::Account(name.to_owned(), Arc::clone(&self.router)),
+            settings.clone(),
+            self.log.clone(),
+            self.access,
+            Arc::clone(&self.metrics),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let running = spawn(gateway, Arc::clone(&stop))?;
+        self.log.info(&format!(
+            "[{name}] API gateway on http://{} (api_proxy)",
+            running.addr
+        ));
+        Ok(Own {
+            name: name.to_owned(),
+            settings: settings.clone(),
+            stop,
+            running,
+        })
+    }
+}
+
+impl Own {
+    /// Stops taking calls and waits for those in flight (each bounded by [`CALL_TIMEOUT`]).
+    fn close(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.running.join();
+    }
 }
 
 /// Binds the gateway's address and serves there until `stop` is set.
@@ -699,7 +1005,7 @@ mod tests {
         };
         let capture = Arc::new(Capture::default());
         let g = Gateway::new(
-            Arc::new(client),
+            Scope::One(Arc::new(client)),
             settings,
             Log::to(capture.clone()),
             AccessOptions::default(),
@@ -784,6 +1090,19 @@ mod tests {
             with_token("type=image&x=%E4%B8%AD", &t),
             "access_token=T%2F1%2B&type=image&x=%E4%B8%AD"
         );
+    }
+
+    #[test]
+    fn the_account_s_name_starts_the_path_and_is_stripped() {
+        assert_eq!(
+            prefix("/shop/cgi-bin/menu/get"),
+            Some(("shop", "/cgi-bin/menu/get"))
+        );
+        assert_eq!(prefix("/shop"), Some(("shop", "/")));
+        assert_eq!(prefix("/shop/"), Some(("shop", "/")));
+        assert_eq!(prefix("/"), None);
+        assert_eq!(prefix("//cgi-bin/x"), None);
+        assert_eq!(prefix("http://api.weixin.qq.com/x"), None);
     }
 
     #[test]

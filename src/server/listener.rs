@@ -24,6 +24,18 @@ impl Running {
     }
 }
 
+/// Why a listener could not bind, in words.
+pub fn why(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::AddrInUse => "the port is already in use".to_owned(),
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need root)".to_owned()
+        }
+        io::ErrorKind::AddrNotAvailable => "that address is not on this machine".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
 /// Binds `addr` and serves `handler` there with `threads` handler threads until `stop` is set.
 pub fn spawn(
     addr: SocketAddr,

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::{ApiConfig, Client};
 use crate::config::accounts::{self, AccountSpec, ApiShared, EnvVars, Problem};
-use crate::config::{AccessOptions, AccountConfig, Forward};
+use crate::config::{AccessOptions, AccountConfig, Forward, Gateway as GatewaySettings};
 use crate::log::Log;
 use crate::rules::{RuleSet, RulesError, SharedRules};
 use crate::server::account::Account;
 use crate::server::env::Env;
-use crate::server::forward::{self, Forwarder};
+use crate::server::forward::{self, ApiProxy, Forwarder};
+use crate::server::gateway::Listeners;
 use crate::server::media::{self, Uploader};
 use crate::server::metrics::{ApiWatch, Metrics, Series};
 use crate::server::pipeline::{Answer, Pipeline, Plan};
@@ -44,6 +45,8 @@ pub struct Member {
     pub account: AccountConfig,
     pub forward: Forward,
     pub api: Option<ApiConfig>,
+    /// Its own API gateway (`api_proxy` in the accounts file).
+    pub gateway: Option<GatewaySettings>,
 }
 
 impl From<AccountSpec> for Member {
@@ -53,6 +56,7 @@ impl From<AccountSpec> for Member {
             account: spec.account,
             forward: spec.forward,
             api: spec.api,
+            gateway: spec.gateway,
         }
     }
 }
@@ -74,7 +78,7 @@ pub struct Parts {
     pub samples: bool,
     /// Watch the API client's gauges: only for the one account of the flags.
     pub watch_api: bool,
-    /// Where the API gateway listens once bound: commands get it as `WXMP_API_PROXY`.
+    /// Where the shared API gateway listens once bound: commands get it as `WXMP_API_PROXY`.
     pub api_proxy: Arc<OnceLock<SocketAddr>>,
 }
 
@@ -107,9 +111,17 @@ impl Parts {
         client: Option<Arc<crate::api::Client>>,
     ) -> Arc<Service> {
         let series = self.metrics.account(&m.name);
+        // An account's own gateway, else the shared one (under its name with an accounts file).
+        let proxy = match &m.gateway {
+            Some(own) => ApiProxy::Own(own.addr),
+            None => ApiProxy::Shared {
+                addr: Arc::clone(&self.api_proxy),
+                prefix: (!m.name.is_empty()).then(|| m.name.clone()),
+            },
+        };
         let forwarder = self
-            .forwarder(&m.forward, client, held_threads, series)
-            .with_api_proxy(Arc::clone(&self.api_proxy));
+            .forwarder(&m.forward, client.clone(), held_threads, series)
+            .with_api_proxy(proxy);
         let pipeline = Arc::new(
             Pipeline::new(
                 Account::sharing(&m.name, m.account, rules),
@@ -128,6 +140,7 @@ impl Parts {
         );
         Arc::new(
             Service::new(pipeline, self.log.clone())
+                .with_api(client)
                 .with_access(self.access)
                 .with_metrics(Arc::clone(&self.metrics))
                 .with_recent(self.recent.clone()),
@@ -396,6 +409,23 @@ pub struct Accounts {
     pub rules: Arc<Mutex<RulesFiles>>,
     /// The digest of each account in force, by name.
     pub digests: Vec<(String, u64)>,
+    /// The accounts' own API gateways, opened and closed as the file changes.
+    pub gateways: Arc<Mutex<Listeners>>,
+}
+
+/// The accounts' own API gateways (`api_proxy`), by account.
+pub fn own_gateways(specs: &[AccountSpec]) -> Vec<(String, GatewaySettings)> {
+    specs
+        .iter()
+        .filter_map(|a| a.gateway.clone().map(|g| (a.name.clone(), g)))
+        .collect()
+}
+
+fn sync_gateways(gateways: &Mutex<Listeners>, wanted: &[(String, GatewaySettings)]) {
+    gateways
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .sync(wanted);
 }
 
 /// Follows the accounts file until `stop` is set, then stops the rules watchers too.
@@ -456,6 +486,7 @@ impl Accounts {
             Err(poisoned) => poisoned.into_inner(),
         };
         let current = self.router.current();
+        let wanted = own_gateways(&loaded.accounts);
         let (mut added, mut changed) = (Vec::new(), Vec::new());
         let mut services = Vec::with_capacity(loaded.accounts.len());
         let mut digests = Vec::with_capacity(loaded.accounts.len());
@@ -512,6 +543,8 @@ impl Accounts {
         let names: Vec<&str> = digests.iter().map(|(n, _)| n.as_str()).collect();
         self.parts.metrics.keep_accounts(&names);
         self.digests = digests;
+        // The shared gateway follows the table; the accounts' own gateways open and close here.
+        sync_gateways(&self.gateways, &wanted);
         let list = |what: &str, names: &[String]| {
             (!names.is_empty()).then(|| format!("{what} {}", names.join(", ")))
         };

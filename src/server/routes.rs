@@ -30,6 +30,8 @@ pub struct Service {
     pub series: Arc<Series>,
     /// `None` when nobody can watch (no loopback metrics listener).
     pub recent: Option<Arc<Recent>>,
+    /// The account's API client (its one token holder), which the API gateway calls with.
+    pub api: Option<Arc<crate::api::Client>>,
 }
 
 impl Service {
@@ -42,7 +44,13 @@ impl Service {
             series: Arc::clone(metrics.unlabelled()),
             metrics,
             recent: None,
+            api: None,
         }
+    }
+
+    pub fn with_api(mut self, api: Option<Arc<crate::api::Client>>) -> Service {
+        self.api = api;
+        self
     }
 
     pub fn with_access(mut self, access: AccessOptions) -> Service {

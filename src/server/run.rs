@@ -18,7 +18,7 @@ use crate::rules::RulesError;
 use crate::server::announce;
 use crate::server::env::{Env, SystemEnv};
 use crate::server::forward;
-use crate::server::gateway::{self, Gateway};
+use crate::server::gateway::{self, Gateway, Listeners, Scope};
 use crate::server::http_log;
 use crate::server::listener;
 use crate::server::live::{self, load_accounts, Member, Parts, RulesFiles};
@@ -65,16 +65,26 @@ pub struct Server {
     pub gateway: Option<Arc<Gateway>>,
     /// Where the gateway listens once bound, for the commands' `WXMP_API_PROXY`.
     api_proxy: Arc<OnceLock<SocketAddr>>,
+    /// The accounts' own gateways (`api_proxy` in the accounts file).
+    listeners: Arc<Mutex<Listeners>>,
     log: Log,
 }
 
 /// Why the server could not start (`MetricsBind`: the `--metrics-addr` listener's address).
 #[derive(Debug)]
 pub enum ServeError {
-    Bind { addr: String, error: io::Error },
-    BindOther { addr: String, error: String },
+    Bind {
+        addr: String,
+        error: io::Error,
+    },
+    BindOther {
+        addr: String,
+        error: String,
+    },
     MetricsBind(SocketAddr, io::Error),
     GatewayBind(SocketAddr, io::Error),
+    /// An account's own gateway (`api_proxy` in the accounts file): the account, the address.
+    AccountGatewayBind(String, SocketAddr, io::Error),
     Signals(io::Error),
 }
 
@@ -102,12 +112,17 @@ impl fmt::Display for ServeError {
             ServeError::MetricsBind(addr, error) => write!(
                 f,
                 "cannot listen for metrics on {addr}: {}; check --metrics-addr / WXMP_METRICS_ADDR (e.g. 127.0.0.1:9100)",
-                bind_why(error)
+                listener::why(error)
             ),
             ServeError::GatewayBind(addr, error) => write!(
                 f,
                 "cannot listen for the API gateway on {addr}: {}; check --api-proxy / WXMP_API_PROXY (e.g. 127.0.0.1:9200)",
-                bind_why(error)
+                listener::why(error)
+            ),
+            ServeError::AccountGatewayBind(name, addr, error) => write!(
+                f,
+                "cannot listen for account {name:?}'s API gateway on {addr}: {}; check its api_proxy in the accounts file",
+                listener::why(error)
             ),
             ServeError::Signals(e) => write!(f, "cannot install signal handler: {e}"),
         }
@@ -115,18 +130,6 @@ impl fmt::Display for ServeError {
 }
 
 impl std::error::Error for ServeError {}
-
-/// Why a second listener could not bind, in words.
-fn bind_why(error: &io::Error) -> String {
-    match error.kind() {
-        io::ErrorKind::AddrInUse => "the port is already in use".to_owned(),
-        io::ErrorKind::PermissionDenied => {
-            "permission denied (ports below 1024 need root)".to_owned()
-        }
-        io::ErrorKind::AddrNotAvailable => "that address is not on this machine".to_owned(),
-        _ => error.to_string(),
-    }
-}
 
 /// Why the server could not be built: a rules file or the accounts file is wrong.
 #[derive(Debug)]
@@ -206,7 +209,12 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         api_proxy: Arc::new(OnceLock::new()),
     };
     let api_proxy = Arc::clone(&parts.api_proxy);
-    let mut gateway = None;
+    // Without an accounts file the gateway shares the one account's client (one token holder).
+    let one_client = shared
+        .first()
+        .and_then(|(_, c)| c.clone())
+        .filter(|_| accounts_file.is_none());
+    let wanted = wanted_gateways(members.iter().map(|(m, _)| m));
     let digests = members.iter().map(|(m, d)| (m.name.clone(), *d)).collect();
     // The threads for held forwards: each forwarding account's own, and one small reserve
     // that the accounts whose rules do not forward (yet) share, so that a thousand idle
@@ -220,23 +228,13 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         } else {
             reserve = reserve.max(held);
         }
-        // The gateway is one account's (config refuses it with an accounts file); it shares
-        // that account's client, so the process has one token holder.
-        if let (Some(settings), Some(client)) = (&config.gateway, &client) {
-            gateway = Some(Arc::new(Gateway::new(
-                Arc::clone(client),
-                settings.clone(),
-                log.clone(),
-                config.access,
-                Arc::clone(&metrics),
-            )));
-        }
         services.push(parts.service_with(m, rules, held, client));
     }
     let held_total = forwarding.saturating_add(reserve);
     let fallback = Arc::clone(&services[0]);
     let router = Arc::new(Router::new(Table::new(services, fallback)));
     watch_router(&metrics, &router);
+    let (gateway, listeners) = gateways(&config, &parts, one_client, &router, wanted);
     let rules = Arc::new(Mutex::new(rules));
     let accounts = accounts_file.map(|(file, api, vars)| live::Accounts {
         file,
@@ -247,6 +245,7 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         router: Arc::clone(&router),
         rules: Arc::clone(&rules),
         digests,
+        gateways: Arc::clone(&listeners),
     });
     Ok(Server {
         pool: config.listen.threads + held_total.min(MAX_HELD_THREADS),
@@ -258,8 +257,52 @@ pub fn build(config: Config, log: Log) -> Result<Server, BuildError> {
         accounts,
         gateway,
         api_proxy,
+        listeners,
         log,
     })
+}
+
+/// The shared API gateway (`--api-proxy`), of the one account's client without an accounts
+/// file, else of every account's by the path's prefix, looked up in the router; and the
+/// accounts' own gateways, not yet listening.
+fn gateways(
+    config: &Config,
+    parts: &Parts,
+    one_client: Option<Arc<crate::api::Client>>,
+    router: &Arc<Router>,
+    wanted: Vec<(String, crate::config::Gateway)>,
+) -> (Option<Arc<Gateway>>, Arc<Mutex<Listeners>>) {
+    // Config refuses the gateway without the API when there is no accounts file.
+    let scope = match one_client {
+        Some(client) => Scope::One(client),
+        None => Scope::Prefixed(Arc::clone(router)),
+    };
+    let gateway = config.gateway.clone().map(|settings| {
+        Arc::new(Gateway::new(
+            scope,
+            settings,
+            parts.log.clone(),
+            parts.access,
+            Arc::clone(&parts.metrics),
+        ))
+    });
+    let listeners = Arc::new(Mutex::new(Listeners::new(
+        Arc::clone(router),
+        parts.log.clone(),
+        parts.access,
+        Arc::clone(&parts.metrics),
+        wanted,
+    )));
+    (gateway, listeners)
+}
+
+/// The accounts' own gateways (`api_proxy` in the accounts file), by account.
+pub fn wanted_gateways<'a>(
+    members: impl Iterator<Item = &'a Member>,
+) -> Vec<(String, crate::config::Gateway)> {
+    members
+        .filter_map(|m| m.gateway.clone().map(|g| (m.name.clone(), g)))
+        .collect()
 }
 
 /// The lock's value, poisoned or not (its holders only swap whole values).
@@ -278,6 +321,7 @@ fn members(
                     account: account.clone(),
                     forward: config.forward.clone(),
                     api: config.api.clone(),
+                    gateway: None,
                 },
                 0,
             )],
@@ -481,6 +525,9 @@ impl Server {
                 Some(running)
             }
         };
+        lock(&self.listeners)
+            .open()
+            .map_err(|(name, addr, error)| ServeError::AccountGatewayBind(name, addr, error))?;
         Ok((monitor, gateway))
     }
 
@@ -534,6 +581,8 @@ impl Server {
             }
             None => lock(&self.rules).stop(),
         }
+        // After the accounts watcher, which opens and closes them.
+        lock(&self.listeners).stop();
         self.log.info("stopped");
         // What is queued is written within the grace period; a stderr nobody reads keeps the
         // rest.

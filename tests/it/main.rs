@@ -11,6 +11,7 @@ mod docs;
 mod fixtures;
 mod forward;
 mod gateway;
+mod gateway_accounts;
 mod helpers;
 mod hostile;
 mod http;

@@ -46,6 +46,36 @@ pub use crate::config::{
     Forward as Settings, Late, DEFAULT_CAPACITY, DEFAULT_KF_WAIT, DEFAULT_PROCESSES,
 };
 
+/// Where an account's commands find the API gateway (`WXMP_API_PROXY`).
+#[derive(Debug, Clone, Default)]
+pub enum ApiProxy {
+    /// No gateway serves the account.
+    #[default]
+    None,
+    /// The shared gateway (`--api-proxy`), once it listens; with an accounts file the account's
+    /// name is its path prefix.
+    Shared {
+        addr: Arc<OnceLock<SocketAddr>>,
+        prefix: Option<String>,
+    },
+    /// The account's own gateway (`api_proxy` in the accounts file).
+    Own(SocketAddr),
+}
+
+impl ApiProxy {
+    /// `http://ADDR`, or `http://ADDR/NAME` on the shared gateway of many accounts.
+    pub fn url(&self) -> Option<String> {
+        match self {
+            ApiProxy::None => None,
+            ApiProxy::Shared { addr, prefix } => addr.get().map(|a| match prefix {
+                Some(name) => format!("http://{a}/{name}"),
+                None => format!("http://{a}"),
+            }),
+            ApiProxy::Own(a) => Some(format!("http://{a}")),
+        }
+    }
+}
+
 /// Sends a late answer through WeChat's customer-service API (`kf`).
 pub trait LateSender: Send + Sync {
     /// Sends `reply` to the user `openid`; the error is a sentence that says what to do.
@@ -223,8 +253,8 @@ pub struct Forwarder {
     held_cap: usize,
     /// The pool was sized without forwarding in mind, and a forward came: said once.
     warned_small_pool: AtomicBool,
-    /// The API gateway's address once it listens: commands get it as `WXMP_API_PROXY`.
-    api_proxy: Arc<OnceLock<SocketAddr>>,
+    /// Where the account's API gateway is: commands get it as `WXMP_API_PROXY`.
+    api_proxy: ApiProxy,
     /// The threads that make the calls, reused from call to call.
     calls: pool::Pool,
     /// Whether the endpoint has been answering fast enough for a first attempt to make the
@@ -354,7 +384,7 @@ impl Forwarder {
             slots: Slots::default(),
             held_cap: settings_held,
             warned_small_pool: AtomicBool::new(false),
-            api_proxy: Arc::default(),
+            api_proxy: ApiProxy::None,
             calls: pool::Pool::default(),
             speed: Arc::new(Speed::new(env.monotonic())),
             env,
@@ -384,9 +414,9 @@ impl Forwarder {
         self
     }
 
-    /// Where the API gateway listens, once it does (set by `run` after binding).
-    pub fn with_api_proxy(mut self, addr: Arc<OnceLock<SocketAddr>>) -> Forwarder {
-        self.api_proxy = addr;
+    /// Where the account's API gateway listens, for the commands' `WXMP_API_PROXY`.
+    pub fn with_api_proxy(mut self, proxy: ApiProxy) -> Forwarder {
+        self.api_proxy = proxy;
         self
     }
 
@@ -433,7 +463,7 @@ impl Forwarder {
             env: Arc::clone(&self.env),
             log: self.log.clone(),
             processes: Arc::clone(&self.processes),
-            api_proxy: self.api_proxy.get().copied(),
+            api_proxy: self.api_proxy.url(),
             speed: Arc::clone(&self.speed),
         };
         if let Some(held) = self.inline_permit(&job) {
@@ -586,7 +616,7 @@ struct Worker {
     env: Arc<dyn Env>,
     log: Log,
     processes: Arc<AtomicUsize>,
-    api_proxy: Option<SocketAddr>,
+    api_proxy: Option<String>,
     speed: Arc<Speed>,
 }
 
@@ -644,8 +674,8 @@ impl Worker {
                         // use the answer: stop the program. Under `kf` it may still go out late.
                         let cancelled =
                             || late == Late::Stretch && probe.wait(Duration::ZERO).is_some();
-                        let proxy = self.api_proxy.map(|a| format!("http://{a}"));
-                        let env: Vec<(&str, &str)> = proxy
+                        let env: Vec<(&str, &str)> = self
+                            .api_proxy
                             .as_deref()
                             .map(|p| ("WXMP_API_PROXY", p))
                             .into_iter()
