@@ -545,25 +545,30 @@ impl Accounts {
         self.digests = digests;
         // The shared gateway follows the table; the accounts' own gateways open and close here.
         sync_gateways(&self.gateways, &wanted);
-        let list = |what: &str, names: &[String]| {
-            (!names.is_empty()).then(|| format!("{what} {}", names.join(", ")))
-        };
-        let changes: Vec<String> = [
-            list("added", &added),
-            list("removed", &removed),
-            list("changed", &changed),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
         log.info(&format!(
             "accounts reloaded ({why}): {n} accounts from {}; {}",
             self.file.display(),
-            if changes.is_empty() {
-                "no change".to_owned()
-            } else {
-                changes.join("; ")
-            }
+            changes(&added, &removed, &changed)
         ));
+    }
+}
+
+/// What a reload changed: `added a; removed b; changed c`, or `no change`.
+fn changes(added: &[String], removed: &[String], changed: &[String]) -> String {
+    let list = |what: &str, names: &[String]| {
+        (!names.is_empty()).then(|| format!("{what} {}", names.join(", ")))
+    };
+    let changes: Vec<String> = [
+        list("added", added),
+        list("removed", removed),
+        list("changed", changed),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if changes.is_empty() {
+        "no change".to_owned()
+    } else {
+        changes.join("; ")
     }
 }
