@@ -194,8 +194,7 @@ fn an_account_s_own_api_proxy_serves_http_proxy_clients_and_opens_and_closes_liv
         "[a] gateway GET /cgi-bin/menu/get 200 errcode 46003",
         secs(10),
     );
-    // Live: a's gateway moves to P2 and b gets one... b has no API, so it cannot; a new
-    // account d takes P1.
+    // Live: a's gateway moves to P2, and a new account d takes P1 as soon as a lets it go.
     let text = [
         with_api("a", &own(p2)),
         without_api("b"),
@@ -322,4 +321,77 @@ fn check_accounts_shows_each_own_gateway_and_refuses_a_shared_address() {
             && l.ends_with("; its own API gateway on http://127.0.0.1:9251")),
         "{out}"
     );
+}
+
+/// Two accounts with different AppIDs: a call through `/a/...` reaches WeChat with a's token,
+/// one through `/b/...` (or through b's own `api_proxy`, as an `HTTP_PROXY` client sends it) with
+/// b's. `wxmp fake-api` serves both AppIDs and says which AppID's token sent each message.
+#[test]
+fn calls_under_each_name_arrive_with_that_account_s_own_token() {
+    const APPID_B: &str = "wxgwtwo000000002";
+    let fake = Fake::start(&["--account", &format!("{APPID_B}:secrettwo")]);
+    let dir = tempdir();
+    let p = free_port();
+    let b = format!(
+        "[[account]]\nname = \"b\"\ntoken = \"tokenb1\"\nappid = \"{APPID_B}\"\nsecret = \"secrettwo\"\napi_proxy = \"127.0.0.1:{p}\"\n"
+    );
+    let file = write_accounts(&dir, &[with_api("a", ""), b].concat());
+    let server = start(&dir, &file, &fake);
+    let gw = server.api_proxy.clone().unwrap();
+    let own = format!("127.0.0.1:{p}");
+    let kf = |to: &str| {
+        format!(r#"{{"touser":"{to}","msgtype":"text","text":{{"content":"hi"}}}}"#).into_bytes()
+    };
+    for (addr, target, user) in [
+        (&gw, "/a/cgi-bin/message/custom/send", "o_via_a"),
+        (&gw, "/b/cgi-bin/message/custom/send", "o_via_b"),
+        (
+            &own,
+            "http://api.weixin.qq.com/cgi-bin/message/custom/send",
+            "o_via_b_own",
+        ),
+    ] {
+        let (status, v) = call(addr, "POST", target, &kf(user));
+        assert_eq!(
+            (status, v["errcode"].as_i64()),
+            (200, Some(0)),
+            "{target}: {v}"
+        );
+    }
+    let sent: Vec<(String, String)> = fake.stats()["kf"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let field = |k: &str| m[k].as_str().unwrap_or("").to_owned();
+            (field("touser"), field("appid"))
+        })
+        .collect();
+    let whose = |user: &str| {
+        sent.iter()
+            .find(|(u, _)| u == user)
+            .map(|(_, a)| a.as_str())
+    };
+    assert_eq!(whose("o_via_a"), Some(APPID), "{sent:?}");
+    assert_eq!(whose("o_via_b"), Some(APPID_B), "{sent:?}");
+    assert_eq!(whose("o_via_b_own"), Some(APPID_B), "{sent:?}");
+    // Each name's token requests get that account's own token, checked against its AppID.
+    let token = |name: &str, appid: &str| {
+        let target = format!(
+            "/{name}/cgi-bin/token?grant_type=client_credential&appid={appid}&secret=dummy"
+        );
+        let (_, v) = call(&gw, "GET", &target, b"");
+        v["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("{name}: {v}"))
+    };
+    assert_ne!(token("a", APPID), token("b", APPID_B));
+    let (_, v) = call(
+        &gw,
+        "GET",
+        &format!("/b/cgi-bin/token?grant_type=client_credential&appid={APPID}&secret=x"),
+        b"",
+    );
+    assert_eq!(v["errcode"], 40013, "{v}");
 }
