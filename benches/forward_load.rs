@@ -7,9 +7,10 @@
 //! which something changed it prints `connections C requests R`: the connections it accepted
 //! and the requests it answered so far (how well wxmp reuses its connections).
 //!
-//! `forward_load hold ADDR TOKEN N SECONDS`: N loops that each behave like WeChat for `hold`
-//! pushes: send one, abandon it after 5 s without an answer and send it again, three tries in
-//! all, then the next push; for SECONDS. Prints the pushes and attempts it made.
+//! `forward_load hold ADDR TOKEN N SECONDS [PATH]`: N loops that each behave like WeChat for
+//! `hold` pushes to PATH (default `/weixin`): send one, abandon it after 5 s without an answer
+//! and send it again, three tries in all, then the next push; for SECONDS. Prints the pushes
+//! and attempts it made.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -26,15 +27,16 @@ fn main() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["endpoint", delay] => endpoint(Duration::from_millis(delay.parse().unwrap_or(0))),
-        ["hold", addr, token, n, secs] => hold(
+        ["hold", addr, token, n, secs, rest @ ..] if rest.len() <= 1 => hold(
             addr,
             token,
             n.parse().unwrap_or(200),
             Duration::from_secs(secs.parse().unwrap_or(10)),
+            rest.first().copied().unwrap_or("/weixin"),
         ),
         _ => {
             eprintln!(
-                "usage: forward_load endpoint DELAY_MS | forward_load hold ADDR TOKEN N SECONDS"
+                "usage: forward_load endpoint DELAY_MS | forward_load hold ADDR TOKEN N SECONDS [PATH]"
             );
             std::process::exit(2);
         }
@@ -129,7 +131,7 @@ fn serve(stream: TcpStream, delay: Duration, requests: &AtomicU64) {
     }
 }
 
-fn hold(addr: &str, token: &str, n: usize, secs: Duration) {
+fn hold(addr: &str, token: &str, n: usize, secs: Duration, path: &str) {
     let Ok(token) = Token::new(token) else {
         eprintln!("hold: bad token");
         std::process::exit(2);
@@ -139,7 +141,7 @@ fn hold(addr: &str, token: &str, n: usize, secs: Duration) {
     let until = Instant::now() + secs;
     let loops: Vec<_> = (0..n)
         .map(|i| {
-            let (addr, token) = (addr.to_owned(), token.clone());
+            let (addr, token, path) = (addr.to_owned(), token.clone(), path.to_owned());
             let (pushes, attempts) = (Arc::clone(&pushes), Arc::clone(&attempts));
             thread::spawn(move || {
                 let mut k = 0u64;
@@ -164,7 +166,7 @@ fn hold(addr: &str, token: &str, n: usize, secs: Duration) {
                         .to_string();
                     let nonce = msg_id.to_string();
                     let target = format!(
-                        "/weixin?signature={}&timestamp={ts}&nonce={nonce}",
+                        "{path}?signature={}&timestamp={ts}&nonce={nonce}",
                         verify::signature(&token, &ts, &nonce)
                     );
                     pushes.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,12 @@
 //! way. The server's replay window refuses an old timestamp and a query reused on another body,
 //! so every request of a run takes its own, from a pool made just before the run.
 //!
+//! `gen_safe account-queries PREFIX PARTS COUNT FIRST_NONCE ACCOUNTS`: the same, each a whole
+//! target for one of ACCOUNTS accounts in turn (`/weixin/aI?openid=…&signature=…`, signed with
+//! account I's token `benchtokenIIIII`), for W2 spread over many accounts.
+//!
+//! `gen_safe accounts N`: prints an accounts file of N such accounts (`aI` at `/weixin/aI`).
+//!
 //! `gen_safe rules N`: prints N regex rules that match none of the benchmark texts.
 //!
 //! `gen_safe cache MB`: fills a retry cache with a budget of MB MiB with W2 pushes through the
@@ -22,6 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wxmp::protocol::query::Query;
+use wxmp::protocol::verify::Token;
 use wxmp::server::account::Account;
 use wxmp::server::env::SystemEnv;
 use wxmp::server::pipeline::{Pipeline, Push};
@@ -46,13 +53,29 @@ fn main() {
             let first: u64 = first.parse().expect("FIRST_NONCE is a number");
             queries(prefix, parts.max(1), count, first).expect("cannot write the queries");
         }
+        ["account-queries", prefix, parts, count, first, accounts] => {
+            let parts: usize = parts.parse().expect("PARTS is a number");
+            let count: u64 = count.parse().expect("COUNT is a number");
+            let first: u64 = first.parse().expect("FIRST_NONCE is a number");
+            let accounts: u64 = accounts.parse().expect("ACCOUNTS is a number");
+            account_queries(prefix, parts.max(1), count, first, accounts.max(1))
+                .expect("cannot write the queries");
+        }
+        ["accounts", n] => {
+            for i in 0..n.parse::<u64>().expect("N is a number") {
+                println!(
+                    "[[account]]\nname = \"a{i}\"\ntoken = \"{}\"\n",
+                    account_token(i)
+                );
+            }
+        }
         ["cache", mb] => {
             let (entries, bytes) = fill_cache(mb.parse().expect("MB is a number"));
             println!("{entries} {bytes}");
         }
         ["rules", n] => print!("{}", common::extra_rules(n.parse().expect("N is a number"))),
         _ => {
-            eprintln!("usage: gen_safe requests PREFIX PARTS COUNT FIRST_ID | gen_safe queries PREFIX PARTS COUNT FIRST_NONCE | gen_safe rules N | gen_safe cache MB");
+            eprintln!("usage: gen_safe requests PREFIX PARTS COUNT FIRST_ID | gen_safe queries PREFIX PARTS COUNT FIRST_NONCE | gen_safe account-queries PREFIX PARTS COUNT FIRST_NONCE ACCOUNTS | gen_safe accounts N | gen_safe rules N | gen_safe cache MB");
             std::process::exit(2);
         }
     }
@@ -92,6 +115,42 @@ fn queries(prefix: &str, parts: usize, count: u64, first: u64) -> std::io::Resul
             out,
             "{}",
             common::signed_query(&ts, &(first + n).to_string())
+        )?;
+    }
+    for mut f in files {
+        f.flush()?;
+    }
+    Ok(())
+}
+
+/// Account `i`'s token in `gen_safe accounts`.
+fn account_token(i: u64) -> String {
+    format!("benchtoken{i:05}")
+}
+
+fn account_queries(
+    prefix: &str,
+    parts: usize,
+    count: u64,
+    first: u64,
+    accounts: u64,
+) -> std::io::Result<()> {
+    let mut files = (0..parts)
+        .map(|i| File::create(format!("{prefix}.{i}")).map(BufWriter::new))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokens: Vec<Token> = (0..accounts)
+        .map(|i| Token::new(&account_token(i)).expect("bench token"))
+        .collect();
+    let ts = common::unix_now().to_string();
+    for n in 0..count {
+        let out = &mut files[(n % parts as u64) as usize];
+        let i = (n / parts as u64) % accounts;
+        let nonce = (first + n).to_string();
+        let sig = wxmp::protocol::verify::signature(&tokens[i as usize], &ts, &nonce);
+        writeln!(
+            out,
+            "/weixin/a{i}?openid={}&signature={sig}&timestamp={ts}&nonce={nonce}",
+            common::FROM_USER
         )?;
     }
     for mut f in files {

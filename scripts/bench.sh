@@ -8,7 +8,7 @@
 # floor, default wxmp's own default), BENCH_PIN=1 puts the server on the first half of the cores
 # and wrk on the rest (default: both share all cores, wrk -t2), BENCH_MICRO=0 skips criterion,
 # BENCH_PEER=0 skips Python, BENCH_ROWS runs only the rows named (space-separated, of W1 W2 W3 W4
-# W5 W2long floor FWD held peer c1000 cache; e.g. BENCH_ROWS="W2 floor" BENCH_MICRO=0) and
+# W5 W2long floor FWD held ACCT_ISO ACCT100 peer c1000 cache; e.g. BENCH_ROWS="W2 floor" BENCH_MICRO=0) and
 # BENCH_CONNS the connection counts of W1-W5 and the floor (default "50 1"), BENCH_WXMP another
 # wxmp binary to measure (the one built from this tree by default).
 #
@@ -175,7 +175,9 @@ run_wrk() {
     local log="$raw/$key.txt"
     # This run's signed queries, made just before it (text.lua and check.lua read them).
     local pool_count=$((POOL_RATE * SECS + 2000))
-    "$GEN" queries "$work/pool" "$t" "$pool_count" "$POOL_NONCE"
+    # POOL_GEN / POOL_ARGS: another kind of pool (the accounts rows' whole targets).
+    # shellcheck disable=SC2086 # POOL_ARGS is a list
+    "$GEN" "${POOL_GEN:-queries}" "$work/pool" "$t" "$pool_count" "$POOL_NONCE" ${POOL_ARGS:-}
     POOL_NONCE=$((POOL_NONCE + pool_count))
     local cpu0 busy0 TIMEFORMAT='%3U %3S'
     cpu0=$(cpu_ticks "$SPID")
@@ -352,6 +354,44 @@ if want held; then
     hold_summary=$(cat "$work/hold.out")
     stop_server
 fi
+
+# Many accounts in one server (issue 22). ACCT_ISO: account a2's W2 beside 200 pushes held on
+# account a1's 20 s endpoint, against a2's W2 alone on the same server, a moment before.
+# ACCT100: W2 spread over 100 accounts (each request to one account's path, signed with its own
+# token) against W2 on a server of one account, with the same client script.
+acct_iso_summary=""
+if want ACCT_ISO; then
+    start_endpoint ep-acct 20000
+    printf '[[rules]]\ntext = "hold"\nreply.forward = { url = "%s", fallback = { text = "wait" } }\n\n[default]\nreply = "echo"\n' \
+        "$EP_URL" >"$work/acct-hold.toml"
+    printf '[[account]]\nname = "a1"\ntoken = "%s"\nrules = "acct-hold.toml"\n\n[[account]]\nname = "a2"\ntoken = "%s"\n' \
+        "$TOKEN" "$TOKEN" >"$work/acct-iso.toml"
+    chmod 600 "$work/acct-iso.toml"
+    start_server acct-iso "${PIN_SERVER[@]}" "$WXMP" serve --host 127.0.0.1 --port 0 --threads "$THREADS" --accounts "$work/acct-iso.toml"
+    A2="/weixin/a2?openid=$OPENID"
+    expect "$W:$SPORT$A2&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+    run_wrk "ACCTalone-c50" 50 benches/wrk/text.lua "$W:$SPORT$A2" "hello 你好"
+    "$FWD" hold "127.0.0.1:$SPORT" "$TOKEN" 200 $((SECS + 8)) /weixin/a1 >"$work/acct-hold.out" 2>&1 &
+    hold_pid=$!
+    # As in the held row: from 6 s on, about 200 pushes of a1 are held at any moment.
+    sleep 6
+    expect "$W:$SPORT$A2&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+    run_wrk "ACCTiso-c50" 50 benches/wrk/text.lua "$W:$SPORT$A2" "hello 你好"
+    wait "$hold_pid" || true
+    acct_iso_summary=$(cat "$work/acct-hold.out")
+    stop_server
+fi
+if want ACCT100; then
+    for n in 1 100; do
+        "$GEN" accounts "$n" >"$work/acct-$n.toml"
+        chmod 600 "$work/acct-$n.toml"
+        start_server "acct$n" "${PIN_SERVER[@]}" "$WXMP" serve --host 127.0.0.1 --port 0 --threads "$THREADS" --accounts "$work/acct-$n.toml"
+        expect "$W:$SPORT/weixin/a0?openid=$OPENID&$(TOKEN=benchtoken00000 fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+        POOL_GEN=account-queries POOL_ARGS=$n run_wrk "ACCT$n-c50" 50 benches/wrk/accounts.lua "$W:$SPORT/" "hello 你好"
+        stop_server
+    done
+fi
+
 # shellcheck disable=SC2086 # a list of pids
 kill ${EP_PIDS:-} 2>/dev/null || true
 
@@ -448,6 +488,10 @@ label() {
         FWD) echo "W2 forwarded to an endpoint that answers at once" ;;
         W2fwd) echo "W2 alone on the server of the next row" ;;
         W2held) echo "W2 beside 200 pushes held on a 20 s endpoint" ;;
+        ACCTalone) echo "accounts: W2 on account 2 alone (next row's server)" ;;
+        ACCTiso) echo "accounts: W2 on account 2 beside 200 pushes held on account 1" ;;
+        ACCT1) echo "accounts: W2 on a server of one account" ;;
+        ACCT100) echo "accounts: W2 spread over 100 accounts" ;;
         floor) echo "floor: bare rouille + xmltree echo" ;;
         peer) echo "peer: Flask + gunicorn" ;;
     esac
@@ -461,7 +505,7 @@ label() {
     echo "| workload | conns | req/s | p50 ms | p99 ms | peak RSS MiB | server CPU µs/req | other load (cores) | errors |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     for c in 50 1; do
-        for w in W1 W2 W3 W4 W5 W2long FWD W2fwd W2held floor peer; do
+        for w in W1 W2 W3 W4 W5 W2long FWD W2fwd W2held ACCTalone ACCTiso ACCT1 ACCT100 floor peer; do
             [ -n "${ROW[$w-c$c]:-}" ] && echo "| $(label "$w") | $c | ${ROW[$w-c$c]} |"
         done
     done
@@ -475,6 +519,7 @@ label() {
     echo "- W2 with a 1 KB text / W2: $(ratio W2long-c50 W2-c50) at 50 connections (CPU $(cpu_ratio W2long-c50 W2-c50))"
     echo "- forwarding: a forwarded echo / W2 = $(ratio FWD-c50 W2-c50) (CPU $(cpu_ratio FWD-c50 W2-c50)), the endpoint accepted $fwd_conns; W2 beside 200 held pushes / W2 alone on that server = $(ratio W2held-c50 W2fwd-c50), p99 $(awk -v a="${P99[W2held-c50]:-0}" -v b="${P99[W2fwd-c50]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')x (target: rate >= 0.8, 0 errors; / W2 on the plain server: $(ratio W2held-c50 W2-c50)); $held_threads server threads while held; $hold_summary"
     [ -z "$peer" ] || echo "- W2 / peer: wxmp serves $(ratio W2-c50 peer-c50)x the requests of $peer at 50 connections, $(ratio W2-c1 peer-c1)x at 1 (the peer uses $(cpu_ratio peer-c50 W2-c50)x, $(cpu_ratio peer-c1 W2-c1)x wxmp's CPU per request)"
+    echo "- accounts: W2 on account 2 beside 200 pushes held on account 1 / alone = $(ratio ACCTiso-c50 ACCTalone-c50) (target >= 0.8; $acct_iso_summary); W2 spread over 100 accounts / on one account = $(ratio ACCT100-c50 ACCT1-c50) (target >= 0.9; CPU $(cpu_ratio ACCT100-c50 ACCT1-c50))"
     echo "- 1000 connections: $c1000_verdict; $c1000_threads server threads"
     echo
     echo "Retry cache (W2 answers; entries counted by wxmp's own accounting):"
