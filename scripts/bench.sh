@@ -8,7 +8,7 @@
 # floor, default wxmp's own default), BENCH_PIN=1 puts the server on the first half of the cores
 # and wrk on the rest (default: both share all cores, wrk -t2), BENCH_MICRO=0 skips criterion,
 # BENCH_PEER=0 skips Python, BENCH_ROWS runs only the rows named (space-separated, of W1 W2 W3 W4
-# W5 W2long floor FWD held ACCT_ISO ACCT100 peer c1000 cache; e.g. BENCH_ROWS="W2 floor" BENCH_MICRO=0) and
+# W5 W2long floor FWD held ACCT_ISO ACCT100 peer c1000 cache REDIS STORM; e.g. BENCH_ROWS="W2 floor" BENCH_MICRO=0) and
 # BENCH_CONNS the connection counts of W1-W5 and the floor (default "50 1"), BENCH_WXMP another
 # wxmp binary to measure (the one built from this tree by default).
 #
@@ -66,6 +66,8 @@ cleanup() {
         kill "$SPID" 2>/dev/null || true
         wait "$SPID" 2>/dev/null || true
     fi
+    # shellcheck disable=SC2086 # a list of pids (the Redis rows' servers)
+    [ -z "${EXTRA_PIDS:-}" ] || kill $EXTRA_PIDS 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -395,6 +397,60 @@ fi
 # shellcheck disable=SC2086 # a list of pids
 kill ${EP_PIDS:-} 2>/dev/null || true
 
+# Several instances on one Redis (`--store`): REDIS is W2 with the retry store on a local
+# redis-server against W2 with memory, one after the other; STORM is three instances on that
+# Redis, every push sent to all three at once (WeChat's retries landing on different instances),
+# forwarded to an endpoint that counts its calls: one call per push, whatever the storm.
+storm_line=""
+if want REDIS || want STORM; then
+    command -v redis-server >/dev/null || die "redis-server is needed for REDIS and STORM (apt-get install -y redis-server)"
+    redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.out" 2>&1 &
+    redis_pid=$!
+    EXTRA_PIDS="${EXTRA_PIDS:-} $redis_pid"
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
+        sleep 0.05
+    done
+    STORE="redis://127.0.0.1:$redis_port/0"
+    if want REDIS; then
+        start_wxmp redis-mem-c50
+        expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+        run_wrk "REDISmem-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+        stop_server
+        start_wxmp redis-c50 --store "$STORE"
+        expect "$W:$SPORT$P&$(fresh_q)" "hello 你好" "${check_body/CONTENT/hello 你好}"
+        run_wrk "REDIS-c50" 50 benches/wrk/text.lua "$W:$SPORT$P" "hello 你好"
+        stop_server
+    fi
+    if want STORM; then
+        start_endpoint ep-storm 0
+        printf '[default]\nreply.forward = "%s"\n' "$EP_URL" >"$work/forward-storm.toml"
+        storm_addrs=""
+        for i in 1 2 3; do
+            start_wxmp "storm-$i" --rules "$work/forward-storm.toml" --store "$STORE"
+            EXTRA_PIDS="$EXTRA_PIDS $SPID"
+            storm_addrs="$storm_addrs 127.0.0.1:$SPORT"
+            SPID=""
+        done
+        # shellcheck disable=SC2086 # a list of addresses
+        "$FWD" storm "$TOKEN" "$SECS" "${BENCH_STORM_CONNS:-50}" $storm_addrs >"$work/storm.out" 2>&1 ||
+            die "the storm failed: $(cat "$work/storm.out")"
+        read -r _ pushes _ requests _ storm_secs _ storm_errors _ differing _ fallbacks _ <"$work/storm.out"
+        # The endpoint prints its counts once a second; wait for the line that has them all.
+        for _ in $(seq 30); do
+            storm_calls=$(grep '^connections ' "$work/ep-storm.out" | tail -1 | cut -d' ' -f4)
+            [ "${storm_calls:-0}" -ge "$pushes" ] 2>/dev/null && break
+            sleep 0.2
+        done
+        storm_verdict=$([ "${storm_calls:-0}" = "$pushes" ] && echo "PASS: exactly one per push" || echo "FAIL: not one per push")
+        for i in 1 2 3; do cp "$work/storm-$i.err" "$raw/storm-$i.log"; done
+        storm_line=$(awk -v r="$requests" -v p="$pushes" -v s="$storm_secs" -v c="${storm_calls:-0}" -v e="$storm_errors" -v d="$differing" -v f="$fallbacks" -v v="$storm_verdict" -v n="${BENCH_STORM_CONNS:-50}" \
+            'BEGIN { printf "%d req/s (%d pushes/s, each sent to all 3 instances at once, %d loops); the endpoint saw %d calls for %d pushes (%s); %d errors, %d pushes answered differently, %d with a fallback", r / s, p / s, n, c, p, v, e, d, f }')
+        echo "  STORM: $storm_line"
+    fi
+fi
+
 # The Flask app wxmp replaces, under gunicorn: one worker process per core, each with 4 threads
 # (gthread keeps connections alive, as wrk's do; sync workers close every connection), so it
 # has as many handler threads as wxmp.
@@ -493,6 +549,8 @@ label() {
         ACCT1) echo "accounts: W2 on a server of one account" ;;
         ACCT100) echo "accounts: W2 spread over 100 accounts" ;;
         floor) echo "floor: bare rouille + xmltree echo" ;;
+        REDISmem) echo "W2, memory store (beside the next row)" ;;
+        REDIS) echo "W2 with \`--store redis://\` (local redis-server)" ;;
         peer) echo "peer: Flask + gunicorn" ;;
     esac
 }
@@ -510,6 +568,9 @@ label() {
         done
     done
     [ -z "${ROW[W2-c1000]:-}" ] || echo "| W2 text echo, 1000 connections | 1000 | ${ROW[W2-c1000]} |"
+    for w in REDISmem REDIS; do
+        [ -z "${ROW[$w-c50]:-}" ] || echo "| $(label "$w") | 50 | ${ROW[$w-c50]} |"
+    done
     echo
     echo "Ratios of req/s (in brackets: of server CPU per request, >1 = costs more):"
     echo
@@ -521,6 +582,8 @@ label() {
     [ -z "$peer" ] || echo "- W2 / peer: wxmp serves $(ratio W2-c50 peer-c50)x the requests of $peer at 50 connections, $(ratio W2-c1 peer-c1)x at 1 (the peer uses $(cpu_ratio peer-c50 W2-c50)x, $(cpu_ratio peer-c1 W2-c1)x wxmp's CPU per request)"
     echo "- accounts: W2 on account 2 beside 200 pushes held on account 1 / alone = $(ratio ACCTiso-c50 ACCTalone-c50) (target >= 0.8; $acct_iso_summary); W2 spread over 100 accounts / on one account = $(ratio ACCT100-c50 ACCT1-c50) (target >= 0.9; CPU $(cpu_ratio ACCT100-c50 ACCT1-c50))"
     echo "- 1000 connections: $c1000_verdict; $c1000_threads server threads"
+    [ -z "${ROW[REDIS-c50]:-}" ] || echo "- W2 on Redis / W2 on memory: $(ratio REDIS-c50 REDISmem-c50) at 50 connections (CPU $(cpu_ratio REDIS-c50 REDISmem-c50); target >= 0.7)"
+    [ -z "$storm_line" ] || echo "- STORM, three instances on one Redis: $storm_line"
     echo
     echo "Retry cache (W2 answers; entries counted by wxmp's own accounting):"
     echo
