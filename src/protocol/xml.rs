@@ -318,12 +318,16 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
-/// Position of `byte` in `haystack`, 32 bytes at a time: a whole chunk is tested without early
-/// exits, which the compiler turns into vector code; long CDATA (safe mode's base64) is
-/// crossed this way several times per push.
+/// Position of `byte` in `haystack`: the first 16 bytes one by one (the next tag is usually
+/// that close), then 32 at a time, each chunk tested without early exits, which the compiler
+/// turns into vector code; long CDATA (safe mode's base64) is crossed several times per push.
 fn position(haystack: &[u8], byte: u8) -> Option<usize> {
-    let mut chunks = haystack.chunks_exact(32);
-    let mut base = 0;
+    let near = haystack.len().min(16);
+    if let Some(p) = haystack[..near].iter().position(|&c| c == byte) {
+        return Some(p);
+    }
+    let mut chunks = haystack[near..].chunks_exact(32);
+    let mut base = near;
     for chunk in &mut chunks {
         if chunk.iter().fold(false, |found, &c| found | (c == byte)) {
             return chunk.iter().position(|&c| c == byte).map(|p| base + p);
