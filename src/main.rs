@@ -2,6 +2,9 @@
 //! call the WeChat API, or play it. Each command resolves its own options; this file only
 //! moves the parts and turns errors into exit codes.
 
+// One function here makes a system call no safe crate wraps (`widen_futex_hash`).
+#![deny(unsafe_code)]
+
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::path::Path;
@@ -259,6 +262,8 @@ fn check_accounts(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> ExitCode
 }
 
 fn serve(args: Args, env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
+    // Best effort: a kernel before 6.16 has no table of the process's own to widen.
+    let _ = widen_futex_hash(FUTEX_HASH_SLOTS);
     let config = match Config::resolve(args, env) {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -275,5 +280,57 @@ fn serve(args: Args, env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => failed(&e),
         },
+    }
+}
+
+/// Slots of wxmp's own futex hash table (Linux 6.16 and later). The kernel sizes a threaded
+/// process's table by its CPUs, not its threads: 16 slots on 2 cores. A server keeps hundreds
+/// of threads blocked on futexes (one per connection, handler threads holding WeChat's
+/// attempts, forward calls), and each wake walks the waiters of its slot: beside 200 held
+/// pushes, `futex_wake` itself was 8% of the server's CPU, 1% with a table this size
+/// (docs/performance.md). 4096 slots are 256 KiB.
+const FUTEX_HASH_SLOTS: u64 = 4096;
+
+/// Asks for a futex hash table of `slots` slots (a power of two); the slots the kernel then
+/// reports. Kernels before 6.16 have one global table and refuse the option (EINVAL).
+// The one unsafe call in wxmp: prctl(2) has no safe wrapper for PR_FUTEX_HASH (rustix has
+// none), and it takes only integers, so no memory is shared with the kernel.
+#[allow(unsafe_code)]
+fn widen_futex_hash(slots: u64) -> std::io::Result<u64> {
+    const PR_FUTEX_HASH: libc::c_int = 78;
+    const PR_FUTEX_HASH_SET_SLOTS: libc::c_ulong = 1;
+    const PR_FUTEX_HASH_GET_SLOTS: libc::c_ulong = 2;
+    let slots = libc::c_ulong::try_from(slots).map_err(std::io::Error::other)?;
+    // SAFETY: integer arguments only.
+    // prctl is variadic: every argument is passed at the width the kernel reads.
+    let zero: libc::c_ulong = 0;
+    if unsafe { libc::prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_SET_SLOTS, slots, zero, zero) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: integer arguments only.
+    let now = unsafe { libc::prctl(PR_FUTEX_HASH, PR_FUTEX_HASH_GET_SLOTS, zero, zero, zero) };
+    u64::try_from(now).map_err(|_| std::io::Error::last_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_futex_hash_is_widened_where_the_kernel_has_one() {
+        match widen_futex_hash(FUTEX_HASH_SLOTS) {
+            Ok(slots) => {
+                assert_eq!(slots, FUTEX_HASH_SLOTS);
+                // The kernel wants a power of two: the table is left as it was.
+                let refused = widen_futex_hash(3000).expect_err("3000 slots are refused");
+                assert_eq!(refused.raw_os_error(), Some(libc::EINVAL), "{refused}");
+                assert_eq!(
+                    widen_futex_hash(FUTEX_HASH_SLOTS).ok(),
+                    Some(FUTEX_HASH_SLOTS)
+                );
+            }
+            // A kernel before 6.16: one global table, and the option is unknown.
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}"),
+        }
     }
 }
