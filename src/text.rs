@@ -1,9 +1,19 @@
 //! Showing text that came from outside (a request, a config value, a peer's answer) in a log
 //! line or on a terminal: one line, no escape codes, no characters that make it read backwards,
-//! and no password a URL carries. Pure; imports nothing of the crate, so every layer can use it.
+//! and no password a URL carries; and the line of a file an error points at. Pure; imports
+//! nothing of the crate, so every layer can use it.
 
 use std::borrow::Cow;
 use std::fmt::Write;
+
+/// The 1-based line of `text` that byte `offset` is on: TOML's errors and spans are byte offsets,
+/// and the user fixes their rules or accounts file by line. An offset past the end is the last line.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .get(..offset.min(text.len()))
+        .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+        + 1
+}
 
 /// A character a log line or a terminal must never get raw: the control characters (C0, DEL
 /// and C1, NEL included), the line and paragraph separators, and the bidi marks, embeddings,
@@ -72,6 +82,20 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_offset_is_on_its_line() {
+        let text = "a = 1\nb = [\n  2\n";
+        assert_eq!(line_of(text, 0), 1);
+        assert_eq!(line_of(text, 5), 1, "the line end belongs to its line");
+        assert_eq!(line_of(text, 6), 2);
+        assert_eq!(line_of(text, 14), 3);
+        assert_eq!(
+            line_of(text, 1_000),
+            4,
+            "past the end: after the last line end"
+        );
+    }
 
     #[test]
     fn a_urls_password_never_shows() {

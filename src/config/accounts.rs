@@ -26,6 +26,7 @@ use crate::api::{ApiConfig, Secret, TokenEndpoint};
 use crate::protocol::crypto::AesKey;
 use crate::protocol::envelope::SafeMode;
 use crate::protocol::verify::Token;
+use crate::text::line_of;
 
 /// The server-wide API settings every account's client shares (`--api-base`,
 /// `--token-endpoint`); each AppID has its own token cache in the default place.
@@ -822,13 +823,6 @@ fn valid_path(path: &str) -> Result<(), String> {
         return Err(format!("invalid path {path:?}: / and /healthz are taken"));
     }
     Ok(())
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()
-        .get(..offset.min(text.len()))
-        .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
-        + 1
 }
 
 #[cfg(test)]

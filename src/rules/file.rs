@@ -13,7 +13,7 @@ use super::{
     RulesError, Target,
 };
 use crate::protocol::{message, reply};
-use crate::text::redact_url;
+use crate::text::{line_of, redact_url};
 
 impl RuleSet {
     /// Parses and validates a rules file's text; `file` only names it in errors and warnings.
@@ -869,11 +869,4 @@ fn check_captures(spec: &ReplySpec, regex: Option<&Regex>) -> Result<(), String>
         }
     }
     Ok(())
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()
-        .get(..offset.min(text.len()))
-        .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
-        + 1
 }
