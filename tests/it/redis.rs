@@ -44,7 +44,7 @@ impl Redis {
     }
 
     /// Starts the server (again) on its port and waits until it answers.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let port = self.port.to_string();
         let child = Command::new("redis-server")
             .args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -64,7 +64,7 @@ impl Redis {
         );
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

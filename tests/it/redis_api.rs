@@ -173,6 +173,50 @@ fn three_instances_fetch_one_token_and_one_shared_rejection_causes_one_refresh()
     assert_eq!(up.calls(), 6);
 }
 
+/// Redis stopped: the late answer still goes out, with a token the instance fetched itself
+/// (one line says so); Redis back: the token is shared again (one line), and the next answer
+/// fetches nothing.
+#[test]
+fn without_redis_an_instance_fetches_its_own_token_and_shares_again_when_it_is_back() {
+    let mut redis = Redis::start();
+    let fake = Fake::start(&[]);
+    let up = endpoint(
+        Duration::from_secs(6),
+        200,
+        r#"{"MsgType":"text","Content":"late anyway"}"#,
+    );
+    let rules = forward_rules(&up.url);
+    let server = instance(&redis, &fake, &rules);
+
+    redis.stop();
+    one_push_each(&[&server], 8401);
+    fake.wait_for("kf send → o_tok0: text \"late anyway\"", secs(30));
+    assert_eq!(token_requests(&fake), 1);
+    server.wait_for_log(
+        "token: the store is unavailable; this instance fetches",
+        secs(5),
+    );
+
+    redis.restart();
+    wait::until(
+        secs(15),
+        "/healthz back to ok after Redis's restart",
+        || server.request("GET", "/healthz", b"").1 == "ok",
+    );
+    // The instance's own token, still fresh, goes to Redis instead of a new fetch.
+    one_push_each(&[&server], 8402);
+    wait::until(secs(30), "the second message", || fake.count(SEND) >= 2);
+    server.wait_for_log("is shared through the store again", secs(5));
+    assert_eq!(token_requests(&fake), 1, "no second fetch");
+    assert!(!token_in_redis(&redis).is_empty());
+    let log = server.log();
+    assert_eq!(
+        log.matches("token: the store is unavailable").count(),
+        1,
+        "one line per outage:\n{log}"
+    );
+}
+
 /// The same protocol in process, step by step, so the order is certain: three holders on one
 /// Redis each see the token refused, one after another; one forced fetch in all.
 #[test]
