@@ -425,6 +425,7 @@ if want REDIS || want STORM; then
     fi
     if want STORM; then
         start_endpoint ep-storm 0
+        EXTRA_PIDS="$EXTRA_PIDS ${EP_PIDS##* }" # started after the other endpoints were stopped
         printf '[default]\nreply.forward = "%s"\n' "$EP_URL" >"$work/forward-storm.toml"
         storm_addrs=""
         for i in 1 2 3; do
