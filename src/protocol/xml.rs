@@ -232,7 +232,8 @@ pub fn flat_fields<'a>(clean: &'a Clean<'_>) -> Option<Vec<(&'a str, &'a str)>> 
             value = match &rest[..end] {
                 // The parser drops white space between tags: such an element has no text.
                 v if v.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) => "",
-                // Entities, and line ends the parser would normalise.
+                // Entities; and a carriage return, which XML 1.0 asks a parser to turn into a
+                // line feed (xml-rs 0.8 keeps it): the parser decides, whatever its version.
                 v if v.contains(['&', '>', '\r']) => return None,
                 v => v,
             };
