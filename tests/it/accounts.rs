@@ -952,3 +952,81 @@ fn late_kf_answers_go_out_with_each_accounts_own_token() {
     assert_eq!(code, Some(0), "{log}");
     assert!(!log.contains("secrettwo") && !log.contains(SECRET), "{log}");
 }
+
+/// The reference parser reads the exposition of many accounts (series with and without the
+/// `account` label in one family) and finds each account's counts under its name.
+#[test]
+#[ignore = "needs python3 with prometheus_client: run by make test when it is installed"]
+fn prometheus_client_parses_the_metrics_of_many_accounts() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let dir = tempdir();
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\n\n[[account]]\nname = \"b\"\ntoken = \"tokenb2\"\n",
+    )
+    .unwrap();
+    let server = Wxmp::builder()
+        .args(&[
+            "--accounts",
+            file.to_str().unwrap(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .start();
+    assert!(answer(&server, "/weixin/a", "tokena1").contains("[HTTP 200"));
+    assert!(answer(&server, "/weixin/b", "tokenb2").contains("[HTTP 200"));
+    assert!(answer(&server, "/weixin/nope", "tokenb2").contains("HTTP 404"));
+    let (status, text) = crate::kit::http::request(&server.metrics_addr(), "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    let script = format!(
+        "{}/tests/interop/prometheus_parse.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition:\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = |family: &str, sample: &str, labels: serde_json::Value| {
+        families
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["name"] == family)
+            .flat_map(|f| f["samples"].as_array().unwrap().iter())
+            .find(|s| s["name"] == sample && s["labels"] == labels)
+            .and_then(|s| s["value"].as_f64())
+    };
+    for account in ["a", "b"] {
+        let labels = serde_json::json!({"account": account, "msg_type": "text", "event": ""});
+        assert_eq!(
+            value("wxmp_pushes", "wxmp_pushes_total", labels),
+            Some(1.0),
+            "{text}"
+        );
+    }
+    let no_account = serde_json::json!({"class": "4xx", "mode": "none"});
+    assert_eq!(
+        value("wxmp_http_requests", "wxmp_http_requests_total", no_account),
+        Some(1.0),
+        "{text}"
+    );
+}
