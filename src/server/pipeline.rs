@@ -698,16 +698,17 @@ impl Attempt<'_> {
         let pipeline = self.pipeline;
         let decision = pipeline.decide(msg, &mut self.outcome);
         let answer = writer.render(&decision.reply);
-        ticket.plan(Plan {
+        let plan = Plan {
             fallback: answer.clone(),
             forward: decision.forward.is_some(),
             decided: Decided::of(&decision),
             reply: decision.reply.msg_type(),
-        });
+        };
         let Some(target) = decision.forward else {
-            ticket.complete(answer.clone(), pipeline.env.now());
+            ticket.complete_with_plan(plan, answer.clone(), pipeline.env.now());
             return answer;
         };
+        ticket.plan(plan);
         let job = self.job(target, msg, writer, answer);
         self.place.take();
         let (answer, attempt) = pipeline.forwarder.start(ticket, job);

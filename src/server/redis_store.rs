@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -74,40 +74,78 @@ impl Codec for () {
     }
 }
 
+// The scripts are sent by their SHA1 (`EVALSHA`); `redis::Script` loads one again when Redis
+// answers NOSCRIPT (a restart, SCRIPT FLUSH), so nothing has to be loaded at start.
+//
+// Who can be waiting: every attempt but the first goes through BEGIN, which counts it in
+// `attempts` before it waits. Counted and checked inside the same atomic scripts, `attempts > 1`
+// tells SETTLE and PLAN whether anyone on another instance may be waiting: if not, they skip the
+// PUBLISH (and SETTLE the plan), and an attempt arriving later finds the answer in BEGIN.
+
 /// Looks the push up; claims it when it is new. KEYS: answer, claim, attempts, plan. ARGV:
 /// claim value, lease (ms), TTL (s). Returns {1, answer}, {0, attempt} (claimed), or
 /// {2, attempt} (in flight, or its first attempt's instance died: no claim but a plan).
-const BEGIN: &str = r"
+static BEGIN: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local a = redis.call('GET', KEYS[1])
 if a then return {1, a} end
 local n = redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
+if n == 1 then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
 if redis.call('EXISTS', KEYS[4]) == 0 and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {0, tostring(n)}
 end
 return {2, tostring(n)}
-";
+",
+    )
+});
 
-/// Settles a push unless settled first. KEYS: answer, claim. ARGV: answer, TTL (s), channel,
-/// push. Returns {1, ''} (won) or {0, the answer in force}.
-const SETTLE: &str = r"
+/// Settles a push unless settled first. KEYS: answer, claim, attempts, plan. ARGV: answer,
+/// TTL (s), channel, push, and the plan (optional: an attempt that answers at once leaves its
+/// plan here, for the attempts already waiting on other instances, if any). Returns {1, ''}
+/// (won) or {0, the answer in force}.
+static SETTLE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
   redis.call('DEL', KEYS[2])
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  if tonumber(redis.call('GET', KEYS[3]) or '0') > 1 then
+    if ARGV[5] then redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[2]) end
+    redis.call('PUBLISH', ARGV[3], ARGV[4])
+  end
   return {1, ''}
 end
 return {0, redis.call('GET', KEYS[1]) or ''}
-";
+",
+    )
+});
+
+/// Leaves the first attempt's plan. KEYS: plan, attempts. ARGV: plan, TTL (s), channel, push.
+static PLAN: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if tonumber(redis.call('GET', KEYS[2]) or '0') > 1 then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return 1
+",
+    )
+});
 
 /// Forgets a push whose first attempt failed, if the claim is still this attempt's. KEYS:
 /// claim, plan, attempts. ARGV: claim value, channel, push.
-const ABANDON: &str = r"
+static ABANDON: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
 return 1
-";
+",
+    )
+});
 
 /// The retry store on Redis, falling back to a local [`MemoryStore`] when Redis fails.
 pub struct RedisStore<V: Weigh, P = ()> {
@@ -206,17 +244,15 @@ where
         );
         let ttl = self.limits.ttl_secs.max(1);
         let got = inner.shared.run(|c| {
-            redis::cmd("EVAL")
-                .arg(BEGIN)
-                .arg(4)
-                .arg(&keys.answer)
-                .arg(&keys.claim)
-                .arg(&keys.attempts)
-                .arg(&keys.plan)
+            BEGIN
+                .key(&keys.answer)
+                .key(&keys.claim)
+                .key(&keys.attempts)
+                .key(&keys.plan)
                 .arg(&claim)
                 .arg(LEASE.as_millis() as u64)
                 .arg(ttl)
-                .query::<(i64, Vec<u8>)>(c)
+                .invoke::<(i64, Vec<u8>)>(c)
         });
         let attempt = |b: &[u8]| {
             std::str::from_utf8(b)
@@ -299,6 +335,57 @@ impl<V, P> RedisPending<V, P> {
         }
     }
 
+    /// Settles in Redis (one round trip, with the encoded plan when the attempt answers at
+    /// once), and here for this instance's own attempts.
+    fn settle_as(&self, value: V, plan: Option<Vec<u8>>) -> Settled<V>
+    where
+        V: Codec + Clone,
+    {
+        let shared = &self.inner.shared;
+        if let Some(first) = self.local().answer.clone() {
+            return Settled {
+                won: false,
+                value: first,
+            };
+        }
+        let bytes = value.encode();
+        let outcome = if bytes.len() > MAX_VALUE {
+            None
+        } else {
+            shared
+                .run(|c| {
+                    let mut call = SETTLE.key(&self.keys.answer);
+                    call.key(&self.keys.claim)
+                        .key(&self.keys.attempts)
+                        .key(&self.keys.plan)
+                        .arg(&bytes)
+                        .arg(self.ttl)
+                        .arg(shared.channel())
+                        .arg(&self.keys.push);
+                    if let Some(plan) = &plan {
+                        call.arg(plan);
+                    }
+                    call.invoke::<(i64, Vec<u8>)>(c)
+                })
+                .ok()
+        };
+        self.release();
+        let settled = match outcome {
+            Some((0, first)) => match V::decode(&first) {
+                Some(first) => Settled {
+                    won: false,
+                    value: first,
+                },
+                None => Settled { won: false, value },
+            },
+            // Won in Redis, or Redis failed: this instance's attempts get it either way.
+            _ => Settled { won: true, value },
+        };
+        self.local().answer = Some(settled.value.clone());
+        shared.notify();
+        settled
+    }
+
     /// Waits until `found` finds something in Redis (given `[watched, answer, claim]`), or the
     /// push is over, or `timeout` passes.
     fn watch<T>(
@@ -367,63 +454,27 @@ where
     P: Codec + Clone + Send + Sync,
 {
     fn settle(&self, value: V, _now: u64) -> Settled<V> {
-        let shared = &self.inner.shared;
-        if let Some(first) = self.local().answer.clone() {
-            return Settled {
-                won: false,
-                value: first,
-            };
-        }
-        let bytes = value.encode();
-        let outcome = if bytes.len() > MAX_VALUE {
-            None
-        } else {
-            shared
-                .run(|c| {
-                    redis::cmd("EVAL")
-                        .arg(SETTLE)
-                        .arg(2)
-                        .arg(&self.keys.answer)
-                        .arg(&self.keys.claim)
-                        .arg(&bytes)
-                        .arg(self.ttl)
-                        .arg(shared.channel())
-                        .arg(&self.keys.push)
-                        .query::<(i64, Vec<u8>)>(c)
-                })
-                .ok()
-        };
-        self.release();
-        let settled = match outcome {
-            Some((0, first)) => match V::decode(&first) {
-                Some(first) => Settled {
-                    won: false,
-                    value: first,
-                },
-                None => Settled { won: false, value },
-            },
-            // Won in Redis, or Redis failed: this instance's attempts get it either way.
-            _ => Settled { won: true, value },
-        };
-        self.local().answer = Some(settled.value.clone());
-        shared.notify();
-        settled
+        self.settle_as(value, None)
+    }
+
+    fn settle_with_plan(&self, plan: P, value: V, _now: u64) -> Settled<V> {
+        let bytes = plan.encode();
+        self.local().plan = Some(plan);
+        self.settle_as(value, Some(bytes).filter(|b| b.len() <= MAX_VALUE))
     }
 
     fn abandon(&self) {
         let shared = &self.inner.shared;
         if let Some(claim) = &self.claim {
             let _ = shared.run(|c| {
-                redis::cmd("EVAL")
-                    .arg(ABANDON)
-                    .arg(3)
-                    .arg(&self.keys.claim)
-                    .arg(&self.keys.plan)
-                    .arg(&self.keys.attempts)
+                ABANDON
+                    .key(&self.keys.claim)
+                    .key(&self.keys.plan)
+                    .key(&self.keys.attempts)
                     .arg(claim)
                     .arg(shared.channel())
                     .arg(&self.keys.push)
-                    .query::<()>(c)
+                    .invoke::<()>(c)
             });
         }
         self.release();
@@ -449,18 +500,13 @@ where
         self.local().plan = Some(plan);
         if bytes.len() <= MAX_VALUE {
             let _ = shared.run(|c| {
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(&self.keys.plan)
+                PLAN.key(&self.keys.plan)
+                    .key(&self.keys.attempts)
                     .arg(&bytes)
-                    .arg("EX")
                     .arg(self.ttl)
-                    .ignore()
-                    .cmd("PUBLISH")
                     .arg(shared.channel())
                     .arg(&self.keys.push)
-                    .ignore()
-                    .query::<()>(c)
+                    .invoke::<()>(c)
             });
         }
         shared.notify();

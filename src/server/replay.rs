@@ -115,12 +115,17 @@ pub struct Replay {
 
 /// Remembers a seen query unless it is there: KEYS[1] the query, ARGV the body's hash and the
 /// seconds left of the window. Returns the body hash seen first, or '' when it is new.
-const SEEN: &str = r"
+/// Sent by its SHA1 (`EVALSHA`, loaded again on NOSCRIPT).
+static SEEN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local v = redis.call('GET', KEYS[1])
 if v then return v end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return ''
-";
+",
+    )
+});
 
 impl Default for Replay {
     fn default() -> Self {
@@ -224,13 +229,10 @@ impl Replay {
             let name = format!("{}seen:{}", shared.prefix(), hex::encode(key));
             let hash = hex::encode(body);
             let got = shared.run(|c| {
-                redis::cmd("EVAL")
-                    .arg(SEEN)
-                    .arg(1)
-                    .arg(&name)
+                SEEN.key(&name)
                     .arg(&hash)
                     .arg(expires.saturating_sub(now).max(1))
-                    .query::<String>(c)
+                    .invoke::<String>(c)
             });
             match got {
                 Ok(first) if first.is_empty() => return Ok(Admitted::New),

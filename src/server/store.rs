@@ -144,6 +144,12 @@ pub trait Pending<V, P = ()>: Send + Sync {
     /// Waits up to `timeout` for the plan; `None` if the push was abandoned or settled before
     /// one was made, or none came in time.
     fn plan(&self, timeout: Duration) -> Option<P>;
+    /// [`Pending::set_plan`] then [`Pending::settle`], for an attempt that answers at once: a
+    /// shared store does both in one round trip.
+    fn settle_with_plan(&self, plan: P, value: V, now: u64) -> Settled<V> {
+        self.set_plan(plan);
+        self.settle(value, now)
+    }
 }
 
 /// The right (and duty) to answer a push first. Owned, so the work can move to another thread.
@@ -166,6 +172,13 @@ impl<V, P> Ticket<V, P> {
     pub fn complete(mut self, value: V, now: u64) -> Settled<V> {
         self.done = true;
         self.pending.settle(value, now)
+    }
+
+    /// [`Ticket::plan`] and [`Ticket::complete`] at once, for an attempt that answers without
+    /// waiting for anything (the retries that joined it still find the plan).
+    pub fn complete_with_plan(mut self, plan: P, value: V, now: u64) -> Settled<V> {
+        self.done = true;
+        self.pending.settle_with_plan(plan, value, now)
     }
 
     /// Leaves what this attempt decided where the retries that join it find it

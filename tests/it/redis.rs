@@ -380,3 +380,78 @@ fn an_unreachable_redis_at_start_is_a_warning_and_a_malformed_url_an_error() {
         "{err}"
     );
 }
+
+/// Calls of each Redis command since the last `CONFIG RESETSTAT` (`INFO commandstats`).
+fn command_calls(redis: &Redis) -> std::collections::HashMap<String, u64> {
+    let mut c = redis.connection().expect("redis answers");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut c)
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+fn redis_cmd(redis: &Redis, args: &[&str]) {
+    let mut c = redis.connection().expect("redis answers");
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query::<redis::Value>(&mut c).unwrap();
+}
+
+/// Regression (issue 23): each push sent its scripts in full (`EVAL`), wrote its plan and
+/// PUBLISHed twice even when no other attempt could be waiting.
+#[test]
+fn a_push_answered_at_once_runs_its_scripts_by_sha_and_publishes_nothing() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let server = Wxmp::start(&["--token", TOKEN, "--store", &url]);
+    let push = |msg_id: u64| {
+        let (status, body) = post(
+            &server,
+            &signed(TOKEN),
+            text_xml("o_quiet", "hello", msg_id).as_bytes(),
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    push(7500);
+    redis_cmd(&redis, &["CONFIG", "RESETSTAT"]);
+    for id in 7501..7521 {
+        push(id);
+    }
+    let calls = command_calls(&redis);
+    let count = |name: &str| calls.get(name).copied().unwrap_or(0);
+    assert_eq!(count("eval"), 0, "{calls:?}");
+    assert_eq!(count("publish"), 0, "{calls:?}");
+    assert_eq!(count("evalsha"), 20 * PUSH_ROUND_TRIPS, "{calls:?}");
+
+    // Redis forgot the scripts (a restart, SCRIPT FLUSH): they are loaded again, and shared.
+    redis_cmd(&redis, &["SCRIPT", "FLUSH"]);
+    let target = signed(TOKEN);
+    let body = text_xml("o_quiet", "again", 7600);
+    let first = post(&server, &target, body.as_bytes());
+    assert_eq!(first.0, 200, "{first:?}");
+    assert_eq!(post(&server, &target, body.as_bytes()), first);
+    assert!(
+        redis.dump().iter().any(|(k, _, _)| k.ends_with(":answer")),
+        "the answer is in Redis"
+    );
+    assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
+}
+
+/// Round trips to Redis for a push answered at once: the replay window's seen query, the
+/// claim, the answer.
+const PUSH_ROUND_TRIPS: u64 = 3;
