@@ -45,7 +45,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::protocol::envelope::Mode;
@@ -302,7 +302,11 @@ pub struct Grid {
     label_names: &'static [&'static str],
     /// Each label's values, in the order its positions count.
     values: Vec<Vec<&'static str>>,
-    counts: Box<[AtomicU64]>,
+    /// How many combinations there are.
+    cells: usize,
+    /// One count per combination, made at the first count: an idle account's grids (one per
+    /// account with an accounts file) take no room for them.
+    counts: OnceLock<Box<[AtomicU64]>>,
     /// Expose every combination from the start (a rate over a series that appears late misses
     /// its first increase); otherwise only those counted.
     preset: bool,
@@ -315,7 +319,8 @@ impl Grid {
         Grid {
             label_names,
             values,
-            counts: (0..cells).map(|_| AtomicU64::new(0)).collect(),
+            cells,
+            counts: OnceLock::new(),
             preset: false,
         }
     }
@@ -326,7 +331,8 @@ impl Grid {
         self
     }
 
-    fn cell(&self, at: &[usize]) -> Option<&AtomicU64> {
+    /// The place of `at` among the combinations.
+    fn index(&self, at: &[usize]) -> Option<usize> {
         let mut i = 0;
         for (dim, values) in self.values.iter().enumerate() {
             let p = *at.get(dim)?;
@@ -335,19 +341,31 @@ impl Grid {
             }
             i = i * values.len() + p;
         }
-        self.counts.get(i)
+        Some(i)
+    }
+
+    /// The count of combination `i`: 0 before the first count.
+    fn count(&self, i: usize) -> u64 {
+        let cell = self.counts.get().and_then(|c| c.get(i));
+        cell.map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Counts one at `at`, one position per label (out of range: not counted).
     pub fn inc(&self, at: &[usize]) {
-        if let Some(c) = self.cell(at) {
+        let Some(i) = self.index(at) else {
+            return;
+        };
+        let counts = self
+            .counts
+            .get_or_init(|| (0..self.cells).map(|_| AtomicU64::new(0)).collect());
+        if let Some(c) = counts.get(i) {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The count at `at`.
     pub fn get(&self, at: &[usize]) -> u64 {
-        self.cell(at).map_or(0, |c| c.load(Ordering::Relaxed))
+        self.index(at).map_or(0, |i| self.count(i))
     }
 }
 
@@ -356,8 +374,8 @@ impl Grid {
     /// `preset`, else only those counted.
     fn write_rows(&self, name: &str, labels: &str, preset: bool, out: &mut String) {
         let mut rows: Vec<(Vec<&'static str>, u64)> = Vec::new();
-        for (i, c) in self.counts.iter().enumerate() {
-            let n = c.load(Ordering::Relaxed);
+        for i in 0..self.cells {
+            let n = self.count(i);
             if n == 0 && !preset {
                 continue;
             }
@@ -1230,6 +1248,23 @@ mod tests {
         assert!(text.contains("account=\"school\""), "{text}");
         // The one account of the flags is the unlabelled series.
         assert!(Arc::ptr_eq(&m.account(""), m.unlabelled()));
+    }
+
+    #[test]
+    fn a_grid_takes_room_for_its_counts_only_at_its_first_count() {
+        let g = Grid::new(&["x"], vec![vec!["a", "b"]]).preset();
+        let mut out = String::new();
+        g.write("g_total", "", &mut out);
+        assert_eq!(out, "g_total{x=\"a\"} 0\ng_total{x=\"b\"} 0\n");
+        assert_eq!(g.get(&[1]), 0);
+        assert!(
+            g.counts.get().is_none(),
+            "an idle grid allocated its counts"
+        );
+        g.inc(&[1]);
+        g.inc(&[2]);
+        assert_eq!((g.get(&[0]), g.get(&[1])), (0, 1));
+        assert_eq!(g.counts.get().map(|c| c.len()), Some(2));
     }
 
     #[test]
