@@ -32,7 +32,9 @@ use crate::server::replay::{Replay, ReplayError};
 use crate::server::sample::{self, Sample};
 use crate::server::shared::Shared;
 pub use crate::server::store::Answer;
-use crate::server::store::{self, Begin, Key, Limits, MemoryStore, RetryStore, Ticket, Usage};
+use crate::server::store::{
+    self, Begin, Key, Limits, MemoryStore, RetryStore, Seen, SeenQuery, Ticket, Usage,
+};
 use xmltree::Element;
 
 /// How long a duplicate waits for the first attempt: WeChat gives up on a push after 5 s.
@@ -627,9 +629,10 @@ impl Attempt<'_> {
         let q = self.push.query;
         pipeline.check_signature(q)?;
         let now = pipeline.env.now();
-        pipeline
+        // Shared, the seen-query check goes with the retry store's claim ([`Attempt::begin`]).
+        let seen = pipeline
             .replay
-            .admit(q, self.push.body, now)
+            .admit_later(q, self.push.body, now)
             .map_err(Rejection::Replay)?;
         let clean = xml::sanitize(self.push.body)?;
         if !encrypted && pipeline.account.safe.is_some() && pipeline.replay.hint_due(now) {
@@ -645,25 +648,64 @@ impl Attempt<'_> {
                 (pipeline.open(q, safe, &encrypt)?, Some(safe))
             }
         };
-        Ok(self.answer(&msg, safe))
+        let begin = self.begin(&msg, safe.is_some(), seen)?;
+        Ok(self.answer(&msg, safe, begin))
     }
 
-    /// retry store → rules → render → (seal), or → the user's own code.
-    fn answer(&mut self, msg: &Message, safe: Option<&SafeMode>) -> Answer {
+    /// The retry store's look-up (and claim), with the shared replay window's check of `seen`
+    /// in the same round trip when the store can; else the check is made first, here.
+    fn begin(
+        &self,
+        msg: &Message,
+        sealed: bool,
+        seen: Option<SeenQuery>,
+    ) -> Result<Begin<Answer, Plan>, Rejection> {
         let pipeline = self.pipeline;
-        self.note_push(msg);
-        let sealing = if safe.is_some() {
+        let (q, body) = (self.push.query, self.push.body);
+        let check = |now| -> Result<(), Rejection> {
+            match seen {
+                Some(_) => pipeline
+                    .replay
+                    .admit(q, body, now)
+                    .map(drop)
+                    .map_err(Rejection::Replay),
+                None => Ok(()),
+            }
+        };
+        let sealing = if sealed {
             Sealing::Sealed
         } else {
             Sealing::Plain
         };
-        let begin = match retry_key(msg, sealing) {
-            Some(key) => pipeline
-                .store
-                .begin(key.in_account(&pipeline.account.name), pipeline.env.now()),
+        let now = pipeline.env.now();
+        let key = retry_key(msg, sealing).map(|k| k.in_account(&pipeline.account.name));
+        Ok(match (key, &seen) {
+            (Some(key), Some(query)) => match pipeline.store.begin_seen(key, now, query) {
+                Seen::Replayed => return Err(Rejection::Replay(ReplayError::Replayed)),
+                Seen::Checked(begin) => begin,
+                Seen::Unchecked(begin) => {
+                    check(now)?;
+                    begin
+                }
+            },
+            (Some(key), None) => pipeline.store.begin(key, now),
             // Nothing identifies its retries; it is still answered, once per attempt.
-            None => Begin::Fresh(store::detached()),
-        };
+            (None, _) => {
+                check(now)?;
+                Begin::Fresh(store::detached())
+            }
+        })
+    }
+
+    /// retry store → rules → render → (seal), or → the user's own code.
+    fn answer(
+        &mut self,
+        msg: &Message,
+        safe: Option<&SafeMode>,
+        begin: Begin<Answer, Plan>,
+    ) -> Answer {
+        let pipeline = self.pipeline;
+        self.note_push(msg);
         let writer = pipeline.writer(msg, safe);
         match begin {
             Begin::Cached(answer) => {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use crate::server::shared::Shared;
 use crate::server::store::{
-    Answer, Begin, Key, Limits, MemoryStore, Pending, RetryStore, Settled, Ticket, Usage, Waiter,
-    Weigh,
+    Answer, Begin, Key, Limits, MemoryStore, Pending, RetryStore, Seen, SeenQuery, Settled, Ticket,
+    Usage, Waiter, Weigh,
 };
 
 /// How long a claim lives without its instance renewing it.
@@ -82,12 +82,22 @@ impl Codec for () {
 // tells SETTLE and PLAN whether anyone on another instance may be waiting: if not, they skip the
 // PUBLISH (and SETTLE the plan), and an attempt arriving later finds the answer in BEGIN.
 
-/// Looks the push up; claims it when it is new. KEYS: answer, claim, attempts, plan. ARGV:
-/// claim value, lease (ms), TTL (s). Returns {1, answer}, {0, attempt} (claimed), or
-/// {2, attempt} (in flight, or its first attempt's instance died: no claim but a plan).
+/// Looks the push up; claims it when it is new. KEYS: answer, claim, attempts, plan, and
+/// optionally the replay window's seen query. ARGV: claim value, lease (ms), TTL (s), and with
+/// the seen query its body's hash and its TTL (s). Returns {3, ''} (the query was seen with
+/// another body: nothing claimed), {1, answer}, {0, attempt} (claimed), or {2, attempt} (in
+/// flight, or its first attempt's instance died: no claim but a plan).
 static BEGIN: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
+if KEYS[5] then
+  local h = redis.call('GET', KEYS[5])
+  if not h then
+    redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[5])
+  elseif h ~= ARGV[4] then
+    return {3, ''}
+  end
+end
 local a = redis.call('GET', KEYS[1])
 if a then return {1, a} end
 local n = redis.call('INCR', KEYS[3])
@@ -235,6 +245,34 @@ where
     P: Codec + Clone + Send + Sync + 'static,
 {
     fn begin(&self, key: Key, now: u64) -> Begin<V, P> {
+        match self.start(key.clone(), now, None) {
+            Seen::Checked(b) | Seen::Unchecked(b) => b,
+            // Only a seen query is refused; without one BEGIN never says so.
+            Seen::Replayed => self.local.begin(key, now),
+        }
+    }
+
+    fn begin_seen(&self, key: Key, now: u64, seen: &SeenQuery) -> Seen<Begin<V, P>> {
+        self.start(key, now, Some(seen))
+    }
+
+    /// The local fallback's fill (what Redis holds is Redis's to report).
+    fn usage(&self) -> Usage {
+        self.local.usage()
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+impl<V, P> RedisStore<V, P>
+where
+    V: Weigh + Codec + Send + Sync + 'static,
+    P: Codec + Clone + Send + Sync + 'static,
+{
+    /// BEGIN, with the seen query when there is one: one round trip.
+    fn start(&self, key: Key, now: u64, seen: Option<&SeenQuery>) -> Seen<Begin<V, P>> {
         let inner = &self.inner;
         let keys = inner.keys(&key.digest());
         let claim = format!(
@@ -244,15 +282,17 @@ where
         );
         let ttl = self.limits.ttl_secs.max(1);
         let got = inner.shared.run(|c| {
-            BEGIN
-                .key(&keys.answer)
-                .key(&keys.claim)
+            let mut call = BEGIN.key(&keys.answer);
+            call.key(&keys.claim)
                 .key(&keys.attempts)
                 .key(&keys.plan)
                 .arg(&claim)
                 .arg(LEASE.as_millis() as u64)
-                .arg(ttl)
-                .invoke::<(i64, Vec<u8>)>(c)
+                .arg(ttl);
+            if let Some(seen) = seen {
+                call.key(&seen.name).arg(&seen.hash).arg(seen.ttl);
+            }
+            call.invoke::<(i64, Vec<u8>)>(c)
         });
         let attempt = |b: &[u8]| {
             std::str::from_utf8(b)
@@ -260,7 +300,8 @@ where
                 .and_then(|s| s.parse::<u32>().ok())
                 .unwrap_or(1)
         };
-        match got {
+        let begin = match got {
+            Ok((3, _)) => return Seen::Replayed,
             Ok((1, bytes)) => match V::decode(&bytes) {
                 Some(v) => Begin::Cached(v),
                 None => self.local.begin(key, now),
@@ -278,17 +319,10 @@ where
                 Arc::new(RedisPending::new(inner, keys, None, ttl)),
                 attempt(&n),
             )),
-            Err(_) => self.local.begin(key, now),
-        }
-    }
-
-    /// The local fallback's fill (what Redis holds is Redis's to report).
-    fn usage(&self) -> Usage {
-        self.local.usage()
-    }
-
-    fn limits(&self) -> Limits {
-        self.limits
+            // Redis failed: the local store answers, and the caller checks the query.
+            Err(_) => return Seen::Unchecked(self.local.begin(key, now)),
+        };
+        Seen::Checked(begin)
     }
 }
 

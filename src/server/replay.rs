@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use crate::log::utc;
 use crate::protocol::query::Query;
 use crate::server::shared::Shared;
+use crate::server::store::SeenQuery;
 
 /// Seconds a signed query stays good: WeChat's ~15 s of retries plus clock skew.
 pub const DEFAULT_WINDOW: u64 = crate::config::DEFAULT_REPLAY_WINDOW;
@@ -226,17 +227,16 @@ impl Replay {
         // The query stays dangerous while its timestamp is in the window, wherever `now` is.
         let expires = ts + self.window;
         if let Some(shared) = &self.shared {
-            let name = format!("{}seen:{}", shared.prefix(), hex::encode(key));
-            let hash = hex::encode(body);
+            let seen = seen_query(shared, &key, &body, expires, now);
             let got = shared.run(|c| {
-                SEEN.key(&name)
-                    .arg(&hash)
-                    .arg(expires.saturating_sub(now).max(1))
+                SEEN.key(&seen.name)
+                    .arg(&seen.hash)
+                    .arg(seen.ttl)
                     .invoke::<String>(c)
             });
             match got {
                 Ok(first) if first.is_empty() => return Ok(Admitted::New),
-                Ok(first) if first == hash => return Ok(Admitted::Retry),
+                Ok(first) if first == seen.hash => return Ok(Admitted::Retry),
                 Ok(_) => return Err(ReplayError::Replayed),
                 // Redis failed: this instance's memory decides.
                 Err(_) => {}
@@ -257,6 +257,37 @@ impl Replay {
         }
         seen.insert(key, body, expires);
         Ok(Admitted::New)
+    }
+
+    /// The timestamp check now, and the seen-query check left for the shared retry store to
+    /// make with its claim, in one round trip ([`RetryStore::begin_seen`]): `Some` when the
+    /// window is shared. Otherwise (`None`) both checks are made here ([`Replay::admit`]).
+    ///
+    /// [`RetryStore::begin_seen`]: crate::server::store::RetryStore::begin_seen
+    pub fn admit_later(
+        &self,
+        q: &Query,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Option<SeenQuery>, ReplayError> {
+        let (Some(shared), true, Some(ts), Some(nonce), Some(sig)) = (
+            &self.shared,
+            self.window > 0,
+            &q.timestamp,
+            &q.nonce,
+            &q.signature,
+        ) else {
+            return self.admit(q, body, now).map(|_| None);
+        };
+        let ts = self.check_time(ts, now)?;
+        let seen = seen_query(
+            shared,
+            &key(ts, nonce, sig),
+            &sha1(&[body]),
+            ts + self.window,
+            now,
+        );
+        Ok(Some(seen))
     }
 
     /// True at most once per [`HINT_EVERY`] seconds: time to say again that a plaintext push
@@ -300,6 +331,16 @@ impl Seen {
         self.next += 1;
         self.by_expiry.insert(order, key);
         self.by_key.insert(key, (body, order));
+    }
+}
+
+/// A query as the shared window keeps it: its key under the store's prefix, its body's hash,
+/// and the seconds until its timestamp leaves the window.
+fn seen_query(shared: &Shared, key: &Hash, body: &Hash, expires: u64, now: u64) -> SeenQuery {
+    SeenQuery {
+        name: format!("{}seen:{}", shared.prefix(), hex::encode(key)),
+        hash: hex::encode(body),
+        ttl: expires.saturating_sub(now).max(1),
     }
 }
 

@@ -107,8 +107,34 @@ pub struct Usage {
 pub trait RetryStore<V, P = ()>: Send + Sync {
     /// Looks `key` up at time `now` (Unix seconds) and claims it when it is new.
     fn begin(&self, key: Key, now: u64) -> Begin<V, P>;
+    /// [`RetryStore::begin`] and the replay window's check of `seen` at once: a shared store
+    /// makes both in one round trip. This default (and a shared store that failed) leaves the
+    /// check to the caller: [`Seen::Unchecked`].
+    fn begin_seen(&self, key: Key, now: u64, seen: &SeenQuery) -> Seen<Begin<V, P>> {
+        let _ = seen;
+        Seen::Unchecked(self.begin(key, now))
+    }
     fn usage(&self) -> Usage;
     fn limits(&self) -> Limits;
+}
+
+/// A signed query to remember in a shared replay window (see `server::replay`): the key
+/// (prefixed), the hash of the body it came with, and the seconds it stays in the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenQuery {
+    pub name: String,
+    pub hash: String,
+    pub ttl: u64,
+}
+
+/// What [`RetryStore::begin_seen`] found of a query.
+pub enum Seen<B> {
+    /// Seen before with another body: refuse it (nothing was claimed).
+    Replayed,
+    /// New, or WeChat's retry with the same body.
+    Checked(B),
+    /// Not checked: the caller checks the query itself.
+    Unchecked(B),
 }
 
 /// The answer to "have we seen this push?".

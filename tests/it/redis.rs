@@ -452,6 +452,6 @@ fn a_push_answered_at_once_runs_its_scripts_by_sha_and_publishes_nothing() {
     assert_eq!(server.request("GET", "/healthz", b""), (200, "ok".into()));
 }
 
-/// Round trips to Redis for a push answered at once: the replay window's seen query, the
-/// claim, the answer.
-const PUSH_ROUND_TRIPS: u64 = 3;
+/// Round trips to Redis for a push answered at once: the replay window's seen query with the
+/// claim, then the answer.
+const PUSH_ROUND_TRIPS: u64 = 2;
