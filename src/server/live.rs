@@ -254,11 +254,7 @@ impl RulesFiles {
             if let (Some(u), Some(path)) = (&f.uploader, file) {
                 let same = client.is_some_and(|c| c.config().app_id == u.app_id());
                 if !same {
-                    return Err(RulesError {
-                        file: path.display().to_string(),
-                        line: None,
-                        reason: "its replies send files, uploaded with one AppID's API, so it serves one AppID: give each account a rules file of its own".into(),
-                    });
+                    u.share_across_app_ids(&f.rules.current(), &path.display().to_string())?;
                 }
             }
             return Ok(Arc::clone(&f.rules));

@@ -78,6 +78,22 @@ pub fn require_api(set: &RuleSet, file: &str) -> Result<(), RulesError> {
     }
 }
 
+/// Refuses a set whose replies send files, for a rules file that accounts of several AppIDs
+/// share.
+fn one_app_id(set: &RuleSet, file: &str) -> Result<(), RulesError> {
+    match set.media_files().first() {
+        None => Ok(()),
+        Some(slot) => Err(RulesError {
+            file: file.to_owned(),
+            line: Some(slot.line),
+            reason: format!(
+                "rule {}: reply.{} = {{ file = {:?} }} is uploaded with one AppID's API, and this rules file serves accounts of several AppIDs: give each AppID's accounts a rules file of their own",
+                slot.rule, slot.reply, slot.shown
+            ),
+        }),
+    }
+}
+
 /// The file's bytes, checked against its type.
 fn read_checked(slot: &MediaSlot) -> Result<Vec<u8>, String> {
     let ty =
@@ -132,6 +148,9 @@ struct Job {
 pub struct Uploader {
     jobs: Mutex<mpsc::Sender<Job>>,
     shared: Arc<Shared>,
+    /// Set once an account of another AppID (or with no API) shares the rules file: a media_id
+    /// belongs to the AppID that uploaded it, so from then on the file may not send files.
+    across_app_ids: std::sync::atomic::AtomicBool,
 }
 
 struct Shared {
@@ -157,6 +176,28 @@ impl Uploader {
     /// The AppID whose API it uploads with.
     pub fn app_id(&self) -> &str {
         &self.shared.app_id
+    }
+
+    /// Lets an account of another AppID (or with no API) use the rules file, whose replies
+    /// send no files now, nor may on any reload.
+    pub fn share_across_app_ids(&self, set: &RuleSet, file: &str) -> Result<(), RulesError> {
+        one_app_id(set, file)?;
+        self.across_app_ids
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Looks up the files `set` sends (and queues new ones for upload), or refuses a set that
+    /// sends files when the rules file serves several AppIDs.
+    pub fn admit(&self, set: &RuleSet, file: &str) -> Result<(), RulesError> {
+        if self
+            .across_app_ids
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            one_app_id(set, file)?;
+        }
+        self.adopt(set);
+        Ok(())
     }
 
     /// Reads the state file and starts the upload thread; with `store`, the media_ids are
@@ -198,6 +239,7 @@ impl Uploader {
         Arc::new(Uploader {
             jobs: Mutex::new(tx),
             shared,
+            across_app_ids: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -132,7 +132,7 @@ fn swap_in(
     // Files are looked up (and new ones queued for upload) before the set serves.
     let loaded = loaded.and_then(|set| {
         match media {
-            Some(u) => u.adopt(&set),
+            Some(u) => u.admit(&set, &path.display().to_string())?,
             None => media::require_api(&set, &path.display().to_string())?,
         }
         Ok(set)

@@ -856,9 +856,9 @@ fn late_kf_answers_go_out_with_each_accounts_own_token() {
         200,
         r#"{"MsgType":"text","Content":"late but here"}"#,
     );
-    // A rules file per account: a rules file named by accounts with an AppSecret serves one AppID.
-    let (rules_a, rules_b) = (forward_rules(&ep.url), forward_rules(&ep.url));
-    let (rules_a, rules_b) = (rules_a.to_str().unwrap(), rules_b.to_str().unwrap());
+    // One rules file for both AppIDs: it sends no files, so it may serve several.
+    let rules = forward_rules(&ep.url);
+    let (rules_a, rules_b) = (rules.to_str().unwrap(), rules.to_str().unwrap());
     let dir = tempdir();
     let file = dir.join("accounts.toml");
     std::fs::write(
@@ -1028,5 +1028,59 @@ fn prometheus_client_parses_the_metrics_of_many_accounts() {
         value("wxmp_http_requests", "wxmp_http_requests_total", no_account),
         Some(1.0),
         "{text}"
+    );
+}
+
+/// A rules file that sends a file serves one AppID: its media_ids belong to the AppID that
+/// uploaded them. Shared by accounts of two AppIDs, the server refuses to start and says why,
+/// with the rule's line.
+#[test]
+fn a_rules_file_that_sends_files_is_refused_for_two_appids() {
+    let dir = tempdir();
+    std::fs::write(dir.join("menu.png"), b"\x89PNG\r\n\x1a\n0000").unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        "[[rules]]\ntext = \"hi\"\nreply.text = \"hello\"\n\n[[rules]]\ntext = \"menu\"\nreply.image = { file = \"menu.png\" }\n",
+    )
+    .unwrap();
+    let file = dir.join("accounts.toml");
+    std::fs::write(
+        &file,
+        "[[account]]\nname = \"a\"\ntoken = \"tokena1\"\nappid = \"wxaaaa\"\nsecret = \"sa\"\nrules = \"rules.toml\"\n\n\
+         [[account]]\nname = \"b\"\ntoken = \"tokenb2\"\nappid = \"wxbbbb\"\nsecret = \"sb\"\nrules = \"rules.toml\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut child = wxmp(&[
+        "--accounts",
+        file.to_str().unwrap(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ])
+    .env("XDG_CACHE_HOME", dir.to_str().unwrap())
+    .env("HOME", dir.to_str().unwrap())
+    .env("WXMP_API_BASE", "http://127.0.0.1:9")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut code = None;
+    crate::kit::wait::until_ok(
+        secs(20),
+        "the server to refuse its accounts file and exit",
+        || {
+            code = child.try_wait().unwrap().map(|s| s.code());
+            code.map(|_| ()).ok_or_else(|| "still running".to_owned())
+        },
+    );
+    let o = child.wait_with_output().unwrap();
+    let err = out(&o);
+    assert_eq!(code, Some(Some(2)), "{err}");
+    assert!(
+        err.contains("rule 2: reply.image = { file = \"menu.png\" }")
+            && err.contains("serves accounts of several AppIDs"),
+        "{err}"
     );
 }
