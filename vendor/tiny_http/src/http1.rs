@@ -374,6 +374,10 @@ pub fn read_chunked<R: BufRead>(
             }
             left -= step as u64;
         }
+        // A chunk that ends exactly one byte past the limit leaves no room check to catch it.
+        if out.len() > limit {
+            return Ok(Chunked::TooLong);
+        }
         if !read_line(
             r,
             &mut line,
@@ -591,6 +595,9 @@ mod tests {
         );
         let (c, body) = chunked("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", 6).unwrap();
         assert_eq!((c, body.len()), (Chunked::TooLong, 7));
+        // One chunk of exactly limit + 1 bytes (found by the http_parser fuzz target).
+        let (c, body) = chunked("11\r\n238ef01234567cdef\r\n0\r\n\r\n", 16).unwrap();
+        assert_eq!((c, body.len()), (Chunked::TooLong, 17));
         let endless = format!("1{}", "0".repeat(MAX_CHUNK_LINE * 4));
         assert!(matches!(
             chunked(&endless, 100),
