@@ -63,31 +63,32 @@ pub fn check_files(set: &RuleSet, file: &str) -> Result<(), RulesError> {
 
 /// A rule set with files needs the API to upload them: the error says what to add.
 pub fn require_api(set: &RuleSet, file: &str) -> Result<(), RulesError> {
-    match set.media_files().first() {
-        None => Ok(()),
-        Some(slot) => Err(RulesError {
-            file: file.to_owned(),
-            line: Some(slot.line),
-            reason: format!(
-                "rule {}: reply.{} = {{ file = {:?} }} is uploaded as permanent material, which needs the WeChat API: pass --appid and --secret (or set WXMP_APPID and WXMP_SECRET)",
-                slot.rule,
-                slot.reply,
-                slot.shown
-            ),
-        }),
-    }
+    refuse_files(
+        set,
+        file,
+        "is uploaded as permanent material, which needs the WeChat API: pass --appid and --secret (or set WXMP_APPID and WXMP_SECRET)",
+    )
 }
 
 /// Refuses a set whose replies send files, for a rules file that accounts of several AppIDs
 /// share.
 fn one_app_id(set: &RuleSet, file: &str) -> Result<(), RulesError> {
+    refuse_files(
+        set,
+        file,
+        "is uploaded with one AppID's API, and this rules file serves accounts of several AppIDs: give each AppID's accounts a rules file of their own",
+    )
+}
+
+/// The first file `set` sends, as an error at its line saying `why` it cannot be sent.
+fn refuse_files(set: &RuleSet, file: &str, why: &str) -> Result<(), RulesError> {
     match set.media_files().first() {
         None => Ok(()),
         Some(slot) => Err(RulesError {
             file: file.to_owned(),
             line: Some(slot.line),
             reason: format!(
-                "rule {}: reply.{} = {{ file = {:?} }} is uploaded with one AppID's API, and this rules file serves accounts of several AppIDs: give each AppID's accounts a rules file of their own",
+                "rule {}: reply.{} = {{ file = {:?} }} {why}",
                 slot.rule, slot.reply, slot.shown
             ),
         }),
